@@ -1,0 +1,66 @@
+"""Time, injected.
+
+Every component reads time only from a :class:`Clock`: ``now()`` (aware UTC datetime),
+``monotonic()`` (seconds, for durations) and ``sleep_until()``. Real deployments use
+:class:`SystemClock`; the emulator's fleet uses a virtual clock
+(``emulator.clock.VirtualClock``) that jumps to the next wake-up when every device is
+parked, so 30 simulated days pass in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+# A sleeping SystemClock re-reads the wall clock at least this often, so an NTP step
+# or a suspend/resume does not make a daily upload fire hours late.
+_MAX_SLEEP_SLICE_S = 60.0
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where time comes from."""
+
+    def now(self) -> datetime:
+        """Current time as an aware UTC datetime."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin that never goes backwards."""
+        ...
+
+    async def sleep_until(self, when: datetime) -> None:
+        """Return once ``now() >= when`` (at once if it already is)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep for ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    """The real clock: wall time from the OS, sleeping with asyncio."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep_until(self, when: datetime) -> None:
+        _require_aware(when)
+        while True:
+            remaining = (when - self.now()).total_seconds()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, _MAX_SLEEP_SLICE_S))
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self.now() + timedelta(seconds=max(0.0, seconds)))
+
+
+def _require_aware(when: datetime) -> None:
+    if when.tzinfo is None:
+        raise ValueError("sleep_until needs an aware datetime (naive times are ambiguous)")

@@ -1,0 +1,125 @@
+"""The one exception tree of ``device_direct``.
+
+Every error the module raises is a :class:`DeviceDirectError`. Subclasses are grouped
+by cause so callers can decide what to do (retry, report, ask the user) without
+parsing messages. Third-party exceptions (aiohttp, ssl, sqlite3, OSError) are
+translated into these at one edge each, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DeviceDirectError(Exception):
+    """Root of every error raised by device_direct."""
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+class ConfigError(DeviceDirectError):
+    """A configuration file or value is wrong. Names the file and the key."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None, key: str | None = None):
+        self.path = str(path) if path is not None else None
+        self.key = key
+        where = []
+        if self.path:
+            where.append(self.path)
+        if key:
+            where.append(f"key '{key}'")
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+# -- network and transport -------------------------------------------------------------
+
+
+class NetworkError(DeviceDirectError):
+    """The server could not be reached or the exchange broke off. Retried with backoff."""
+
+
+class ConnectError(NetworkError):
+    """TCP connection refused, reset, or the name did not resolve."""
+
+
+class TimeoutError_(NetworkError):
+    """The server did not answer in time."""
+
+
+class ProxyError(NetworkError):
+    """The proxy refused the tunnel (for example 407) or could not be reached."""
+
+
+class TLSError(NetworkError):
+    """The TLS handshake failed; ``reason`` says which check failed.
+
+    reason is one of: unknown-ca, expired, not-yet-valid, wrong-host, tls-version,
+    handshake.
+    """
+
+    def __init__(self, message: str, *, reason: str):
+        self.reason = reason
+        super().__init__(f"TLS {reason}: {message}")
+
+
+class AuthError(DeviceDirectError):
+    """The server refused our identity (registration key, client certificate)."""
+
+
+# -- protocol ---------------------------------------------------------------------------
+
+
+class ProtocolError(DeviceDirectError):
+    """Base for wire-protocol violations."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We broke the protocol (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The server sent something we cannot accept (bad JSON, oversized body, ...)."""
+
+
+class ServerRejected(ProtocolError):
+    """The server answered 4xx: the request is not retried as it is."""
+
+    def __init__(self, status: int, error: str, detail: str = ""):
+        self.status = status
+        self.error = error
+        self.detail = detail
+        super().__init__(f"server rejected the request ({status} {error}): {detail}".rstrip(": "))
+
+
+class ServerUnavailable(NetworkError):
+    """The server answered 5xx: retried with backoff."""
+
+    def __init__(self, status: int, detail: str = ""):
+        self.status = status
+        self.detail = detail
+        super().__init__(f"server unavailable ({status}) {detail}".rstrip())
+
+
+# -- device side ------------------------------------------------------------------------
+
+
+class FirmwareError(DeviceDirectError):
+    """A firmware manifest or image failed a check; ``check`` names it."""
+
+    def __init__(self, message: str, *, check: str):
+        self.check = check
+        super().__init__(f"firmware {check}: {message}")
+
+
+class StorageError(DeviceDirectError):
+    """The device's non-volatile storage failed (disk full, corrupt file)."""
+
+
+class PayloadError(DeviceDirectError):
+    """A payload could not be built or read back (corrupt zip or XML)."""
+
+
+class ModelError(DeviceDirectError):
+    """The device model refused a command (for example printing while powered off)."""

@@ -1,0 +1,1 @@
+"""The emulated printer, reference communication server and fleet runner."""
