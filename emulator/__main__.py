@@ -1,0 +1,69 @@
+"""``python -m emulator``: the emulated printer, reference server and fleet runner.
+
+Subcommands import what they need lazily so ``--help`` is quick.
+Exit codes: 0 success, 1 an expectation failed, 2 usage or configuration error,
+3 a runtime error (server could not start, state unusable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_EXPECTATION = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from emulator.model.demo import model_demo
+
+    print(model_demo(days=args.days, seed=args.seed))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator",
+        description=(
+            "Emulated networked printers, the reference communication server they upload "
+            "to, and a fleet runner on a virtual clock."
+        ),
+        epilog="Exit codes: 0 ok, 1 expectation failed, 2 usage/config error, 3 runtime error.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the built-in demo and print a summary",
+        description="Run the built-in demo with nothing to configure and print a summary.",
+    )
+    demo.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from emulator.errors import EmulatorError
+
+    from device_direct.errors import ConfigError, DeviceDirectError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (EmulatorError, DeviceDirectError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
