@@ -1,0 +1,429 @@
+"""The device's identity: its private key, its client certificate and its device id.
+
+Everything lives in one directory of the device's non-volatile storage:
+
+``key.pem``          EC P-256 private key made on the device (mode 0600). It never
+                     leaves the device: only CSRs and file paths for the TLS stack are
+                     handed out.
+``pending-key.pem``  a fresh key whose CSR is out for renewal (mode 0600).
+``certificate.pem``  the client certificate the server signed.
+``ca.pem``           the CA certificate the server returned with it.
+``identity.json``    ``{"device_id": ..., "serial": ...}``.
+
+Every file is written atomically (temporary file, fsync, rename, fsync of the
+directory), so power loss leaves either the old or the new file, never half of one.
+
+Theory of operation for renewal: :meth:`IdentityStore.create_renewal_csr` makes
+``pending-key.pem`` and a CSR for it; :meth:`IdentityStore.store_registration` with the
+new certificate writes ``certificate.pem`` and then renames the pending key over
+``key.pem``. Power loss between those two steps leaves a certificate that matches the
+pending key; loading finishes the rename. Until the new certificate arrives, the old
+key and certificate stay in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from device_direct.errors import AuthError, RemoteProtocolError, StorageError
+
+RENEWAL_MARGIN = timedelta(days=30)
+
+KEY_FILE = "key.pem"
+PENDING_KEY_FILE = "pending-key.pem"
+CERT_FILE = "certificate.pem"
+CA_FILE = "ca.pem"
+STATE_FILE = "identity.json"
+
+# Printable ASCII without spaces, at most 64 characters (the X.520 upper bound for CN
+# and serialNumber), so the serial is safe in a certificate subject and in logs.
+_SERIAL = re.compile(r"^[\x21-\x7e]{1,64}$")
+# The device id goes into URL paths; keep it to characters that need no quoting.
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def validate_serial(serial: str) -> str:
+    """Return ``serial`` if it can go into a certificate subject, else raise ValueError."""
+    if not isinstance(serial, str) or not _SERIAL.match(serial):
+        raise ValueError(
+            f"serial must be 1-64 printable ASCII characters without spaces, got {serial!r}"
+        )
+    return serial
+
+
+def validate_device_id(device_id: str) -> str:
+    """Return ``device_id`` if it is safe in a URL path, else raise ValueError."""
+    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+        raise ValueError(
+            "device id must be 1-128 characters of letters, digits and . _ : - "
+            f"(starting with a letter or digit), got {device_id!r}"
+        )
+    return device_id
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What registration gave the device: its id and the validity of its certificate."""
+
+    device_id: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+    fingerprint_sha256: str
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        validate_serial(self.serial)
+        for name in ("not_before", "not_after"):
+            if getattr(self, name).tzinfo is None:
+                raise ValueError(f"Registration.{name} must be an aware datetime")
+        if self.not_after <= self.not_before:
+            raise ValueError(
+                f"certificate not_after {self.not_after.isoformat()} is not after "
+                f"not_before {self.not_before.isoformat()}"
+            )
+        if not re.fullmatch(r"[0-9a-f]{64}", self.fingerprint_sha256):
+            raise ValueError("fingerprint_sha256 must be 64 lower-case hex digits")
+
+    def needs_renewal(self, now: datetime, margin: timedelta = RENEWAL_MARGIN) -> bool:
+        """True once ``now`` is within ``margin`` of the certificate's expiry."""
+        if now.tzinfo is None:
+            raise ValueError("needs_renewal needs an aware datetime")
+        if margin < timedelta(0):
+            raise ValueError(f"renewal margin must not be negative, got {margin}")
+        return now >= self.not_after - margin
+
+
+class IdentityStore:
+    """The device's key, certificate and device id in ``directory``.
+
+    Constructing the store loads what is there (and finishes an interrupted renewal);
+    corrupt files raise :class:`StorageError` naming the file, a certificate that does
+    not belong to the device key raises :class:`AuthError`.
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"{self.directory}: cannot create identity directory: {exc}"
+            ) from exc
+        self._key: ec.EllipticCurvePrivateKey | None = None
+        self._registration: Registration | None = None
+        self._load()
+
+    # -- paths -----------------------------------------------------------------------------
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / KEY_FILE
+
+    @property
+    def pending_key_path(self) -> Path:
+        return self.directory / PENDING_KEY_FILE
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / CERT_FILE
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / CA_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def registration(self) -> Registration | None:
+        """The current registration, or None before the device registered."""
+        return self._registration
+
+    @property
+    def is_registered(self) -> bool:
+        return self._registration is not None
+
+    @property
+    def device_id(self) -> str | None:
+        return self._registration.device_id if self._registration else None
+
+    def client_cert_files(self) -> tuple[Path, Path]:
+        """(certificate, key) paths for ``SSLContext.load_cert_chain``."""
+        if self._registration is None:
+            raise AuthError("the device is not registered yet: it has no client certificate")
+        return self.cert_path, self.key_path
+
+    def needs_renewal(self, now: datetime, margin: timedelta = RENEWAL_MARGIN) -> bool:
+        """True once ``now`` is within ``margin`` of the client certificate's expiry."""
+        if self._registration is None:
+            raise AuthError("the device is not registered: register it before renewing")
+        return self._registration.needs_renewal(now, margin)
+
+    # -- making requests -------------------------------------------------------------------
+
+    def create_csr(self, serial: str) -> str:
+        """A PEM CSR for the device key (made now if the device has none yet)."""
+        validate_serial(serial)
+        if self._key is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            _atomic_write(self.key_path, _key_bytes(key), 0o600)
+            self._key = key
+        return _csr_pem(self._key, serial)
+
+    def create_renewal_csr(self, serial: str) -> str:
+        """A PEM CSR for a fresh key; the current key stays in use until it is signed."""
+        validate_serial(serial)
+        if self._registration is None:
+            raise AuthError("the device is not registered: register it before renewing")
+        key = ec.generate_private_key(ec.SECP256R1())
+        _atomic_write(self.pending_key_path, _key_bytes(key), 0o600)
+        return _csr_pem(key, serial)
+
+    # -- storing results -------------------------------------------------------------------
+
+    def store_registration(
+        self, device_id: str, certificate_pem: str, ca_certificate_pem: str
+    ) -> Registration:
+        """Persist what the server returned for a registration or renewal.
+
+        The certificate must be for the device key or for the pending renewal key;
+        anything else came from a confused or hostile server and raises
+        :class:`RemoteProtocolError` (nothing is written then).
+        """
+        try:
+            validate_device_id(device_id)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"server returned a bad device id: {exc}") from exc
+        cert = _parse_cert(certificate_pem.encode(), "the server's certificate")
+        ca = _parse_cert(ca_certificate_pem.encode(), "the server's CA certificate")
+        del ca  # parsed only to reject garbage before anything is written
+        serial = _subject_serial(cert)
+        if serial is None:
+            raise RemoteProtocolError("the server's certificate has no usable subject CN")
+
+        pending = self._read_key(self.pending_key_path) if self.pending_key_path.exists() else None
+        if pending is not None and _same_key(cert, pending):
+            new_key: ec.EllipticCurvePrivateKey | None = pending
+        elif self._key is not None and _same_key(cert, self._key):
+            new_key = None
+        else:
+            raise RemoteProtocolError(
+                "the server's certificate is not for this device's key (not our CSR)"
+            )
+
+        registration = _registration_from(cert, device_id, serial)
+        _atomic_write(self.ca_path, ca_certificate_pem.encode(), 0o644)
+        _atomic_write(
+            self.state_path,
+            json.dumps({"device_id": device_id, "serial": serial}).encode(),
+            0o644,
+        )
+        _atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        if new_key is not None:
+            self._promote_pending_key()
+            self._key = new_key
+        self._registration = registration
+        return registration
+
+    def clear_registration(self) -> None:
+        """Forget the certificate and device id (the server disowned them); keep the key."""
+        for path in (self.cert_path, self.state_path, self.ca_path, self.pending_key_path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"{path}: cannot delete: {exc}") from exc
+        _fsync_dir(self.directory)
+        self._registration = None
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self.key_path.exists():
+            self._key = self._read_key(self.key_path)
+        if not self.cert_path.exists():
+            return
+        cert = _read_cert(self.cert_path)
+        if self._key is None or not _same_key(cert, self._key):
+            pending = (
+                self._read_key(self.pending_key_path) if self.pending_key_path.exists() else None
+            )
+            if pending is None or not _same_key(cert, pending):
+                raise AuthError(
+                    f"{self.cert_path}: the client certificate does not match the device key "
+                    f"{self.key_path}; clear the registration and register again"
+                )
+            # Power went off between writing the certificate and promoting its key.
+            self._promote_pending_key()
+            self._key = pending
+        state = self._read_state()
+        try:
+            self._registration = _registration_from(cert, state["device_id"], state["serial"])
+        except ValueError as exc:
+            raise StorageError(f"{self.state_path}: {exc}") from exc
+
+    def _read_key(self, path: Path) -> ec.EllipticCurvePrivateKey:
+        data = _read_bytes(path)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise StorageError(f"{path}: not a readable private key (corrupt file): {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise StorageError(f"{path}: the device key must be an EC P-256 key")
+        _tighten_mode(path)
+        return key
+
+    def _read_state(self) -> dict[str, str]:
+        data = _read_bytes(self.state_path)
+        try:
+            state = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StorageError(f"{self.state_path}: not valid JSON (corrupt file): {exc}") from exc
+        if not isinstance(state, dict):
+            raise StorageError(f"{self.state_path}: expected a JSON object")
+        for key in ("device_id", "serial"):
+            if not isinstance(state.get(key), str):
+                raise StorageError(f"{self.state_path}: key '{key}' missing or not a string")
+        return {"device_id": state["device_id"], "serial": state["serial"]}
+
+    def _promote_pending_key(self) -> None:
+        try:
+            os.replace(self.pending_key_path, self.key_path)
+        except OSError as exc:
+            raise StorageError(f"{self.key_path}: cannot install the renewed key: {exc}") from exc
+        _fsync_dir(self.directory)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _csr_pem(key: ec.EllipticCurvePrivateKey, serial: str) -> str:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, serial),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
+        ]
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(
+        cert.public_key().public_bytes(serialization.Encoding.DER, public)
+        == key.public_key().public_bytes(serialization.Encoding.DER, public)
+    )
+
+
+def _subject_serial(cert: x509.Certificate) -> str | None:
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(values) != 1 or not isinstance(values[0].value, str):
+        return None
+    try:
+        return validate_serial(values[0].value)
+    except ValueError:
+        return None
+
+
+def _registration_from(cert: x509.Certificate, device_id: str, serial: str) -> Registration:
+    return Registration(
+        device_id=device_id,
+        serial=serial,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint_sha256=hashlib.sha256(
+            cert.public_bytes(serialization.Encoding.DER)
+        ).hexdigest(),
+    )
+
+
+def _parse_cert(data: bytes, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise RemoteProtocolError(f"{what} is not a PEM certificate: {exc}") from exc
+
+
+def _read_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(_read_bytes(path))
+    except ValueError as exc:
+        raise StorageError(f"{path}: not a readable certificate (corrupt file): {exc}") from exc
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read: {exc}") from exc
+
+
+def _tighten_mode(path: Path) -> None:
+    # A key readable by others is a leak, but refusing to boot over it would brick the
+    # device; put the mode back to 0600 instead.
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot restrict permissions: {exc}") from exc
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"{path}: cannot write: {exc}") from exc
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageError(f"{directory}: cannot open directory to sync: {exc}") from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise StorageError(f"{directory}: cannot sync directory: {exc}") from exc
+    finally:
+        os.close(fd)

@@ -1,0 +1,737 @@
+"""HTTPS to the communication server: one aiohttp session, one TLS context, mutual TLS.
+
+The :class:`Transport` speaks the wire contract of ``/dd/v1`` and nothing else: it does
+not retry, schedule or decide. Every failure comes out as a
+:class:`device_direct.errors.DeviceDirectError` subclass; aiohttp, ssl and OSError
+exceptions are translated in one place, :func:`map_exceptions`, and the decision of
+which TLS check failed is the pure function :func:`tls_reason`.
+
+TLS: 1.2 minimum, certificate and host name always checked, trust only the configured
+CA bundle. The host name checked is the configured server name, which may differ from
+the host in the URL (connect to 127.0.0.1, verify "localhost"). After registration (or
+renewal) the context is rebuilt with the client certificate; the old context's pooled
+connections are never reused because aiohttp keys its pool by context.
+
+Bodies are read with a hard cap: a server that sends more than the cap, or something
+that is not the JSON object the endpoint promises, raises :class:`RemoteProtocolError`
+naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from device_direct import __version__
+from device_direct.clock import Clock
+from device_direct.errors import (
+    AuthError,
+    ConfigError,
+    ConnectError,
+    LocalProtocolError,
+    ProxyError,
+    RemoteProtocolError,
+    ServerRejected,
+    ServerUnavailable,
+    TimeoutError_,
+    TLSError,
+)
+from device_direct.identity import IdentityStore
+
+JSON_LIMIT = 1024 * 1024  # bytes; control messages are small, anything bigger is hostile
+_CHUNK = 64 * 1024
+ACTION_STATUSES = frozenset({"succeeded", "failed", "rejected", "expired"})
+
+# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) -> which check failed.
+_VERIFY_REASONS: dict[int, str] = {
+    9: "not-yet-valid",  # CERT_NOT_YET_VALID
+    10: "expired",  # CERT_HAS_EXPIRED
+    2: "unknown-ca",  # UNABLE_TO_GET_ISSUER_CERT
+    18: "unknown-ca",  # DEPTH_ZERO_SELF_SIGNED_CERT
+    19: "unknown-ca",  # SELF_SIGNED_CERT_IN_CHAIN
+    20: "unknown-ca",  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21: "unknown-ca",  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    62: "wrong-host",  # HOSTNAME_MISMATCH
+    64: "wrong-host",  # IP_ADDRESS_MISMATCH
+}
+_REASON_HINTS: dict[str, str] = {
+    "unknown-ca": "the server certificate is not signed by a CA in the configured bundle",
+    "expired": "the server certificate has expired (or the device clock is wrong)",
+    "not-yet-valid": "the server certificate is not valid yet (or the device clock is wrong)",
+    "wrong-host": "the server certificate is not for the expected server name",
+    "tls-version": "the server does not offer TLS 1.2 or newer",
+    "handshake": "the TLS handshake failed",
+}
+# ssl.SSLError.reason values meaning the server only speaks an old protocol version.
+_VERSION_REASONS = frozenset(
+    {
+        "UNSUPPORTED_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "WRONG_SSL_VERSION",
+        "NO_PROTOCOLS_AVAILABLE",
+        "UNKNOWN_PROTOCOL",
+    }
+)
+# Alerts the server sends about *our* certificate: the identity is refused, not the link.
+_CLIENT_CERT_ALERTS = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+    }
+)
+
+
+def tls_reason(verify_code: int | None, ssl_reason: str | None) -> str:
+    """Which TLS check failed, from OpenSSL's verify code and/or error reason.
+
+    Returns one of unknown-ca, expired, not-yet-valid, wrong-host, tls-version,
+    handshake.
+    """
+    if verify_code is not None and verify_code in _VERIFY_REASONS:
+        return _VERIFY_REASONS[verify_code]
+    if ssl_reason is not None and ssl_reason.upper() in _VERSION_REASONS:
+        return "tls-version"
+    return "handshake"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed for each part of an exchange."""
+
+    connect: float = 15.0  # TCP connect + TLS handshake (+ proxy CONNECT)
+    request: float = 60.0  # a whole control request, body included
+    upload: float = 300.0  # a whole upload: zips can be large on slow links
+    read: float = 60.0  # silence allowed between two chunks of a download
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "request", "upload", "read"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"Timeouts.{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """The server's answer to an upload."""
+
+    status: Literal["stored", "duplicate"]
+    http_status: int
+
+    def __post_init__(self) -> None:
+        if self.status not in ("stored", "duplicate"):
+            raise ValueError(f"upload status must be stored or duplicate, got {self.status!r}")
+
+
+@contextmanager
+def map_exceptions(endpoint: str) -> Iterator[None]:
+    """Translate aiohttp/ssl/OS exceptions raised in the block into device_direct errors.
+
+    ``endpoint`` ("POST /dd/v1/register") goes into every message.
+    """
+    try:
+        yield
+    except aiohttp.ClientHttpProxyError as exc:
+        raise ProxyError(
+            f"{endpoint}: proxy refused the tunnel ({exc.status} {exc.message})"
+        ) from exc
+    except aiohttp.ClientProxyConnectionError as exc:
+        raise ProxyError(f"{endpoint}: cannot reach the proxy: {exc.os_error}") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        cert_error = exc.certificate_error
+        code = getattr(cert_error, "verify_code", None)
+        message = getattr(cert_error, "verify_message", None) or str(cert_error)
+        reason = tls_reason(code, getattr(cert_error, "reason", None))
+        raise TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({message})", reason=reason) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise _from_ssl_error(endpoint, exc.os_error, exc) from exc
+    except aiohttp.ClientConnectorDNSError as exc:
+        raise ConnectError(f"{endpoint}: cannot resolve the server name: {exc.os_error}") from exc
+    except aiohttp.ServerTimeoutError as exc:
+        raise TimeoutError_(f"{endpoint}: the server did not answer in time ({exc})") from exc
+    except TimeoutError as exc:
+        raise TimeoutError_(f"{endpoint}: the server did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(f"{endpoint}: cannot connect: {exc.os_error}") from exc
+    except aiohttp.ClientOSError as exc:
+        if isinstance(exc.__cause__, ssl.SSLError):
+            raise _from_ssl_error(endpoint, exc.__cause__, exc) from exc
+        raise ConnectError(f"{endpoint}: the connection broke off: {exc}") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise ConnectError(f"{endpoint}: the server closed the connection: {exc}") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise ConnectError(f"{endpoint}: the response body broke off: {exc}") from exc
+    except aiohttp.ClientResponseError as exc:
+        # aiohttp raises this for responses it cannot parse (bad status line, headers).
+        raise RemoteProtocolError(f"{endpoint}: malformed response: {exc.message}") from exc
+    except aiohttp.InvalidURL as exc:
+        raise LocalProtocolError(f"{endpoint}: invalid URL {exc.url}") from exc
+    except ssl.SSLError as exc:
+        raise _from_ssl_error(endpoint, exc, exc) from exc
+    except aiohttp.ClientError as exc:
+        raise ConnectError(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise ConnectError(f"{endpoint}: {exc}") from exc
+
+
+def _from_ssl_error(endpoint: str, error: BaseException | None, outer: BaseException) -> Exception:
+    ssl_reason = getattr(error, "reason", None)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = tls_reason(error.verify_code, ssl_reason)
+        detail = error.verify_message or str(error)
+        return TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({detail})", reason=reason)
+    if isinstance(ssl_reason, str) and ssl_reason.upper() in _CLIENT_CERT_ALERTS:
+        return AuthError(
+            f"{endpoint}: the server refused the device's client certificate ({ssl_reason}); "
+            "the device may need to register again"
+        )
+    reason = tls_reason(None, ssl_reason)
+    return TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({error or outer})", reason=reason)
+
+
+def build_ssl_context(
+    ca_bundle: Path, client_cert: tuple[Path, Path] | None = None
+) -> ssl.SSLContext:
+    """The one client TLS context: TLS >= 1.2, CA bundle only, host name checked."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_bundle))
+    except FileNotFoundError:
+        raise ConfigError("CA bundle file not found", path=ca_bundle) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"CA bundle cannot be loaded: {exc}", path=ca_bundle) from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True
+    if client_cert is not None:
+        cert, key = client_cert
+        try:
+            ctx.load_cert_chain(str(cert), str(key))
+        except (ssl.SSLError, OSError) as exc:
+            raise AuthError(f"{cert}: cannot load the client certificate and key: {exc}") from exc
+    return ctx
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """An RFC 9110 ``Date`` header as an aware UTC datetime; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def content_range_start(value: str | None) -> int | None:
+    """The first byte position of a ``Content-Range: bytes a-b/n`` header, else None."""
+    if not value:
+        return None
+    unit, _, rest = value.strip().partition(" ")
+    first, sep, _ = rest.partition("-")
+    if unit.lower() != "bytes" or not sep or not first.isdigit():
+        return None
+    return int(first)
+
+
+class Transport:
+    """The device's HTTPS client for ``/dd/v1``: one session, one TLS context.
+
+    Create it, call :meth:`register` once (or rely on a stored identity), then the
+    device calls; :meth:`close` at the end (or use ``async with``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        ca_bundle: Path | str,
+        server_name: str,
+        identity: IdentityStore,
+        clock: Clock,
+        *,
+        proxy: str | None = None,
+        proxy_credentials: tuple[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        json_limit: int = JSON_LIMIT,
+    ) -> None:
+        url = URL(base_url)
+        if url.scheme != "https" or not url.host:
+            raise ConfigError(f"server URL must be https://host[:port]/..., got {base_url!r}")
+        if not server_name:
+            raise ConfigError("the expected server name must not be empty")
+        if json_limit <= 0:
+            raise ValueError(f"json_limit must be positive, got {json_limit}")
+        self._base = url.with_path(url.path.rstrip("/")).with_query(None).with_fragment(None)
+        self._ca_bundle = Path(ca_bundle)
+        self._server_name = server_name
+        self._identity = identity
+        self._clock = clock
+        self._timeouts = timeouts or Timeouts()
+        self._json_limit = json_limit
+        self._proxy: str | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self.set_proxy(proxy, proxy_credentials)
+        self._ssl = self._build_context()
+        self._session: aiohttp.ClientSession | None = None
+        self._server_date: datetime | None = None
+        self._server_date_seen_at: datetime | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def set_proxy(self, proxy: str | None, credentials: tuple[str, str] | None = None) -> None:
+        """Send later requests through ``proxy`` (``http://host:port``), or directly."""
+        if proxy is not None:
+            purl = URL(proxy)
+            if purl.scheme != "http" or not purl.host:
+                raise ConfigError(f"proxy URL must be http://host:port, got {proxy!r}")
+        if credentials is not None and proxy is None:
+            raise ConfigError("proxy credentials given without a proxy")
+        self._proxy = proxy
+        self._proxy_auth = aiohttp.BasicAuth(*credentials) if credentials else None
+
+    @property
+    def device_id(self) -> str | None:
+        return self._identity.device_id
+
+    def server_time(self) -> datetime | None:
+        """The server's clock from the ``Date`` header of the last response, if any."""
+        return self._server_date
+
+    def clock_offset(self) -> timedelta | None:
+        """Server time minus device time when the last ``Date`` header arrived."""
+        if self._server_date is None or self._server_date_seen_at is None:
+            return None
+        return self._server_date - self._server_date_seen_at
+
+    # -- registration ------------------------------------------------------------------
+
+    async def register(
+        self,
+        serial: str,
+        model: str,
+        mac: str,
+        firmware: Mapping[str, str],
+        registration_key: str,
+    ) -> str:
+        """Register with a one-time key; store the client certificate; return the device id."""
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in firmware.items()):
+            raise LocalProtocolError("firmware must map module names to version strings")
+        for name, value in (("model", model), ("mac", mac), ("registration_key", registration_key)):
+            if not isinstance(value, str) or not value:
+                raise LocalProtocolError(f"register: {name} must be a non-empty string")
+        try:
+            csr = self._identity.create_csr(serial)
+        except ValueError as exc:
+            raise LocalProtocolError(f"register: {exc}") from exc
+        body = {
+            "serial": serial,
+            "model": model,
+            "mac": mac,
+            "firmware": dict(firmware),
+            "registration_key": registration_key,
+            "csr": csr,
+        }
+        endpoint = "POST /dd/v1/register"
+        status, data = await self._json_call("POST", "/register", endpoint, json_body=body)
+        if status not in (200, 201):
+            raise RemoteProtocolError(f"{endpoint}: unexpected status {status}")
+        device_id: str = _field(data, "device_id", str, endpoint)
+        self._store_certificate(data, endpoint, device_id)
+        return device_id
+
+    async def renew(self) -> None:
+        """Get a new client certificate for a fresh key over mutual TLS.
+
+        ``POST /dd/v1/devices/{id}/renew`` with ``{"csr": PEM}`` answers like register
+        (``certificate``, ``ca_certificate``, ``not_after``). The old key and
+        certificate stay in use until the new ones are stored.
+        """
+        registration = self._identity.registration
+        if registration is None:
+            raise AuthError("renew: the device is not registered yet")
+        csr = self._identity.create_renewal_csr(registration.serial)
+        endpoint = "POST /dd/v1/devices/{id}/renew"
+        status, data = await self._json_call(
+            "POST", self._device_path("/renew"), endpoint, json_body={"csr": csr}, device=True
+        )
+        if status not in (200, 201):
+            raise RemoteProtocolError(f"{endpoint}: unexpected status {status}")
+        self._store_certificate(data, endpoint, registration.device_id)
+
+    def _store_certificate(self, data: dict[str, Any], endpoint: str, device_id: str) -> None:
+        certificate = _field(data, "certificate", str, endpoint)
+        ca_certificate = _field(data, "ca_certificate", str, endpoint)
+        try:
+            self._identity.store_registration(device_id, certificate, ca_certificate)
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"{endpoint}: {exc}") from exc
+        self._ssl = self._build_context()
+
+    # -- device calls ------------------------------------------------------------------
+
+    async def upload(self, zip_bytes: bytes, upload_id: str) -> UploadResult:
+        """Upload one payload zip; 201 is stored, 200 is a duplicate of an earlier one."""
+        try:
+            canonical = str(uuid.UUID(upload_id))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise LocalProtocolError(
+                f"upload: Upload-Id must be a UUID, got {upload_id!r}"
+            ) from exc
+        headers = {
+            "Upload-Id": canonical,
+            "Content-SHA256": hashlib.sha256(zip_bytes).hexdigest(),
+            "Content-Type": "application/zip",
+        }
+        endpoint = "POST /dd/v1/devices/{id}/uploads"
+        status, data = await self._json_call(
+            "POST",
+            self._device_path("/uploads"),
+            endpoint,
+            data=zip_bytes,
+            headers=headers,
+            device=True,
+            total=self._timeouts.upload,
+        )
+        answer = data.get("status")
+        if status == 201 and answer == "stored":
+            return UploadResult("stored", status)
+        if status == 200 and answer == "duplicate":
+            return UploadResult("duplicate", status)
+        raise RemoteProtocolError(f"{endpoint}: unexpected answer {status} status={answer!r}")
+
+    async def poll_actions(self) -> list[dict[str, Any]]:
+        """The server's pending actions, each a dict with at least ``id`` and ``type``."""
+        endpoint = "GET /dd/v1/devices/{id}/actions"
+        _, data = await self._json_call("GET", self._device_path("/actions"), endpoint, device=True)
+        actions: list[dict[str, Any]] = _field(data, "actions", list, endpoint)
+        for action in actions:
+            if not isinstance(action, dict):
+                raise RemoteProtocolError(f"{endpoint}: an action is not a JSON object")
+            for key in ("id", "type"):
+                if not isinstance(action.get(key), str) or not action[key]:
+                    raise RemoteProtocolError(f"{endpoint}: an action has no string '{key}'")
+        return actions
+
+    async def report_action(self, action_id: str, status: str, detail: str = "") -> None:
+        """Report an action's outcome: succeeded, failed, rejected or expired."""
+        if status not in ACTION_STATUSES:
+            raise LocalProtocolError(
+                f"report_action: status must be one of {sorted(ACTION_STATUSES)}, got {status!r}"
+            )
+        if not action_id:
+            raise LocalProtocolError("report_action: empty action id")
+        endpoint = "POST /dd/v1/devices/{id}/actions/{aid}/result"
+        path = self._device_path(f"/actions/{quote(action_id, safe='')}/result")
+        await self._json_call(
+            "POST",
+            path,
+            endpoint,
+            json_body={"status": status, "detail": detail},
+            device=True,
+            allow_empty=True,
+        )
+
+    async def check_firmware(self, model: str, version: str) -> dict[str, Any] | None:
+        """None if no update (204), else ``{"manifest": {...}, "signature": "<b64>"}``.
+
+        The manifest's signature is not checked here: that is the firmware logic's job.
+        """
+        endpoint = "GET /dd/v1/devices/{id}/firmware"
+        status, data = await self._json_call(
+            "GET",
+            self._device_path("/firmware"),
+            endpoint,
+            params={"model": model, "version": version},
+            device=True,
+            allow_empty=True,
+        )
+        if status == 204:
+            return None
+        _field(data, "manifest", dict, endpoint)
+        _field(data, "signature", str, endpoint)
+        return data
+
+    async def upload_logs(self, text: str) -> None:
+        """Send engineering logs (only call this with the customer's consent)."""
+        endpoint = "POST /dd/v1/devices/{id}/logs"
+        await self._json_call(
+            "POST",
+            self._device_path("/logs"),
+            endpoint,
+            data=text.encode("utf-8"),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+            device=True,
+            allow_empty=True,
+            total=self._timeouts.upload,
+        )
+
+    async def download(self, url: str, start: int, max_bytes: int) -> AsyncIterator[bytes]:
+        """Yield the bytes of ``url`` from offset ``start``, at most ``max_bytes`` of them.
+
+        ``url`` is a path on the server or an absolute URL on the same origin. A server
+        that sends more than ``max_bytes`` makes this raise :class:`RemoteProtocolError`
+        without reading past the limit. Use with ``contextlib.aclosing`` when breaking
+        off early.
+        """
+        if start < 0 or max_bytes < 0:
+            raise LocalProtocolError(f"download: bad range start={start} max_bytes={max_bytes}")
+        target = self._same_origin(url)
+        endpoint = f"GET {target.path}"
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
+        )
+        session = self._get_session()
+        with map_exceptions(endpoint):
+            async with session.get(
+                target,
+                headers=headers,
+                timeout=timeout,
+                **self._request_options(device=True),
+            ) as response:
+                self._note_date(response)
+                if response.status >= 300:
+                    await self._raise_for_status(response, endpoint, device=True)
+                skip = 0
+                if response.status == 206:
+                    first = content_range_start(response.headers.get("Content-Range"))
+                    if first != start:
+                        raise RemoteProtocolError(
+                            f"{endpoint}: asked for bytes from {start}, got Content-Range "
+                            f"{response.headers.get('Content-Range')!r}"
+                        )
+                elif response.status == 200:
+                    skip = start  # the server ignored Range: drop what we already have
+                else:
+                    raise RemoteProtocolError(f"{endpoint}: unexpected status {response.status}")
+                length = response.content_length
+                if length is not None and length - skip > max_bytes:
+                    raise RemoteProtocolError(
+                        f"{endpoint}: body of {length - skip} bytes is longer than the "
+                        f"{max_bytes} allowed"
+                    )
+                received = 0
+                while True:
+                    if skip:
+                        chunk = await response.content.read(min(_CHUNK, skip))
+                        if not chunk:
+                            raise RemoteProtocolError(
+                                f"{endpoint}: body ended before offset {start}"
+                            )
+                        skip -= len(chunk)
+                        continue
+                    # Ask for one byte more than allowed: getting it proves the body is
+                    # too long without reading any further.
+                    chunk = await response.content.read(min(_CHUNK, max_bytes - received + 1))
+                    if not chunk:
+                        return
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise RemoteProtocolError(
+                            f"{endpoint}: body is longer than the {max_bytes} bytes allowed"
+                        )
+                    yield chunk
+
+    # -- the one request path ----------------------------------------------------------
+
+    async def _json_call(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        device: bool = False,
+        allow_empty: bool = False,
+        total: float | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Send one request; return (status, JSON object) for a 2xx answer."""
+        timeout = aiohttp.ClientTimeout(
+            total=total or self._timeouts.request, connect=self._timeouts.connect
+        )
+        session = self._get_session()
+        with map_exceptions(endpoint):
+            async with session.request(
+                method,
+                self._base.with_path(self._base.path + path, encoded=False),
+                json=json_body,
+                data=data,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+                **self._request_options(device=device),
+            ) as response:
+                self._note_date(response)
+                if response.status >= 300:
+                    await self._raise_for_status(response, endpoint, device=device)
+                if response.status == 204 and allow_empty:
+                    return response.status, {}
+                body = await self._read_limited(response, endpoint)
+                if not body and allow_empty:
+                    return response.status, {}
+                return response.status, _json_object(body, endpoint)
+
+    def _request_options(self, *, device: bool) -> dict[str, Any]:
+        if device and not self._identity.is_registered:
+            raise AuthError("the device is not registered yet: register before device calls")
+        return {
+            "ssl": self._ssl,
+            "server_hostname": self._server_name,
+            "proxy": self._proxy,
+            "proxy_auth": self._proxy_auth,
+            "allow_redirects": False,  # a device follows no redirects off its server
+        }
+
+    async def _raise_for_status(
+        self, response: aiohttp.ClientResponse, endpoint: str, *, device: bool
+    ) -> None:
+        status = response.status
+        try:
+            body = await self._read_limited(response, endpoint)
+        except RemoteProtocolError:
+            body = b""  # the status says enough; an oversized error body is dropped
+        error, detail = _error_fields(body, response.reason or "")
+        if status >= 500:
+            raise ServerUnavailable(status, f"{endpoint}: {error} {detail}".strip())
+        if status in (401, 403):
+            what = "the device's credentials" if device else "the registration"
+            raise AuthError(f"{endpoint}: the server refused {what} ({status} {error}): {detail}")
+        if status >= 400:
+            raise ServerRejected(status, error, f"{endpoint}: {detail}".rstrip(": "))
+        raise RemoteProtocolError(f"{endpoint}: unexpected status {status} (redirects are refused)")
+
+    async def _read_limited(self, response: aiohttp.ClientResponse, endpoint: str) -> bytes:
+        limit = self._json_limit
+        if response.content_length is not None and response.content_length > limit:
+            raise RemoteProtocolError(
+                f"{endpoint}: response of {response.content_length} bytes exceeds the "
+                f"{limit}-byte limit"
+            )
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await response.content.read(min(_CHUNK, limit - size + 1))
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise RemoteProtocolError(
+                    f"{endpoint}: response body exceeds the {limit}-byte limit"
+                )
+            parts.append(chunk)
+
+    def _note_date(self, response: aiohttp.ClientResponse) -> None:
+        date = parse_http_date(response.headers.get("Date"))
+        if date is not None:
+            self._server_date = date
+            self._server_date_seen_at = self._clock.now()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop, as aiohttp requires.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={
+                    "User-Agent": f"device-direct/{__version__}",
+                    "Accept-Encoding": "identity",
+                },
+                auto_decompress=False,  # a compressed body would dodge the size limits
+                connector=aiohttp.TCPConnector(limit=4, ssl=self._ssl),
+            )
+        return self._session
+
+    def _build_context(self) -> ssl.SSLContext:
+        client = self._identity.client_cert_files() if self._identity.is_registered else None
+        return build_ssl_context(self._ca_bundle, client)
+
+    def _device_path(self, suffix: str) -> str:
+        device_id = self._identity.device_id
+        if device_id is None:
+            raise AuthError("the device is not registered yet: register before device calls")
+        return f"/devices/{quote(device_id, safe='')}{suffix}"
+
+    def _same_origin(self, url: str) -> URL:
+        target = URL(url)
+        if not target.is_absolute():
+            if not url.startswith("/"):
+                raise RemoteProtocolError(f"download URL must be a path or https URL: {url!r}")
+            return self._base.with_path(target.path).with_query(target.query)
+        if (target.scheme, target.host, target.port) != (
+            self._base.scheme,
+            self._base.host,
+            self._base.port,
+        ):
+            raise RemoteProtocolError(
+                f"download URL {url!r} is not on the communication server {self._base.origin()}"
+            )
+        return target
+
+
+def _field(data: dict[str, Any], key: str, kind: type, endpoint: str) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise RemoteProtocolError(
+            f"{endpoint}: response field '{key}' missing or not a {kind.__name__}"
+        )
+    return value
+
+
+def _json_object(body: bytes, endpoint: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError(f"{endpoint}: response is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RemoteProtocolError(f"{endpoint}: response is JSON but not an object")
+    return data
+
+
+def _error_fields(body: bytes, fallback: str) -> tuple[str, str]:
+    """(error, detail) from a JSON error body; the reason phrase if the body is not one."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        detail = data.get("detail")
+        return (
+            error if isinstance(error, str) and error else fallback,
+            detail if isinstance(detail, str) else "",
+        )
+    return fallback, ""
