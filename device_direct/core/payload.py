@@ -1,0 +1,527 @@
+"""Building and reading the upload payload: ``device-data.xml`` in a zip.
+
+The XML follows ``fixtures/payload.xsd`` (namespace ``urn:device-direct:payload:1``).
+Building is deterministic - the same snapshot, meta and policy give the same bytes - so
+a payload can be rebuilt and compared, and the fleet replays exactly:
+
+* every list is put in an explicit order (modules and properties by name, alerts and
+  supplies by index, HFSI and NVM by id, faults newest first, transfers and jobs oldest
+  first) and cut to the schema's limit (at most 40 faults, the last 100 transfers, ...);
+* attributes are written in a fixed order, times as UTC ``...Z``;
+* text is stripped of characters XML 1.0 cannot carry and cut to 256 characters;
+* the zip has one entry with a fixed timestamp (1980-01-01), fixed attributes and
+  deflate at a fixed level.
+
+What may appear at all is decided by :mod:`.privacy`. Values the schema cannot express
+(a negative meter, a malformed chain-link code) raise :class:`PayloadError` naming the
+field: sending data the server will reject with 4xx helps nobody.
+
+stdlib only: the device module must not depend on lxml (tests validate with it).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+import xml.etree.ElementTree as ET
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
+from typing import Literal, get_args
+
+from device_direct.core.privacy import PrivacyPolicy, TextScrubber
+from device_direct.errors import PayloadError
+from device_direct.model import CHAIN_LINK, Counters, DeviceSnapshot
+
+NAMESPACE = "urn:device-direct:payload:1"
+SCHEMA_VERSION = 1
+ENTRY_NAME = "device-data.xml"
+MAX_TEXT = 256
+MAX_FAULTS = 40
+MAX_TRANSFERS = 100
+MAX_MODULES = 64
+MAX_OPTIONS = 256
+MAX_PROPERTIES = 512
+MAX_ALERTS = 256
+MAX_SUPPLIES = 64
+MAX_HFSI = 256
+MAX_NVM = 1024
+MAX_JOBS = 1000
+DEFAULT_MAX_XML_BYTES = 4 << 20
+
+Trigger = Literal["scheduled", "on-demand", "action"]
+TransferResult = Literal["stored", "duplicate", "rejected", "failed", "dropped"]
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
+TRANSFER_RESULTS: tuple[str, ...] = get_args(TransferResult)
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# XML 1.0 Char production: anything else makes the document unreadable.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_ZIP_MODE = 0o100644 << 16  # regular file, rw-r--r--
+_ZIP_LEVEL = 6
+
+
+def is_upload_id(value: object) -> bool:
+    """Whether ``value`` is a lower-case UUID string as the wire contract wants."""
+    return isinstance(value, str) and _UUID.match(value) is not None
+
+
+def _require_aware(value: object, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise PayloadError(f"{what} must be an aware datetime, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadMeta:
+    """Root attributes of one payload; fixed when it is built, kept across retries."""
+
+    upload_id: str
+    sequence: int
+    generated_at: datetime
+    trigger: Trigger = "scheduled"
+
+    def __post_init__(self) -> None:
+        if not is_upload_id(self.upload_id):
+            raise PayloadError(f"upload_id must be a lower-case UUID, got {self.upload_id!r}")
+        if isinstance(self.sequence, bool) or not isinstance(self.sequence, int):
+            raise PayloadError(f"sequence must be an integer, got {self.sequence!r}")
+        if self.sequence < 0:
+            raise PayloadError(f"sequence must be >= 0, got {self.sequence}")
+        _require_aware(self.generated_at, "generated_at")
+        if self.trigger not in TRIGGERS:
+            raise PayloadError(
+                f"trigger must be one of {', '.join(TRIGGERS)}, got {self.trigger!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """One line of the transfer history reported in the next payloads."""
+
+    at: datetime
+    result: TransferResult
+    bytes: int
+    upload_id: str | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at, "TransferRecord.at")
+        if self.result not in TRANSFER_RESULTS:
+            raise PayloadError(
+                f"TransferRecord.result must be one of {', '.join(TRANSFER_RESULTS)}, "
+                f"got {self.result!r}"
+            )
+        if isinstance(self.bytes, bool) or not isinstance(self.bytes, int) or self.bytes < 0:
+            raise PayloadError(f"TransferRecord.bytes must be an integer >= 0, got {self.bytes!r}")
+        if self.upload_id is not None and not is_upload_id(self.upload_id):
+            raise PayloadError(f"TransferRecord.upload_id is not a UUID: {self.upload_id!r}")
+        if not isinstance(self.detail, str):
+            raise PayloadError(f"TransferRecord.detail must be a string, got {self.detail!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRoute:
+    """How the upload reaches the server: ``DIRECT`` or ``PROXY host:port``, and why."""
+
+    route: str
+    source: str  # off | manual | env | wpad-dhcp | wpad-dns | pac
+
+    def __post_init__(self) -> None:
+        if not self.route or not self.source:
+            raise PayloadError("ProxyRoute needs a route and a source")
+
+
+# -- XML building ------------------------------------------------------------------------
+
+
+def format_time(value: datetime, what: str = "time") -> str:
+    """xs:dateTime in UTC with a ``Z``; microseconds only when present."""
+    utc = _require_aware(value, what).astimezone(UTC)
+    text = utc.isoformat(timespec="microseconds" if utc.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
+    text = _NOT_XML_CHAR.sub("", text)
+    return text[:limit] if limit is not None else text
+
+
+def _nonneg(value: int, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PayloadError(f"{what} must be an integer >= 0, got {value!r}")
+    return str(value)
+
+
+def _positive(value: int, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PayloadError(f"{what} must be an integer >= 1, got {value!r}")
+    return str(value)
+
+
+def _integer(value: int, what: str, minimum: int | None = None) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{what} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise PayloadError(f"{what} must be >= {minimum}, got {value}")
+    return str(value)
+
+
+def _chain_link(value: str, what: str) -> str:
+    if not isinstance(value, str) or not CHAIN_LINK.match(value):
+        raise PayloadError(f"{what} must be a chain-link code NNN-NNN, got {value!r}")
+    return value
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class _Writer:
+    """Element helpers bound to the namespace and the text scrubber."""
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        self._scrub = scrub
+
+    def el(self, parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
+        child = ET.SubElement(parent, tag)
+        if text is not None:
+            child.text = self.text(text)
+        return child
+
+    def text(self, value: str) -> str:
+        return _clean(self._scrub(value))
+
+    def attrs(self, element: ET.Element, items: Iterable[tuple[str, str | None]]) -> None:
+        """Set attributes in the given order; ``None`` leaves an optional one out."""
+        for name, value in items:
+            if value is not None:
+                element.set(name, value)
+
+
+_METERS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f.name.replace("_", "-")) for f in fields(Counters)
+)
+
+
+def build_xml(
+    snapshot: DeviceSnapshot,
+    meta: PayloadMeta,
+    *,
+    policy: PrivacyPolicy,
+    transfer_history: Sequence[TransferRecord] = (),
+    proxy: ProxyRoute | None = None,
+    engineering_log: str | None = None,
+) -> bytes:
+    """Build ``device-data.xml`` for ``snapshot`` (deterministic UTF-8 bytes).
+
+    ``engineering_log`` is only written with ``policy.send_engineering``; the job log
+    only with ``policy.send_job_data``. Raises :class:`PayloadError` naming a field the
+    schema cannot express.
+    """
+    if not isinstance(snapshot, DeviceSnapshot):
+        raise PayloadError(f"expected a DeviceSnapshot, got {type(snapshot).__name__}")
+    scrubber = TextScrubber(policy, snapshot.jobs)
+    w = _Writer(scrubber.scrub)
+    # Unqualified tags plus an explicit xmlns: ElementTree's default_namespace option
+    # refuses unqualified attributes, and this keeps the output byte-for-byte simple.
+    root = ET.Element("DeviceData")
+    w.attrs(
+        root,
+        [
+            ("xmlns", NAMESPACE),
+            ("schemaVersion", str(SCHEMA_VERSION)),
+            ("uploadId", meta.upload_id),
+            ("sequence", str(meta.sequence)),
+            ("generatedAt", format_time(meta.generated_at, "generated_at")),
+            ("trigger", meta.trigger),
+        ],
+    )
+    _identity(w, root, snapshot)
+    _network(w, root, snapshot, policy, proxy)
+    _properties(w, root, snapshot)
+    _status(w, root, snapshot, transfer_history)
+    _counters(w, root, snapshot.counters)
+    _supplies(w, root, snapshot)
+    _usage(w, root, snapshot, policy)
+    if policy.send_engineering and engineering_log is not None:
+        eng = ET.SubElement(root, "Engineering")
+        eng.text = _clean(scrubber.scrub(engineering_log), limit=None)
+    xml: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+    return xml
+
+
+def _identity(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
+    ident = s.identity
+    el = w.el(root, "Identity")
+    w.el(el, "Manufacturer", ident.manufacturer)
+    w.el(el, "Model", ident.model)
+    w.el(el, "Serial", ident.serial)
+    w.el(el, "ProductCode", ident.product_code)
+    fw = w.el(el, "Firmware")
+    w.attrs(fw, [("activeBank", w.text(s.firmware.active))])
+    modules = sorted(ident.firmware.items()) or [("system", s.firmware.running_version)]
+    for name, version in modules[:MAX_MODULES]:
+        w.attrs(w.el(fw, "Module"), [("name", w.text(name)), ("version", w.text(version))])
+    opts = w.el(el, "Options")
+    for option in ident.installed_options[:MAX_OPTIONS]:
+        w.el(opts, "Option", option)
+    if ident.install_date is not None:
+        if not isinstance(ident.install_date, date):
+            raise PayloadError(f"identity.install_date must be a date, got {ident.install_date!r}")
+        w.el(el, "InstallDate", ident.install_date.isoformat()[:10])
+
+
+def _network(
+    w: _Writer,
+    root: ET.Element,
+    s: DeviceSnapshot,
+    policy: PrivacyPolicy,
+    proxy: ProxyRoute | None,
+) -> None:
+    net = s.network
+    el = w.el(root, "Network")
+    w.el(el, "MAC", net.mac)
+    if policy.sends_ip_addresses:
+        for tag, value in (
+            ("IPv4", net.ipv4),
+            ("SubnetMask", net.subnet_mask),
+            ("Gateway", net.gateway),
+            ("Hostname", net.hostname),
+        ):
+            if value:
+                w.el(el, tag, value)
+    if proxy is not None:
+        w.attrs(
+            w.el(el, "Proxy"), [("route", w.text(proxy.route)), ("source", w.text(proxy.source))]
+        )
+
+
+def _properties(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
+    el = w.el(root, "Properties")
+    ordered = sorted(s.properties, key=lambda p: (p.name, p.value))
+    for prop in ordered[:MAX_PROPERTIES]:
+        w.attrs(w.el(el, "Property"), [("name", w.text(prop.name)), ("value", w.text(prop.value))])
+
+
+def _status(
+    w: _Writer, root: ET.Element, s: DeviceSnapshot, history: Sequence[TransferRecord]
+) -> None:
+    el = w.el(root, "Status")
+    el.set("power", s.power.value)
+    for alert in sorted(s.alerts, key=lambda a: a.index)[:MAX_ALERTS]:
+        a = w.el(el, "Alert", alert.description)
+        w.attrs(
+            a,
+            [
+                ("index", _positive(alert.index, "alert.index")),
+                ("severity", _positive(alert.severity.value, "alert.severity")),
+                ("code", _positive(alert.code, f"alert {alert.index} code")),
+                ("group", _positive(alert.group, f"alert {alert.index} group")),
+                ("groupIndex", _integer(alert.group_index, f"alert {alert.index} group_index")),
+                ("location", _integer(alert.location, f"alert {alert.index} location")),
+                ("raisedAt", format_time(alert.raised_at, f"alert {alert.index} raised_at")),
+            ],
+        )
+    faults = w.el(el, "FaultHistory")
+    # Newest first; the stable sort keeps the model's order among equal times.
+    newest = sorted(s.faults, key=lambda f: _require_aware(f.at, "fault.at"), reverse=True)
+    for fault in newest[:MAX_FAULTS]:
+        f = w.el(faults, "Fault", fault.description)
+        w.attrs(
+            f,
+            [
+                ("code", _chain_link(fault.code, "fault.code")),
+                ("subsystem", w.text(fault.subsystem)),
+                ("at", format_time(fault.at, "fault.at")),
+                ("impressions", _nonneg(fault.impressions, f"fault {fault.code} impressions")),
+                ("stopsMachine", _bool(fault.stops_machine)),
+            ],
+        )
+    transfers = w.el(el, "TransferHistory")
+    for rec in list(history)[-MAX_TRANSFERS:]:
+        t = w.el(transfers, "Transfer")
+        w.attrs(
+            t,
+            [
+                ("at", format_time(rec.at, "transfer.at")),
+                ("result", rec.result),
+                ("bytes", _nonneg(rec.bytes, "transfer.bytes")),
+                ("uploadId", rec.upload_id),
+                ("detail", w.text(rec.detail) if rec.detail else None),
+            ],
+        )
+
+
+def _counters(w: _Writer, root: ET.Element, counters: Counters) -> None:
+    el = w.el(root, "Counters")
+    for attr, name in _METERS:
+        m = w.el(el, "Meter")
+        m.set("name", name)
+        m.text = _nonneg(getattr(counters, attr), f"counters.{attr}")
+
+
+def _supplies(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
+    el = w.el(root, "Supplies")
+    for sup in sorted(s.supplies, key=lambda x: x.index)[:MAX_SUPPLIES]:
+        what = f"supply {sup.index}"
+        w.attrs(
+            w.el(el, "Supply"),
+            [
+                ("index", _positive(sup.index, "supply.index")),
+                ("name", w.text(sup.name)),
+                ("type", w.text(sup.type)),
+                ("unit", w.text(sup.unit)),
+                ("capacity", _integer(sup.capacity, f"{what} capacity", minimum=-3)),
+                ("level", _integer(sup.level, f"{what} level", minimum=-3)),
+                ("colorant", w.text(sup.colorant) if sup.colorant else None),
+                ("class", _positive(sup.supply_class, f"{what} supply_class")),
+                ("status", w.text(sup.status)),
+                ("serial", w.text(sup.serial) if sup.serial else None),
+                ("partNumber", w.text(sup.part_number) if sup.part_number else None),
+                (
+                    "lifetimeImpressions",
+                    _nonneg(sup.lifetime_impressions, f"{what} lifetime_impressions"),
+                ),
+                (
+                    "installedAt",
+                    format_time(sup.installed_at, f"{what} installed_at")
+                    if sup.installed_at is not None
+                    else None,
+                ),
+            ],
+        )
+
+
+def _usage(w: _Writer, root: ET.Element, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
+    el = w.el(root, "Usage")
+    for item in sorted(s.hfsi, key=lambda h: h.id)[:MAX_HFSI]:
+        what = f"hfsi {item.id}"
+        w.attrs(
+            w.el(el, "Hfsi"),
+            [
+                ("id", _chain_link(item.id, "hfsi.id")),
+                ("name", w.text(item.name)),
+                ("count", _nonneg(item.count, f"{what} count")),
+                ("life", _positive(item.life, f"{what} life")),
+                ("maximum", _positive(item.maximum, f"{what} maximum")),
+                ("rule", w.text(item.rule)),
+                ("replacements", _nonneg(item.replacements, f"{what} replacements")),
+                (
+                    "lastReplacedAt",
+                    format_time(item.last_replaced_at, f"{what} last_replaced_at")
+                    if item.last_replaced_at is not None
+                    else None,
+                ),
+            ],
+        )
+    for nvm in sorted(s.nvm, key=lambda n: n.id)[:MAX_NVM]:
+        what = f"nvm {nvm.id}"
+        w.attrs(
+            w.el(el, "Nvm"),
+            [
+                ("id", _chain_link(nvm.id, "nvm.id")),
+                ("name", w.text(nvm.name)),
+                ("value", _integer(nvm.value, f"{what} value")),
+                ("default", _integer(nvm.default, f"{what} default")),
+                ("min", _integer(nvm.minimum, f"{what} minimum")),
+                ("max", _integer(nvm.maximum, f"{what} maximum")),
+                ("protected", _bool(nvm.protected)),
+            ],
+        )
+    if not policy.send_job_data:
+        return  # personal data: the whole JobLog element stays out
+    log = w.el(el, "JobLog")
+    jobs = sorted(s.jobs, key=lambda j: _require_aware(j.at, "job.at"))
+    for job in jobs[-MAX_JOBS:]:
+        w.attrs(
+            w.el(log, "Job"),
+            [
+                ("kind", job.kind.value),
+                ("at", format_time(job.at, "job.at")),
+                ("pages", _nonneg(job.pages, "job.pages")),
+                ("impressions", _nonneg(job.impressions, "job.impressions")),
+                ("user", _clean(job.user) if job.user else None),
+                ("jobName", _clean(job.job_name) if job.job_name else None),
+                ("email", _clean(job.email) if job.email else None),
+            ],
+        )
+
+
+# -- zip ----------------------------------------------------------------------------------
+
+
+def pack_zip(xml: bytes) -> bytes:
+    """Wrap ``xml`` in a deterministic zip with the single entry ``device-data.xml``."""
+    if not isinstance(xml, bytes):
+        raise PayloadError(f"pack_zip needs bytes, got {type(xml).__name__}")
+    info = zipfile.ZipInfo(ENTRY_NAME, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # Unix, whatever platform built it
+    info.external_attr = _ZIP_MODE
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(info, xml, compress_type=zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL)
+    return buf.getvalue()
+
+
+def read_payload(data: bytes, *, max_xml_bytes: int = DEFAULT_MAX_XML_BYTES) -> bytes:
+    """Read ``device-data.xml`` back out of a payload zip and check its root element.
+
+    Raises :class:`PayloadError` saying what is wrong: not a zip, missing or extra
+    entries, an entry bigger than ``max_xml_bytes``, a failed checksum, or XML that is
+    not a ``DeviceData`` document.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise PayloadError(f"payload must be bytes, got {type(data).__name__}")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    except zipfile.BadZipFile as exc:
+        raise PayloadError(f"payload is not a zip archive ({exc})") from exc
+    with zf:
+        names = zf.namelist()
+        if names != [ENTRY_NAME]:
+            raise PayloadError(f"payload zip must hold exactly '{ENTRY_NAME}', found {names!r}")
+        info = zf.getinfo(ENTRY_NAME)
+        if info.file_size > max_xml_bytes:
+            raise PayloadError(
+                f"'{ENTRY_NAME}' is {info.file_size} bytes, more than the limit of {max_xml_bytes}"
+            )
+        try:
+            with zf.open(info) as entry:
+                # The header's size can lie (zip bomb): never read past the limit.
+                xml = entry.read(max_xml_bytes + 1)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+            raise PayloadError(f"'{ENTRY_NAME}' cannot be decompressed: {exc}") from exc
+    if len(xml) > max_xml_bytes:
+        raise PayloadError(f"'{ENTRY_NAME}' is larger than the limit of {max_xml_bytes} bytes")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise PayloadError(f"'{ENTRY_NAME}' is not well-formed XML: {exc}") from exc
+    if root.tag != f"{{{NAMESPACE}}}DeviceData":
+        raise PayloadError(
+            f"'{ENTRY_NAME}' root is {root.tag!r}, expected DeviceData in {NAMESPACE}"
+        )
+    return xml
+
+
+def payload_upload_id(xml: bytes) -> str:
+    """The ``uploadId`` attribute of a payload's XML (for consistency checks)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise PayloadError(f"'{ENTRY_NAME}' is not well-formed XML: {exc}") from exc
+    value = root.get("uploadId", "")
+    if not is_upload_id(value):
+        raise PayloadError(f"'{ENTRY_NAME}' has no valid uploadId attribute (got {value!r})")
+    return value
+
+
+def new_upload_id(bits: int) -> str:
+    """A version-4 UUID string from 128 caller-supplied random bits."""
+    return str(uuid.UUID(int=bits & ((1 << 128) - 1), version=4))

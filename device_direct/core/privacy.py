@@ -1,0 +1,88 @@
+"""The privacy filter: what may leave the device in a payload.
+
+Rules (DESIGN.md, "Payload"):
+
+* by default no user names, job names, e-mail addresses or document data: the job log is
+  left out of the payload entirely; with ``send_job_data`` consent it is included;
+* the engineering (debug) log only with ``send_engineering`` consent;
+* locked-down mode reports no IP addresses: IPv4, subnet mask, gateway and host name are
+  left out, and IPv4 literals in free text are blanked;
+* free text (descriptions, property values, the engineering log) is scrubbed of anything
+  that looks like an e-mail address, and - unless job data may be sent - of the user and
+  job names found in the job log, so personal data cannot leak through a description a
+  printer happened to compose from a job ("Jam in job 'salary.xlsx' of alice").
+
+The filter works on strings; :mod:`.payload` applies it to every text field it writes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from device_direct.model import JobRecord
+
+EMAIL_REPLACEMENT = "[e-mail removed]"
+PERSONAL_REPLACEMENT = "[personal data removed]"
+IP_REPLACEMENT = "[address removed]"
+
+# Deliberately broad: a false positive costs a blanked word, a false negative leaks an
+# address. Local part, @, at least one dot in the domain.
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# Names shorter than this are not hunted in free text: blanking every "al" in a
+# description would make it useless while protecting nothing identifiable.
+_MIN_NAME_LEN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyPolicy:
+    """What the customer consented to send (all off by default)."""
+
+    send_job_data: bool = False
+    send_engineering: bool = False
+    locked_down: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("send_job_data", "send_engineering", "locked_down"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"PrivacyPolicy.{name} must be a bool")
+
+    @property
+    def sends_ip_addresses(self) -> bool:
+        """Whether network addresses may be reported (not in locked-down mode)."""
+        return not self.locked_down
+
+
+class TextScrubber:
+    """Scrubs free text according to a policy and the personal names of one snapshot."""
+
+    __slots__ = ("_names", "_policy")
+
+    def __init__(self, policy: PrivacyPolicy, jobs: Iterable[JobRecord] = ()) -> None:
+        self._policy = policy
+        names: set[str] = set()
+        if not policy.send_job_data:
+            for job in jobs:
+                for value in (job.user, job.job_name, job.email):
+                    value = value.strip()
+                    if len(value) >= _MIN_NAME_LEN:
+                        names.add(value)
+        # Longest first, so "alice.smith" is blanked whole before "alice" is tried.
+        self._names = tuple(sorted(names, key=lambda n: (-len(n), n)))
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with e-mail addresses and personal names blanked."""
+        text = _EMAIL.sub(EMAIL_REPLACEMENT, text)
+        for name in self._names:
+            if name in text:
+                text = text.replace(name, PERSONAL_REPLACEMENT)
+        if self._policy.locked_down:
+            text = _IPV4.sub(IP_REPLACEMENT, text)
+        return text
+
+
+def looks_like_email(text: str) -> bool:
+    """Whether ``text`` contains something shaped like an e-mail address."""
+    return _EMAIL.search(text) is not None

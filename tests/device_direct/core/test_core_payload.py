@@ -1,0 +1,314 @@
+"""Payload XML and zip: schema validity, determinism, privacy filter, read-back errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import zipfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+from payload_samples import (
+    ALERT_EMAIL,
+    HOSTNAME,
+    IP_ADDRESSES,
+    JOB_EMAIL,
+    JOB_NAME,
+    PERSONAL,
+    PROPERTY_EMAIL,
+    T0,
+    USER,
+    make_snapshot,
+)
+
+from device_direct.core.payload import (
+    ENTRY_NAME,
+    MAX_FAULTS,
+    MAX_TEXT,
+    MAX_TRANSFERS,
+    NAMESPACE,
+    PayloadMeta,
+    ProxyRoute,
+    TransferRecord,
+    build_xml,
+    new_upload_id,
+    pack_zip,
+    payload_upload_id,
+    read_payload,
+)
+from device_direct.core.privacy import PrivacyPolicy, looks_like_email
+from device_direct.errors import PayloadError
+from device_direct.model import Counters, Fault, Property
+
+XSD = Path(__file__).resolve().parents[3] / "fixtures" / "payload.xsd"
+SCHEMA = etree.XMLSchema(etree.parse(str(XSD)))
+META = PayloadMeta("12345678-1234-4234-8234-123456789abc", 7, T0, "scheduled")
+NS = {"p": NAMESPACE}
+
+
+def assert_valid(xml: bytes) -> etree._Element:
+    doc = etree.fromstring(xml)
+    if not SCHEMA.validate(doc):
+        pytest.fail(f"payload does not validate: {SCHEMA.error_log}")
+    return doc
+
+
+def record(i: int, result: str = "stored") -> TransferRecord:
+    return TransferRecord(
+        at=T0 + timedelta(minutes=i), result=result, bytes=1000 + i, upload_id=new_upload_id(i)
+    )
+
+
+# -- schema and shape --------------------------------------------------------------------
+
+
+def test_default_payload_is_valid_and_carries_the_meta() -> None:
+    xml = build_xml(make_snapshot(), META, policy=PrivacyPolicy())
+    assert xml.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    doc = assert_valid(xml)
+    assert doc.get("uploadId") == META.upload_id
+    assert doc.get("sequence") == "7"
+    assert doc.get("generatedAt") == "2026-03-29T02:00:00Z"
+    assert doc.get("trigger") == "scheduled"
+    meters = {m.get("name"): int(m.text) for m in doc.iterfind("p:Counters/p:Meter", NS)}
+    assert meters["total-impressions"] == 10_000
+    assert len(meters) == len(dataclasses.fields(Counters))
+
+
+def test_everything_consented_with_history_and_proxy_is_valid() -> None:
+    policy = PrivacyPolicy(send_job_data=True, send_engineering=True)
+    xml = build_xml(
+        make_snapshot(),
+        META,
+        policy=policy,
+        transfer_history=[record(1), record(2, "failed"), record(3, "dropped")],
+        proxy=ProxyRoute("PROXY proxy.example:3128", "wpad-dns"),
+        engineering_log="boot ok\nfuser warm\x00up",
+    )
+    doc = assert_valid(xml)
+    assert len(doc.findall("p:Usage/p:JobLog/p:Job", NS)) == 2
+    assert doc.find("p:Engineering", NS).text == "boot ok\nfuser warmup"
+    results = [t.get("result") for t in doc.iterfind("p:Status/p:TransferHistory/p:Transfer", NS)]
+    assert results == ["stored", "failed", "dropped"]
+    assert doc.find("p:Network/p:Proxy", NS).get("source") == "wpad-dns"
+
+
+def test_limits_keep_newest_40_faults_last_100_transfers_and_cut_text() -> None:
+    long = "x" * 1000
+    snap = make_snapshot(faults=55)
+    snap = dataclasses.replace(
+        snap,
+        properties=(*snap.properties, Property("long", long)),
+        faults=tuple(reversed(snap.faults)),  # the model's order must not matter
+    )
+    history = [record(i) for i in range(150)]
+    doc = assert_valid(build_xml(snap, META, policy=PrivacyPolicy(), transfer_history=history))
+    faults = doc.findall("p:Status/p:FaultHistory/p:Fault", NS)
+    assert len(faults) == MAX_FAULTS
+    times = [f.get("at") for f in faults]
+    assert times == sorted(times, reverse=True)
+    newest = max(snap.faults, key=lambda f: f.at)
+    assert faults[0].get("code") == newest.code
+    transfers = doc.findall("p:Status/p:TransferHistory/p:Transfer", NS)
+    assert len(transfers) == MAX_TRANSFERS
+    assert transfers[-1].get("bytes") == str(1000 + 149)
+    prop = doc.find("p:Properties/p:Property[@name='long']", NS)
+    assert prop.get("value") == "x" * MAX_TEXT
+
+
+def test_same_input_gives_same_bytes() -> None:
+    a = build_xml(make_snapshot(), META, policy=PrivacyPolicy(), transfer_history=[record(1)])
+    b = build_xml(make_snapshot(), META, policy=PrivacyPolicy(), transfer_history=[record(1)])
+    assert a == b
+    assert pack_zip(a) == pack_zip(b)
+    other = dataclasses.replace(META, sequence=8)
+    assert build_xml(make_snapshot(), other, policy=PrivacyPolicy()) != a
+
+
+def test_zip_has_one_entry_fixed_timestamp_and_round_trips() -> None:
+    xml = build_xml(make_snapshot(), META, policy=PrivacyPolicy())
+    data = pack_zip(xml)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        (info,) = zf.infolist()
+    assert info.filename == ENTRY_NAME
+    assert info.date_time == (1980, 1, 1, 0, 0, 0)
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    assert read_payload(data) == xml
+    assert payload_upload_id(xml) == META.upload_id
+
+
+# -- privacy -------------------------------------------------------------------------------
+
+
+def test_default_policy_leaks_no_personal_data() -> None:
+    snap = make_snapshot()
+    xml = build_xml(snap, META, policy=PrivacyPolicy(), engineering_log=f"job of {USER}")
+    data = pack_zip(xml)
+    text = xml.decode()
+    for secret in (*PERSONAL, "job of"):
+        assert secret not in text, secret
+        assert secret.encode() not in data
+        assert secret.encode() not in read_payload(data)
+    assert "JobLog" not in text
+    assert "Engineering" not in text
+    assert not looks_like_email(text)
+    assert_valid(xml)
+
+
+def test_job_consent_sends_the_job_log_but_still_scrubs_free_text() -> None:
+    xml = build_xml(make_snapshot(), META, policy=PrivacyPolicy(send_job_data=True)).decode()
+    for secret in (USER, JOB_NAME, JOB_EMAIL):
+        assert secret in xml  # in JobLog, with consent
+    # E-mail addresses in descriptions and property values are never sent.
+    assert PROPERTY_EMAIL not in xml
+    assert ALERT_EMAIL not in xml
+
+
+def test_engineering_log_only_with_consent_and_scrubbed() -> None:
+    log = f"heater trace; contact {ALERT_EMAIL}"
+    without = build_xml(make_snapshot(), META, policy=PrivacyPolicy(), engineering_log=log)
+    assert b"heater trace" not in without
+    policy = PrivacyPolicy(send_engineering=True)
+    with_consent = build_xml(make_snapshot(), META, policy=policy, engineering_log=log)
+    assert b"heater trace" in with_consent
+    assert ALERT_EMAIL.encode() not in with_consent
+    assert_valid(with_consent)
+
+
+def test_locked_down_reports_no_addresses() -> None:
+    snap = make_snapshot()
+    snap = dataclasses.replace(
+        snap, properties=(*snap.properties, Property("dns", f"{IP_ADDRESSES[2]} primary"))
+    )
+    xml = build_xml(snap, META, policy=PrivacyPolicy(locked_down=True))
+    doc = assert_valid(xml)
+    for secret in (*IP_ADDRESSES, HOSTNAME):
+        assert secret.encode() not in xml
+    assert doc.find("p:Network/p:MAC", NS) is not None
+    assert doc.find("p:Network/p:IPv4", NS) is None
+    normal = build_xml(snap, META, policy=PrivacyPolicy())
+    assert IP_ADDRESSES[0].encode() in normal  # the test would pass vacuously otherwise
+
+
+_emails = st.builds(
+    lambda user, host: f"{user}@{host}.example",
+    st.from_regex(r"[a-z][a-z0-9._+-]{0,10}", fullmatch=True),
+    st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(noise=st.text(max_size=400), email=_emails, position=st.integers(0, 400))
+def test_any_free_text_validates_and_never_carries_an_email(
+    noise: str, email: str, position: int
+) -> None:
+    text = noise[:position] + " " + email + " " + noise[position:]
+    snap = make_snapshot()
+    snap = dataclasses.replace(
+        snap,
+        properties=(Property(noise[:300] or "n", text),),
+        faults=(Fault("010-397", noise, text, T0, 1),),
+    )
+    xml = build_xml(snap, META, policy=PrivacyPolicy(), engineering_log=text)
+    assert_valid(xml)
+    assert email.encode() not in xml
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda s: dataclasses.replace(s, counters=Counters(black_impressions=-1)),
+            "counters.black_impressions",
+        ),
+        (
+            lambda s: dataclasses.replace(s, faults=(Fault("10-1", "x", "y", T0, 1),)),
+            "fault.code",
+        ),
+        (
+            lambda s: dataclasses.replace(
+                s, faults=(Fault("010-001", "x", "y", T0.replace(tzinfo=None), 1),)
+            ),
+            "fault.at",
+        ),
+    ],
+)
+def test_values_the_schema_cannot_express_are_refused_by_name(change, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PayloadError, match=message):
+        build_xml(change(make_snapshot()), META, policy=PrivacyPolicy())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"upload_id": "12345678-1234-4234-8234-123456789ABC"}, "upload_id"),
+        ({"sequence": -1}, "sequence"),
+        ({"generated_at": datetime(2026, 1, 1)}, "generated_at"),  # noqa: DTZ001
+        ({"trigger": "hourly"}, "trigger"),
+    ],
+)
+def test_meta_is_validated(kwargs: dict[str, object], message: str) -> None:
+    base = {"upload_id": META.upload_id, "sequence": 1, "generated_at": T0, "trigger": "action"}
+    base.update(kwargs)
+    with pytest.raises(PayloadError, match=message):
+        PayloadMeta(**base)  # type: ignore[arg-type]
+
+
+def test_transfer_record_is_validated() -> None:
+    with pytest.raises(PayloadError, match="result"):
+        TransferRecord(at=T0, result="lost", bytes=1)  # type: ignore[arg-type]
+    with pytest.raises(PayloadError, match="bytes"):
+        TransferRecord(at=T0, result="stored", bytes=-5)
+    with pytest.raises(PayloadError, match="aware"):
+        TransferRecord(at=datetime(2026, 1, 1), result="stored", bytes=5)  # noqa: DTZ001
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"PK not really", "not a zip"),
+        (b"", "not a zip"),
+        (_zip({}), "exactly"),
+        (_zip({"other.xml": b"<a/>"}), "exactly"),
+        (_zip({ENTRY_NAME: b"<a/>", "extra": b""}), "exactly"),
+        (_zip({ENTRY_NAME: b"<DeviceData"}), "well-formed"),
+        (_zip({ENTRY_NAME: b"<DeviceData/>"}), "root"),
+    ],
+)
+def test_read_payload_names_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        read_payload(data)
+
+
+def test_read_payload_refuses_oversized_and_corrupt_entries() -> None:
+    xml = build_xml(make_snapshot(), META, policy=PrivacyPolicy())
+    data = pack_zip(xml)
+    with pytest.raises(PayloadError, match="limit"):
+        read_payload(data, max_xml_bytes=len(xml) - 1)
+    assert read_payload(data, max_xml_bytes=len(xml)) == xml
+    # Flip a byte inside the compressed data: the CRC or inflate must catch it.
+    offset = 30 + len(ENTRY_NAME) + 20
+    broken = data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
+    with pytest.raises(PayloadError):
+        read_payload(broken)
+
+
+def test_new_upload_id_is_a_v4_uuid() -> None:
+    value = new_upload_id(0)
+    assert value[14] == "4"
+    PayloadMeta(value, 0, T0)
