@@ -250,7 +250,7 @@ def test_values_the_schema_cannot_express_are_refused_by_name(change, message) -
     [
         ({"upload_id": "12345678-1234-4234-8234-123456789ABC"}, "upload_id"),
         ({"sequence": -1}, "sequence"),
-        ({"generated_at": datetime(2026, 1, 1)}, "generated_at"),  # noqa: DTZ001
+        ({"generated_at": datetime(2026, 1, 1)}, "generated_at"),
         ({"trigger": "hourly"}, "trigger"),
     ],
 )
@@ -267,7 +267,7 @@ def test_transfer_record_is_validated() -> None:
     with pytest.raises(PayloadError, match="bytes"):
         TransferRecord(at=T0, result="stored", bytes=-5)
     with pytest.raises(PayloadError, match="aware"):
-        TransferRecord(at=datetime(2026, 1, 1), result="stored", bytes=5)  # noqa: DTZ001
+        TransferRecord(at=datetime(2026, 1, 1), result="stored", bytes=5)
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
