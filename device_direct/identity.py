@@ -48,25 +48,26 @@ CERT_FILE = "certificate.pem"
 CA_FILE = "ca.pem"
 STATE_FILE = "identity.json"
 
-# Printable ASCII without spaces, at most 64 characters (the X.520 upper bound for CN
-# and serialNumber), so the serial is safe in a certificate subject and in logs.
-_SERIAL = re.compile(r"^[\x21-\x7e]{1,64}$")
+# The X.520 serialNumber attribute is a PrintableString of at most 64 characters, so a
+# serial is limited to that alphabet (without the space, which logs and URLs mangle).
+_SERIAL = re.compile(r"^[A-Za-z0-9'()+,\-./:=?]{1,64}$")
 # The device id goes into URL paths; keep it to characters that need no quoting.
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def validate_serial(serial: str) -> str:
     """Return ``serial`` if it can go into a certificate subject, else raise ValueError."""
-    if not isinstance(serial, str) or not _SERIAL.match(serial):
+    if not isinstance(serial, str) or not _SERIAL.fullmatch(serial):
         raise ValueError(
-            f"serial must be 1-64 printable ASCII characters without spaces, got {serial!r}"
+            "serial must be 1-64 characters of letters, digits and ' ( ) + , - . / : = ? "
+            f"(X.520 PrintableString), got {serial!r}"
         )
     return serial
 
 
 def validate_device_id(device_id: str) -> str:
     """Return ``device_id`` if it is safe in a URL path, else raise ValueError."""
-    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
         raise ValueError(
             "device id must be 1-128 characters of letters, digits and . _ : - "
             f"(starting with a letter or digit), got {device_id!r}"
