@@ -1,0 +1,104 @@
+"""What the device and admin handlers share: JSON errors, capped body reading.
+
+Every error the server sends is JSON ``{"error": "<code>", "detail": "<human text>"}``.
+Handlers raise :class:`ApiError`; the error middleware in ``app.py`` turns it (and
+aiohttp's own 404/405/413) into that shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from emulator.server.app import ReferenceServer
+
+JSON_LIMIT = 64 << 10  # control messages are small; anything bigger is a mistake
+SERVER_KEY: web.AppKey[ReferenceServer] = web.AppKey("reference_server")
+
+
+def server_of(request: web.Request) -> ReferenceServer:
+    """The :class:`ReferenceServer` a request arrived at."""
+    return request.app[SERVER_KEY]
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, wire code, human detail."""
+
+    def __init__(self, status: int, error: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+        super().__init__(f"{status} {error}: {detail}")
+
+
+def error_response(status: int, error: str, detail: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """The JSON error body every refusal uses."""
+    return web.json_response({"error": error, "detail": detail}, status=status,
+                             headers=headers)
+
+
+async def read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before reading; a chunked body
+    is read up to one byte past the limit, so nothing large is ever buffered.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise ApiError(413, "too_large", f"{what} of {declared} bytes exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await request.content.read(min(65536, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, "too_large", f"{what} exceeds {limit} bytes")
+    return b"".join(chunks)
+
+
+async def read_json_object(request: web.Request, what: str) -> dict[str, Any]:
+    """A JSON object body (400 with the reason when it is not one)."""
+    raw = await read_body(request, JSON_LIMIT, what)
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_json", f"{what} must be a JSON object")
+    return value
+
+
+def field_str(body: dict[str, Any], name: str, *, max_len: int = 256,
+              required: bool = True) -> str:
+    """A string field of a JSON body (400 naming the field when missing or wrong)."""
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ApiError(400, "bad_request",
+                       f"field '{name}' must be a non-empty string of at most {max_len} chars")
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, *, minimum: int,
+              maximum: int) -> int:
+    """An integer query parameter within bounds (400 naming it otherwise)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"query '{name}' must be an integer") from None
+    if not minimum <= value <= maximum:
+        raise ApiError(400, "bad_request", f"query '{name}' must be in {minimum}..{maximum}")
+    return value

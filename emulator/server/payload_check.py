@@ -1,0 +1,233 @@
+"""Checking an uploaded payload zip and pulling out the facts the server stores.
+
+Pure and synchronous (no I/O beyond reading the XSD once), so the server can run it
+in a worker thread and tests can call it directly. Checks, in order, each failing with a
+:class:`PayloadRejected` that names what was wrong:
+
+1. the zip opens and holds exactly one entry, ``device-data.xml`` (no directories, no
+   ``..`` or absolute paths, no other names);
+2. the entry's declared size is within the limit and its compression ratio is sane
+   (a zip bomb is refused before it is inflated), and inflating stops at the limit
+   whatever the header claims;
+3. the XML parses with entity resolution, DTD loading and network access off; any
+   DOCTYPE is refused outright (no entities, no XXE, no billion laughs);
+4. it is valid against ``fixtures/payload.xsd``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+NS = "urn:device-direct:payload:1"
+ENTRY_NAME = "device-data.xml"
+XSD_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "payload.xsd"
+
+MAX_XML_BYTES = 8 << 20  # inflated size limit of device-data.xml
+MAX_COMPRESSION_RATIO = 100  # real payloads compress about 5-15x; bombs 1000x+
+
+
+class PayloadRejected(ValueError):
+    """The upload is not acceptable; ``error`` is the wire code, ``status`` the HTTP one."""
+
+    def __init__(self, error: str, detail: str, *, status: int = 422) -> None:
+        self.error = error
+        self.detail = detail
+        self.status = status
+        super().__init__(f"{error}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyFact:
+    index: int
+    name: str
+    type: str
+    unit: str
+    capacity: int
+    level: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class FaultFact:
+    code: str
+    subsystem: str
+    at: str
+    impressions: int
+    stops_machine: bool
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFacts:
+    """What the server keeps from a valid payload besides the raw zip."""
+
+    upload_id: str
+    sequence: int
+    serial: str
+    model: str
+    generated_at: str
+    trigger: str
+    meters: dict[str, int] = field(default_factory=dict)
+    supplies: tuple[SupplyFact, ...] = ()
+    faults: tuple[FaultFact, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sequence < 0:
+            raise ValueError(f"sequence must be >= 0, got {self.sequence}")
+        if not self.serial:
+            raise ValueError("serial is empty")
+
+
+# lxml validators keep their error log on the object, so one compiled schema per
+# worker thread; the XSD text itself is read once.
+_XSD_BYTES: bytes | None = None
+_local = threading.local()
+_xsd_lock = threading.Lock()
+
+
+def _schema() -> Any:
+    global _XSD_BYTES
+    schema = getattr(_local, "schema", None)
+    if schema is None:
+        with _xsd_lock:
+            if _XSD_BYTES is None:
+                _XSD_BYTES = XSD_PATH.read_bytes()
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        schema = etree.XMLSchema(etree.fromstring(_XSD_BYTES, parser))
+        _local.schema = schema
+    return schema
+
+
+def _parser() -> Any:
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+        dtd_validation=False, remove_comments=True,
+    )
+
+
+def read_entry(body: bytes, *, max_xml_bytes: int = MAX_XML_BYTES) -> bytes:
+    """The bytes of ``device-data.xml`` from the zip ``body``, after the zip checks."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(body))
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise PayloadRejected("bad_zip", f"the body is not a zip archive: {exc}") from exc
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        for name in names:
+            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") \
+                    or ":" in name:
+                raise PayloadRejected("bad_zip", f"zip entry name {name!r} is a path trick")
+        if names != [ENTRY_NAME]:
+            raise PayloadRejected(
+                "bad_zip",
+                f"the zip must hold exactly one entry {ENTRY_NAME!r}; it holds {names!r}",
+            )
+        info = infos[0]
+        if info.file_size > max_xml_bytes:
+            raise PayloadRejected(
+                "too_large",
+                f"{ENTRY_NAME} inflates to {info.file_size} bytes (limit {max_xml_bytes})",
+                status=413,
+            )
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > MAX_COMPRESSION_RATIO:
+            raise PayloadRejected(
+                "zip_bomb",
+                f"{ENTRY_NAME} compression ratio {ratio:.0f}:1 exceeds "
+                f"{MAX_COMPRESSION_RATIO}:1",
+            )
+        try:
+            with zf.open(info) as fh:
+                # The header sizes are the sender's claim: read no more than the limit.
+                data = fh.read(max_xml_bytes + 1)
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError,
+                EOFError, ValueError) as exc:
+            # RuntimeError: encrypted entry; NotImplementedError: unknown compression.
+            raise PayloadRejected("bad_zip", f"cannot inflate {ENTRY_NAME}: {exc}") from exc
+        if len(data) > max_xml_bytes or len(data) > MAX_COMPRESSION_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise PayloadRejected("zip_bomb", f"{ENTRY_NAME} inflates past its declared size")
+        return data
+
+
+def parse_payload(xml: bytes) -> Any:
+    """Parse and schema-validate ``device-data.xml``; return the lxml root element."""
+    # Refuse any DOCTYPE before parsing: entities are never legitimate in a payload.
+    if b"<!DOCTYPE" in xml.upper() or b"<!ENTITY" in xml.upper():
+        raise PayloadRejected("bad_xml", "a DOCTYPE or ENTITY declaration is not allowed")
+    try:
+        root = etree.fromstring(xml, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise PayloadRejected("bad_xml", f"{ENTRY_NAME} is not well-formed XML: {exc}") from exc
+    tree = root.getroottree()
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:  # belt and braces
+        raise PayloadRejected("bad_xml", "a DOCTYPE declaration is not allowed")
+    schema = _schema()
+    if not schema.validate(root):
+        err = schema.error_log.last_error
+        where = f"line {err.line}: " if err is not None else ""
+        msg = err.message if err is not None else "invalid"
+        raise PayloadRejected("schema_invalid", f"{ENTRY_NAME} {where}{msg}")
+    return root
+
+
+def _q(name: str) -> str:
+    return f"{{{NS}}}{name}"
+
+
+def extract_facts(root: Any) -> PayloadFacts:
+    """The stored facts of a schema-valid payload root."""
+    identity = root.find(_q("Identity"))
+    meters = {m.get("name"): int(m.text) for m in root.find(_q("Counters"))}
+    supplies = tuple(
+        SupplyFact(
+            index=int(s.get("index")), name=s.get("name"), type=s.get("type"),
+            unit=s.get("unit"), capacity=int(s.get("capacity")), level=int(s.get("level")),
+            status=s.get("status"),
+        )
+        for s in root.find(_q("Supplies"))
+    )
+    faults = tuple(
+        FaultFact(
+            code=f.get("code"), subsystem=f.get("subsystem"), at=f.get("at"),
+            impressions=int(f.get("impressions")),
+            stops_machine=f.get("stopsMachine") in ("true", "1"),
+            description=(f.text or "").strip(),
+        )
+        for f in root.find(_q("Status")).find(_q("FaultHistory"))
+    )
+    return PayloadFacts(
+        upload_id=root.get("uploadId"),
+        sequence=int(root.get("sequence")),
+        serial=(identity.find(_q("Serial")).text or "").strip(),
+        model=(identity.find(_q("Model")).text or "").strip(),
+        generated_at=root.get("generatedAt"),
+        trigger=root.get("trigger"),
+        meters=meters,
+        supplies=supplies,
+        faults=faults,
+    )
+
+
+def check_payload(body: bytes, *, upload_id: str, max_xml_bytes: int = MAX_XML_BYTES
+                  ) -> PayloadFacts:
+    """All checks on an upload body; the facts to store, or :class:`PayloadRejected`."""
+    facts = extract_facts(parse_payload(read_entry(body, max_xml_bytes=max_xml_bytes)))
+    if facts.upload_id != upload_id:
+        raise PayloadRejected(
+            "upload_id_mismatch",
+            f"payload uploadId {facts.upload_id} differs from the Upload-Id header {upload_id}",
+        )
+    return facts
+
+
