@@ -19,11 +19,12 @@ naming the endpoint.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -288,7 +289,7 @@ class Transport:
         self._timeouts = timeouts or Timeouts()
         self._json_limit = json_limit
         self._proxy: str | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy_headers: dict[str, str] | None = None
         self.set_proxy(proxy, proxy_credentials)
         self._ssl = self._build_context()
         self._session: aiohttp.ClientSession | None = None
@@ -318,11 +319,17 @@ class Transport:
         if credentials is not None and proxy is None:
             raise ConfigError("proxy credentials given without a proxy")
         self._proxy = proxy
-        self._proxy_auth = aiohttp.BasicAuth(*credentials) if credentials else None
+        self._proxy_headers = (
+            {"Proxy-Authorization": _basic_auth(*credentials)} if credentials else None
+        )
 
     @property
     def device_id(self) -> str | None:
         return self._identity.device_id
+
+    @property
+    def base_url(self) -> str:
+        return str(self._base)
 
     def server_time(self) -> datetime | None:
         """The server's clock from the ``Date`` header of the last response, if any."""
@@ -496,7 +503,7 @@ class Transport:
             total=self._timeouts.upload,
         )
 
-    async def download(self, url: str, start: int, max_bytes: int) -> AsyncIterator[bytes]:
+    async def download(self, url: str, start: int, max_bytes: int) -> AsyncGenerator[bytes, None]:
         """Yield the bytes of ``url`` from offset ``start``, at most ``max_bytes`` of them.
 
         ``url`` is a path on the server or an absolute URL on the same origin. A server
@@ -612,7 +619,8 @@ class Transport:
             "ssl": self._ssl,
             "server_hostname": self._server_name,
             "proxy": self._proxy,
-            "proxy_auth": self._proxy_auth,
+            # Sent on the CONNECT request to the proxy only, never to the server.
+            "proxy_headers": self._proxy_headers,
             "allow_redirects": False,  # a device follows no redirects off its server
         }
 
@@ -700,6 +708,12 @@ class Transport:
                 f"download URL {url!r} is not on the communication server {self._base.origin()}"
             )
         return target
+
+
+def _basic_auth(user: str, password: str) -> str:
+    if ":" in user:
+        raise ConfigError("proxy user name must not contain ':'")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _field(data: dict[str, Any], key: str, kind: type, endpoint: str) -> Any:

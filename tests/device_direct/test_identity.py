@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tlsfixtures import TestCA
 
 from device_direct.errors import AuthError, RemoteProtocolError, StorageError
 from device_direct.identity import (
@@ -25,7 +26,6 @@ from device_direct.identity import (
     Registration,
     validate_serial,
 )
-from tests.device_direct.tlsfixtures import TestCA
 
 SERIAL = "XRX-3345ABC"
 # X.520 PrintableString without the space.

@@ -8,7 +8,9 @@ back from the runner.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,6 +99,13 @@ class TestCA:
         """Write the CA certificate (a CA bundle with one entry) and return the path."""
         path.write_bytes(self.cert_pem)
         return path
+
+    def issue_self_signed(self, directory: Path, stem: str = "self-signed") -> CertFiles:
+        """Serve the CA's own certificate as a server certificate (a self-signed server)."""
+        files = CertFiles(directory / f"{stem}.crt", directory / f"{stem}.key")
+        files.cert.write_bytes(self.cert_pem)
+        files.key.write_bytes(_key_pem(self.key))
+        return files
 
     def _leaf(
         self,
@@ -196,8 +205,11 @@ def server_context(
     if max_version is not None:
         # A legacy server: TLS 1.0/1.1 only. Security level 0 lets OpenSSL 3 offer them.
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = max_version
+        with warnings.catch_warnings():
+            # Deprecated on purpose: this is the legacy server the device must refuse.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = max_version
     if client_certs != ssl.CERT_NONE:
         if ca is None:
             raise ValueError("verifying client certificates needs a CA")
@@ -255,3 +267,83 @@ def future_window() -> tuple[datetime, datetime]:
     """not_before/not_after of a certificate that becomes valid tomorrow."""
     now = _now()
     return now + ONE_DAY, now + 30 * ONE_DAY
+
+
+class AlertingTLSServer:
+    """A TLS server that, like real servers, sends its alert before closing.
+
+    asyncio's own TLS server drops the connection without flushing the alert when a
+    handshake fails, so the client sees only a reset. This one runs the handshake over
+    memory BIOs and writes out whatever OpenSSL produced (the alert included) before
+    closing. After a successful handshake it reads one HTTP request and answers
+    ``response`` (a complete HTTP/1.1 response).
+    """
+
+    def __init__(self, ctx: ssl.SSLContext, response: bytes = b"") -> None:
+        self._ctx = ctx
+        self._response = response
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.handshake_errors: list[ssl.SSLError] = []
+        self.port = 0
+
+    async def __aenter__(self) -> AlertingTLSServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dd/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self._ctx.wrap_bio(incoming, outgoing, server_side=True)
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pass
+                await _flush(writer, outgoing)
+                data = await reader.read(65536)
+                if not data:
+                    return
+                incoming.write(data)
+            await _flush(writer, outgoing)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                try:
+                    request += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    await _flush(writer, outgoing)  # TLS 1.3 tickets, or an alert
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    incoming.write(data)
+            tls.write(self._response)
+            await _flush(writer, outgoing)
+        except ssl.SSLError as exc:
+            self.handshake_errors.append(exc)
+            await _flush(writer, outgoing)  # the alert: what a real server sends
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+async def _flush(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
+    data = outgoing.read()
+    if data:
+        writer.write(data)
+        await writer.drain()
