@@ -1,0 +1,363 @@
+"""The outbox: payloads waiting for the server, as a sans-I/O state machine.
+
+Theory of operation
+-------------------
+Every payload gets an Upload-Id and a sequence number when it is built
+(:meth:`Outbox.allocate`); both stay with it through retries and reboots, so a resend of
+something the server already stored is answered 200 (duplicate), never stored twice.
+
+An entry moves through::
+
+    QUEUED --start--> SENDING --ack 201/200--> DONE       (removed; "stored"/"duplicate")
+                      SENDING --fail--------> QUEUED     (retry after a backoff delay)
+                      SENDING --reject 4xx--> REJECTED   (removed; "rejected", not resent)
+                      SENDING --restart-----> QUEUED     (crash or reboot mid-send)
+    QUEUED --drop---> DROPPED                            (removed; "dropped")
+
+Every transition is in :data:`TRANSITIONS`; a pair missing from it is a bug on our side
+and raises :class:`LocalProtocolError`. DONE, REJECTED and DROPPED are terminal: the
+entry leaves the outbox and a :class:`TransferRecord` in the transfer history says what
+happened to it (failed attempts are recorded too). The history keeps the last 50
+records and goes into the next payloads.
+
+Order and pacing: oldest (lowest sequence) first, one upload at a time. Only the head
+of the queue is considered; while it waits out its backoff the others wait behind it,
+so the server sees sequences in order.
+
+Disk budget (the drop rule): the outbox holds at most ``budget_bytes`` of payloads and
+``max_entries`` entries. When adding a payload would go over either, the OLDEST QUEUED
+payloads are dropped first, one by one, until the new one fits; the payload being sent
+is never dropped. If the new payload still does not fit (it is bigger than the budget,
+or the in-flight upload leaves too little room) the new payload itself is dropped.
+Every drop is recorded as a ``dropped`` transfer, so the server learns of the gap from
+the next payload's transfer history and the sequence numbers.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from device_direct.core.payload import TransferRecord, is_upload_id, new_upload_id
+from device_direct.errors import LocalProtocolError
+
+HISTORY_LIMIT = 50
+DEFAULT_MAX_ENTRIES = 500
+
+
+class EntryState(enum.Enum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    DONE = "done"
+    REJECTED = "rejected"
+    DROPPED = "dropped"
+
+
+class OutboxEvent(enum.Enum):
+    START = "start"
+    ACK_STORED = "ack-stored"  # 201
+    ACK_DUPLICATE = "ack-duplicate"  # 200: the server had it already
+    FAIL = "fail"  # network error, timeout, 5xx: retried
+    REJECT = "reject"  # 4xx: final
+    RESTART = "restart"  # the process died or the device rebooted mid-send
+    DROP = "drop"  # pushed out by the disk budget
+
+
+TRANSITIONS: dict[tuple[EntryState, OutboxEvent], EntryState] = {
+    (EntryState.QUEUED, OutboxEvent.START): EntryState.SENDING,
+    (EntryState.QUEUED, OutboxEvent.DROP): EntryState.DROPPED,
+    (EntryState.SENDING, OutboxEvent.ACK_STORED): EntryState.DONE,
+    (EntryState.SENDING, OutboxEvent.ACK_DUPLICATE): EntryState.DONE,
+    (EntryState.SENDING, OutboxEvent.FAIL): EntryState.QUEUED,
+    (EntryState.SENDING, OutboxEvent.REJECT): EntryState.REJECTED,
+    (EntryState.SENDING, OutboxEvent.RESTART): EntryState.QUEUED,
+}
+LIVE_STATES = frozenset({EntryState.QUEUED, EntryState.SENDING})
+
+
+def transition(state: EntryState, event: OutboxEvent) -> EntryState:
+    """The state after ``event``; raises LocalProtocolError if the table has no such pair."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise LocalProtocolError(
+            f"outbox entry cannot take event {event.value!r} in state {state.value!r}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """An Upload-Id and sequence number reserved for a payload about to be built."""
+
+    upload_id: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One payload in the outbox (the bytes live in storage, not here)."""
+
+    upload_id: str
+    sequence: int
+    size: int
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    state: EntryState = EntryState.QUEUED
+    last_error: str = ""
+
+    def __post_init__(self) -> None:
+        if not is_upload_id(self.upload_id):
+            raise ValueError(f"upload_id must be a lower-case UUID, got {self.upload_id!r}")
+        for name in ("sequence", "size", "attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"OutboxEntry.{name} must be an integer >= 0, got {value!r}")
+        for name in ("created_at", "next_attempt_at"):
+            value = getattr(self, name)
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                raise ValueError(f"OutboxEntry.{name} must be an aware datetime, got {value!r}")
+        if not isinstance(self.state, EntryState):
+            raise ValueError(f"OutboxEntry.state must be an EntryState, got {self.state!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What :meth:`Outbox.add` decided: the new entry (None if it was dropped) and drops."""
+
+    entry: OutboxEntry | None
+    dropped: tuple[OutboxEntry, ...]
+
+
+class Outbox:
+    """The outbox state: live entries, transfer history and the sequence counter."""
+
+    __slots__ = (
+        "_entries",
+        "_history",
+        "budget_bytes",
+        "history_limit",
+        "max_entries",
+        "next_sequence",
+    )
+
+    def __init__(
+        self,
+        *,
+        budget_bytes: int,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        history_limit: int = HISTORY_LIMIT,
+        next_sequence: int = 0,
+        entries: Iterable[OutboxEntry] = (),
+        history: Iterable[TransferRecord] = (),
+    ) -> None:
+        for name, value, minimum in (
+            ("budget_bytes", budget_bytes, 1),
+            ("max_entries", max_entries, 1),
+            ("history_limit", history_limit, 1),
+            ("next_sequence", next_sequence, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"Outbox {name} must be an integer >= {minimum}, got {value!r}")
+        self.budget_bytes = budget_bytes
+        self.max_entries = max_entries
+        self.history_limit = history_limit
+        self._entries: dict[str, OutboxEntry] = {}
+        for entry in sorted(entries, key=lambda e: e.sequence):
+            if entry.state not in LIVE_STATES:
+                raise ValueError(f"entry {entry.upload_id} is {entry.state.value}, not live")
+            if entry.upload_id in self._entries:
+                raise ValueError(f"entry {entry.upload_id} appears twice")
+            self._entries[entry.upload_id] = entry
+        sequences = [e.sequence for e in self._entries.values()]
+        if len(set(sequences)) != len(sequences):
+            raise ValueError("two outbox entries share a sequence number")
+        # The counter must stay ahead of everything on record, whatever was persisted.
+        self.next_sequence = max([next_sequence, *(s + 1 for s in sequences)])
+        self._history: list[TransferRecord] = list(history)[-history_limit:]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def entries(self) -> tuple[OutboxEntry, ...]:
+        """Live entries, oldest (lowest sequence) first."""
+        return tuple(sorted(self._entries.values(), key=lambda e: e.sequence))
+
+    @property
+    def history(self) -> tuple[TransferRecord, ...]:
+        """The transfer history, oldest first (at most ``history_limit`` records)."""
+        return tuple(self._history)
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(e.size for e in self._entries.values())
+
+    def get(self, upload_id: str) -> OutboxEntry:
+        """The live entry with this Upload-Id; LocalProtocolError if there is none."""
+        try:
+            return self._entries[upload_id]
+        except KeyError:
+            raise LocalProtocolError(f"no live outbox entry with upload id {upload_id}") from None
+
+    def __contains__(self, upload_id: object) -> bool:
+        return upload_id in self._entries
+
+    def sending(self) -> OutboxEntry | None:
+        """The entry being sent, if any."""
+        return next((e for e in self._entries.values() if e.state is EntryState.SENDING), None)
+
+    def next_due(self, now: datetime) -> OutboxEntry | None:
+        """The entry to send at ``now``: the head of the queue once its backoff is over."""
+        if self.sending() is not None:
+            return None
+        head = self._head()
+        return head if head is not None and head.next_attempt_at <= now else None
+
+    def next_wakeup(self) -> datetime | None:
+        """When the head of the queue becomes due (None if nothing is queued)."""
+        head = self._head()
+        return head.next_attempt_at if head is not None else None
+
+    def _head(self) -> OutboxEntry | None:
+        queued = [e for e in self._entries.values() if e.state is EntryState.QUEUED]
+        return min(queued, key=lambda e: e.sequence, default=None)
+
+    def copy(self) -> Outbox:
+        """An independent copy (entries and records are immutable, so this is cheap)."""
+        return Outbox(
+            budget_bytes=self.budget_bytes,
+            max_entries=self.max_entries,
+            history_limit=self.history_limit,
+            next_sequence=self.next_sequence,
+            entries=self._entries.values(),
+            history=self._history,
+        )
+
+    # -- changing --------------------------------------------------------------------------
+
+    def allocate(self, rng: random.Random) -> Allocation:
+        """Reserve the next sequence number and a fresh Upload-Id.
+
+        The id mixes ``rng`` with the sequence number, so even a device whose generator
+        restarts from the same seed after a reboot never repeats an id (the sequence is
+        persisted and never reused). Real devices pass ``random.SystemRandom()``.
+        """
+        sequence = self.next_sequence
+        self.next_sequence += 1
+        digest = hashlib.sha256(f"{rng.getrandbits(128)}:{sequence}".encode()).digest()
+        return Allocation(new_upload_id(int.from_bytes(digest[:16], "big")), sequence)
+
+    def add(self, upload_id: str, sequence: int, size: int, now: datetime) -> AddResult:
+        """Queue a built payload, applying the drop rule (see the module docstring)."""
+        if upload_id in self._entries:
+            raise LocalProtocolError(f"upload id {upload_id} is already in the outbox")
+        if not 0 <= sequence < self.next_sequence:
+            raise LocalProtocolError(f"sequence {sequence} was not allocated by this outbox")
+        if any(e.sequence == sequence for e in self._entries.values()):
+            raise LocalProtocolError(f"sequence {sequence} is already in the outbox")
+        entry = OutboxEntry(upload_id, sequence, size, created_at=now, next_attempt_at=now)
+        dropped: list[OutboxEntry] = []
+        while not self._fits(entry):
+            victim = self._head()  # oldest queued; the one being sent is never a victim
+            if victim is None:
+                break
+            dropped.append(self._drop(victim, now, "outbox over budget: oldest dropped"))
+        if not self._fits(entry):
+            detail = "payload does not fit in the outbox budget"
+            self._record(TransferRecord(now, "dropped", size, upload_id, detail))
+            return AddResult(None, tuple(dropped))
+        self._entries[upload_id] = entry
+        return AddResult(entry, tuple(dropped))
+
+    def _fits(self, entry: OutboxEntry) -> bool:
+        return (
+            self.used_bytes + entry.size <= self.budget_bytes
+            and len(self._entries) + 1 <= self.max_entries
+        )
+
+    def enforce_budget(self, now: datetime) -> tuple[OutboxEntry, ...]:
+        """Drop oldest queued entries until the outbox is within budget (after a reopen
+        with a smaller budget, say). Returns what was dropped."""
+        dropped: list[OutboxEntry] = []
+        while self.used_bytes > self.budget_bytes or len(self._entries) > self.max_entries:
+            victim = self._head()
+            if victim is None:
+                break
+            dropped.append(self._drop(victim, now, "outbox over budget: oldest dropped"))
+        return tuple(dropped)
+
+    def drop(self, upload_id: str, now: datetime, detail: str) -> OutboxEntry:
+        """Drop a queued entry on purpose (for example a payload found corrupt)."""
+        return self._drop(self.get(upload_id), now, detail)
+
+    def _drop(self, entry: OutboxEntry, now: datetime, detail: str) -> OutboxEntry:
+        gone = self._apply(entry, OutboxEvent.DROP)
+        self._record(TransferRecord(now, "dropped", entry.size, entry.upload_id, detail))
+        return gone
+
+    def start(self, upload_id: str, now: datetime) -> OutboxEntry:
+        """The upload of ``upload_id`` begins: QUEUED -> SENDING, one more attempt."""
+        entry = self.get(upload_id)
+        if entry.state is EntryState.QUEUED and self.sending() is not None:
+            raise LocalProtocolError("another upload is already in flight")
+        return self._apply(entry, OutboxEvent.START, attempts=entry.attempts + 1)
+
+    def acknowledge(
+        self, upload_id: str, result: Literal["stored", "duplicate"], now: datetime
+    ) -> TransferRecord:
+        """The server answered 201 (``"stored"``) or 200 (``"duplicate"``)."""
+        if result not in ("stored", "duplicate"):
+            raise LocalProtocolError(f"acknowledge needs 'stored' or 'duplicate', got {result!r}")
+        event = OutboxEvent.ACK_STORED if result == "stored" else OutboxEvent.ACK_DUPLICATE
+        entry = self.get(upload_id)
+        self._apply(entry, event)
+        return self._record(TransferRecord(now, result, entry.size, upload_id))
+
+    def fail(self, upload_id: str, now: datetime, delay_s: float, error: str) -> OutboxEntry:
+        """A retryable failure: back to QUEUED, next attempt after ``delay_s`` seconds."""
+        if not delay_s >= 0:
+            raise LocalProtocolError(f"retry delay must be >= 0, got {delay_s!r}")
+        entry = self.get(upload_id)
+        updated = self._apply(
+            entry,
+            OutboxEvent.FAIL,
+            next_attempt_at=now + timedelta(seconds=delay_s),
+            last_error=error,
+        )
+        self._record(TransferRecord(now, "failed", entry.size, upload_id, error))
+        return updated
+
+    def reject(self, upload_id: str, now: datetime, status: int, detail: str) -> TransferRecord:
+        """The server refused the payload (4xx): removed, recorded, never resent."""
+        entry = self.get(upload_id)
+        self._apply(entry, OutboxEvent.REJECT)
+        text = f"{status} {detail}".strip()
+        return self._record(TransferRecord(now, "rejected", entry.size, upload_id, text))
+
+    def restart(self) -> tuple[OutboxEntry, ...]:
+        """After a crash or reboot: any upload in flight goes back to the queue.
+
+        It may or may not have reached the server; resending it with the same Upload-Id
+        is safe (the server answers 200 duplicate).
+        """
+        sending = [e for e in self._entries.values() if e.state is EntryState.SENDING]
+        return tuple(self._apply(e, OutboxEvent.RESTART) for e in sending)
+
+    def _apply(self, entry: OutboxEntry, event: OutboxEvent, **changes: object) -> OutboxEntry:
+        state = transition(entry.state, event)
+        updated = replace(entry, state=state, **changes)  # type: ignore[arg-type]
+        if state in LIVE_STATES:
+            self._entries[entry.upload_id] = updated
+        else:
+            del self._entries[entry.upload_id]
+        return updated
+
+    def _record(self, record: TransferRecord) -> TransferRecord:
+        self._history.append(record)
+        del self._history[: -self.history_limit]
+        return record
