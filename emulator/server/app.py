@@ -35,7 +35,7 @@ from emulator.errors import ServerError
 from emulator.server import admin_api, device_api
 from emulator.server.faults import FaultPlan, TlsFault, decide
 from emulator.server.firmware import make_manifest, sign_manifest
-from emulator.server.http_common import SERVER_KEY, ApiError, error_response
+from emulator.server.http_common import DEVICE_ID, SERVER_KEY, ApiError, error_response
 from emulator.server.pki import Pki, ServerTlsFiles, _write_private
 from emulator.server.storage import Storage, hash_key
 
@@ -291,7 +291,7 @@ class ReferenceServer:
         finally:
             route = request.match_info.route.resource
             access_log.info(json.dumps({
-                "device": request.get("device_id"),
+                "device": request.get(DEVICE_ID),
                 "method": request.method,
                 "endpoint": route.canonical if route is not None else request.path,
                 "status": status,

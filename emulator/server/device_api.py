@@ -24,6 +24,7 @@ from emulator.server.firmware import (
     parse_version,
 )
 from emulator.server.http_common import (
+    DEVICE_ID,
     ApiError,
     field_str,
     read_body,
@@ -55,7 +56,8 @@ def authenticate(request: web.Request) -> str:
     if not peer or "serialNumber" not in peer:
         raise ApiError(401, "client_certificate_required",
                        "this call needs the client certificate issued at registration")
-    cert = server.storage.certificate(str(peer["serialNumber"]).upper())
+    # OpenSSL prints serials as whole hex bytes (maybe a leading 0): compare as numbers.
+    cert = server.storage.certificate(serial_hex(int(str(peer["serialNumber"]), 16)))
     if cert is None:
         raise ApiError(403, "certificate_unknown",
                        "the client certificate was not issued to any device here")
@@ -64,7 +66,7 @@ def authenticate(request: web.Request) -> str:
                        f"the client certificate was revoked at {cert['revoked_at']} "
                        "(the device registered again); use the new certificate")
     device_id = str(cert["device_id"])
-    request["device_id"] = device_id
+    request[DEVICE_ID] = device_id
     url_id = request.match_info.get("id")
     if url_id is not None and url_id != device_id:
         raise ApiError(403, "device_mismatch",
@@ -117,7 +119,7 @@ async def register(request: web.Request) -> web.Response:
         device_id=device_id, serial=serial, model=model, mac=mac.lower(), firmware=firmware,
         cert_serial=serial_hex(cert.serial_number), not_after=cert.not_valid_after_utc,
         now=now)
-    request["device_id"] = device_id
+    request[DEVICE_ID] = device_id
     return web.json_response({
         "device_id": device_id,
         "certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 JSON_LIMIT = 64 << 10  # control messages are small; anything bigger is a mistake
 SERVER_KEY: web.AppKey[ReferenceServer] = web.AppKey("reference_server")
+# The device a request was authenticated as, for the access log (aiohttp >= 3.12).
+DEVICE_ID: web.RequestKey[str] = web.RequestKey("device_id", str)
 
 
 def server_of(request: web.Request) -> ReferenceServer:

@@ -132,18 +132,18 @@ def read_entry(body: bytes, *, max_xml_bytes: int = MAX_XML_BYTES) -> bytes:
                 f"the zip must hold exactly one entry {ENTRY_NAME!r}; it holds {names!r}",
             )
         info = infos[0]
-        if info.file_size > max_xml_bytes:
-            raise PayloadRejected(
-                "too_large",
-                f"{ENTRY_NAME} inflates to {info.file_size} bytes (limit {max_xml_bytes})",
-                status=413,
-            )
         ratio = info.file_size / max(info.compress_size, 1)
         if ratio > MAX_COMPRESSION_RATIO:
             raise PayloadRejected(
                 "zip_bomb",
                 f"{ENTRY_NAME} compression ratio {ratio:.0f}:1 exceeds "
                 f"{MAX_COMPRESSION_RATIO}:1",
+            )
+        if info.file_size > max_xml_bytes:
+            raise PayloadRejected(
+                "too_large",
+                f"{ENTRY_NAME} inflates to {info.file_size} bytes (limit {max_xml_bytes})",
+                status=413,
             )
         try:
             with zf.open(info) as fh:
