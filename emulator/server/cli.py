@@ -1,0 +1,136 @@
+"""``python -m emulator server ...``: run the reference server and administer its state.
+
+``run`` serves until interrupted. The other commands work on the state directory
+directly (SQLite in WAL mode is safe to share with a running server), so they need no
+token and no network: ``make-key``, ``publish-firmware``, ``enqueue``, ``devices``,
+``export-firmware-key``. Server-side faults are switched over the admin API
+(``PUT /admin/v1/faults``) because they live in the running process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from emulator.errors import EmulatorError
+from emulator.server.app import ReferenceServer
+from emulator.server.pki import ServerTlsFiles
+
+DEFAULT_STATE = Path("server-state")
+
+
+def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``server`` and its sub-commands to an argparse ``subparsers`` object."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "server", help="the reference communication server")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE,
+                        help="keys, certificates, database (default: %(default)s)")
+    sub = parser.add_subparsers(dest="server_command", required=True)
+
+    run = sub.add_parser("run", help="serve until interrupted")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8443)
+    run.add_argument("--server-name", action="append", default=[],
+                     help="extra DNS name or IP for the server certificate (repeatable)")
+    run.add_argument("--cert-days", type=int, default=365,
+                     help="validity of issued client certificates")
+    run.add_argument("--max-upload-bytes", type=int, default=1 << 20)
+    run.add_argument("--tls-cert", type=Path, help="operator server certificate chain (PEM)")
+    run.add_argument("--tls-key", type=Path, help="operator server key (PEM)")
+    run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
+
+    key = sub.add_parser("make-key", help="print new single-use registration keys")
+    key.add_argument("--count", type=int, default=1)
+    key.add_argument("--ttl", type=int, default=86400, help="seconds (default: one day)")
+
+    fw = sub.add_parser("publish-firmware", help="publish a firmware image")
+    fw.add_argument("--model", required=True)
+    fw.add_argument("--version", required=True)
+    fw.add_argument("--expires-in", type=int, default=30 * 86400, help="seconds")
+    fw.add_argument("image", type=Path)
+
+    enq = sub.add_parser("enqueue", help="queue an action for a device")
+    enq.add_argument("device_id")
+    enq.add_argument("type", help="e.g. send-meters, get-status, reboot, upgrade-firmware")
+    enq.add_argument("--params", default="{}", help="JSON object")
+    enq.add_argument("--expires-in", type=int, default=86400, help="seconds")
+
+    sub.add_parser("devices", help="list devices with last contact (JSON)")
+    sub.add_parser("export-firmware-key", help="print the firmware public key (PEM)")
+    return parser
+
+
+def run_server_cli(args: argparse.Namespace) -> int:
+    """Carry out a parsed ``server`` command; the process exit status."""
+    try:
+        if args.server_command == "run":
+            return asyncio.run(_serve(args))
+        return _offline(args)
+    except (EmulatorError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        tls = ServerTlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = ReferenceServer(
+        args.state_dir, host=args.host, port=args.port,
+        server_names=tuple(args.server_name) or ("localhost",), cert_days=args.cert_days,
+        max_upload_bytes=args.max_upload_bytes, tls_files=tls)
+    async with server:
+        print(json.dumps({"base_url": server.base_url, "port": server.port,
+                          "ca_cert": str(server.ca_cert_path),
+                          "admin_token_file": str(server.state_dir / "admin-token")}),
+              flush=True)
+        await asyncio.Event().wait()  # until Ctrl-C cancels the run
+    return 0
+
+
+def _offline(args: argparse.Namespace) -> int:
+    server = ReferenceServer(args.state_dir)
+    try:
+        cmd = args.server_command
+        if cmd == "make-key":
+            for _ in range(args.count):
+                print(server.create_registration_key(ttl_s=args.ttl))
+        elif cmd == "publish-firmware":
+            manifest = server.publish_firmware(args.model, args.version,
+                                               args.image.read_bytes(), args.expires_in)
+            print(json.dumps(manifest, indent=2))
+        elif cmd == "enqueue":
+            params = json.loads(args.params)
+            if not isinstance(params, dict):
+                raise ValueError("--params must be a JSON object")
+            print(server.enqueue_action(args.device_id, args.type, params, args.expires_in))
+        elif cmd == "devices":
+            print(json.dumps(server.storage.devices(), indent=2))
+        elif cmd == "export-firmware-key":
+            sys.stdout.write(server.firmware_public_key_pem.decode())
+        else:  # argparse guarantees one of the above
+            raise ValueError(f"unknown server command {cmd!r}")
+    finally:
+        server.storage.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m emulator.server.cli server run``)."""
+    parser = argparse.ArgumentParser(prog="emulator")
+    add_server_parser(parser.add_subparsers(dest="command", required=True))
+    return run_server_cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
