@@ -450,21 +450,28 @@ class Transport:
                     raise RemoteProtocolError(f"{endpoint}: an action has no string '{key}'")
         return actions
 
-    async def report_action(self, action_id: str, status: str, detail: str = "") -> None:
-        """Report an action's outcome: succeeded, failed, rejected or expired."""
+    async def report_action(
+        self, action_id: str, status: str, detail: Mapping[str, Any] | str = ""
+    ) -> None:
+        """Report an action's outcome: succeeded, failed, rejected or expired.
+
+        ``detail`` goes out as a JSON object; a plain string becomes
+        ``{"message": text}`` (the server accepts objects only).
+        """
         if status not in ACTION_STATUSES:
             raise LocalProtocolError(
                 f"report_action: status must be one of {sorted(ACTION_STATUSES)}, got {status!r}"
             )
         if not action_id:
             raise LocalProtocolError("report_action: empty action id")
+        body_detail = {"message": detail} if isinstance(detail, str) else dict(detail)
         endpoint = "POST /dd/v1/devices/{id}/actions/{aid}/result"
         path = self._device_path(f"/actions/{quote(action_id, safe='')}/result")
         await self._json_call(
             "POST",
             path,
             endpoint,
-            json_body={"status": status, "detail": detail},
+            json_body={"status": status, "detail": body_detail},
             device=True,
             allow_empty=True,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import socket
 import ssl
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -79,6 +81,7 @@ class FakeServer:
         self.results: list[dict[str, Any]] = []
         self.logs: list[str] = []
         self.requests: list[str] = []
+        self.ranges: list[str | None] = []
         self.override: Handler | None = None  # replaces every device endpoint
         self.app = web.Application()
         r = self.app.router
@@ -175,6 +178,7 @@ class FakeServer:
 
     async def image(self, request: web.Request) -> web.Response:
         start = 0
+        self.ranges.append(request.headers.get("Range"))
         if "Range" in request.headers:
             start = int(request.headers["Range"].removeprefix("bytes=").rstrip("-"))
             return web.Response(
@@ -259,7 +263,11 @@ async def test_register_then_every_device_call_over_mutual_tls(
             assert transport.server_time() == datetime(2026, 1, 6, 10, 0, tzinfo=UTC)
 
             await transport.report_action("a1", "succeeded", "meters sent")
-            assert server.results == [{"aid": "a1", "status": "succeeded", "detail": "meters sent"}]
+            await transport.report_action("a2", "failed", {"code": "010-397"})
+            assert server.results == [
+                {"aid": "a1", "status": "succeeded", "detail": {"message": "meters sent"}},
+                {"aid": "a2", "status": "failed", "detail": {"code": "010-397"}},
+            ]
 
             assert await transport.check_firmware("C8000", "2.0") is None
             offer = await transport.check_firmware("C8000", "1.0")
@@ -584,7 +592,7 @@ async def _collect(transport: Transport, url: str, start: int, max_bytes: int) -
 
 
 async def test_download_resumes_with_range(tmp_path: Path, ca: TestCA, bundle: Path) -> None:
-    async with device(tmp_path, ca, bundle) as (_, transport):
+    async with device(tmp_path, ca, bundle) as (server, transport):
         head = await _collect(transport, "/fw/image.bin", 0, len(IMAGE))
         tail = await _collect(transport, "/fw/image.bin", 4000, len(IMAGE) - 4000)
         absolute = transport.base_url.removesuffix("/dd/v1") + "/fw/image.bin"
@@ -592,6 +600,7 @@ async def test_download_resumes_with_range(tmp_path: Path, ca: TestCA, bundle: P
     assert head == IMAGE
     assert tail == IMAGE[4000:]
     assert via_url == IMAGE[10_000:]
+    assert server.ranges == [None, "bytes=4000-", "bytes=10000-"]
 
 
 async def test_download_longer_than_allowed_is_aborted(
@@ -818,3 +827,73 @@ def test_content_range_start(first: int, extra: int) -> None:
     assert content_range_start(f"bytes {first}-{last}/*") == first
     assert content_range_start(f"items {first}-{last}/*") is None
     assert content_range_start(f"bytes */{last}") is None
+
+
+# -- against the reference server ---------------------------------------------------------
+
+
+def _payload_samples() -> ModuleType:
+    # The realistic snapshot lives with the payload tests; load it by path so this test
+    # does not depend on which test directories pytest happened to put on sys.path.
+    path = Path(__file__).parent / "core" / "payload_samples.py"
+    spec = importlib.util.spec_from_file_location("dd_payload_samples", path)
+    if spec is None or spec.loader is None:
+        pytest.fail(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_register_upload_actions_firmware_and_logs_against_the_reference_server(
+    tmp_path: Path,
+) -> None:
+    from device_direct.core.payload import PayloadMeta, build_xml, pack_zip
+    from device_direct.core.privacy import PrivacyPolicy
+    from emulator.server import ReferenceServer
+
+    snapshot = _payload_samples().make_snapshot()
+    ident = snapshot.identity
+    upload_id = str(uuid.uuid4())
+    meta = PayloadMeta(upload_id, 1, datetime.now(UTC))
+    payload = pack_zip(build_xml(snapshot, meta, policy=PrivacyPolicy()))
+    image = bytes(range(256)) * 64
+
+    async with ReferenceServer(tmp_path / "server") as srv:
+        key = srv.create_registration_key()
+        transport = Transport(
+            f"https://127.0.0.1:{srv.port}/dd/v1",  # connect by address, verify by name
+            srv.ca_cert_path,
+            "localhost",
+            IdentityStore(tmp_path / "id"),
+            SystemClock(),
+            timeouts=FAST,
+        )
+        async with transport:
+            device_id = await transport.register(
+                ident.serial, ident.model, snapshot.network.mac, dict(ident.firmware), key
+            )
+            with pytest.raises(AuthError, match="registration_key_used"):
+                await transport.register(
+                    ident.serial, ident.model, snapshot.network.mac, dict(ident.firmware), key
+                )
+
+            assert await transport.upload(payload, upload_id) == UploadResult("stored", 201)
+            assert await transport.upload(payload, upload_id) == UploadResult("duplicate", 200)
+            with pytest.raises(ServerRejected) as rejected:
+                await transport.upload(b"not a zip", str(uuid.uuid4()))
+            assert 400 <= rejected.value.status < 500
+
+            action_id = srv.enqueue_action(device_id, "send-meters")
+            assert [a["id"] for a in await transport.poll_actions()] == [action_id]
+            await transport.report_action(action_id, "succeeded", "sent")
+            assert await transport.poll_actions() == []
+
+            manifest = srv.publish_firmware(ident.model, "200.0.0", image)
+            offer = await transport.check_firmware(ident.model, ident.firmware["system"])
+            assert offer is not None and offer["manifest"] == manifest
+            tail = await _collect(transport, manifest["url"], 1000, len(image) - 1000)
+            assert tail == image[1000:]
+            assert await transport.check_firmware(ident.model, "200.0.0") is None
+
+            await transport.upload_logs("fuser warm-up took 41 s\n")
+            assert transport.server_time() is not None
