@@ -27,8 +27,9 @@ so the server sees sequences in order.
 Disk budget (the drop rule): the outbox holds at most ``budget_bytes`` of payloads and
 ``max_entries`` entries. When adding a payload would go over either, the OLDEST QUEUED
 payloads are dropped first, one by one, until the new one fits; the payload being sent
-is never dropped. If the new payload still does not fit (it is bigger than the budget,
-or the in-flight upload leaves too little room) the new payload itself is dropped.
+is never dropped. If the new payload could not fit even then (it is bigger than the
+budget, or than what the in-flight upload leaves), only the new payload is dropped and
+the queue is left as it was.
 Every drop is recorded as a ``dropped`` transfer, so the server learns of the gap from
 the next payload's transfer history and the sequence numbers.
 """
@@ -261,16 +262,19 @@ class Outbox:
         if any(e.sequence == sequence for e in self._entries.values()):
             raise LocalProtocolError(f"sequence {sequence} is already in the outbox")
         entry = OutboxEntry(upload_id, sequence, size, created_at=now, next_attempt_at=now)
+        in_flight = self.sending()
+        # Decide before dropping anything: a payload that could not fit even in an
+        # otherwise empty outbox must not cost the queue its older payloads.
+        room = self.budget_bytes - (in_flight.size if in_flight else 0)
+        if size > room or (in_flight is not None and self.max_entries < 2):
+            detail = "payload does not fit in the outbox budget"
+            self._record(TransferRecord(now, "dropped", size, upload_id, detail))
+            return AddResult(None, ())
         dropped: list[OutboxEntry] = []
         while not self._fits(entry):
             victim = self._head()  # oldest queued; the one being sent is never a victim
-            if victim is None:
-                break
+            assert victim is not None, "room was checked above"
             dropped.append(self._drop(victim, now, "outbox over budget: oldest dropped"))
-        if not self._fits(entry):
-            detail = "payload does not fit in the outbox budget"
-            self._record(TransferRecord(now, "dropped", size, upload_id, detail))
-            return AddResult(None, tuple(dropped))
         self._entries[upload_id] = entry
         return AddResult(entry, tuple(dropped))
 

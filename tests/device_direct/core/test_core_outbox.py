@@ -96,12 +96,13 @@ def test_drop_rule_oldest_queued_first_never_the_one_in_flight() -> None:
     assert [d.upload_id for d in result.dropped] == [b.upload_id]
     assert result.entry is not None
     assert box.history[-1].result == "dropped" and box.history[-1].upload_id == b.upload_id
-    # Nothing left to drop but the in-flight one: the new payload itself is dropped.
     d, result = _add(box, 400, seed=4)
     assert [x.upload_id for x in result.dropped] == [c.upload_id]
     assert result.entry is not None
-    big, result = _add(box, 5000, seed=5)
-    assert result.entry is None
+    # Too big to fit next to the in-flight one: only the new payload is dropped.
+    big, result = _add(box, 700, seed=5)
+    assert result.entry is None and result.dropped == ()
+    assert [e.upload_id for e in box.entries] == [a.upload_id, d.upload_id]
     assert box.history[-1].upload_id == big.upload_id
     assert box.used_bytes <= 1000
     del d

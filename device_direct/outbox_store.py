@@ -1,0 +1,487 @@
+"""The persistent outbox: payload files in the device's data directory.
+
+The decisions (order, budget, drop rule, retries) are made by
+:class:`device_direct.core.outbox.Outbox`; this module keeps its state on disk so that a
+process kill or a power cut at ANY point loses nothing that was acknowledged as queued,
+duplicates nothing, and never exposes a half-written payload.
+
+Layout of ``<data_dir>/outbox/``::
+
+    000000000042-<upload-id>.zip   one payload; sequence and Upload-Id live in the name
+    meta.json                      sequence counter, attempts, transfer history
+    *.tmp                          a write in progress (deleted on open)
+    quarantine/                    corrupt or unknown files moved aside, never deleted
+
+Every file is written atomically: temp file, write, ``fsync``, ``os.replace``, ``fsync``
+of the directory. The order of steps is what makes a crash harmless:
+
+* ``allocate()`` persists the advanced sequence counter before the payload is built, so
+  a crash can skip a sequence number but never reuse one;
+* ``add()`` writes the payload file first, then the metadata. A payload file without
+  metadata is recovered on open from its file name (attempts start at 0);
+* ``mark_sent()`` / ``mark_rejected()`` record the outcome in the metadata first and
+  delete the file after. A file whose Upload-Id the history already records as final
+  (stored, duplicate, rejected, dropped) is deleted on open, not sent again;
+* anything unreadable is moved to ``quarantine/`` with a logged error, and recorded as
+  a ``dropped`` transfer when it was a payload; the other entries are unaffected.
+
+``OSError`` (disk full, read-only file system, I/O error) becomes :class:`StorageError`
+at this edge. Calls are blocking file I/O on small files; an asyncio caller may run them
+in a thread, but never two at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import random
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from device_direct.clock import Clock
+from device_direct.core.outbox import DEFAULT_MAX_ENTRIES, Allocation, Outbox, OutboxEntry
+from device_direct.core.payload import (
+    PayloadMeta,
+    TransferRecord,
+    is_upload_id,
+    payload_upload_id,
+    read_payload,
+)
+from device_direct.errors import PayloadError, StorageError
+
+log = logging.getLogger(__name__)
+
+OUTBOX_DIR = "outbox"
+META_NAME = "meta.json"
+QUARANTINE_DIR = "quarantine"
+TMP_SUFFIX = ".tmp"
+META_VERSION = 1
+_PAYLOAD_NAME = re.compile(
+    r"^(\d{12})-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.zip$"
+)
+_FINAL_RESULTS = frozenset({"stored", "duplicate", "rejected", "dropped"})
+
+
+def payload_name(sequence: int, upload_id: str) -> str:
+    """File name of a payload: sorts by sequence and carries both ids."""
+    return f"{sequence:012d}-{upload_id}.zip"
+
+
+@contextlib.contextmanager
+def _storage_errors(what: str, path: Path) -> Iterator[None]:
+    """Translate OSError into StorageError, once, at this edge."""
+    try:
+        yield
+    except OSError as exc:
+        hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+        reason = exc.strerror or str(exc)
+        raise StorageError(f"cannot {what} {path}: {reason}{hint}") from exc
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
+
+    Raises OSError; callers translate it.
+    """
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# -- metadata (JSON) ---------------------------------------------------------------------
+
+
+def _record_to_json(r: TransferRecord) -> dict[str, Any]:
+    return {
+        "at": r.at.isoformat(),
+        "result": r.result,
+        "bytes": r.bytes,
+        "upload_id": r.upload_id,
+        "detail": r.detail,
+    }
+
+
+def _record_from_json(d: dict[str, Any]) -> TransferRecord:
+    return TransferRecord(
+        at=datetime.fromisoformat(d["at"]),
+        result=d["result"],
+        bytes=d["bytes"],
+        upload_id=d.get("upload_id"),
+        detail=d.get("detail", ""),
+    )
+
+
+class _Meta:
+    """What meta.json holds, parsed."""
+
+    def __init__(
+        self,
+        next_sequence: int = 0,
+        entries: dict[str, dict[str, Any]] | None = None,
+        history: list[TransferRecord] | None = None,
+    ) -> None:
+        self.next_sequence = next_sequence
+        self.entries = entries or {}
+        self.history = history or []
+
+    @classmethod
+    def parse(cls, raw: bytes) -> _Meta:
+        """Parse meta.json; ValueError/KeyError/TypeError say it is corrupt."""
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict) or doc.get("version") != META_VERSION:
+            raise ValueError(f"not an outbox metadata file of version {META_VERSION}")
+        next_sequence = doc["next_sequence"]
+        if not isinstance(next_sequence, int) or next_sequence < 0:
+            raise ValueError(f"bad next_sequence {next_sequence!r}")
+        entries = doc["entries"]
+        if not isinstance(entries, dict):
+            raise ValueError("entries is not an object")
+        for upload_id, e in entries.items():
+            if not is_upload_id(upload_id) or not isinstance(e, dict):
+                raise ValueError(f"bad entry {upload_id!r}")
+            if not isinstance(e.get("attempts"), int) or e["attempts"] < 0:
+                raise ValueError(f"bad attempts for {upload_id}")
+            for key in ("created_at", "next_attempt_at"):
+                when = datetime.fromisoformat(e[key])
+                if when.tzinfo is None:
+                    raise ValueError(f"naive {key} for {upload_id}")
+        history = [_record_from_json(d) for d in doc["history"]]
+        return cls(next_sequence, entries, history)
+
+
+def _meta_bytes(box: Outbox) -> bytes:
+    doc = {
+        "version": META_VERSION,
+        "next_sequence": box.next_sequence,
+        "entries": {
+            e.upload_id: {
+                "attempts": e.attempts,
+                "created_at": e.created_at.isoformat(),
+                "next_attempt_at": e.next_attempt_at.isoformat(),
+                "last_error": e.last_error,
+            }
+            for e in box.entries
+        },
+        "history": [_record_to_json(r) for r in box.history],
+    }
+    return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8")
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+class OutboxStore:
+    """The device's outbox on disk. Create with :meth:`open`."""
+
+    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: random.Random) -> None:
+        self.directory = directory
+        self._box = box
+        self._clock = clock
+        self._rng = rng
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        budget_bytes: int,
+        clock: Clock,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        rng: random.Random | None = None,
+    ) -> OutboxStore:
+        """Open (or create) the outbox under ``data_dir``, repairing what a crash left.
+
+        ``rng`` supplies the randomness of Upload-Ids: a seeded generator in the fleet,
+        ``random.SystemRandom()`` (the default) on a real device.
+        """
+        directory = Path(data_dir) / OUTBOX_DIR
+        with _storage_errors("create the outbox directory", directory):
+            (directory / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
+        with _storage_errors("open the outbox in", directory):
+            box, changed = _recover(directory, budget_bytes, max_entries, clock.now())
+        store = cls(directory, box, clock, rng if rng is not None else random.SystemRandom())
+        if changed:
+            store._persist(store._box)
+        with _storage_errors("clean up", directory):
+            store._delete_finished_files()
+        return store
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def budget_bytes(self) -> int:
+        return self._box.budget_bytes
+
+    def entries(self) -> tuple[OutboxEntry, ...]:
+        """Queued entries, oldest first."""
+        return self._box.entries
+
+    def history(self) -> tuple[TransferRecord, ...]:
+        """The transfer history for the next payload, oldest first."""
+        return self._box.history
+
+    def next_due(self, now: datetime) -> OutboxEntry | None:
+        """The entry to send at ``now``, if any (oldest first, after its backoff)."""
+        return self._box.next_due(now)
+
+    def next_wakeup(self) -> datetime | None:
+        """When the head of the queue becomes due (None when the outbox is empty)."""
+        return self._box.next_wakeup()
+
+    def path_of(self, entry: OutboxEntry) -> Path:
+        return self.directory / payload_name(entry.sequence, entry.upload_id)
+
+    def read(self, entry: OutboxEntry) -> bytes:
+        """The zip bytes of ``entry``."""
+        path = self.path_of(self._box.get(entry.upload_id))
+        with _storage_errors("read the payload", path):
+            return path.read_bytes()
+
+    # -- changing ------------------------------------------------------------------------
+
+    def allocate(self) -> Allocation:
+        """Reserve an Upload-Id and sequence number; persisted before it is returned."""
+        work = self._box.copy()
+        allocation = work.allocate(self._rng)
+        self._persist(work)
+        self._box = work
+        return allocation
+
+    def allocate_sequence(self) -> int:
+        """Reserve a sequence number only (the Upload-Id comes with :meth:`allocate`)."""
+        return self.allocate().sequence
+
+    def add(self, zip_bytes: bytes, meta: PayloadMeta) -> OutboxEntry:
+        """Store a built payload durably and queue it.
+
+        Applies the drop rule (oldest queued payloads go first). Raises
+        :class:`PayloadError` if ``zip_bytes`` is not a payload for ``meta.upload_id``,
+        and :class:`StorageError` if the disk failed or the payload cannot fit at all (it
+        is then recorded as dropped).
+        """
+        xml = read_payload(zip_bytes)
+        if payload_upload_id(xml) != meta.upload_id:
+            raise PayloadError(f"payload's uploadId does not match {meta.upload_id}")
+        now = self._clock.now()
+        work = self._box.copy()
+        result = work.add(meta.upload_id, meta.sequence, len(zip_bytes), now)
+        path = self.directory / payload_name(meta.sequence, meta.upload_id)
+        if result.entry is not None:
+            with _storage_errors("write the payload", path):
+                atomic_write(path, zip_bytes)
+        try:
+            self._persist(work)
+        except StorageError:
+            if result.entry is not None:
+                # Not queued after all; if this unlink fails too, the file is recovered
+                # on the next open, which is safe (same Upload-Id).
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        self._box = work
+        for gone in result.dropped:
+            log.warning(
+                "outbox over budget: dropped payload %s (seq %d)", gone.upload_id, gone.sequence
+            )
+            self._unlink_quietly(self.path_of(gone))
+        if result.entry is None:
+            raise StorageError(
+                f"payload {meta.upload_id} ({len(zip_bytes)} bytes) does not fit in the outbox "
+                f"budget of {self._box.budget_bytes} bytes; recorded as dropped"
+            )
+        return result.entry
+
+    def begin_send(self, entry: OutboxEntry, at: datetime) -> bytes:
+        """Mark ``entry`` as being sent (one more attempt, persisted) and return its bytes.
+
+        A payload file that vanished or changed behind our back is dropped (recorded)
+        and StorageError raised, so one bad file cannot block the queue.
+        """
+        path = self.path_of(self._box.get(entry.upload_id))
+        if not path.exists():
+            work = self._box.copy()
+            work.drop(entry.upload_id, at, "payload file missing")
+            self._persist(work)
+            self._box = work
+            raise StorageError(f"payload file {path} is missing; recorded as dropped")
+        data = self.read(entry)
+        work = self._box.copy()
+        started = work.start(entry.upload_id, at)
+        if len(data) != started.size:
+            # Should not happen (files are replaced atomically); do not send garbage.
+            self._quarantine(self.path_of(entry), f"size {len(data)} != recorded {started.size}")
+            work = self._box.copy()
+            work.drop(entry.upload_id, at, "payload file changed on disk; quarantined")
+            self._persist(work)
+            self._box = work
+            raise StorageError(f"payload {entry.upload_id} changed on disk; quarantined")
+        self._persist(work)
+        self._box = work
+        return data
+
+    def mark_sent(
+        self, entry: OutboxEntry, result: Literal["stored", "duplicate"], at: datetime
+    ) -> TransferRecord:
+        """The server answered 201 (stored) or 200 (duplicate): record, then delete."""
+        work = self._box.copy()
+        record = work.acknowledge(entry.upload_id, result, at)
+        self._persist(work)
+        self._box = work
+        self._unlink_quietly(self.path_of(entry))
+        return record
+
+    def mark_failed(
+        self, entry: OutboxEntry, error: str, at: datetime, delay: float
+    ) -> OutboxEntry:
+        """A retryable failure: queued again, due ``delay`` seconds after ``at``."""
+        work = self._box.copy()
+        updated = work.fail(entry.upload_id, at, delay, error)
+        self._persist(work)
+        self._box = work
+        return updated
+
+    def mark_rejected(
+        self, entry: OutboxEntry, status: int, detail: str, at: datetime
+    ) -> TransferRecord:
+        """The server refused the payload (4xx): recorded as rejected, then deleted."""
+        work = self._box.copy()
+        record = work.reject(entry.upload_id, at, status, detail)
+        self._persist(work)
+        self._box = work
+        self._unlink_quietly(self.path_of(entry))
+        return record
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _persist(self, box: Outbox) -> None:
+        path = self.directory / META_NAME
+        with _storage_errors("write the outbox metadata", path):
+            atomic_write(path, _meta_bytes(box))
+
+    def _unlink_quietly(self, path: Path) -> None:
+        # The outcome is already recorded; a file left behind is deleted on next open.
+        try:
+            os.unlink(path)
+            _fsync_dir(self.directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("could not delete finished payload %s: %s", path, exc)
+
+    def _delete_finished_files(self) -> None:
+        live = {payload_name(e.sequence, e.upload_id) for e in self._box.entries}
+        removed = False
+        for path in self.directory.iterdir():
+            if _PAYLOAD_NAME.match(path.name) and path.name not in live:
+                os.unlink(path)
+                removed = True
+        if removed:
+            _fsync_dir(self.directory)
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        _quarantine(self.directory, path, reason)
+
+
+def _quarantine(directory: Path, path: Path, reason: str) -> None:
+    """Move ``path`` to quarantine/ (never overwriting) and log why."""
+    target_dir = directory / QUARANTINE_DIR
+    target = target_dir / path.name
+    n = 1
+    while target.exists():
+        target = target_dir / f"{path.name}.{n}"
+        n += 1
+    log.error("outbox: moved %s to %s: %s", path.name, target, reason)
+    os.replace(path, target)
+    _fsync_dir(directory)
+
+
+def _recover(
+    directory: Path, budget_bytes: int, max_entries: int, now: datetime
+) -> tuple[Outbox, bool]:
+    """Rebuild the outbox from the directory; returns it and whether meta must be rewritten."""
+    changed = False
+    for path in directory.glob(f"*{TMP_SUFFIX}"):
+        os.unlink(path)  # a write that never finished: its target is still intact
+    meta_path = directory / META_NAME
+    meta = _Meta()
+    if meta_path.exists():
+        try:
+            meta = _Meta.parse(meta_path.read_bytes())
+        except (ValueError, KeyError, TypeError, PayloadError) as exc:
+            _quarantine(directory, meta_path, f"corrupt outbox metadata ({exc})")
+            changed = True
+    finished = {r.upload_id for r in meta.history if r.result in _FINAL_RESULTS}
+    entries: list[OutboxEntry] = []
+    corrupt: list[TransferRecord] = []
+    for path in sorted(directory.iterdir()):
+        if path.name in (META_NAME, QUARANTINE_DIR):
+            continue
+        match = _PAYLOAD_NAME.match(path.name)
+        if match is None or not path.is_file():
+            _quarantine(directory, path, "not an outbox file")
+            continue
+        sequence, upload_id = int(match.group(1)), match.group(2)
+        if upload_id in finished:
+            continue  # its outcome is recorded; the file is deleted after opening
+        data = path.read_bytes()
+        try:
+            if payload_upload_id(read_payload(data)) != upload_id:
+                raise PayloadError("uploadId inside does not match the file name")
+        except PayloadError as exc:
+            _quarantine(directory, path, f"corrupt payload ({exc})")
+            detail = "corrupt payload quarantined"
+            corrupt.append(TransferRecord(now, "dropped", len(data), upload_id, detail))
+            changed = True
+            continue
+        saved = meta.entries.get(upload_id)
+        if saved is None:
+            log.warning("outbox: recovered payload %s without metadata", path.name)
+            changed = True
+        entries.append(
+            OutboxEntry(
+                upload_id=upload_id,
+                sequence=sequence,
+                size=len(data),
+                created_at=datetime.fromisoformat(saved["created_at"]) if saved else now,
+                next_attempt_at=datetime.fromisoformat(saved["next_attempt_at"]) if saved else now,
+                attempts=saved["attempts"] if saved else 0,
+                last_error=str(saved.get("last_error", "")) if saved else "",
+            )
+        )
+    if set(meta.entries) - {e.upload_id for e in entries}:
+        changed = True  # metadata of entries whose files are gone
+    box = Outbox(
+        budget_bytes=budget_bytes,
+        max_entries=max_entries,
+        next_sequence=meta.next_sequence,
+        entries=entries,
+        history=[*meta.history, *corrupt],
+    )
+    if box.next_sequence != meta.next_sequence:
+        changed = True
+    if box.enforce_budget(now):
+        changed = True
+    return box, changed

@@ -1,0 +1,297 @@
+"""The persistent outbox: crash at every write step, corrupt files, budget, disk full."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from device_direct.core.payload import NAMESPACE, PayloadMeta, pack_zip, read_payload
+from device_direct.errors import PayloadError, StorageError
+from device_direct.outbox_store import META_NAME, OUTBOX_DIR, QUARANTINE_DIR, OutboxStore
+from emulator.clock import VirtualClock
+
+T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
+
+
+def payload(upload_id: str, pad: int = 0) -> bytes:
+    """A minimal payload; ``pad`` adds about that many incompressible bytes."""
+    noise = random.Random(pad).randbytes(pad // 2).hex()
+    xml = (
+        f"<?xml version='1.0' encoding='UTF-8'?>"
+        f'<DeviceData xmlns="{NAMESPACE}" uploadId="{upload_id}" pad="{noise}"/>'
+    ).encode()
+    return pack_zip(xml)
+
+
+def open_store(path: Path, budget: int = 1 << 20, seed: int = 1) -> OutboxStore:
+    return OutboxStore.open(
+        path, budget_bytes=budget, clock=VirtualClock(T0), rng=random.Random(seed)
+    )
+
+
+def add_one(store: OutboxStore, pad: int = 0) -> tuple[PayloadMeta, int]:
+    alloc = store.allocate()
+    meta = PayloadMeta(alloc.upload_id, alloc.sequence, T0)
+    data = payload(alloc.upload_id, pad)
+    store.add(data, meta)
+    return meta, len(data)
+
+
+def test_round_trip_and_reopen(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None and entry.upload_id == a.upload_id
+    data = store.begin_send(entry, T0)
+    assert read_payload(data)
+    store.mark_sent(entry, "stored", T0)
+    again = open_store(tmp_path)
+    assert [e.upload_id for e in again.entries()] == [b.upload_id]
+    assert [r.result for r in again.history()] == ["stored"]
+    assert again.allocate().sequence == 2
+    files = sorted(p.name for p in (tmp_path / OUTBOX_DIR).iterdir())
+    assert files == sorted([META_NAME, QUARANTINE_DIR, f"{1:012d}-{b.upload_id}.zip"])
+
+
+def test_failed_attempts_and_backoff_survive_a_restart(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    store.begin_send(entry, T0)
+    store.mark_failed(entry, "503", T0, 600.0)
+    again = open_store(tmp_path)
+    (back,) = again.entries()
+    assert back.attempts == 1 and back.next_attempt_at == T0 + timedelta(seconds=600)
+    assert again.next_due(T0 + timedelta(seconds=599)) is None
+    # A crash while sending: the entry comes back queued, its attempt counted.
+    due = again.next_due(T0 + timedelta(seconds=600))
+    assert due is not None
+    again.begin_send(due, T0 + timedelta(seconds=600))
+    third = open_store(tmp_path)
+    assert third.entries()[0].attempts == 2
+    assert third.entries()[0].upload_id == a.upload_id
+
+
+def test_rejected_is_removed_and_recorded(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    store.begin_send(entry, T0)
+    store.mark_rejected(entry, 400, "invalid-payload", T0)
+    again = open_store(tmp_path)
+    assert again.entries() == ()
+    assert again.history()[-1].result == "rejected"
+
+
+def test_budget_drops_oldest_and_deletes_their_files(tmp_path: Path) -> None:
+    size = len(payload("12345678-1234-4234-8234-123456789abc", 0))
+    store = open_store(tmp_path, budget=size * 2 + size // 2)
+    first, _ = add_one(store)
+    second, _ = add_one(store)
+    third, _ = add_one(store)
+    assert [e.upload_id for e in store.entries()] == [second.upload_id, third.upload_id]
+    dropped = [r for r in store.history() if r.result == "dropped"]
+    assert [r.upload_id for r in dropped] == [first.upload_id]
+    assert not any(first.upload_id in p.name for p in (tmp_path / OUTBOX_DIR).iterdir())
+    with pytest.raises(StorageError, match="does not fit"):
+        add_one(store, pad=size * 4)
+    assert store.history()[-1].result == "dropped"
+    # Reopening with a smaller budget applies the same rule.
+    smaller = open_store(tmp_path, budget=size + size // 2)
+    assert [e.upload_id for e in smaller.entries()] == [third.upload_id]
+
+
+def test_add_refuses_a_payload_that_is_not_the_one_announced(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    alloc = store.allocate()
+    meta = PayloadMeta(alloc.upload_id, alloc.sequence, T0)
+    with pytest.raises(PayloadError, match="uploadId"):
+        store.add(payload("12345678-1234-4234-8234-123456789abc"), meta)
+    with pytest.raises(PayloadError, match="not a zip"):
+        store.add(b"junk", meta)
+
+
+def test_corrupt_and_unknown_files_are_quarantined_not_fatal(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    c, _ = add_one(store)
+    outbox = tmp_path / OUTBOX_DIR
+    bad = outbox / f"{1:012d}-{b.upload_id}.zip"
+    bad.write_bytes(bad.read_bytes()[:20])  # torn by a broken flash sector
+    (outbox / "notes.txt").write_text("hello")
+    again = open_store(tmp_path)
+    assert [e.upload_id for e in again.entries()] == [a.upload_id, c.upload_id]
+    record = again.history()[-1]
+    assert record.result == "dropped" and record.upload_id == b.upload_id
+    quarantined = sorted(p.name for p in (outbox / QUARANTINE_DIR).iterdir())
+    assert quarantined == sorted([bad.name, "notes.txt"])
+
+
+def test_corrupt_metadata_is_quarantined_and_entries_recovered(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    store.allocate()  # sequence 2 reserved, never used
+    (tmp_path / OUTBOX_DIR / META_NAME).write_text("{not json")
+    again = open_store(tmp_path)
+    assert [e.upload_id for e in again.entries()] == [a.upload_id, b.upload_id]
+    assert again.allocate().sequence >= 2
+    assert (tmp_path / OUTBOX_DIR / QUARANTINE_DIR / META_NAME).exists()
+    # The repaired metadata is valid JSON again.
+    json.loads((tmp_path / OUTBOX_DIR / META_NAME).read_text())
+
+
+def test_missing_payload_file_does_not_block_the_queue(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    os.unlink(store.path_of(entry))
+    with pytest.raises(StorageError, match="missing"):
+        store.begin_send(entry, T0)
+    nxt = store.next_due(T0)
+    assert nxt is not None and nxt.upload_id == b.upload_id
+    del a
+
+
+def test_disk_full_is_a_storage_error_and_the_store_stays_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StorageError, match="disk is full"):
+        add_one(store)
+    monkeypatch.setattr(os, "write", real_write)
+    b, _ = add_one(store)
+    assert [e.upload_id for e in store.entries()] == [a.upload_id, b.upload_id]
+    assert [e.upload_id for e in open_store(tmp_path).entries()] == [a.upload_id, b.upload_id]
+
+
+# -- crash at every step ------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """A process kill: not an OSError, so no error handling of the store runs."""
+
+
+class StepCounter:
+    """Wraps the os calls the store writes with; raises at step ``kill_at``."""
+
+    def __init__(self, kill_at: int | None, error: Callable[[], BaseException]) -> None:
+        self.kill_at = kill_at
+        self.error = error
+        self.steps = 0
+
+    def wrap(self, real: Callable[..., object], name: str) -> Callable[..., object]:
+        def step(*args: object) -> object:
+            self.steps += 1
+            if self.steps == self.kill_at:
+                if name == "write":  # a torn write: half the bytes reach the file
+                    fd, data = args
+                    real(fd, bytes(data)[: len(data) // 2])  # type: ignore[arg-type]
+                raise self.error()
+            return real(*args)
+
+        return step
+
+
+def scenario(path: Path, log: dict[str, set[str]]) -> None:
+    """A day of outbox use; ``log`` says what each call returned before any crash."""
+    # Zips of different ids differ by a few bytes: leave room for exactly three.
+    size = len(payload("12345678-1234-4234-8234-123456789abc"))
+    store = open_store(path, budget=size * 3 + size // 2)
+    for _ in range(4):  # the 4th add drops the oldest
+        alloc = store.allocate()
+        log["allocated"].add(str(alloc.sequence))
+        log["adding"] = {alloc.upload_id}
+        store.add(payload(alloc.upload_id), PayloadMeta(alloc.upload_id, alloc.sequence, T0))
+        log["added"].add(alloc.upload_id)
+        log["adding"] = set()
+    for outcome in ("stored", "failed", "rejected", "duplicate"):
+        entry = store.next_due(T0 + timedelta(hours=2))
+        assert entry is not None
+        log["in_flight"] = {entry.upload_id}
+        store.begin_send(entry, T0)
+        if outcome in ("stored", "duplicate"):
+            store.mark_sent(entry, outcome, T0)  # type: ignore[arg-type]
+            log["acked"].add(entry.upload_id)
+        elif outcome == "rejected":
+            store.mark_rejected(entry, 400, "bad", T0)
+            log["rejected"].add(entry.upload_id)
+        else:
+            store.mark_failed(entry, "503", T0, 60)
+        log["in_flight"] = set()
+
+
+def new_log() -> dict[str, set[str]]:
+    return {k: set() for k in ("allocated", "adding", "added", "acked", "rejected", "in_flight")}
+
+
+def run_scenario(
+    path: Path, monkeypatch: pytest.MonkeyPatch, counter: StepCounter
+) -> dict[str, set[str]]:
+    log = new_log()
+    with monkeypatch.context() as m:
+        for name in ("replace", "fsync", "write", "unlink"):
+            m.setattr(os, name, counter.wrap(getattr(os, name), name))
+        with contextlib.suppress(Killed, StorageError):
+            scenario(path, log)
+    return log
+
+
+def check_after_crash(path: Path, log: dict[str, set[str]]) -> None:
+    store = open_store(path, budget=1 << 20, seed=99)
+    outbox = path / OUTBOX_DIR
+    assert not list(outbox.glob("*.tmp")), "temp files survive a reopen"
+    live = [e.upload_id for e in store.entries()]
+    assert len(live) == len(set(live))
+    for entry in store.entries():  # no partial payload is visible
+        read_payload(store.read(entry))
+    history = {r.upload_id: r.result for r in store.history()}
+    final = {u for u, result in history.items() if result != "failed"}
+    for upload_id in log["added"]:
+        assert upload_id in live or upload_id in final, f"lost {upload_id}"
+        assert not (upload_id in live and upload_id in final), f"{upload_id} both live and done"
+    for upload_id in log["acked"] | log["rejected"]:
+        assert upload_id not in live, f"{upload_id} would be sent again after its answer"
+    for upload_id in set(live) - log["added"]:
+        assert upload_id in log["adding"], f"{upload_id} appeared from nowhere"
+    allocated = {int(s) for s in log["allocated"]}
+    if allocated:
+        assert store.allocate().sequence > max(allocated), "a sequence number was reused"
+
+
+@pytest.mark.parametrize("error", ["kill", "oserror"])
+def test_crash_at_every_write_step_loses_and_duplicates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    make: Callable[[], BaseException] = (
+        Killed if error == "kill" else (lambda: OSError(errno.EIO, "I/O error"))
+    )
+    dry = StepCounter(None, make)
+    run_scenario(tmp_path / "dry", monkeypatch, dry)
+    assert dry.steps > 40  # the scenario really does write
+    for k in range(1, dry.steps + 1):
+        path = tmp_path / f"k{k}"
+        counter = StepCounter(k, make)
+        log = run_scenario(path, monkeypatch, counter)
+        check_after_crash(path, log)
