@@ -192,7 +192,8 @@ class FaultSpec:
         _need(self.rate >= 0, "rate must be >= 0")
         _need(self.per in FAULT_RATE_UNITS, f"per must be one of {FAULT_RATE_UNITS}")
         _need(self.clears in FAULT_CLEARS, f"clears must be one of {FAULT_CLEARS}")
-        _need(self.alert_group in ALERT_GROUPS, f"alert_group must be one of {sorted(ALERT_GROUPS)}")
+        _need(self.alert_group in ALERT_GROUPS,
+              f"alert_group must be one of {sorted(ALERT_GROUPS)}")
         _need(self.alert_code >= 1, "alert_code must be a prtAlertCode (>= 1)")
 
     @property
@@ -305,11 +306,13 @@ def _checked(table: Table, build: Callable[[], T]) -> T:
     return value
 
 
+def _module(m: Table) -> FirmwareModule:
+    return _checked(m, lambda: FirmwareModule(
+        name=m.str("module"), label=m.str("label"), version=m.str("version")))
+
+
 def _identity(t: Table) -> IdentitySpec:
-    modules = []
-    for m in t.tables("firmware"):
-        modules.append(_checked(m, lambda m=m: FirmwareModule(
-            name=m.str("module"), label=m.str("label"), version=m.str("version"))))
+    modules = [_module(m) for m in t.tables("firmware")]
     return _checked(t, lambda: IdentitySpec(
         manufacturer=t.str("manufacturer"),
         model=t.str("model"),

@@ -1,0 +1,200 @@
+"""Frozen views of a :class:`DeviceState`, built only when someone reads them.
+
+The hot path keeps ints; this module turns them into ``device_direct.model`` values
+(Counters, Supply, Alert, ...) with names and descriptions from the profile. Synthetic
+personal data of the job log (user, job name, e-mail) is derived from small numbers
+drawn by the seeded RNG, so it costs no memory per job and replays exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, date, datetime
+
+from device_direct.model import (
+    Alert,
+    Counters,
+    Fault,
+    FirmwareBank,
+    FirmwareState,
+    HfsiItem,
+    JobKind,
+    JobRecord,
+    NvmSetting,
+    Property,
+    Severity,
+    Supply,
+)
+from emulator.model.plan import Plan
+from emulator.model.state import (
+    FAULT_FIELDS,
+    JOB_FIELDS,
+    JOB_KIND_CODES,
+    LOW,
+    OK,
+    SRC_SUPPLY,
+    DeviceState,
+)
+
+BANK_NAMES = ("A", "B")
+_FIRST = ("Anna", "Ben", "Carla", "David", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas",
+          "Kemal", "Lena", "Mateo", "Nora", "Oskar", "Priya", "Quentin", "Rosa", "Sven", "Tara")
+_LAST = ("Adler", "Brandt", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Horvat",
+         "Ivanova", "Jansen", "Keller", "Lopez", "Moreau", "Novak", "Okafor", "Petrov")
+_TITLES = ("Quarterly report", "Invoice", "Meeting minutes", "Contract draft", "Price list",
+           "Travel expenses", "Project plan", "Delivery note", "Board slides", "Payslip")
+_EXT = (".pdf", ".docx", ".xlsx", ".pptx", ".txt")
+
+
+def when(t: int) -> datetime:
+    """Epoch seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(t, UTC)
+
+
+def synthetic_user(n: int) -> tuple[str, str]:
+    """(login, e-mail) of synthetic user number ``n``."""
+    first = _FIRST[n % len(_FIRST)]
+    last = _LAST[(n * 7 + n // len(_FIRST)) % len(_LAST)]
+    return f"{first[0]}{last}".lower(), f"{first}.{last}@example.com".lower()
+
+
+def synthetic_job_name(job_no: int) -> str:
+    return f"{_TITLES[job_no % len(_TITLES)]} {job_no}{_EXT[(job_no // 3) % len(_EXT)]}"
+
+
+def counters(st: DeviceState) -> Counters:
+    return Counters(
+        black_impressions=st.black,
+        color_impressions=st.color,
+        total_impressions=st.black + st.color,
+        black_large_impressions=st.black_large,
+        color_large_impressions=st.color_large,
+        total_large_impressions=st.black_large + st.color_large,
+        sheets=st.sheets,
+        duplex_sheets=st.duplex_sheets,
+        print_impressions=st.print_imps,
+        copy_impressions=st.copy_imps,
+        fax_impressions=st.fax_imps,
+        report_impressions=st.report_imps,
+        scan_images=st.scan_images,
+        fax_sent_images=st.fax_sent,
+    )
+
+
+def supplies(st: DeviceState, plan: Plan, serial: str) -> tuple[Supply, ...]:
+    out = []
+    for i, spec in enumerate(plan.profile.supplies):
+        status = st.sup_status[i]
+        receptacle = spec.supply_class == 4
+        if status == OK:
+            text = "ok"
+        elif status == LOW:
+            text = "near-full" if receptacle else "low"
+        else:
+            text = "full" if receptacle else "empty"
+        unit_serial = f"{zlib.crc32(f'{serial}:{i}:{st.sup_repl[i]}'.encode()):08X}"
+        out.append(Supply(
+            index=spec.index, name=spec.name, type=spec.type, unit=spec.unit,
+            capacity=spec.capacity, level=st.supply_level(plan, i), colorant=spec.colorant,
+            supply_class=spec.supply_class, status=text, serial=unit_serial,
+            part_number=spec.part_number, lifetime_impressions=st.sup_imps[i],
+            installed_at=when(st.sup_installed[i]),
+        ))
+    return tuple(out)
+
+
+def alerts(st: DeviceState, plan: Plan) -> tuple[Alert, ...]:
+    out = []
+    for index, source, src_i, code, severity, group, group_index, t, ticks in st.alerts:
+        if source == SRC_SUPPLY:
+            spec = plan.profile.supplies[src_i]
+            word = {1104: "low", 1101: "empty", 1107: "nearly full", 1109: "full",
+                    1111: "near end of life", 1112: "at end of life",
+                    10: "near end of life", 11: "at end of life"}.get(code, "needs attention")
+            text = f"{spec.name} {word}"
+        else:
+            f = plan.profile.faults[src_i]
+            text = f"{f.code} {f.description}"
+        out.append(Alert(index=index, severity=Severity(severity), code=code, group=group,
+                         group_index=group_index, location=0, description=text,
+                         raised_at=when(t), uptime_ticks=ticks))
+    return tuple(out)
+
+
+def faults(st: DeviceState, plan: Plan) -> tuple[Fault, ...]:
+    log = st.fault_log
+    out = []
+    for k in range(0, len(log), FAULT_FIELDS):
+        spec = plan.profile.faults[log[k]]
+        out.append(Fault(code=spec.code, subsystem=spec.subsystem,
+                         description=spec.description, at=when(log[k + 1]),
+                         impressions=log[k + 2], stops_machine=spec.stops_machine))
+    return tuple(out)
+
+
+def hfsi(st: DeviceState, plan: Plan) -> tuple[HfsiItem, ...]:
+    return tuple(
+        HfsiItem(id=h.id, name=h.name, count=st.hfsi_count(plan, i), life=h.life,
+                 maximum=h.maximum, rule=h.rule, replacements=st.hfsi_repl[i],
+                 last_replaced_at=when(st.hfsi_repl_at[i]) if st.hfsi_repl_at[i] >= 0 else None)
+        for i, h in enumerate(plan.profile.hfsi)
+    )
+
+
+def nvm(st: DeviceState, plan: Plan) -> tuple[NvmSetting, ...]:
+    return tuple(
+        NvmSetting(id=n.id, name=n.name, value=st.nvm.get(n.id, n.default), default=n.default,
+                   minimum=n.minimum, maximum=n.maximum, protected=n.protected)
+        for n in plan.profile.nvm
+    )
+
+
+def firmware(st: DeviceState) -> FirmwareState:
+    banks = (FirmwareBank("A", st.bank_versions[0], st.bank_sha[0]),
+             FirmwareBank("B", st.bank_versions[1], st.bank_sha[1]))
+    return FirmwareState(active=BANK_NAMES[st.active_bank], banks=banks, trial=st.trial)
+
+
+def firmware_modules(st: DeviceState, plan: Plan) -> dict[str, str]:
+    """Module -> version; the system module is whatever the running bank holds."""
+    modules = {m.name: m.version for m in plan.profile.identity.firmware}
+    first = plan.profile.identity.firmware[0].name
+    modules[first] = st.bank_versions[st.active_bank]
+    return modules
+
+
+def jobs(st: DeviceState) -> tuple[JobRecord, ...]:
+    log = st.job_log
+    out = []
+    kinds = {k.value: k for k in JobKind}
+    for k in range(0, len(log), JOB_FIELDS):
+        kind, t, pages, imps, user, job_no = log[k:k + JOB_FIELDS]
+        login, email = synthetic_user(user)
+        name = synthetic_job_name(job_no)
+        given = st.job_text.get(job_no)
+        if given is not None:
+            login, name, email = (g or d for g, d in zip(given, (login, name, email),
+                                                          strict=True))
+        out.append(JobRecord(kind=kinds[JOB_KIND_CODES[kind]], at=when(t), pages=pages,
+                             impressions=imps, user=login, job_name=name, email=email))
+    return tuple(out)
+
+
+def properties(st: DeviceState, plan: Plan) -> tuple[Property, ...]:
+    p = plan.profile
+    items = [
+        ("sys-object-id", p.identity.sys_object_id),
+        ("product-code", p.identity.product_code),
+        ("engine-speed-ppm", str(p.engine.ppm)),
+        ("color-capable", "yes" if p.engine.color else "no"),
+        ("paper-trays", str(p.engine.trays)),
+        ("features", ", ".join(p.identity.features)),
+        ("installed-options", ", ".join(p.identity.options)),
+        ("power-on-count", str(st.power_on_count)),
+        ("device-profile", p.name),
+    ]
+    return tuple(Property(n, v) for n, v in items)
+
+
+def install_date(st: DeviceState) -> date:
+    return when(st.install_epoch).date()

@@ -1,0 +1,344 @@
+"""The persistent state of one emulated device, and the operations that change it.
+
+Sans-I/O: every method takes the time as epoch seconds (``t``) and changes plain ints
+and lists; no clock, no files, no asyncio. The async shell (``device.py``) decides when
+to call what, and persists :meth:`DeviceState.to_dict` after each change.
+
+Memory matters (ten thousand devices in one process): slots, ints, and compact arrays
+for the bounded histories (fault history and job log hold ints only; names and
+descriptions are looked up in the profile when a snapshot is built).
+"""
+
+from __future__ import annotations
+
+from array import array
+from datetime import UTC, datetime
+from typing import Any
+
+from emulator.errors import StateStorageError
+from emulator.model.plan import (
+    A4_MM,
+    A4_UNITS,
+    ALERT_GROUP_SUPPLIES,
+    DRIVE_COLOR,
+    DRIVE_SHEETS,
+    DRIVE_TONER,
+    Plan,
+)
+
+STATE_VERSION = 1
+FAULT_HISTORY = 40  # entries kept, newest first
+FAULT_FIELDS = 3  # catalog index, epoch seconds, total impressions then
+JOB_LOG = 20  # records kept, newest first
+JOB_FIELDS = 6  # kind, epoch, pages, impressions, user number, job number
+ENG_LOG_LINES = 50
+JOB_KIND_CODES = ("print", "copy", "fax", "scan", "report")
+
+# Alert sources (what an alert row is about).
+SRC_SUPPLY = 0
+SRC_FAULT = 1
+
+# Supply status codes.
+OK, LOW, OUT = 0, 1, 2
+
+# Alert row: (index, source, source index, code, severity, group, group index, epoch, ticks)
+AlertRow = tuple[int, int, int, int, int, int, int, int, int]
+
+_METERS = (
+    "black", "color", "black_large", "color_large", "sheets", "duplex_sheets",
+    "print_imps", "copy_imps", "fax_imps", "report_imps", "scan_images", "fax_sent",
+    "power_on_count",
+)
+
+
+def stamp(t: float) -> str:
+    """Epoch seconds as the ISO-8601 UTC text used in logs."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DeviceState:
+    """All persistent data of one device. Internal units: see ``plan.py``."""
+
+    __slots__ = (
+        "active_bank", "active_fault", "active_fault_day", "alerts", "bank_sha",
+        "bank_versions", "black", "black_large", "boot_epoch", "cmd_seq", "color",
+        "color_large", "copy_imps", "duplex_sheets", "eng_log", "fault_log", "fax_imps",
+        "fax_sent", "hfsi_raw", "hfsi_repl", "hfsi_repl_at", "install_epoch", "job_log",
+        "job_seq", "job_text", "last_day", "next_alert", "nvm", "power_on_count", "print_imps",
+        "report_imps", "scan_images", "sheets", "sup_imps", "sup_installed", "sup_repl",
+        "sup_status", "sup_used", "trial", "trial_boots",
+    )
+
+    def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
+        n_sup = len(plan.profile.supplies)
+        n_hfsi = len(plan.profile.hfsi)
+        self.black = self.color = self.black_large = self.color_large = 0
+        self.sheets = self.duplex_sheets = 0
+        self.print_imps = self.copy_imps = self.fax_imps = self.report_imps = 0
+        self.scan_images = self.fax_sent = self.power_on_count = 0
+        self.sup_used = [0] * n_sup
+        self.sup_imps = [0] * n_sup
+        self.sup_installed = [install_epoch] * n_sup
+        self.sup_repl = [0] * n_sup
+        self.sup_status = [OK] * n_sup
+        self.hfsi_raw = [0] * n_hfsi
+        self.hfsi_repl = [0] * n_hfsi
+        self.hfsi_repl_at = [-1] * n_hfsi
+        self.alerts: list[AlertRow] = []
+        self.next_alert = 1
+        self.fault_log = array("q")
+        self.active_fault = -1
+        self.active_fault_day = 0
+        self.job_log = array("q")
+        self.job_seq = 0
+        # Names given with a commanded job, by job number; synthetic names need none.
+        self.job_text: dict[int, tuple[str, str, str]] = {}
+        self.eng_log: list[str] = []
+        self.nvm: dict[str, int] = {}
+        self.bank_versions = [system_version, ""]
+        self.bank_sha = ["", ""]
+        self.active_bank = 0
+        self.trial = False
+        self.trial_boots = 0
+        self.install_epoch = install_epoch
+        self.last_day = 0
+        self.cmd_seq = 0
+        self.boot_epoch = float(install_epoch)  # volatile: not persisted
+
+    # -- derived ------------------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return self.black + self.color
+
+    def supply_level(self, plan: Plan, i: int) -> int:
+        """Current level of supply ``i`` (0-based) in its own unit, 0..capacity."""
+        cap = plan.profile.supplies[i].capacity
+        level = cap - self.sup_used[i] * cap // plan.sup_milli_life[i]
+        return max(0, level)
+
+    def hfsi_count(self, plan: Plan, i: int) -> int:
+        return self.hfsi_raw[i] // plan.hfsi_div[i]
+
+    def log(self, t: float, text: str) -> None:
+        """Append an engineering-log line (bounded; the oldest lines go)."""
+        self.eng_log.append(f"{stamp(t)} {text}")
+        if len(self.eng_log) > ENG_LOG_LINES:
+            del self.eng_log[0]
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def raise_alert(self, t: float, source: int, source_index: int, code: int,
+                    severity: int, group: int, group_index: int) -> None:
+        ticks = max(0, int((t - self.boot_epoch) * 100))
+        self.alerts.append((self.next_alert, source, source_index, code, severity, group,
+                            group_index, int(t), ticks))
+        self.next_alert += 1
+
+    def drop_alerts(self, source: int, source_index: int) -> None:
+        if self.alerts:
+            self.alerts = [a for a in self.alerts
+                           if not (a[1] == source and a[2] == source_index)]
+
+    def _supply_status_changed(self, plan: Plan, i: int, status: int, t: float) -> None:
+        self.sup_status[i] = status
+        self.drop_alerts(SRC_SUPPLY, i)
+        if status != OK:
+            code, severity = plan.supply_alert(i, status)
+            self.raise_alert(t, SRC_SUPPLY, i, code, severity.value, ALERT_GROUP_SUPPLIES, i + 1)
+
+    # -- marking ------------------------------------------------------------------------
+
+    def mark(self, plan: Plan, t: float, imps: int, color: int, sheets: int,
+             large_imps: int, large_color: int, large_sheets: int,
+             factors: tuple[int, ...]) -> None:
+        """Put ``imps`` impressions on ``sheets`` sheets: meters, supplies, HFSI.
+
+        The caller adds the per-kind usage counters (print/copy/fax/report) and the
+        duplex sheet count; this is the part every marking job shares.
+        """
+        self.black += imps - color
+        self.color += color
+        self.black_large += large_imps - large_color
+        self.color_large += large_color
+        self.sheets += sheets
+        used = self.sup_used
+        toner = 0
+        drive = plan.sup_drive
+        is_toner = plan.sup_toner
+        n = len(used)
+        # Toner first: the waste receptacle fills with what the toners gave up.
+        for i in range(n):
+            d = drive[i]
+            if d == DRIVE_TONER:
+                continue
+            q = (color if d == DRIVE_COLOR else sheets if d == DRIVE_SHEETS else imps) * factors[i]
+            used[i] += q
+            if is_toner[i]:
+                toner += q
+            self.sup_imps[i] += color if d == DRIVE_COLOR else imps
+        low_used = plan.sup_low_used
+        life = plan.sup_milli_life
+        status = self.sup_status
+        for i in range(n):
+            if drive[i] == DRIVE_TONER:
+                used[i] += toner
+                self.sup_imps[i] += imps
+            u = used[i]
+            s = 2 if u >= life[i] else 1 if u >= low_used[i] else 0
+            if s != status[i]:
+                self._supply_status_changed(plan, i, s, t)
+        if self.hfsi_raw:
+            paper = sheets + large_sheets
+            bases = (imps, sheets, paper * A4_UNITS, paper * A4_MM)
+            raw = self.hfsi_raw
+            share = plan.hfsi_share
+            cap = plan.hfsi_cap
+            for i, rule in enumerate(plan.hfsi_rule):
+                r = raw[i] + bases[rule] * share[i]
+                raw[i] = r if r < cap[i] else cap[i]
+
+    def blocked_by_supply(self, plan: Plan, needs_color: bool) -> int:
+        """Index of an empty supply that stops this job, or -1."""
+        for i, s in enumerate(self.sup_status):
+            if s == OUT and plan.sup_critical[i] and (
+                    needs_color or plan.sup_drive[i] != DRIVE_COLOR):
+                return i
+        return -1
+
+    # -- faults -------------------------------------------------------------------------
+
+    def record_fault(self, plan: Plan, index: int, t: float, impressions: int,
+                     *, day: int) -> bool:
+        """Add catalog fault ``index`` to the history; True when it stops the machine.
+
+        A stopping fault becomes the active fault with a critical alert; the caller
+        moves the power state. Faults that do not stop the machine are history only.
+        """
+        entry = array("q", (index, int(t), impressions))
+        self.fault_log[0:0] = entry
+        del self.fault_log[FAULT_HISTORY * FAULT_FIELDS:]
+        spec = plan.profile.faults[index]
+        self.log(t, f"fault {spec.code} {spec.description} at {impressions} impressions")
+        if not spec.stops_machine or self.active_fault >= 0:
+            return False
+        self.active_fault = index
+        self.active_fault_day = day
+        self.raise_alert(t, SRC_FAULT, index, spec.alert_code, 3, spec.alert_group, 1)
+        return True
+
+    def clear_fault(self, plan: Plan, t: float, how: str) -> None:
+        if self.active_fault < 0:
+            return
+        spec = plan.profile.faults[self.active_fault]
+        self.drop_alerts(SRC_FAULT, self.active_fault)
+        self.active_fault = -1
+        self.log(t, f"fault {spec.code} cleared ({how})")
+
+    # -- replacement --------------------------------------------------------------------
+
+    def replace_supply(self, plan: Plan, i: int, t: float) -> None:
+        self.sup_used[i] = 0
+        self.sup_imps[i] = 0
+        self.sup_installed[i] = int(t)
+        self.sup_repl[i] += 1
+        if self.sup_status[i] != OK:
+            self._supply_status_changed(plan, i, OK, t)
+        self.log(t, f"supply {i + 1} {plan.profile.supplies[i].name} replaced")
+
+    def replace_part(self, plan: Plan, i: int, t: float) -> None:
+        self.hfsi_raw[i] = 0
+        self.hfsi_repl[i] += 1
+        self.hfsi_repl_at[i] = int(t)
+        h = plan.profile.hfsi[i]
+        self.log(t, f"HFSI {h.id} {h.name} replaced, counter cleared")
+
+    # -- job log ------------------------------------------------------------------------
+
+    def log_job(self, kind: int, t: float, pages: int, imps: int, user: int,
+                text: tuple[str, str, str] = ("", "", "")) -> None:
+        """Log a job; ``text`` (user, job name, e-mail) overrides the synthetic names."""
+        self.job_seq += 1
+        self.job_log[0:0] = array("q", (kind, int(t), pages, imps, user, self.job_seq))
+        del self.job_log[JOB_LOG * JOB_FIELDS:]
+        if any(text):
+            self.job_text[self.job_seq] = text
+        if self.job_text:
+            oldest = self.job_log[-1]
+            for k in [k for k in self.job_text if k < oldest]:
+                del self.job_text[k]
+
+    # -- persistence --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy of the persistent state (volatile fields left out)."""
+        d: dict[str, Any] = {"version": STATE_VERSION}
+        for name in _METERS:
+            d[name] = getattr(self, name)
+        d.update(
+            sup_used=list(self.sup_used), sup_imps=list(self.sup_imps),
+            sup_installed=list(self.sup_installed), sup_repl=list(self.sup_repl),
+            sup_status=list(self.sup_status),
+            hfsi_raw=list(self.hfsi_raw), hfsi_repl=list(self.hfsi_repl),
+            hfsi_repl_at=list(self.hfsi_repl_at),
+            alerts=[list(a) for a in self.alerts], next_alert=self.next_alert,
+            fault_log=self.fault_log.tolist(), active_fault=self.active_fault,
+            active_fault_day=self.active_fault_day,
+            job_log=self.job_log.tolist(), job_seq=self.job_seq,
+            job_text={str(k): list(v) for k, v in self.job_text.items()},
+            eng_log=list(self.eng_log), nvm=dict(self.nvm),
+            bank_versions=list(self.bank_versions), bank_sha=list(self.bank_sha),
+            active_bank=self.active_bank, trial=self.trial, trial_boots=self.trial_boots,
+            install_epoch=self.install_epoch, last_day=self.last_day, cmd_seq=self.cmd_seq,
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, plan: Plan, d: dict[str, Any], *, source: str) -> DeviceState:
+        """Rebuild from :meth:`to_dict` output; a mismatch names the file and field."""
+        def bad(field: str, why: str) -> StateStorageError:
+            return StateStorageError(f"{source}: field '{field}': {why}")
+
+        if d.get("version") != STATE_VERSION:
+            raise bad("version", f"expected {STATE_VERSION}, got {d.get('version')!r}")
+        st = cls(plan, install_epoch=0, system_version="")
+        try:
+            for name in _METERS:
+                setattr(st, name, int(d[name]))
+            for name, n in (("sup_used", len(st.sup_used)), ("sup_imps", len(st.sup_used)),
+                            ("sup_installed", len(st.sup_used)), ("sup_repl", len(st.sup_used)),
+                            ("sup_status", len(st.sup_used)), ("hfsi_raw", len(st.hfsi_raw)),
+                            ("hfsi_repl", len(st.hfsi_raw)), ("hfsi_repl_at", len(st.hfsi_raw))):
+                values = [int(v) for v in d[name]]
+                if len(values) != n:
+                    raise bad(name, f"expected {n} entries for this profile, got {len(values)}")
+                setattr(st, name, values)
+            st.alerts = [tuple(int(v) for v in a) for a in d["alerts"]]  # type: ignore[misc]
+            st.next_alert = int(d["next_alert"])
+            st.fault_log = array("q", (int(v) for v in d["fault_log"]))
+            st.active_fault = int(d["active_fault"])
+            st.active_fault_day = int(d["active_fault_day"])
+            st.job_log = array("q", (int(v) for v in d["job_log"]))
+            st.job_seq = int(d["job_seq"])
+            st.job_text = {int(k): (str(v[0]), str(v[1]), str(v[2]))
+                           for k, v in d["job_text"].items()}
+            st.eng_log = [str(v) for v in d["eng_log"]]
+            st.nvm = {str(k): int(v) for k, v in d["nvm"].items()}
+            st.bank_versions = [str(v) for v in d["bank_versions"]]
+            st.bank_sha = [str(v) for v in d["bank_sha"]]
+            st.active_bank = int(d["active_bank"])
+            st.trial = bool(d["trial"])
+            st.trial_boots = int(d["trial_boots"])
+            st.install_epoch = int(d["install_epoch"])
+            st.last_day = int(d["last_day"])
+            st.cmd_seq = int(d["cmd_seq"])
+        except KeyError as exc:
+            raise bad(str(exc.args[0]), "missing") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise StateStorageError(f"{source}: malformed state: {exc}") from exc
+        if len(st.fault_log) % FAULT_FIELDS or len(st.job_log) % JOB_FIELDS:
+            raise bad("fault_log", "not a whole number of entries")
+        if not -1 <= st.active_fault < len(plan.profile.faults):
+            raise bad("active_fault", "not a fault of this profile")
+        st.boot_epoch = float(st.install_epoch)
+        return st
