@@ -26,8 +26,11 @@ of the directory. The order of steps is what makes a crash harmless:
   a ``dropped`` transfer when it was a payload; the other entries are unaffected.
 
 ``OSError`` (disk full, read-only file system, I/O error) becomes :class:`StorageError`
-at this edge. Calls are blocking file I/O on small files; an asyncio caller may run them
-in a thread, but never two at once.
+at this edge. ``allocate()`` and ``add()`` raise it (the caller must know its payload is
+not stored); the send path (``begin_send``, ``mark_*``) logs a failed metadata write and
+goes on in memory, so a full disk cannot make the agent resend or spin. Calls are
+blocking file I/O on small files; an asyncio caller may run them in a thread, but never
+two at once.
 """
 
 from __future__ import annotations
@@ -315,31 +318,35 @@ class OutboxStore:
         return result.entry
 
     def begin_send(self, entry: OutboxEntry, at: datetime) -> bytes:
-        """Mark ``entry`` as being sent (one more attempt, persisted) and return its bytes.
+        """Mark ``entry`` as being sent (one more attempt) and return its bytes.
 
-        A payload file that vanished or changed behind our back is dropped (recorded)
-        and StorageError raised, so one bad file cannot block the queue.
+        A payload file that vanished, cannot be read or changed behind our back is
+        quarantined and dropped (recorded), and StorageError raised: one bad file must
+        not block the queue, and the caller simply asks :meth:`next_due` again.
         """
-        path = self.path_of(self._box.get(entry.upload_id))
-        if not path.exists():
+        live = self._box.get(entry.upload_id)
+        path = self.path_of(live)
+        problem = ""
+        data = b""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            problem = "payload file is missing"
+        except OSError as exc:
+            problem = f"payload file cannot be read ({exc.strerror or exc})"
+        if not problem and len(data) != live.size:
+            problem = f"payload file changed on disk ({len(data)} != {live.size} bytes)"
+        if problem:
+            with contextlib.suppress(OSError):
+                if path.exists():
+                    _quarantine(self.directory, path, problem)
             work = self._box.copy()
-            work.drop(entry.upload_id, at, "payload file missing")
-            self._persist(work)
-            self._box = work
-            raise StorageError(f"payload file {path} is missing; recorded as dropped")
-        data = self.read(entry)
+            work.drop(entry.upload_id, at, f"{problem}; dropped")
+            self._commit(work, raise_errors=False)
+            raise StorageError(f"payload {entry.upload_id}: {problem}; recorded as dropped")
         work = self._box.copy()
-        started = work.start(entry.upload_id, at)
-        if len(data) != started.size:
-            # Should not happen (files are replaced atomically); do not send garbage.
-            self._quarantine(self.path_of(entry), f"size {len(data)} != recorded {started.size}")
-            work = self._box.copy()
-            work.drop(entry.upload_id, at, "payload file changed on disk; quarantined")
-            self._persist(work)
-            self._box = work
-            raise StorageError(f"payload {entry.upload_id} changed on disk; quarantined")
-        self._persist(work)
-        self._box = work
+        work.start(entry.upload_id, at)
+        self._commit(work, raise_errors=False)
         return data
 
     def mark_sent(
@@ -348,8 +355,7 @@ class OutboxStore:
         """The server answered 201 (stored) or 200 (duplicate): record, then delete."""
         work = self._box.copy()
         record = work.acknowledge(entry.upload_id, result, at)
-        self._persist(work)
-        self._box = work
+        self._commit(work, raise_errors=False)
         self._unlink_quietly(self.path_of(entry))
         return record
 
@@ -359,8 +365,7 @@ class OutboxStore:
         """A retryable failure: queued again, due ``delay`` seconds after ``at``."""
         work = self._box.copy()
         updated = work.fail(entry.upload_id, at, delay, error)
-        self._persist(work)
-        self._box = work
+        self._commit(work, raise_errors=False)
         return updated
 
     def mark_rejected(
@@ -369,12 +374,29 @@ class OutboxStore:
         """The server refused the payload (4xx): recorded as rejected, then deleted."""
         work = self._box.copy()
         record = work.reject(entry.upload_id, at, status, detail)
-        self._persist(work)
-        self._box = work
+        self._commit(work, raise_errors=False)
         self._unlink_quietly(self.path_of(entry))
         return record
 
     # -- internals -----------------------------------------------------------------------
+
+    def _commit(self, work: Outbox, *, raise_errors: bool) -> None:
+        """Persist ``work`` and make it the current state.
+
+        With ``raise_errors=False`` (the send path) the state moves on in memory even
+        when the metadata cannot be written (disk full): the outcome of a send is a fact,
+        and refusing it would hand the same entry out again and again. The failure is
+        logged; after a restart the entry's attempts or backoff may be forgotten, or an
+        acknowledged payload's history line lost, but its file is deleted all the same,
+        so it is never sent twice.
+        """
+        try:
+            self._persist(work)
+        except StorageError as exc:
+            if raise_errors:
+                raise
+            log.error("outbox metadata not saved, going on in memory: %s", exc)
+        self._box = work
 
     def _persist(self, box: Outbox) -> None:
         path = self.directory / META_NAME

@@ -186,6 +186,55 @@ def test_disk_full_is_a_storage_error_and_the_store_stays_usable(
     assert [e.upload_id for e in open_store(tmp_path).entries()] == [a.upload_id, b.upload_id]
 
 
+def test_disk_full_on_the_send_path_neither_spins_nor_resends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    entry = store.next_due(T0)
+    assert entry is not None
+    store.begin_send(entry, T0)  # metadata not saved, the send goes ahead
+    assert store.next_due(T0) is None  # in flight: not handed out twice
+    store.mark_failed(entry, "503", T0, 60)
+    assert store.next_due(T0) is None  # the backoff holds in memory
+    again = store.next_due(T0 + timedelta(seconds=60))
+    assert again is not None
+    store.begin_send(again, T0)
+    store.mark_sent(again, "stored", T0)
+    assert store.entries() == ()
+    monkeypatch.undo()
+    assert open_store(tmp_path).entries() == ()  # the file is gone: never resent
+    del a
+
+
+def test_unreadable_payload_is_dropped_not_retried_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    real = Path.read_bytes
+
+    def broken(self: Path) -> bytes:
+        if a.upload_id in self.name:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", broken)
+    with pytest.raises(StorageError, match="cannot be read"):
+        store.begin_send(entry, T0)
+    nxt = store.next_due(T0)
+    assert nxt is not None and nxt.upload_id == b.upload_id
+    assert store.history()[-1].result == "dropped"
+
+
 # -- crash at every step ------------------------------------------------------------------
 
 
@@ -258,7 +307,7 @@ def run_scenario(
     return log
 
 
-def check_after_crash(path: Path, log: dict[str, set[str]]) -> None:
+def check_after_crash(path: Path, log: dict[str, set[str]], *, strict: bool) -> None:
     store = open_store(path, budget=1 << 20, seed=99)
     outbox = path / OUTBOX_DIR
     assert not list(outbox.glob("*.tmp")), "temp files survive a reopen"
@@ -268,10 +317,14 @@ def check_after_crash(path: Path, log: dict[str, set[str]]) -> None:
         read_payload(store.read(entry))
     history = {r.upload_id: r.result for r in store.history()}
     final = {u for u, result in history.items() if result != "failed"}
+    answered = log["acked"] | log["rejected"]
     for upload_id in log["added"]:
-        assert upload_id in live or upload_id in final, f"lost {upload_id}"
+        # After a kill the outcome is on disk; after a failed metadata write on the send
+        # path (OSError) the answer may be missing from the history, never resent.
+        accounted = final if strict else final | answered
+        assert upload_id in live or upload_id in accounted, f"lost {upload_id}"
         assert not (upload_id in live and upload_id in final), f"{upload_id} both live and done"
-    for upload_id in log["acked"] | log["rejected"]:
+    for upload_id in answered:
         assert upload_id not in live, f"{upload_id} would be sent again after its answer"
     for upload_id in set(live) - log["added"]:
         assert upload_id in log["adding"], f"{upload_id} appeared from nowhere"
@@ -287,6 +340,9 @@ def test_crash_at_every_write_step_loses_and_duplicates_nothing(
     make: Callable[[], BaseException] = (
         Killed if error == "kill" else (lambda: OSError(errno.EIO, "I/O error"))
     )
+    # A process-level simulation cannot tell whether data reached the platter, so the
+    # real fsync (slow on a busy disk) is skipped; each call still counts as a step.
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
     dry = StepCounter(None, make)
     run_scenario(tmp_path / "dry", monkeypatch, dry)
     assert dry.steps > 40  # the scenario really does write
@@ -294,4 +350,4 @@ def test_crash_at_every_write_step_loses_and_duplicates_nothing(
         path = tmp_path / f"k{k}"
         counter = StepCounter(k, make)
         log = run_scenario(path, monkeypatch, counter)
-        check_after_crash(path, log)
+        check_after_crash(path, log, strict=error == "kill")
