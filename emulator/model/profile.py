@@ -188,7 +188,8 @@ class FaultSpec:
     alert_group: int  # prtAlertGroup, e.g. mediaPath(13)
 
     def __post_init__(self) -> None:
-        _need(bool(CHAIN_LINK.match(self.code)), f"code must be a chain-link NNN-NNN, got {self.code!r}")
+        _need(bool(CHAIN_LINK.match(self.code)),
+              f"code must be a chain-link NNN-NNN, got {self.code!r}")
         _need(self.rate >= 0, "rate must be >= 0")
         _need(self.per in FAULT_RATE_UNITS, f"per must be one of {FAULT_RATE_UNITS}")
         _need(self.clears in FAULT_CLEARS, f"clears must be one of {FAULT_CLEARS}")
