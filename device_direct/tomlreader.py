@@ -9,6 +9,7 @@ Unknown keys are errors too (a typo should not be silently ignored): call
 
 from __future__ import annotations
 
+import builtins
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,25 +46,25 @@ class Table:
 
     __slots__ = ("_data", "_read", "prefix", "source")
 
-    def __init__(self, data: dict[str, Any], *, source: str, prefix: str) -> None:
+    def __init__(self, data: dict[builtins.str, Any], *, source: builtins.str, prefix: builtins.str) -> None:
         self._data = data
         self.source = source
         self.prefix = prefix
-        self._read: set[str] = set()
+        self._read: set[builtins.str] = set()
 
-    def key(self, name: str) -> str:
+    def key(self, name: builtins.str) -> builtins.str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def error(self, name: str, message: str) -> ConfigError:
+    def error(self, name: builtins.str, message: builtins.str) -> ConfigError:
         return ConfigError(message, path=self.source, key=self.key(name))
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: builtins.str) -> builtins.bool:
         return name in self._data
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[builtins.str]:
         return iter(self._data)
 
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
+    def raw(self, name: builtins.str, default: Any = _MISSING) -> Any:
         self._read.add(name)
         if name not in self._data:
             if default is _MISSING:
@@ -71,7 +72,7 @@ class Table:
             return default
         return self._data[name]
 
-    def _typed(self, name: str, kind: type[T], what: str, default: Any) -> T:
+    def _typed(self, name: builtins.str, kind: type[T], what: builtins.str, default: Any) -> T:
         value = self.raw(name, default)
         if value is default and default is not _MISSING:
             return value  # type: ignore[no-any-return]
@@ -80,14 +81,14 @@ class Table:
             raise self.error(name, f"expected {what}, got {value!r}")
         return value
 
-    def str(self, name: str, default: Any = _MISSING) -> Any:
+    def str(self, name: builtins.str, default: Any = _MISSING) -> Any:
         return self._typed(name, str, "a string", default)
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
+    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
         return self._typed(name, bool, "true or false", default)
 
     def int(
-        self, name: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None
+        self, name: builtins.str, default: Any = _MISSING, *, min: builtins.int | None = None, max: builtins.int | None = None
     ) -> Any:
         value = self._typed(name, int, "an integer", default)
         if isinstance(value, int):
@@ -99,11 +100,11 @@ class Table:
 
     def float(
         self,
-        name: str,
+        name: builtins.str,
         default: Any = _MISSING,
         *,
-        min: float | None = None,
-        max: float | None = None,
+        min: builtins.float | None = None,
+        max: builtins.float | None = None,
     ) -> Any:
         value = self.raw(name, default)
         if value is default and default is not _MISSING:
@@ -117,13 +118,13 @@ class Table:
             raise self.error(name, f"must be <= {max}, got {value}")
         return value
 
-    def choice(self, name: str, choices: tuple[str, ...], default: Any = _MISSING) -> Any:
+    def choice(self, name: builtins.str, choices: tuple[builtins.str, ...], default: Any = _MISSING) -> Any:
         value = self.str(name, default)
         if value is not default and value not in choices:
             raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def str_list(self, name: str, default: Any = _MISSING) -> Any:
+    def str_list(self, name: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(name, default)
         if value is default and default is not _MISSING:
             return value
@@ -131,7 +132,7 @@ class Table:
             raise self.error(name, f"expected a list of strings, got {value!r}")
         return tuple(value)
 
-    def table(self, name: str, default: Any = _MISSING) -> Any:
+    def table(self, name: builtins.str, default: Any = _MISSING) -> Any:
         value = self.raw(name, default)
         if value is default and default is not _MISSING:
             return value
@@ -139,7 +140,7 @@ class Table:
             raise self.error(name, f"expected a table, got {value!r}")
         return Table(value, source=self.source, prefix=self.key(name))
 
-    def tables(self, name: str, default: Any = _MISSING) -> Any:
+    def tables(self, name: builtins.str, default: Any = _MISSING) -> Any:
         """An array of tables (``[[name]]``)."""
         value = self.raw(name, default)
         if value is default and default is not _MISSING:

@@ -114,6 +114,9 @@ def tls_reason(verify_code: int | None, ssl_reason: str | None) -> str:
     return "handshake"
 
 
+API_BASE = "/dd/v1"
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds allowed for each part of an exchange."""
@@ -209,11 +212,16 @@ def _from_ssl_error(endpoint: str, error: BaseException | None, outer: BaseExcep
 
 
 def build_ssl_context(
-    ca_bundle: Path, client_cert: tuple[Path, Path] | None = None
+    ca_bundle: Path | None, client_cert: tuple[Path, Path] | None = None
 ) -> ssl.SSLContext:
-    """The one client TLS context: TLS >= 1.2, CA bundle only, host name checked."""
+    """The one client TLS context: TLS >= 1.2, host name checked.
+
+    Trusts only ``ca_bundle`` when given, else the system trust store.
+    """
     try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_bundle))
+        ctx = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(ca_bundle) if ca_bundle is not None else None
+        )
     except FileNotFoundError:
         raise ConfigError("CA bundle file not found", path=ca_bundle) from None
     except (ssl.SSLError, OSError) as exc:
@@ -264,7 +272,7 @@ class Transport:
     def __init__(
         self,
         base_url: str,
-        ca_bundle: Path | str,
+        ca_bundle: Path | str | None,
         server_name: str,
         identity: IdentityStore,
         clock: Clock,
@@ -281,8 +289,13 @@ class Transport:
             raise ConfigError("the expected server name must not be empty")
         if json_limit <= 0:
             raise ValueError(f"json_limit must be positive, got {json_limit}")
-        self._base = url.with_path(url.path.rstrip("/")).with_query(None).with_fragment(None)
-        self._ca_bundle = Path(ca_bundle)
+        # The config names the server ("https://dd.example.com"); the API lives under
+        # /dd/v1 there. A URL that already ends in /dd/v1 is taken as it is.
+        path = url.path.rstrip("/")
+        if not path.endswith(API_BASE):
+            path += API_BASE
+        self._base = url.with_path(path).with_query(None).with_fragment(None)
+        self._ca_bundle = Path(ca_bundle) if ca_bundle is not None else None
         self._server_name = server_name
         self._identity = identity
         self._clock = clock

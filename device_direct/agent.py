@@ -1,0 +1,392 @@
+"""The agent: wires model, collector, outbox, transport and schedule together.
+
+Theory of operation
+-------------------
+The agent is a single task per device. At boot it works out when the next daily sync
+is (``DailySchedule.on_boot``: skip a missed run, or catch up when configured), then
+loops:
+
+1. sleep on the injected clock until the earliest of: the next scheduled sync, the
+   moment the head of the outbox is due for a retry, or a "send now" request;
+2. if a sync is due (or was requested), read the model, build the payload (Upload-Id
+   and sequence allocated and persisted first) and store it in the outbox, durably,
+   before anything is sent;
+3. flush the outbox, oldest first: register first if the device has no identity yet;
+   201/200 remove the payload; network errors, TLS errors and 5xx put it back with a
+   capped, fully jittered exponential backoff (reset on success and on reboot); a 4xx
+   is final for that payload: it is recorded as rejected and never sent again as is;
+4. after a sync, run the post-sync hooks (action polling, firmware check) that later
+   layers install.
+
+Every decision about time (schedule, backoff, outbox order) is made in
+``device_direct.core``; this module only carries the decisions out. Every exchange with
+the server is recorded in the local audit log and logged as one line naming the cause
+of a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from device_direct.audit import AuditLog
+from device_direct.clock import Clock
+from device_direct.collector import collect
+from device_direct.config import AgentConfig
+from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
+from device_direct.core.privacy import PrivacyPolicy
+from device_direct.core.retry import Backoff, Disposition, classify_error
+from device_direct.core.schedule import DailySchedule
+from device_direct.errors import (
+    AuthError,
+    DeviceDirectError,
+    ServerRejected,
+    StorageError,
+    TLSError,
+)
+from device_direct.identity import IdentityStore
+from device_direct.model import DeviceModel, PowerState
+from device_direct.core.outbox import OutboxEntry
+from device_direct.outbox_store import OutboxStore, atomic_write
+from device_direct.transport import Transport
+
+log = logging.getLogger("device_direct.agent")
+
+STATE_FILE = "agent-state.json"
+IDENTITY_DIR = "identity"
+AUDIT_FILE = "audit.log"
+
+# A hook run after each sync with an open transport (actions, firmware: later layers).
+PostSyncHook = Callable[["Agent", Transport, Trigger], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """What this agent did since it started (for status, the fleet report, tests)."""
+
+    payloads_built: int = 0
+    uploads_stored: int = 0
+    uploads_duplicate: int = 0
+    uploads_rejected: int = 0
+    send_failures: int = 0
+    registrations: int = 0
+    bytes_sent: int = 0
+    last_error: str = ""
+
+
+class Agent:
+    """Device Direct for one device. Create, then ``await run()`` (cancel to stop)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        model: DeviceModel,
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+        transport_factory: Callable[[Agent], Transport] | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.clock = clock
+        self.rng = rng if rng is not None else random.SystemRandom()
+        data_dir = Path(config.device.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.identity = IdentityStore(data_dir / IDENTITY_DIR)
+        self.outbox = OutboxStore.open(
+            data_dir, budget_bytes=config.outbox.budget_bytes, clock=clock, rng=self.rng
+        )
+        self.audit = AuditLog(data_dir / AUDIT_FILE)
+        self.schedule = DailySchedule(
+            at=config.schedule.upload_time, tz=config.device.zone, missed=config.schedule.missed
+        )
+        self.policy = PrivacyPolicy(
+            send_job_data=config.services.consent_job_data,
+            send_engineering=config.services.consent_engineering,
+            locked_down=config.services.security_mode == "locked-down",
+        )
+        self.backoff = Backoff(base_s=config.retry.base_s, cap_s=config.retry.cap_s)
+        self.stats = SyncStats()
+        self.post_sync_hooks: list[PostSyncHook] = []
+        self.proxy_route: ProxyRoute | None = None
+        self._transport_factory = transport_factory or _default_transport
+        self._send_now_trigger: Trigger | None = None
+        self._wakeup: asyncio.Event | None = None
+        self.next_sync: datetime | None = None
+        self._register_not_before: datetime | None = None
+        self.last_run: datetime | None = self._load_state().get("last_run")
+
+    # -- control ------------------------------------------------------------------------
+
+    def send_now(self, trigger: Trigger = "on-demand") -> None:
+        """Ask for a sync at once (panel button, CLI, ``send_meters_now`` action)."""
+        self._send_now_trigger = trigger
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able summary of the agent's state."""
+        reg = self.identity.registration
+        return {
+            "registered": reg is not None,
+            "device_id": reg.device_id if reg else None,
+            "certificate_not_after": reg.not_after.isoformat() if reg else None,
+            "next_sync": self.next_sync.isoformat() if self.next_sync else None,
+            "last_run": self.last_run.isoformat() if self.last_run else None,
+            "queued": [
+                {"upload_id": e.upload_id, "sequence": e.sequence, "attempts": e.attempts}
+                for e in self.outbox.entries()
+            ],
+            "stats": {k: getattr(self.stats, k) for k in SyncStats.__slots__},
+        }
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled. Call once per boot."""
+        self._wakeup = asyncio.Event()
+        self.backoff = self.backoff.reset()  # a reboot starts the retry bands again
+        self.next_sync = self.schedule.on_boot(self.clock.now(), self.last_run)
+        log.info("agent started; next sync %s", self.next_sync.isoformat())
+        if not self.config.services.enabled:
+            log.info("remote services are switched off; the agent stays idle")
+            await self._wait_until(None)
+            return
+        while True:
+            await self.step()
+
+    async def step(self) -> None:
+        """One pass: wait for the next thing to do, then do it."""
+        assert self.next_sync is not None
+        wake = self.next_sync
+        due = self.outbox.next_wakeup()
+        if due is not None and self._register_not_before is not None:
+            due = max(due, self._register_not_before)
+        if due is not None and due < wake:
+            wake = due
+        await self._wait_until(wake)
+        now = self.clock.now()
+        trigger: Trigger | None = None
+        if self._send_now_trigger is not None:
+            trigger, self._send_now_trigger = self._send_now_trigger, None
+        elif now >= self.next_sync:
+            trigger = "scheduled"
+            self.last_run = now
+            self.next_sync = self.schedule.next_run(now)
+            self._save_state()
+        if trigger is not None:
+            self.queue_payload(trigger)
+        if self.outbox.next_due(now) is not None or trigger is not None:
+            await self.sync(trigger)
+
+    def queue_payload(self, trigger: Trigger) -> None:
+        """Read the model and store a new payload in the outbox (durably)."""
+        if self.model.power in (PowerState.OFF, PowerState.BOOTING):
+            log.info("device is %s: no payload built", self.model.power.value)
+            return
+        allocation = self.outbox.allocate()
+        meta = PayloadMeta(
+            upload_id=allocation.upload_id,
+            sequence=allocation.sequence,
+            generated_at=self.clock.now(),
+            trigger=trigger,
+        )
+        zip_bytes = pack_zip(build_xml(
+            collect(self.model),
+            meta,
+            policy=self.policy,
+            transfer_history=self.outbox.history(),
+            proxy=self.proxy_route,
+            engineering_log=(
+                self.model.engineering_log() if self.policy.send_engineering else None
+            ),
+        ))
+        try:
+            self.outbox.add(zip_bytes, meta)
+        except StorageError as exc:
+            log.error("payload %s not queued: %s", meta.upload_id, exc)
+            self.stats.last_error = str(exc)
+            return
+        self.stats.payloads_built += 1
+        log.info("payload %s (seq %d, %s, %d bytes) queued", meta.upload_id,
+                 meta.sequence, trigger, len(zip_bytes))
+
+    async def sync(self, trigger: Trigger | None) -> bool:
+        """Open a transport, register if needed, flush the outbox, run post-sync hooks.
+
+        Returns True when the outbox was emptied of everything due.
+        """
+        transport = self._transport_factory(self)
+        try:
+            ok = await self._flush(transport)
+            if ok and trigger is not None:
+                for hook in self.post_sync_hooks:
+                    try:
+                        await hook(self, transport, trigger)
+                    except DeviceDirectError as exc:
+                        log.warning("post-sync step failed: %s", exc)
+            return ok
+        finally:
+            await transport.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _ensure_registered(self, transport: Transport) -> None:
+        if self.identity.is_registered:
+            return
+        key = self.config.server.registration_key
+        if not key:
+            raise AuthError("not registered and no registration key is configured")
+        ident = self.model.identity()
+        now = self.clock.now()
+        try:
+            device_id = await transport.register(
+                ident.serial, ident.model, self.model.network().mac, ident.firmware, key
+            )
+        except DeviceDirectError as exc:
+            self.audit.record(now, "register", ok=False, error=str(exc))
+            raise
+        self.stats.registrations += 1
+        self.audit.record(now, "register", ok=True, device_id=device_id)
+        log.info("registered as device %s", device_id)
+
+    async def _flush(self, transport: Transport) -> bool:
+        if not await self._registered(transport):
+            return False
+        while True:
+            now = self.clock.now()
+            entry = self.outbox.next_due(now)
+            if entry is None:
+                return True
+            try:
+                data = self.outbox.begin_send(entry, now)
+            except StorageError as exc:
+                log.error("outbox: %s", exc)  # recorded as dropped; go on with the next
+                continue
+            try:
+                result = await transport.upload(data, entry.upload_id)
+            except DeviceDirectError as exc:
+                if not self._failed(entry, exc, self.clock.now()):
+                    return False
+                continue
+            done_at = self.clock.now()
+            self.outbox.mark_sent(entry, result.status, done_at)
+            self.backoff = self.backoff.reset()
+            self.stats.bytes_sent += len(data)
+            if result.status == "stored":
+                self.stats.uploads_stored += 1
+            else:
+                self.stats.uploads_duplicate += 1
+            self.audit.record(done_at, "upload", upload_id=entry.upload_id,
+                              sequence=entry.sequence, result=result.status, bytes=len(data))
+            log.info("payload %s %s (%d bytes)", entry.upload_id, result.status, len(data))
+
+    async def _registered(self, transport: Transport) -> bool:
+        """Register if needed. A failure backs off on its own timer: payloads stay queued
+        untouched (a refused registration says nothing about the payloads)."""
+        if self.identity.is_registered:
+            return True
+        now = self.clock.now()
+        if self._register_not_before is not None and now < self._register_not_before:
+            return False
+        try:
+            await self._ensure_registered(transport)
+        except DeviceDirectError as exc:
+            delay = self.backoff.next_delay(self.rng)
+            self.backoff = self.backoff.increment()
+            self._register_not_before = now + timedelta(seconds=delay)
+            self.stats.last_error = f"register {_cause(exc)}: {exc}"
+            log.error("registration failed (%s): %s; retry in %.0f s", _cause(exc), exc, delay)
+            return False
+        self._register_not_before = None
+        return True
+
+    def _failed(self, entry: OutboxEntry, exc: DeviceDirectError, now: datetime) -> bool:
+        """Record a failed send. Returns True when the flush may go on with the next one."""
+        cause = _cause(exc)
+        self.stats.last_error = f"{cause}: {exc}"
+        if classify_error(exc) is Disposition.FINAL and isinstance(exc, ServerRejected):
+            self.outbox.mark_rejected(entry, exc.status, f"{exc.error}: {exc.detail}"[:200], now)
+            self.stats.uploads_rejected += 1
+            self.audit.record(now, "upload", upload_id=entry.upload_id, result="rejected",
+                              status=exc.status, error=exc.error)
+            log.error("payload %s rejected by the server (%s): %s; not retried",
+                      entry.upload_id, exc.status, exc.detail)
+            return True
+        # Retryable, or a local error: either way the payload stays queued and the
+        # next attempt waits out a backoff delay, so nothing spins.
+        delay = self.backoff.next_delay(self.rng)
+        self.backoff = self.backoff.increment()
+        self.stats.send_failures += 1
+        self.outbox.mark_failed(entry, f"{cause}: {exc}"[:200], now, delay)
+        self.audit.record(now, "upload", upload_id=entry.upload_id, result="failed",
+                          cause=cause, error=str(exc)[:300], retry_in_s=round(delay, 3))
+        log.warning("upload of %s failed (%s): %s; retry in %.0f s",
+                    entry.upload_id, cause, exc, delay)
+        return False
+
+    async def _wait_until(self, when: datetime | None) -> None:
+        """Sleep on the clock until ``when`` or a send-now request, whichever is first."""
+        assert self._wakeup is not None
+        if self._send_now_trigger is not None:
+            return
+        self._wakeup.clear()
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        sleeper = (
+            asyncio.ensure_future(self.clock.sleep_until(when)) if when is not None else None
+        )
+        tasks = [t for t in (waiter, sleeper) if t is not None]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    def _load_state(self) -> dict[str, datetime]:
+        path = self.data_dir / STATE_FILE
+        try:
+            raw = json.loads(path.read_bytes())
+            return {"last_run": datetime.fromisoformat(raw["last_run"])} if raw.get(
+                "last_run") else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("agent state %s unreadable (%s); starting without it", path, exc)
+            return {}
+
+    def _save_state(self) -> None:
+        doc = {"last_run": self.last_run.isoformat() if self.last_run else None}
+        try:
+            atomic_write(self.data_dir / STATE_FILE, json.dumps(doc).encode())
+        except OSError as exc:
+            log.error("agent state not saved: %s", exc)
+
+
+def _cause(exc: DeviceDirectError) -> str:
+    """A short name for the log line: which check failed."""
+    if isinstance(exc, TLSError):
+        return f"tls-{exc.reason}"
+    if isinstance(exc, ServerRejected):
+        return f"rejected-{exc.status}"
+    return type(exc).__name__.rstrip("_")
+
+
+def _default_transport(agent: Agent) -> Transport:
+    cfg = agent.config.server
+    return Transport(
+        cfg.url, cfg.ca_bundle, cfg.server_name, agent.identity, agent.clock
+    )
+

@@ -1,0 +1,54 @@
+"""The device's local audit log: one JSON line per exchange with the server.
+
+Kept in the data directory next to the outbox, bounded: when the file passes
+``max_bytes`` it is renamed to ``audit.log.1`` (replacing the older one), so the log
+never takes more than twice that. Writes are appends of one line each; a torn last line
+after a power cut is skipped by readers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 256 * 1024
+
+
+class AuditLog:
+    """Append-only JSON-lines log of server exchanges."""
+
+    def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+
+    def record(self, at: datetime, event: str, **fields: Any) -> None:
+        """Append one line; a disk problem is logged, never raised (it must not stop a send)."""
+        line = json.dumps({"at": at.isoformat(), "event": event, **fields}, sort_keys=True)
+        try:
+            if self.path.exists() and self.path.stat().st_size > self.max_bytes:
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:
+            log.error("audit log %s not written: %s", self.path, exc)
+
+    def read(self) -> list[dict[str, Any]]:
+        """All complete lines, oldest first (the rotated file first)."""
+        out: list[dict[str, Any]] = []
+        for p in (self.path.with_name(self.path.name + ".1"), self.path):
+            try:
+                text = p.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            for raw in text.splitlines():
+                try:
+                    out.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    continue  # a torn line from a power cut
+        return out

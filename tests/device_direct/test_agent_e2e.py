@@ -1,0 +1,81 @@
+"""End to end over real TLS: emulated MFP + agent + reference server, virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from device_direct.model import Counters
+from emulator.clock import VirtualClock
+from emulator.server.app import ReferenceServer
+
+from tests.device_direct.agent_harness import make_agent, make_device
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+async def test_fourteen_days_fourteen_uploads_meters_match(tmp_path: Path) -> None:
+    # 03:00 in Berlin: the first 02:00 upload is the next morning, after a day of use.
+    clock = VirtualClock(datetime(2026, 1, 5, 2, 0, tzinfo=UTC))
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        model = make_device(clock, tmp_path / "model")
+        agent, _ = make_agent(tmp_path, server, model, clock)
+        meters_after_day: list[Counters] = []
+
+        async def office() -> None:
+            # Printing happens during the day; the agent uploads at 02:00 local time.
+            try:
+                start = clock.now().astimezone(BERLIN).date()
+                for i in range(14):
+                    day = start + timedelta(days=i)
+                    end_of_day = clock.now().replace(
+                        year=day.year, month=day.month, day=day.day, hour=17, minute=0
+                    )
+                    await clock.sleep_until(end_of_day)
+                    model.run_day(day)
+                    meters_after_day.append(model.counters())
+            finally:
+                clock.unregister()
+
+        async def agent_run() -> None:
+            try:
+                await agent.run()
+            finally:
+                clock.unregister()
+
+        clock.register()
+        clock.register()
+        agent_task = asyncio.create_task(agent_run())
+        office_task = asyncio.create_task(office())
+        await asyncio.wait_for(office_task, 120)
+        # Let the agent reach the 14th upload (02:00 after the last day), then stop it.
+        deadline = clock.now() + timedelta(hours=12)
+        while clock.now() < deadline and agent.stats.uploads_stored < 14:
+            clock.register()
+            try:
+                await clock.sleep(600)
+            finally:
+                clock.unregister()
+        agent_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent_task
+
+        device_id = agent.identity.device_id
+        assert device_id is not None
+        uploads = server.storage.uploads(device_id)
+        assert len(uploads) == 14, [u["sequence"] for u in uploads]
+        assert len({u["upload_id"] for u in uploads}) == 14
+        assert server.storage.uploads_count() == 14
+        # Each upload carries the meters the model had when it was built (after the
+        # previous day's printing).
+        for upload, expected in zip(sorted(uploads, key=lambda u: u["sequence"]),
+                                    meters_after_day, strict=True):
+            meters = upload["meters"]
+            assert meters["total-impressions"] == expected.total_impressions
+            assert meters["black-impressions"] == expected.black_impressions
+            assert meters["color-impressions"] == expected.color_impressions
+        assert meters_after_day[-1].total_impressions > meters_after_day[0].total_impressions
+        assert agent.outbox.entries() == ()
