@@ -3,8 +3,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# Debian tools that tests talk to as real peers (openssl s_client/s_time).
-DEB_TOOLS := openssl
+# Debian tools that tests talk to as real peers: openssl (s_time), net-snmp's
+# snmpwalk/snmpget (SNMP agent tests), tinyproxy (proxy tests).
+DEB_TOOLS := openssl snmpwalk:snmp tinyproxy:tinyproxy
 
 .PHONY: demo test lint bench clean venv debs
 
@@ -19,8 +20,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 # Install Debian tools only when one is missing (needs root, as on these machines).
+# Each entry is command:package (a bare name is both).
 debs:
-	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(DEB_TOOLS); do cmd=$${t%%:*}; pkg=$${t##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

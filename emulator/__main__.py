@@ -43,15 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     demo.set_defaults(func=_cmd_demo)
+
+    from emulator.server.cli import add_server_parser, run_server_cli
+
+    add_server_parser(sub).set_defaults(func=run_server_cli)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from emulator.errors import EmulatorError
-
     from device_direct.errors import ConfigError, DeviceDirectError
+    from emulator.errors import EmulatorError
 
     try:
         return int(args.func(args))
