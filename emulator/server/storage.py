@@ -136,16 +136,26 @@ class Storage:
     def consume_registration_key(self, key_hash: str, *, now: datetime, serial: str) -> None:
         """Mark a key used by ``serial``, or raise :class:`KeyRefused` saying why not."""
         with self._tx() as db:
-            row = db.execute("SELECT expires_at, used_at FROM registration_keys "
+            row = db.execute("SELECT expires_at, used_at, used_by FROM registration_keys "
                              "WHERE key_hash=?", (key_hash,)).fetchone()
             if row is None:
                 raise KeyRefused("unknown")
-            if row["used_at"] is not None:
+            if row["used_at"] is not None and not self._may_retry(db, row, serial):
                 raise KeyRefused("used")
             if row["expires_at"] <= iso(now):
                 raise KeyRefused("expired")
             db.execute("UPDATE registration_keys SET used_at=?, used_by=? WHERE key_hash=?",
                        (iso(now), serial, key_hash))
+
+    @staticmethod
+    def _may_retry(db: sqlite3.Connection, row: sqlite3.Row, serial: str) -> bool:
+        """A device that lost power after the server consumed its key, but before it
+        stored the certificate, presents the same key again. Allow that for the same
+        serial until the device's first authenticated call (then the key is spent)."""
+        if row["used_by"] != serial:
+            return False
+        dev = db.execute("SELECT last_contact FROM devices WHERE serial=?", (serial,)).fetchone()
+        return dev is None or dev["last_contact"] is None
 
     # -- devices and certificates ---------------------------------------------------------
 

@@ -180,3 +180,22 @@ async def test_tls11_client_is_refused_by_the_server(server: ReferenceServer) ->
     assert "NO_PROTOCOLS_AVAILABLE" not in text
     assert "PROTOCOL_VERSION" in text or "UNSUPPORTED_PROTOCOL" in text or \
         isinstance(info.value, ConnectionResetError), text
+
+
+async def test_a_key_may_be_presented_again_by_its_serial_until_first_contact(
+    server: ReferenceServer,
+) -> None:
+    # A device that lost power after the server used its key, before it stored the
+    # certificate, registers again with the same key; once it has made an
+    # authenticated call the key is spent for good.
+    key = server.create_registration_key()
+    status, _ = await register_raw(server, registration("EMU7", key, make_csr("EMU7")[1]))
+    assert status == 201
+    status, body = await register_raw(server, registration("EMU7", key, make_csr("EMU7")[1]))
+    assert status == 201, body
+    status, body = await register_raw(server, registration("EMU8", key, make_csr("EMU8")[1]))
+    assert (status, body["error"]) == (403, "registration_key_used")
+    [dev] = server.storage.devices()
+    server.storage.touch_device(dev["device_id"], server.clock.now())
+    status, body = await register_raw(server, registration("EMU7", key, make_csr("EMU7")[1]))
+    assert (status, body["error"]) == (403, "registration_key_used")

@@ -1,0 +1,222 @@
+"""``device-direct``: run the remote-services agent, ask it for status, make it send now.
+
+Exit codes: 0 success; 2 usage or configuration error (the message names the file and
+key); 3 a runtime error (server unreachable, registration refused, storage failed);
+4 no agent is running (status/send-now); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from device_direct import __version__
+from device_direct.clock import Clock, SystemClock
+from device_direct.config import AgentConfig, load_config
+from device_direct.errors import ConfigError, ConnectError, DeviceDirectError
+from device_direct.logs import setup_logging
+from device_direct.model import DeviceModel
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+EXIT_NOT_RUNNING = 4
+EMULATED_MODEL = "emulator.model.plug:make_model"
+
+log = logging.getLogger("device_direct.cli")
+
+ModelFactory = Callable[[AgentConfig, Clock], DeviceModel]
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value (dotted key), got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _load(args: argparse.Namespace) -> AgentConfig:
+    return load_config(args.config, _overrides(args.set))
+
+
+def load_model_factory(spec: str) -> ModelFactory:
+    """``module:function`` -> the factory that builds the printer's DeviceModel."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"--model takes module:function, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--model: cannot import {module_name}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"--model: {module_name} has no callable {attr!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def _model(args: argparse.Namespace, config: AgentConfig, clock: Clock) -> DeviceModel:
+    spec = args.model or (EMULATED_MODEL if config.device.profile else None)
+    if spec is None:
+        raise ConfigError(
+            "no device model: set device.profile (an emulated MFP) or pass --model module:function"
+        )
+    return load_model_factory(spec)(config, clock)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from device_direct.agent import Agent
+    from device_direct.control import serve_control
+
+    config = _load(args)
+    clock = SystemClock()
+    model = _model(args, config, clock)
+    agent = Agent(config, model, clock=clock)
+    control = await serve_control(agent)
+    task = asyncio.create_task(agent.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    if args.send_now:
+        agent.send_now("on-demand")
+    log.info("device-direct %s running; data in %s", __version__, agent.data_dir)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("stopped")
+    finally:
+        control.close()
+    return EXIT_OK
+
+
+async def _register(args: argparse.Namespace) -> int:
+    from device_direct.agent import Agent
+
+    config = _load(args)
+    clock = SystemClock()
+    agent = Agent(config, _model(args, config, clock), clock=clock)
+    if agent.identity.is_registered:
+        print(json.dumps({"device_id": agent.identity.device_id, "already": True}))
+        return EXIT_OK
+    transport = agent._transport_factory(agent)
+    try:
+        await agent._ensure_registered(transport)
+    finally:
+        await transport.close()
+    print(json.dumps({"device_id": agent.identity.device_id, "already": False}))
+    return EXIT_OK
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from device_direct.control import call
+
+    config = _load(args)
+    try:
+        answer = await call(config.device.data_dir, "status")
+    except ConnectError:
+        print(json.dumps({"running": False, **_offline_status(config)}, indent=2))
+        return EXIT_NOT_RUNNING
+    print(json.dumps({"running": True, **answer.get("status", {})}, indent=2))
+    return EXIT_OK
+
+
+def _offline_status(config: AgentConfig) -> dict[str, Any]:
+    """What the data directory says when no agent is running (read-only)."""
+    from device_direct.identity import IdentityStore
+
+    ident = IdentityStore(config.device.data_dir / "identity")
+    outbox = config.device.data_dir / "outbox"
+    queued = sorted(p.name for p in outbox.glob("*.zip")) if outbox.is_dir() else []
+    return {"registered": ident.is_registered, "device_id": ident.device_id, "queued": queued}
+
+
+async def _send_now(args: argparse.Namespace) -> int:
+    from device_direct.control import call
+
+    config = _load(args)
+    try:
+        await call(config.device.data_dir, "send-now")
+    except ConnectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    print("sync requested")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="device-direct",
+        description=(
+            "Device Direct, the printer's remote-services agent: collects meters, supplies "
+            "and faults, and uploads them daily over mutual TLS to the communication server."
+        ),
+        epilog=(
+            "Exit codes: 0 ok, 2 usage/config error, 3 runtime error, 4 no agent running.\n"
+            "Example: device-direct run --config /etc/device-direct.toml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"device-direct {__version__}")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines on stderr as text or JSON (default text)")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", required=True, type=Path, help="agent config (TOML)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set schedule.upload_time=03:30")
+
+    run = sub.add_parser("run", help="run the agent until stopped (SIGINT/SIGTERM)")
+    common(run)
+    run.add_argument("--model", metavar="MODULE:FUNCTION",
+                     help="factory for the printer's DeviceModel (default: an emulated MFP "
+                          "when device.profile is set)")
+    run.add_argument("--send-now", action="store_true", help="sync once at start")
+    run.set_defaults(func=_run)
+
+    reg = sub.add_parser("register", help="register with the server now and print the device id")
+    common(reg)
+    reg.add_argument("--model", metavar="MODULE:FUNCTION", help="as for run")
+    reg.set_defaults(func=_register)
+
+    st = sub.add_parser("status", help="show the running agent's state as JSON")
+    common(st)
+    st.set_defaults(func=_status)
+
+    sn = sub.add_parser("send-now", help="ask the running agent to sync at once")
+    common(sn)
+    sn.set_defaults(func=_send_now)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    try:
+        return int(asyncio.run(args.func(args)))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DeviceDirectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,35 @@
+"""Plug an emulated MFP into ``device-direct run`` (``device.profile`` in the config).
+
+``device_direct`` never imports the emulator; its CLI loads this factory by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from device_direct.clock import Clock
+from device_direct.config import AgentConfig
+from emulator.model.device import EmulatedDevice
+from emulator.model.profile import load_profile
+
+
+def emulated_serial(config: AgentConfig) -> str:
+    """A serial that stays the same across restarts of the same data directory."""
+    explicit = os.environ.get("DD_EMULATED_SERIAL")
+    if explicit:
+        return explicit
+    digest = hashlib.sha256(str(config.device.data_dir.resolve()).encode()).hexdigest()
+    return "EMU" + digest[:9].upper()
+
+
+def make_model(config: AgentConfig, clock: Clock) -> EmulatedDevice:
+    """An emulated MFP of ``device.profile`` whose state lives next to the agent's data."""
+    profile = config.device.profile or "office-color"
+    return EmulatedDevice(
+        load_profile(profile),
+        serial=emulated_serial(config),
+        clock=clock,
+        rng_seed=0,
+        state_dir=config.device.data_dir / "model",
+    )
