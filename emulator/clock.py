@@ -60,7 +60,10 @@ class VirtualClock:
         try:
             await fut
         finally:
-            if not fut.done():  # cancelled while parked
+            # Cancelled while parked: asyncio has usually cancelled ``fut`` already (a
+            # task's cancel() cancels the future it waits on), so test for that too.
+            # A future we resolved in _wake_due was un-parked there.
+            if not fut.done() or fut.cancelled():
                 fut.cancel()
                 self._parked -= 1
                 self._schedule_advance()

@@ -73,6 +73,28 @@ async def test_virtual_clock_cancelled_sleeper_does_not_block_time() -> None:
     assert clock.now() == DEFAULT_EPOCH + timedelta(seconds=50)
 
 
+async def test_cancelled_sleeper_is_unparked_so_time_waits_for_the_busy() -> None:
+    # Two participants: one parks then is cancelled, the other stays busy. Time must
+    # not move: the cancelled one no longer counts as parked.
+    clock = VirtualClock()
+    clock.register()
+    clock.register()
+    for _ in range(3):
+        t = asyncio.create_task(clock.sleep(100))
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+    assert clock.parked == 0
+    parked = asyncio.create_task(clock.sleep(10))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert clock.now() == DEFAULT_EPOCH, "time moved while a participant was busy"
+    clock.unregister()  # the busy one is done
+    await asyncio.wait_for(parked, 5)
+    assert clock.now() == DEFAULT_EPOCH + timedelta(seconds=10)
+
+
 def test_virtual_clock_does_not_go_backwards() -> None:
     clock = VirtualClock()
     with pytest.raises(ValueError):

@@ -1,0 +1,1 @@
+"""Fault injection: a fault-injecting TCP proxy, scenario timelines, power loss."""
