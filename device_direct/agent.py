@@ -15,8 +15,12 @@ loops:
    201/200 remove the payload; network errors, TLS errors and 5xx put it back with a
    capped, fully jittered exponential backoff (reset on success and on reboot); a 4xx
    is final for that payload: it is recorded as rejected and never sent again as is;
-4. after a sync, run the post-sync hooks (action polling, firmware check) that later
-   layers install.
+4. after a sync with a trigger, run the post-sync hooks: action polling
+   (``actions.ActionRunner``) and the daily firmware check (``firmware.FirmwareUpdater``);
+5. background work has its own due times and wakes the loop too: re-sending action
+   results, the optional action poll interval, managed-mode transfers, and a firmware
+   update in progress (download retry, install at the maintenance window). At start,
+   both settle what a restart cut off (a reboot action's result, a trial boot).
 
 Every decision about time (schedule, backoff, outbox order) is made in
 ``device_direct.core``; this module only carries the decisions out. Every exchange with
@@ -37,10 +41,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from device_direct.actions import ActionRunner
 from device_direct.audit import AuditLog
 from device_direct.clock import Clock
 from device_direct.collector import collect
 from device_direct.config import AgentConfig
+from device_direct.core.outbox import OutboxEntry
 from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
 from device_direct.core.privacy import PrivacyPolicy
 from device_direct.core.retry import Backoff, Disposition, classify_error
@@ -52,9 +58,9 @@ from device_direct.errors import (
     StorageError,
     TLSError,
 )
+from device_direct.firmware import FirmwareUpdater
 from device_direct.identity import IdentityStore
 from device_direct.model import DeviceModel, PowerState
-from device_direct.core.outbox import OutboxEntry
 from device_direct.outbox_store import OutboxStore, atomic_write
 from device_direct.transport import Transport
 
@@ -66,6 +72,9 @@ AUDIT_FILE = "audit.log"
 
 # A hook run after each sync with an open transport (actions, firmware: later layers).
 PostSyncHook = Callable[["Agent", Transport, Trigger], Awaitable[None]]
+# Background work that is due again this soon after a run that left it due is held
+# back this long, so a step that keeps failing cannot spin the loop.
+BACKGROUND_RETRY_S = 60.0
 
 
 @dataclass(slots=True)
@@ -116,9 +125,16 @@ class Agent:
         )
         self.backoff = Backoff(base_s=config.retry.base_s, cap_s=config.retry.cap_s)
         self.stats = SyncStats()
-        self.post_sync_hooks: list[PostSyncHook] = []
         self.proxy_route: ProxyRoute | None = None
         self._transport_factory = transport_factory or _default_transport
+        self.firmware = FirmwareUpdater(
+            config, model, clock=clock, data_dir=data_dir, rng=self.rng,
+            transport_factory=lambda: self._transport_factory(self), audit=self.audit)
+        self.actions = ActionRunner(self)
+        self.firmware.on_result = self.actions.firmware_result
+        self.post_sync_hooks: list[PostSyncHook] = [self.actions.after_sync,
+                                                    self._firmware_after_sync]
+        self._background_not_before: datetime | None = None
         self._send_now_trigger: Trigger | None = None
         self._wakeup: asyncio.Event | None = None
         self.next_sync: datetime | None = None
@@ -161,6 +177,9 @@ class Agent:
             log.info("remote services are switched off; the agent stays idle")
             await self._wait_until(None)
             return
+        # Firmware first: settling a trial boot may finish an upgrade_firmware action.
+        self.firmware.on_boot()
+        self.actions.on_boot(self.clock.now())
         while True:
             await self.step()
 
@@ -173,6 +192,9 @@ class Agent:
             due = max(due, self._register_not_before)
         if due is not None and due < wake:
             wake = due
+        background = self._background_due()
+        if background is not None and background < wake:
+            wake = background
         await self._wait_until(wake)
         now = self.clock.now()
         trigger: Trigger | None = None
@@ -187,12 +209,65 @@ class Agent:
             self.queue_payload(trigger)
         if self.outbox.next_due(now) is not None or trigger is not None:
             await self.sync(trigger)
+        await self.run_background()
 
-    def queue_payload(self, trigger: Trigger) -> None:
-        """Read the model and store a new payload in the outbox (durably)."""
+    async def run_background(self) -> None:
+        """Run the background work that is due (results, polls, firmware steps)."""
+        now = self.clock.now()
+        if self._background_not_before is not None and now < self._background_not_before:
+            return
+        due = [task for task in (self.actions, self.firmware)
+               if (when := task.next_due(now)) is not None and when <= now]
+        if not due:
+            return
+        transport = self._transport_factory(self)
+        try:
+            if not await self._registered(transport):
+                return
+            for task in due:
+                try:
+                    await task.run_due(transport, now)
+                except DeviceDirectError as exc:
+                    log.warning("background step failed: %s", exc)
+                    self.stats.last_error = str(exc)
+        finally:
+            await transport.close()
+        after = self.clock.now()
+        again = self._background_due(ignore_hold=True)
+        self._background_not_before = (
+            after + timedelta(seconds=BACKGROUND_RETRY_S)
+            if again is not None and again <= after else None
+        )
+
+    def _background_due(self, *, ignore_hold: bool = False) -> datetime | None:
+        now = self.clock.now()
+        times = [t for t in (self.actions.next_due(now), self.firmware.next_due(now))
+                 if t is not None]
+        if not times:
+            return None
+        when = min(times)
+        if not ignore_hold and self._background_not_before is not None:
+            when = max(when, self._background_not_before)
+        # Not registered yet and waiting out a registration backoff: wait for that too.
+        if self._register_not_before is not None:
+            when = max(when, self._register_not_before)
+        return when
+
+    async def flush(self, transport: Transport) -> bool:
+        """Upload what is due in the outbox now (registering first if needed)."""
+        return await self._flush(transport)
+
+    async def _firmware_after_sync(self, agent: Agent, transport: Transport,
+                                   trigger: Trigger) -> None:
+        await self.firmware.after_sync(transport, scheduled=trigger == "scheduled")
+
+    def queue_payload(self, trigger: Trigger) -> str | None:
+        """Read the model and store a new payload in the outbox (durably).
+
+        Returns its Upload-Id, or None when none was built (device off, storage)."""
         if self.model.power in (PowerState.OFF, PowerState.BOOTING):
             log.info("device is %s: no payload built", self.model.power.value)
-            return
+            return None
         allocation = self.outbox.allocate()
         meta = PayloadMeta(
             upload_id=allocation.upload_id,
@@ -215,10 +290,11 @@ class Agent:
         except StorageError as exc:
             log.error("payload %s not queued: %s", meta.upload_id, exc)
             self.stats.last_error = str(exc)
-            return
+            return None
         self.stats.payloads_built += 1
         log.info("payload %s (seq %d, %s, %d bytes) queued", meta.upload_id,
                  meta.sequence, trigger, len(zip_bytes))
+        return meta.upload_id
 
     async def sync(self, trigger: Trigger | None) -> bool:
         """Open a transport, register if needed, flush the outbox, run post-sync hooks.
