@@ -292,6 +292,27 @@ def _fail_over(exc: BaseException) -> bool:
     return False
 
 
+def _proxy_status(exc: BaseException) -> int | None:
+    cause = exc.__cause__
+    return cause.status if isinstance(cause, aiohttp.ClientHttpProxyError) else None
+
+
+def _auth_refused(
+    choice: ProxyChoice, credentials: tuple[str, str] | None, status: int, source: str
+) -> ProxyError:
+    # Some proxies (tinyproxy) answer a CONNECT without credentials with 401, not 407.
+    if credentials is None and source in ("wpad-dhcp", "wpad-dns"):
+        hint = (
+            "no credentials were sent: the proxy was discovered automatically and "
+            "proxy.allow_credentials_to_auto is false"
+        )
+    elif credentials is None:
+        hint = "no credentials are configured: set proxy.username and proxy.password"
+    else:
+        hint = f"it refused the credentials of user {credentials[0]!r}: check proxy.password"
+    return ProxyError(f"proxy {choice.hostport} requires authentication ({status}); {hint}")
+
+
 class ProxyDetector:
     """Chooses and remembers the route to the communication server.
 
@@ -458,6 +479,9 @@ class ProxyDetector:
                 )
                 if not moves_on:
                     self._last = route
+                    status = _proxy_status(exc)
+                    if status in (401, 407):
+                        raise _auth_refused(choice, credentials, status, decision.source) from exc
                     raise
                 log.warning("route %s failed: %s", choice.route, exc)
                 self._cache = self._cache.failed(self._clock.now(), choice)
