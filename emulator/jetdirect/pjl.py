@@ -1,0 +1,264 @@
+"""PJL commands and the answers a printer gives to them (sans-I/O).
+
+Formats follow the HP PJL Technical Reference: every answer repeats the request line,
+then its lines, each ending CR LF, then a form feed. ``@PJL ECHO`` is answered word
+for word, because tools send ``@PJL ECHO DELIMITER<n>`` after their real command and
+read until it comes back. Unknown commands are ignored (as printers do); unknown INFO
+categories and INQUIRE variables are answered with ``?`` so a client never waits
+for nothing.
+
+Status codes (PJL INFO STATUS / USTATUS DEVICE) come from the same
+:class:`emulator.snmp.printer_status.PrinterStatus` the SNMP agent reports:
+10001 ready, 10002 offline, 10003 warming up, 10006 toner low, 10023 printing,
+40000 operator intervention (door open, toner empty), 41000 load paper,
+42000 paper jam, 50000 hardware error (needs service).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from device_direct.model import PowerState
+from emulator.snmp.printer_status import Condition, PrinterStatus
+
+FF = "\x0c"
+CRLF = "\r\n"
+USTATUS_DEVICE = ("OFF", "ON", "VERBOSE")
+TIMED_RANGE = (5, 300)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the answers need, read from the model at one instant."""
+
+    model: str
+    status: PrinterStatus
+    power: PowerState
+    page_count: int
+    color: bool
+    trays: int
+    duplex: bool
+    a3: bool
+    ready_message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.page_count < 0 or not 1 <= self.trays <= 12:
+            raise ValueError("page_count must be >= 0 and trays 1..12")
+
+
+@dataclass(frozen=True, slots=True)
+class PjlStatus:
+    code: int
+    display: str
+    online: bool
+
+    def lines(self) -> list[str]:
+        """The CODE / DISPLAY / ONLINE lines."""
+        return [f"CODE={self.code}", f'DISPLAY="{self.display}"',
+                f"ONLINE={'TRUE' if self.online else 'FALSE'}"]
+
+
+@dataclass(frozen=True, slots=True)
+class UStatus:
+    """The unsolicited-status settings of one connection."""
+
+    device: str = "OFF"
+    job: bool = False
+    page: bool = False
+    timed: int = 0  # seconds; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.device not in USTATUS_DEVICE:
+            raise ValueError(f"DEVICE must be one of {USTATUS_DEVICE}, got {self.device!r}")
+        if self.timed and not TIMED_RANGE[0] <= self.timed <= TIMED_RANGE[1]:
+            raise ValueError(f"TIMED must be 0 or {TIMED_RANGE[0]}..{TIMED_RANGE[1]}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one command does: bytes to send, and device-wide changes."""
+
+    reply: str = ""
+    ready_message: str | None = None  # set by RDYMSG ("" clears it)
+
+
+def pjl_status(view: DeviceView) -> PjlStatus:
+    """Map the printer status onto a PJL status code (see module doc)."""
+    st, c = view.status, view.status.conditions
+    if view.power is PowerState.BOOTING:
+        return PjlStatus(10003, "WARMING UP", False)
+    if Condition.JAMMED in c:
+        return PjlStatus(42000, _upper(st.display, "PAPER JAM"), False)
+    if Condition.NO_PAPER in c:
+        return PjlStatus(41000, "LOAD PAPER", False)
+    if Condition.DOOR_OPEN in c:
+        return PjlStatus(40000, "CLOSE DOOR", False)
+    if Condition.NO_TONER in c:
+        return PjlStatus(40000, "REPLACE TONER", False)
+    if Condition.OFFLINE in c:
+        return PjlStatus(10002, "OFFLINE", False)
+    if st.critical:
+        return PjlStatus(50000, _upper(st.display, "SERVICE REQUIRED"), False)
+    if view.power is PowerState.PRINTING:
+        return PjlStatus(10023, "PROCESSING JOB", True)
+    if Condition.LOW_TONER in c:
+        return PjlStatus(10006, "TONER LOW", True)
+    if view.power is PowerState.SLEEPING:
+        return PjlStatus(10001, "POWERSAVE ON", True)
+    return PjlStatus(10001, view.ready_message or "00 READY", True)
+
+
+def _upper(text: str, fallback: str) -> str:
+    clean = text.replace('"', "'").upper()[:40]
+    return clean or fallback
+
+
+def answer(request: str, lines: list[str]) -> str:
+    """A PJL answer: the request line, ``lines``, then a form feed."""
+    return request + CRLF + "".join(line + CRLF for line in lines) + FF
+
+
+def ustatus_device(view: DeviceView) -> str:
+    """An unsolicited ``@PJL USTATUS DEVICE`` message."""
+    return answer("@PJL USTATUS DEVICE", pjl_status(view).lines())
+
+
+def ustatus_job(event: str, name: str, pages: int | None = None) -> str:
+    """``@PJL USTATUS JOB`` START or END."""
+    lines = [event, f'NAME="{name}"']
+    if pages is not None:
+        lines.append(f"PAGES={pages}")
+    return answer("@PJL USTATUS JOB", lines)
+
+
+def ustatus_page(number: int) -> str:
+    """``@PJL USTATUS PAGE``: one printed page."""
+    return answer("@PJL USTATUS PAGE", [str(number)])
+
+
+_ASSIGN = re.compile(r'(\w+)\s*=\s*("([^"]*)"|\S+)')
+
+
+@dataclass(slots=True)
+class PjlSession:
+    """PJL state of one connection: unsolicited-status settings, job lines seen."""
+
+    ustatus: UStatus = field(default_factory=UStatus)
+    job_lines: list[str] = field(default_factory=list)
+    last_device_code: int | None = None
+
+    def command(self, line: str, view: DeviceView) -> Outcome:
+        """Handle one ``@PJL`` line; returns the reply (maybe empty)."""
+        text = line.strip()
+        words = text[4:].split()
+        if not words:
+            return Outcome()  # "@PJL" alone is a no-op, as the reference says
+        verb = words[0].upper()
+        if verb == "ECHO":
+            return Outcome(text + CRLF + FF)
+        if verb == "INFO" and len(words) >= 2:
+            return Outcome(self._info(words[1].upper(), text, view))
+        if verb in ("INQUIRE", "DINQUIRE") and len(words) >= 2:
+            name = words[1].upper()
+            value = _variables(view).get(name, (None,))[0]
+            return Outcome(answer(text, [value if value is not None else "?"]))
+        if verb == "USTATUSOFF":
+            self.ustatus = UStatus()
+            return Outcome()
+        if verb == "USTATUS":
+            return Outcome(self._set_ustatus(text[4:].strip()[7:]))
+        if verb == "RDYMSG":
+            pairs = {k.upper(): (q if v.startswith('"') else v)
+                     for k, v, q in _ASSIGN.findall(text)}
+            message = pairs.get("DISPLAY", "")
+            return Outcome(ready_message=message.replace('"', "'")[:40])
+        if verb in ("SET", "JOB"):
+            self.job_lines.append(text)
+        elif verb in ("EOJ", "RESET"):
+            self.job_lines.clear()
+        return Outcome()
+
+    def end_job(self) -> None:
+        """The job these settings belonged to is done."""
+        self.job_lines.clear()
+
+    def _set_ustatus(self, rest: str) -> str:
+        pairs = {k.upper(): (q if v.startswith('"') else v).upper()
+                 for k, v, q in _ASSIGN.findall(rest)}
+        u = self.ustatus
+        try:
+            if "DEVICE" in pairs:
+                u = replace(u, device=pairs["DEVICE"])
+            if "JOB" in pairs:
+                u = replace(u, job=pairs["JOB"] == "ON")
+            if "PAGE" in pairs:
+                u = replace(u, page=pairs["PAGE"] == "ON")
+            if "TIMED" in pairs:
+                u = replace(u, timed=int(pairs["TIMED"]))
+        except ValueError:
+            return ""  # out-of-range values are ignored, as the reference says
+        self.ustatus = u
+        self.last_device_code = None  # the next check reports the status once
+        return ""
+
+    def _info(self, category: str, request: str, view: DeviceView) -> str:
+        if category == "ID":
+            return answer(request, [f'"{view.model}"'])
+        if category == "STATUS":
+            return answer(request, pjl_status(view).lines())
+        if category == "PAGECOUNT":
+            return answer(request, [str(view.page_count)])
+        if category == "USTATUS":
+            u = self.ustatus
+            return answer(request, [
+                f"DEVICE={u.device} [3 ENUMERATED]", "\tOFF", "\tON", "\tVERBOSE",
+                f"JOB={'ON' if u.job else 'OFF'} [2 ENUMERATED]", "\tOFF", "\tON",
+                f"PAGE={'ON' if u.page else 'OFF'} [2 ENUMERATED]", "\tOFF", "\tON",
+                f"TIMED={u.timed} [2 RANGE]", f"\t{TIMED_RANGE[0]}", f"\t{TIMED_RANGE[1]}",
+            ])
+        if category == "CONFIG":
+            return answer(request, _config(view))
+        if category == "VARIABLES":
+            out = []
+            for name, (value, choices) in _variables(view).items():
+                out.append(f"{name}={value} {choices[0]}")
+                out.extend(f"\t{c}" for c in choices[1:])
+            return answer(request, out)
+        return answer(request, ["?"])
+
+
+def _papers(view: DeviceView) -> list[str]:
+    return ["A4", "LETTER", "LEGAL", "A5", "EXECUTIVE"] + (["A3", "LEDGER"] if view.a3 else [])
+
+
+def _config(view: DeviceView) -> list[str]:
+    trays = [f"\tINTRAY{i}" for i in range(1, view.trays + 1)]
+    papers = _papers(view)
+    lines = [f"IN TRAYS [{len(trays)} ENUMERATED]", *trays,
+             "OUTPUT BINS [1 ENUMERATED]", "\tUPPER"]
+    if view.duplex:
+        lines.append("DUPLEX")
+    lines += [f"PAPERS [{len(papers)} ENUMERATED]", *(f"\t{p}" for p in papers),
+              "LANGUAGES [3 ENUMERATED]", "\tPCL", "\tPCLXL", "\tPOSTSCRIPT",
+              "USTATUS [4 ENUMERATED]", "\tDEVICE", "\tJOB", "\tPAGE", "\tTIMED",
+              "MEMORY=2097152", "DISPLAY LINES=1", "DISPLAY CHARACTER SIZE=40"]
+    return lines
+
+
+def _variables(view: DeviceView) -> dict[str, tuple[str, list[str]]]:
+    """name -> (current value, [type marker, choices...]) as INFO VARIABLES lists them."""
+    papers = _papers(view)
+    out: dict[str, tuple[str, list[str]]] = {
+        "COPIES": ("1", ["[2 RANGE]", "1", "999"]),
+        "PAPER": ("A4", [f"[{len(papers)} ENUMERATED]", *papers]),
+        "ORIENTATION": ("PORTRAIT", ["[2 ENUMERATED]", "PORTRAIT", "LANDSCAPE"]),
+        "RESOLUTION": ("600", ["[2 ENUMERATED]", "600", "1200"]),
+        "PERSONALITY": ("AUTO", ["[4 ENUMERATED]", "AUTO", "PCL", "PCLXL", "POSTSCRIPT"]),
+        "TIMEOUT": ("15", ["[2 RANGE]", "5", "300"]),
+    }
+    if view.duplex:
+        out["DUPLEX"] = ("OFF", ["[2 ENUMERATED]", "OFF", "ON"])
+    if view.color:
+        out["RENDERMODE"] = ("COLOR", ["[2 ENUMERATED]", "COLOR", "GRAYSCALE"])
+    return out
