@@ -159,10 +159,13 @@ class ActionRunner:
             if entry is not None:
                 self._store(entry)
                 new.append(action.id)
+                continue
+            known = self.journal.get(action.id)
+            assert known is not None
+            self._store(known)
+            if known.state is ActionState.RECEIVED:
+                new.append(action.id)  # received before a restart, never started
             else:
-                known = self.journal.get(action.id)
-                assert known is not None
-                self._store(known)
                 log.info("action %s delivered again (state %s): not run again", action.id,
                          known.state.value)
         for action_id in new:

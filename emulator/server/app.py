@@ -35,6 +35,7 @@ from emulator.errors import ServerError
 from emulator.server import admin_api, device_api
 from emulator.server.faults import FaultPlan, TlsFault, decide
 from emulator.server.firmware import make_manifest, sign_manifest
+from emulator.server.firmware_qa import FirmwareQa
 from emulator.server.http_common import DEVICE_ID, SERVER_KEY, ApiError, error_response
 from emulator.server.pki import Pki, ServerTlsFiles, _write_private
 from emulator.server.storage import Storage, hash_key
@@ -82,6 +83,7 @@ class ReferenceServer:
         self.server_names = tuple(dict.fromkeys(("localhost", *server_names)))
         self.rng = rng or random.Random(0)
         self.faults = FaultPlan()
+        self.firmware_qa = FirmwareQa()  # forced offers and image faults (QA, tests)
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             (self.state_dir / "firmware").mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ from emulator.server.firmware import (
     parse_range,
     parse_version,
 )
+from emulator.server.firmware_qa import serve_faulty
 from emulator.server.http_common import (
     DEVICE_ID,
     ApiError,
@@ -220,6 +221,9 @@ async def firmware_offer(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"query model= and version= are needed: {exc}"
                        ) from exc
+    forced = server.firmware_qa.offers.get(model)
+    if forced is not None:  # QA serves a manifest the catalog never would
+        return web.json_response(forced)
     offer = newest_offer(server.storage.firmware(model), version=version,
                          now=server.clock.now())
     if offer is None:
@@ -227,22 +231,29 @@ async def firmware_offer(request: web.Request) -> web.Response:
     return web.json_response({"manifest": offer["manifest"], "signature": offer["signature"]})
 
 
-async def firmware_image(request: web.Request) -> web.Response:
+async def firmware_image(request: web.Request) -> web.StreamResponse:
     """GET /dd/v1/firmware/images/{sha256}: the image, with single-range support."""
     server = server_of(request)
     authenticate(request)
     sha = request.match_info["sha256"].lower()
-    path = server.firmware_image_path(sha)
-    if not SHA256_HEX.match(sha) or not server.storage.firmware_sha_known(sha) or \
-            not path.is_file():
-        raise ApiError(404, "not_found", f"no firmware image {sha}")
-    image = await asyncio.to_thread(path.read_bytes)
+    qa = server.firmware_qa
+    image = qa.images.get(sha)
+    if image is None:
+        path = server.firmware_image_path(sha)
+        if not SHA256_HEX.match(sha) or not server.storage.firmware_sha_known(sha) or \
+                not path.is_file():
+            raise ApiError(404, "not_found", f"no firmware image {sha}")
+        image = await asyncio.to_thread(path.read_bytes)
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha}"'}
     try:
         rng = parse_range(request.headers.get("Range"), len(image))
     except RangeNotSatisfiable as exc:
         raise ApiError(416, "range_not_satisfiable", str(exc),
                        {"Content-Range": f"bytes */{len(image)}"}) from exc
+    truncate = qa.take_truncation()
+    if truncate or qa.fault.extra_bytes:
+        return await serve_faulty(request, image, rng, headers, truncate=truncate,
+                                  extra=qa.fault.extra_bytes)
     if rng is None:
         return web.Response(body=image, content_type="application/octet-stream",
                             headers=headers)
