@@ -170,6 +170,7 @@ class PacFile:
     body: bytes
     content_type: str = "application/x-ns-proxy-autoconfig"
     hang: bool = False  # accept the request and never answer
+    chunked: bool = False  # no Content-Length: the size is only known by reading
 
 
 class WpadServer:
@@ -193,6 +194,14 @@ class WpadServer:
             return web.Response(status=404)
         if pac.hang:
             await self._release.wait()
+        if pac.chunked:
+            response = web.StreamResponse(headers={"Content-Type": pac.content_type})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for start in range(0, len(pac.body), 4096):
+                await response.write(pac.body[start : start + 4096])
+            await response.write_eof()
+            return response
         return web.Response(body=pac.body, headers={"Content-Type": pac.content_type})
 
     async def __aenter__(self) -> WpadServer:
