@@ -1,0 +1,273 @@
+"""One emulated MFP on the network: SNMP agent, port 9100 and its Device Direct agent.
+
+``python -m emulator device --profile office-color [--serial S] [--snmp-port 0]
+[--jetdirect-port 0] [--server URL --ca FILE --registration-key KEY | --no-agent]
+[--state-dir DIR]`` starts the device on the system clock, prints one line per port
+and then one JSON line with everything a script needs, and serves until SIGINT or
+SIGTERM, when it stops the agent, closes both ports and exits 0.
+
+:class:`DeviceRunner` is the same thing for code: ``await start()``, read the ports,
+``await stop()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device_direct.agent import Agent
+from device_direct.clock import Clock, SystemClock
+from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
+from device_direct.errors import ConfigError
+from emulator.jetdirect import JetDirectConfig, JetDirectServer
+from emulator.jetdirect.server import FirmwareHandler, reject_firmware
+from emulator.model.device import EmulatedDevice
+from emulator.model.profile import load_profile
+from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, UsmUser
+
+log = logging.getLogger("emulator.device")
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """Where the Device Direct agent uploads to."""
+
+    server_url: str
+    ca_bundle: Path
+    registration_key: str | None = None
+    server_name: str = ""
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOptions:
+    profile: str = "office-color"
+    serial: str = "EMU0000001"
+    seed: int = 1
+    host: str = "127.0.0.1"
+    snmp: SnmpAgentConfig = field(default_factory=lambda: SnmpAgentConfig(port=0))
+    jetdirect: JetDirectConfig = field(default_factory=lambda: JetDirectConfig(port=0))
+    agent: AgentOptions | None = None
+    state_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.serial or not self.serial.isprintable() or len(self.serial) > 32:
+            raise ValueError(f"serial must be 1..32 printable characters, got {self.serial!r}")
+
+
+class DeviceRunner:
+    """Runs the device, its two ports and (optionally) its Device Direct agent."""
+
+    def __init__(self, options: DeviceOptions, *, clock: Clock | None = None,
+                 on_firmware: FirmwareHandler = reject_firmware) -> None:
+        self.options = options
+        self.clock: Clock = clock or SystemClock()
+        self._on_firmware = on_firmware
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.device: EmulatedDevice | None = None
+        self.snmp: SnmpAgent | None = None
+        self.jetdirect: JetDirectServer | None = None
+        self.agent: Agent | None = None
+        self._agent_task: asyncio.Task[None] | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        if self.options.state_dir is not None:
+            return self.options.state_dir
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="emulated-device-")
+        return Path(self._tmp.name)
+
+    async def start(self) -> None:
+        """Build the device and open its ports; start the agent when configured."""
+        o = self.options
+        state = self.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.device = EmulatedDevice(load_profile(o.profile), serial=o.serial, clock=self.clock,
+                                     rng_seed=o.seed, state_dir=state / "model")
+        self.snmp = SnmpAgent(self.device, clock=self.clock, config=o.snmp,
+                              settings_path=state / "snmp-settings.json")
+        self.jetdirect = JetDirectServer(self.device, clock=self.clock, config=o.jetdirect,
+                                         on_firmware=self._on_firmware)
+        try:
+            await self.snmp.start()
+            await self.jetdirect.start()
+            if o.agent is not None:
+                self.agent = Agent(_agent_config(o.agent, state / "device-direct"), self.device,
+                                   clock=self.clock, rng=random.Random(o.seed))
+                self._agent_task = asyncio.create_task(self.agent.run())
+        except BaseException:
+            await self.stop()
+            raise
+
+    def describe(self) -> dict[str, Any]:
+        """What a script needs to talk to the device (the JSON line of the CLI)."""
+        assert self.device is not None and self.snmp is not None and self.jetdirect is not None
+        return {
+            "serial": self.device.serial, "profile": self.device.profile.name,
+            "host": self.options.host, "snmp_port": self.snmp.port,
+            "jetdirect_port": self.jetdirect.port, "agent": self.agent is not None,
+            "state_dir": str(self.state_dir),
+        }
+
+    async def stop(self) -> None:
+        """Stop the agent, close both ports (safe to call twice)."""
+        task, self._agent_task = self._agent_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.jetdirect is not None:
+            await self.jetdirect.stop()
+        if self.snmp is not None:
+            await self.snmp.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def agent_error(self) -> BaseException | None:
+        """The exception the agent task ended with, if it ended."""
+        task = self._agent_task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+
+def _agent_config(a: AgentOptions, data_dir: Path) -> AgentConfig:
+    return AgentConfig(
+        server=ServerConfig(url=a.server_url, ca_bundle=a.ca_bundle,
+                            server_name=a.server_name, registration_key=a.registration_key),
+        device=DeviceConfig(data_dir=data_dir, time_zone=a.time_zone),
+        source="python -m emulator device")
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``device`` to the ``python -m emulator`` sub-commands; returns its parser."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "device", help="run one emulated MFP (SNMP, port 9100, Device Direct agent)",
+        description="Run one emulated MFP with its SNMP agent, its port 9100 and its Device "
+                    "Direct agent on the system clock. Prints one line per port and a JSON "
+                    "line, then serves until SIGINT/SIGTERM.")
+    p.add_argument("--profile", default="office-color", help="device profile (name or file)")
+    p.add_argument("--serial", default="EMU0000001", help="serial number")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--snmp-port", type=int, default=0, help="UDP port (0: any free port)")
+    p.add_argument("--jetdirect-port", type=int, default=0, help="TCP port (0: any free port)")
+    p.add_argument("--community", default="public", help="read-only community")
+    p.add_argument("--write-community", default="private",
+                   help="read-write community ('' for none)")
+    p.add_argument("--v3-user", help="SNMPv3 user (authPriv, SHA + AES, read-write)")
+    p.add_argument("--v3-auth-key", help="its authentication pass phrase (8+ characters)")
+    p.add_argument("--v3-priv-key", help="its privacy pass phrase (8+ characters)")
+    p.add_argument("--no-firmware-by-print-job", action="store_true",
+                   help="refuse DLM firmware files sent as print jobs")
+    p.add_argument("--server", help="communication server URL (https://...)")
+    p.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate")
+    p.add_argument("--server-name", default="", help="TLS name of the server (default: URL host)")
+    p.add_argument("--registration-key", help="one-time registration key")
+    p.add_argument("--time-zone", default="UTC", help="device time zone (IANA name)")
+    p.add_argument("--no-agent", action="store_true", help="run without Device Direct")
+    p.add_argument("--state-dir", type=Path, help="keep the device's state here "
+                   "(default: a temporary directory, removed at exit)")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> DeviceOptions:
+    """Turn parsed arguments into options; ConfigError names the bad option."""
+    def bad(option: str, message: str) -> ConfigError:
+        return ConfigError(message, key=option)
+
+    if args.no_agent and args.server:
+        raise bad("--server", "give either --server (with --ca) or --no-agent, not both")
+    if not args.no_agent and not args.server:
+        raise bad("--server", "is required unless --no-agent is given")
+    agent = None
+    if args.server:
+        if args.ca is None:
+            raise bad("--ca", "is required with --server")
+        agent = AgentOptions(server_url=args.server, ca_bundle=args.ca,
+                             registration_key=args.registration_key,
+                             server_name=args.server_name, time_zone=args.time_zone)
+        _agent_config(agent, Path("."))  # checks URL, name, time zone now, not at run time
+    try:
+        communities = [Community(args.community)]
+        if args.write_community:
+            communities.append(Community(args.write_community, write=True))
+        users: tuple[UsmUser, ...] = ()
+        if args.v3_user:
+            if not args.v3_auth_key or not args.v3_priv_key:
+                raise bad("--v3-user", "needs --v3-auth-key and --v3-priv-key")
+            users = (UsmUser(args.v3_user, args.v3_auth_key, args.v3_priv_key, write=True),)
+        snmp = SnmpAgentConfig(host=args.host, port=args.snmp_port,
+                               communities=tuple(communities), users=users)
+        jetdirect = JetDirectConfig(host=args.host, port=args.jetdirect_port,
+                                    firmware_by_print_job=not args.no_firmware_by_print_job)
+        return DeviceOptions(profile=args.profile, serial=args.serial, seed=args.seed,
+                             host=args.host, snmp=snmp, jetdirect=jetdirect, agent=agent,
+                             state_dir=args.state_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def run_device_cli(args: argparse.Namespace) -> int:
+    """``python -m emulator device``: run until SIGINT/SIGTERM; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    options = options_from_args(args)
+    return asyncio.run(_serve(options))
+
+
+async def _serve(options: DeviceOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = DeviceRunner(options)
+    await runner.start()
+    try:
+        info = runner.describe()
+        print(f"snmp udp {info['host']}:{info['snmp_port']}", flush=True)
+        print(f"jetdirect tcp {info['host']}:{info['jetdirect_port']}", flush=True)
+        print(json.dumps(info, sort_keys=True), flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m emulator.device_runner ...``: the same as ``python -m emulator device``."""
+    parser = argparse.ArgumentParser(prog="python -m emulator")
+    add_device_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["device", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run_device_cli(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
