@@ -21,7 +21,8 @@ CORPORATE = """
 function FindProxyForURL(url, host) {
     if (isPlainHostName(host) || dnsDomainIs(host, ".corp.example")) return "DIRECT";
     if (isInNet(dnsResolve(host), "10.0.0.0", "255.0.0.0")) return "DIRECT";
-    if (isInNet(myIpAddress(), "192.168.0.0", "255.255.0.0")) return "PROXY branch.corp:3128; DIRECT";
+    if (isInNet(myIpAddress(), "192.168.0.0", "255.255.0.0"))
+        return "PROXY branch.corp:3128; DIRECT";
     return "PROXY hq1.corp:3128; PROXY hq2.corp:3128";
 }
 """
@@ -48,7 +49,8 @@ async def test_a_corporate_pac_sees_the_injected_dns_and_device_address() -> Non
 
 async def test_time_functions_use_the_injected_clock() -> None:
     pac = """function FindProxyForURL(url, host) {
-        return (weekdayRange("MON", "TUE") && timeRange(9, 10)) ? "PROXY day.corp:1" : "DIRECT"; }"""
+        if (weekdayRange("MON", "TUE") && timeRange(9, 10)) return "PROXY day.corp:1";
+        return "DIRECT"; }"""
     assert await run(pac, "h.example", {}) == "PROXY day.corp:1"
     other = await EVAL.find_proxy(
         pac, "https://h/", "h", hosts={}, my_ip="", now=datetime(2026, 3, 4, 9, 30, tzinfo=UTC)

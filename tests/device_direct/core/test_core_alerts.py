@@ -28,7 +28,9 @@ HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
 
 
-def alert(code: int, severity: Severity = Severity.CRITICAL, index: int = 1, group: int = 11) -> Alert:
+def alert(
+    code: int, severity: Severity = Severity.CRITICAL, index: int = 1, group: int = 11
+) -> Alert:
     return Alert(index, severity, code, group, 1, 0, f"alert {code}", T0)
 
 
@@ -39,7 +41,10 @@ TONER_LOW = alert(1104, Severity.WARNING)
 
 def planner(**kwargs: object) -> AlertPlanner:
     policy = AlertPolicy(
-        severities=frozenset({Severity.CRITICAL}), min_interval=HOUR, min_gap=MINUTE, **kwargs  # type: ignore[arg-type]
+        severities=frozenset({Severity.CRITICAL}),
+        min_interval=HOUR,
+        min_gap=MINUTE,
+        **kwargs,  # type: ignore[arg-type]
     )
     return AlertPlanner(policy, random.Random(7))
 

@@ -67,7 +67,7 @@ def test_bypass_local_all_and_ipv6() -> None:
 
 @pytest.mark.parametrize("entry", ["bad host!", "10.0.0.0/99", "", "a..b", "-x.example"])
 def test_bad_bypass_entries_are_named(entry: str) -> None:
-    with pytest.raises(ConfigError, match="proxy.bypass") as info:
+    with pytest.raises(ConfigError, match=r"proxy\.bypass") as info:
         parse_bypass(["ok.example", entry])
     assert repr(entry) in str(info.value)
 
