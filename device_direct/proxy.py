@@ -32,7 +32,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -277,6 +277,14 @@ class RouteDecision:
         return ProxyRoute(choice.route, self.source)
 
 
+class Proxied(Protocol):
+    """What :meth:`ProxyDetector.call` needs of a transport (``Transport`` has it)."""
+
+    def set_proxy(self, proxy: str | None, credentials: tuple[str, str] | None = None) -> None:
+        """Send later requests through ``proxy`` (``http://host:port``) or directly."""
+        ...
+
+
 def _network_key(network: NetworkInfo) -> tuple[object, ...]:
     # What a re-detection depends on: a new lease, domain, WPAD URL or DNS server.
     return (network.ipv4, network.gateway, network.domain, network.wpad_url, network.dns_servers)
@@ -454,7 +462,7 @@ class ProxyDetector:
 
     async def call(
         self,
-        transport: Any,
+        transport: Proxied,
         server_url: str,
         network: NetworkInfo,
         operation: Callable[[], Awaitable[T]],
