@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from device_direct.actions import ActionRunner
 from device_direct.audit import AuditLog
@@ -75,6 +75,14 @@ PostSyncHook = Callable[["Agent", Transport, Trigger], Awaitable[None]]
 # Background work that is due again this soon after a run that left it due is held
 # back this long, so a step that keeps failing cannot spin the loop.
 BACKGROUND_RETRY_S = 60.0
+
+
+class _Background(Protocol):
+    """Work with its own due time: the action runner and the firmware updater."""
+
+    def next_due(self, now: datetime) -> datetime | None: ...
+
+    async def run_due(self, transport: Transport, now: datetime) -> None: ...
 
 
 @dataclass(slots=True)
@@ -134,7 +142,7 @@ class Agent:
         self.firmware.on_result = self.actions.firmware_result
         self.post_sync_hooks: list[PostSyncHook] = [self.actions.after_sync,
                                                     self._firmware_after_sync]
-        self._background_not_before: datetime | None = None
+        self._background_hold: dict[str, datetime] = {}
         self._send_now_trigger: Trigger | None = None
         self._wakeup: asyncio.Event | None = None
         self.next_sync: datetime | None = None
@@ -212,42 +220,58 @@ class Agent:
         await self.run_background()
 
     async def run_background(self) -> None:
-        """Run the background work that is due (results, polls, firmware steps)."""
-        now = self.clock.now()
-        if self._background_not_before is not None and now < self._background_not_before:
-            return
-        due = [task for task in (self.actions, self.firmware)
-               if (when := task.next_due(now)) is not None and when <= now]
-        if not due:
-            return
-        transport = self._transport_factory(self)
-        try:
-            if not await self._registered(transport):
-                return
-            for task in due:
-                try:
-                    await task.run_due(transport, now)
-                except DeviceDirectError as exc:
-                    log.warning("background step failed: %s", exc)
-                    self.stats.last_error = str(exc)
-        finally:
-            await transport.close()
-        after = self.clock.now()
-        again = self._background_due(ignore_hold=True)
-        self._background_not_before = (
-            after + timedelta(seconds=BACKGROUND_RETRY_S)
-            if again is not None and again <= after else None
-        )
+        """Run the background work that is due (results, polls, firmware steps).
 
-    def _background_due(self, *, ignore_hold: bool = False) -> datetime | None:
+        Work one task makes due for another (a firmware outcome for the action
+        journal) runs in the same pass; a task that is still due after it ran (its
+        step failed) is held back for BACKGROUND_RETRY_S so it cannot spin the loop."""
+        tasks: dict[str, _Background] = {"actions": self.actions, "firmware": self.firmware}
+        ran: set[str] = set()
+        transport: Transport | None = None
+        try:
+            while True:
+                now = self.clock.now()
+                due = [name for name, task in tasks.items() if name not in ran
+                       and (when := self._task_due(name, task, now)) is not None
+                       and when <= now]
+                if not due:
+                    break
+                if transport is None:
+                    transport = self._transport_factory(self)
+                    if not await self._registered(transport):
+                        return
+                for name in due:
+                    ran.add(name)
+                    try:
+                        await tasks[name].run_due(transport, now)
+                    except DeviceDirectError as exc:
+                        log.warning("background step (%s) failed: %s", name, exc)
+                        self.stats.last_error = str(exc)
+        finally:
+            if transport is not None:
+                await transport.close()
+        after = self.clock.now()
+        for name in ran:
+            when = tasks[name].next_due(after)
+            if when is not None and when <= after:
+                self._background_hold[name] = after + timedelta(seconds=BACKGROUND_RETRY_S)
+            else:
+                self._background_hold.pop(name, None)
+
+    def _task_due(self, name: str, task: _Background, now: datetime) -> datetime | None:
+        when = task.next_due(now)
+        hold = self._background_hold.get(name)
+        if when is not None and hold is not None:
+            when = max(when, hold)
+        return when
+
+    def _background_due(self) -> datetime | None:
         now = self.clock.now()
-        times = [t for t in (self.actions.next_due(now), self.firmware.next_due(now))
-                 if t is not None]
+        times = [t for name, task in (("actions", self.actions), ("firmware", self.firmware))
+                 if (t := self._task_due(name, task, now)) is not None]
         if not times:
             return None
         when = min(times)
-        if not ignore_hold and self._background_not_before is not None:
-            when = max(when, self._background_not_before)
         # Not registered yet and waiting out a registration backoff: wait for that too.
         if self._register_not_before is not None:
             when = max(when, self._register_not_before)

@@ -193,8 +193,8 @@ class FirmwareUpdater:
             log.info("firmware update to %s resumes in state %s", self.record.version,
                      self.record.state.value)
             return
-        log.warning("firmware update to %s was interrupted in state %s: %s",
-                    self.record.version, self.record.state.value, event.value)
+        log.info("firmware update to %s settled from the banks in state %s: %s",
+                 self.record.version, self.record.state.value, event.value)
         if event is UpdateEvent.BOOTED_TRIAL:
             self._save(self.record.step(event))
         elif event is UpdateEvent.COMMITTED:
@@ -276,7 +276,9 @@ class FirmwareUpdater:
             return self._abort(Result("failed", self._detail(
                 message=f"cannot store the download: {exc}", check="storage")))
         except (RemoteProtocolError, ServerRejected) as exc:
-            check = "size" if received >= manifest.size else "download"
+            # The transport stops one byte past the limit and says "longer than".
+            check = ("size" if received >= manifest.size or "longer than" in str(exc)
+                     else "download")
             return self._abort(Result("failed", self._detail(
                 message=f"download refused: {exc}", check=check)))
         except DeviceDirectError as exc:
