@@ -188,7 +188,7 @@ class SnmpAgent:
             self._boot_key = boot_key
             self._boot_impressions = total
         return MibInput(
-            now=snap.taken_at, power=snap.power, uptime_ticks=d.uptime_ticks(),
+            now=self.clock.now(), power=snap.power, uptime_ticks=d.uptime_ticks(),
             identity=snap.identity, network=snap.network, counters=snap.counters,
             supplies=snap.supplies, alerts=snap.alerts, fault_count=len(snap.faults),
             alert_events=self._max_alert_index, critical_events=self._critical_seen,
