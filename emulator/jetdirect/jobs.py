@@ -282,7 +282,7 @@ def parse_dlm(data: bytes) -> DlmFile:
     after = data.find(b"\n", end)
     payload = data[after + 1:] if after >= 0 else b""
     fields: dict[str, str] = {}
-    for number, raw in enumerate(header.splitlines(), start=2):
+    for number, raw in enumerate(header.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
