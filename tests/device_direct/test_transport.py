@@ -872,10 +872,15 @@ async def test_register_upload_actions_firmware_and_logs_against_the_reference_s
             device_id = await transport.register(
                 ident.serial, ident.model, snapshot.network.mac, dict(ident.firmware), key
             )
-            with pytest.raises(AuthError, match="registration_key_used"):
-                await transport.register(
-                    ident.serial, ident.model, snapshot.network.mac, dict(ident.firmware), key
-                )
+            # The key is spent for any other serial (its own serial may present it again
+            # until its first authenticated call: power loss mid-registration).
+            other = IdentityStore(tmp_path / "other")
+            async with Transport(f"https://127.0.0.1:{srv.port}/dd/v1", srv.ca_cert_path,
+                                 "localhost", other, SystemClock(), timeouts=FAST) as t2:
+                with pytest.raises(AuthError, match="registration_key_used"):
+                    await t2.register(
+                        "OTHER0001", ident.model, "02:00:00:00:00:99", dict(ident.firmware), key
+                    )
 
             assert await transport.upload(payload, upload_id) == UploadResult("stored", 201)
             assert await transport.upload(payload, upload_id) == UploadResult("duplicate", 200)
