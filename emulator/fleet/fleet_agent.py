@@ -1,0 +1,138 @@
+"""The real ``device_direct`` agent, as the fleet runs it.
+
+:class:`FleetAgent` is :class:`device_direct.agent.Agent` with two things added by
+composition-friendly overrides of its public methods, nothing of its logic replaced:
+
+* a shared semaphore around :meth:`sync`: at most ``concurrency`` devices of the fleet
+  talk to the server at once. A device waiting for its turn is busy, not parked, so
+  virtual time does not move on without it (its upload happens "at" its upload time);
+* an end: once the device built its ``target`` payloads and its outbox is empty,
+  :meth:`step` raises :class:`DeviceDone` instead of waiting for the next day;
+* a :class:`CountingTransport` (through the agent's ``transport_factory``), which
+  counts action polls, action results and firmware checks for the fleet report.
+
+When the agent installs no post-sync hooks of its own (older builds), the fleet
+installs :func:`poll_and_check`, so each sync does what a real device does daily on the
+same connection: the upload, the action poll and the firmware check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from device_direct.agent import Agent
+from device_direct.clock import Clock
+from device_direct.config import AgentConfig
+from device_direct.core.payload import Trigger
+from device_direct.model import DeviceModel
+from device_direct.transport import Transport
+
+# Sent back for actions this agent build cannot run, so they do not stay pending.
+_NO_ACTIONS = "this device_direct build runs no remote actions yet (fleet runner)"
+
+
+class DeviceDone(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by :meth:`FleetAgent.step` when the device has nothing left to do."""
+
+
+@dataclass(slots=True)
+class FleetCounters:
+    """What the fleet's own post-sync hook did for one device."""
+
+    sessions: int = 0  # transports opened: one new TLS connection (at least) each
+    action_polls: int = 0
+    actions_seen: int = 0
+    actions_run: int = 0  # results succeeded or failed
+    actions_refused: int = 0  # results rejected or expired
+    firmware_checks: int = 0
+    firmware_offers: int = 0
+
+
+class CountingTransport(Transport):
+    """The agent's real :class:`Transport`, counting what it is asked to do."""
+
+    def __init__(self, counters: FleetCounters, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counters = counters
+        counters.sessions += 1
+
+    async def poll_actions(self) -> list[dict[str, Any]]:
+        actions = await super().poll_actions()
+        self.counters.action_polls += 1
+        self.counters.actions_seen += len(actions)
+        return actions
+
+    async def report_action(
+        self, action_id: str, status: str, detail: Mapping[str, Any] | str = ""
+    ) -> None:
+        await super().report_action(action_id, status, detail)
+        if status in ("succeeded", "failed"):
+            self.counters.actions_run += 1
+        else:
+            self.counters.actions_refused += 1
+
+    async def check_firmware(self, model: str, version: str) -> dict[str, Any] | None:
+        offer = await super().check_firmware(model, version)
+        self.counters.firmware_checks += 1
+        if offer is not None:
+            self.counters.firmware_offers += 1
+        return offer
+
+
+def _counting_transport(agent: Agent) -> Transport:
+    counters = agent.fleet if isinstance(agent, FleetAgent) else FleetCounters()
+    cfg = agent.config.server
+    return CountingTransport(counters, cfg.url, cfg.ca_bundle, cfg.server_name,
+                             agent.identity, agent.clock)
+
+
+class FleetAgent(Agent):
+    """An :class:`Agent` that shares a connection budget and stops after ``target``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        model: DeviceModel,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        gate: asyncio.Semaphore,
+        target: int,
+    ) -> None:
+        self.fleet = FleetCounters()
+        super().__init__(config, model, clock=clock, rng=rng,
+                         transport_factory=_counting_transport)
+        self.gate = gate
+        self.target = target
+        self.own_hooks = not self.post_sync_hooks
+        if self.own_hooks:
+            self.post_sync_hooks.append(poll_and_check)
+
+    @property
+    def finished(self) -> bool:
+        """True once ``target`` payloads were built and none is left to send."""
+        return self.stats.payloads_built >= self.target and not self.outbox.entries()
+
+    async def step(self) -> None:
+        """One pass of the agent, or :class:`DeviceDone` when the device is finished."""
+        if self.finished:
+            raise DeviceDone
+        await super().step()
+
+    async def sync(self, trigger: Trigger | None) -> bool:
+        """The agent's sync, once a connection slot of the fleet is free."""
+        async with self.gate:
+            return await super().sync(trigger)
+
+
+async def poll_and_check(agent: Agent, transport: Transport, trigger: Trigger) -> None:
+    """Post-sync hook for agents without their own: poll actions (reject them, none can
+    run here) and ask for firmware. The counting transport counts both."""
+    for action in await transport.poll_actions():
+        await transport.report_action(action["id"], "rejected", _NO_ACTIONS)
+    identity = agent.model.identity()
+    await transport.check_firmware(identity.model, agent.model.firmware().running_version)

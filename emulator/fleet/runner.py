@@ -1,0 +1,375 @@
+"""Many emulated printers, each with its real agent, on one virtual clock.
+
+Theory of operation
+-------------------
+Every device of the shard gets an :class:`~emulator.model.device.EmulatedDevice` and a
+:class:`~emulator.fleet.fleet_agent.FleetAgent` (its own key, certificate and data
+directory under ``<work_dir>/devices/<serial>``; real TLS to the server). One *office*
+task drives the printing for the whole shard: a heap of (instant, device) holds each
+device's next end of office hours, device-local; at that instant it applies the day
+(``run_day``). The first evening also boots the device's agent, so the first upload
+(the next local morning, in the upload window) carries a day of use, and the D-th
+upload follows the D-th day. An agent task ends when its device has built D payloads
+and delivered them all; at a deadline (a day after the last evening, plus a grace day)
+the office task stops whoever is still retrying, and the report says so.
+
+Time: the office task and every running agent are participants of the
+:class:`~emulator.clock.VirtualClock`; the clock jumps only when all of them sleep on
+it. Waiting for a connection slot (``concurrency``) or for the server is not sleeping,
+so an upload happens at its virtual upload time however long it takes for real.
+
+With no ``target`` the runner starts an embedded reference server in the same event
+loop (on the same virtual clock), mints one single-use registration key per device
+through its Python API, and at the end compares what each agent built with what the
+server stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from device_direct.clock import Clock, SystemClock
+from device_direct.config import (
+    AgentConfig,
+    DeviceConfig,
+    ScheduleConfig,
+    ServerConfig,
+    ServicesConfig,
+)
+from emulator.clock import VirtualClock
+from emulator.errors import EmulatorError
+from emulator.fleet.fleet_agent import DeviceDone, FleetAgent
+from emulator.fleet.identities import DeviceIdentity, fleet_identities
+from emulator.fleet.report import DeviceOutcome, FleetReport, check
+from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard, format_mix
+from emulator.model.device import EmulatedDevice
+from emulator.model.profile import Profile, load_profile
+from emulator.server.app import ReferenceServer
+
+log = logging.getLogger("emulator.fleet")
+
+GRACE = timedelta(days=1)  # after the last expected upload, for retries to finish
+DEFAULT_CONCURRENCY = 32
+_ADMIN_BATCH = 10_000  # the admin API mints at most this many keys per call
+
+# (devices delivered, devices in the shard, virtual now) -> None
+ProgressFn = Callable[[int, int, datetime], None]
+
+
+class FleetRunError(EmulatorError):
+    """The fleet could not run (server unreachable for set-up, keys missing, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTarget:
+    """A communication server the fleet does not own.
+
+    ``keys``: one registration key usable by every device, or one per device of the
+    whole fleet (device i uses ``keys[i]``). ``admin_token``: mint keys through
+    ``/admin/v1`` instead, and read the server's upload counts back for the checks.
+    """
+
+    url: str
+    ca_bundle: Path | None = None
+    server_name: str = ""
+    keys: tuple[str, ...] = ()
+    admin_token: str | None = None
+    firmware_key: str | None = None  # PEM of the server's Ed25519 manifest key
+
+    def __post_init__(self) -> None:
+        # ServerConfig checks the URL and the name the same way every agent will.
+        ServerConfig(url=self.url, ca_bundle=self.ca_bundle, server_name=self.server_name)
+        if not self.keys and self.admin_token is None:
+            raise FleetSpecError("server: give registration keys (--registration-key, "
+                                 "--key-file) or an admin token (--admin-token) to mint them")
+        if any(not k.strip() for k in self.keys):
+            raise FleetSpecError("server: a registration key is empty")
+
+    def key_for(self, index: int, devices: int) -> str:
+        """The registration key device ``index`` uses."""
+        if len(self.keys) == 1:
+            return self.keys[0]
+        if len(self.keys) < devices:
+            raise FleetSpecError(
+                f"registration keys: got {len(self.keys)} for a fleet of {devices} devices; "
+                "give one key usable by all devices, or one key per device")
+        return self.keys[index]
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    url: str
+    ca_bundle: Path | None
+    server_name: str
+    firmware_key: str | None  # pinned by every agent: without it no firmware check
+
+
+class Fleet:
+    """The devices of one shard: models, agents, and what happened to them."""
+
+    def __init__(self, spec: FleetSpec, shard: Shard, work_dir: Path, clock: Clock, *,
+                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        if concurrency < 1:
+            raise FleetSpecError(f"concurrency: must be >= 1, got {concurrency}")
+        self.spec = spec
+        self.shard = shard
+        self.work_dir = work_dir
+        self.clock = clock
+        self.identities = fleet_identities(spec, shard.indices(spec.devices))
+        self.models: list[EmulatedDevice] = []
+        self.agents: list[FleetAgent] = []
+        self.faults = [0] * len(self.identities)
+        self.jams = [0] * len(self.identities)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.gate = asyncio.Semaphore(concurrency)
+        self._profiles: dict[str, Profile] = {}
+
+    def build(self, endpoint: _Endpoint, key_for: Callable[[DeviceIdentity], str]) -> None:
+        """Create every model and agent (nothing runs yet)."""
+        devices_dir = self.work_dir / "devices"
+        services = ServicesConfig(firmware_public_key=endpoint.firmware_key)
+        for ident in self.identities:
+            profile = self._profiles.get(ident.profile)
+            if profile is None:
+                profile = self._profiles[ident.profile] = load_profile(ident.profile)
+            model = EmulatedDevice(profile, serial=ident.serial, clock=self.clock,
+                                   rng_seed=ident.model_seed, state_dir=None, mac=ident.mac,
+                                   fsync=False)
+            config = AgentConfig(
+                server=ServerConfig(url=endpoint.url, ca_bundle=endpoint.ca_bundle,
+                                    server_name=endpoint.server_name,
+                                    registration_key=key_for(ident)),
+                device=DeviceConfig(data_dir=devices_dir / ident.serial,
+                                    time_zone=ident.time_zone, profile=ident.profile),
+                schedule=ScheduleConfig(upload_time=ident.upload_time),
+                services=services,
+            )
+            self.models.append(model)
+            self.agents.append(FleetAgent(config, model, clock=self.clock,
+                                          rng=random.Random(ident.agent_seed), gate=self.gate,
+                                          target=self.spec.days))
+
+    def start_agent(self, i: int) -> None:
+        """Boot device ``i``'s agent as a participant of the clock."""
+        clock = self.clock
+        if isinstance(clock, VirtualClock):
+            clock.register()
+        self.tasks.append(asyncio.create_task(self._run_agent(i)))
+
+    async def _run_agent(self, i: int) -> None:
+        agent = self.agents[i]
+        try:
+            await agent.run()
+        except DeviceDone:
+            pass
+        except Exception as exc:  # a bug must not take the fleet down: report it
+            log.exception("agent of %s crashed", self.identities[i].serial)
+            agent.stats.last_error = f"agent crashed: {type(exc).__name__}: {exc}"
+        finally:
+            if isinstance(self.clock, VirtualClock):
+                self.clock.unregister()
+
+    def delivered(self) -> int:
+        """Devices whose agents have finished."""
+        return sum(a.finished for a in self.agents)
+
+    def outcomes(self) -> tuple[DeviceOutcome, ...]:
+        """One :class:`DeviceOutcome` per device, in global index order."""
+        out = []
+        for n, (ident, agent) in enumerate(zip(self.identities, self.agents, strict=True)):
+            s = agent.stats
+            out.append(DeviceOutcome(
+                index=ident.index, serial=ident.serial, profile=ident.profile,
+                time_zone=ident.time_zone, device_id=agent.identity.device_id,
+                payloads_built=s.payloads_built, uploads_stored=s.uploads_stored,
+                uploads_duplicate=s.uploads_duplicate, uploads_rejected=s.uploads_rejected,
+                send_failures=s.send_failures, registrations=s.registrations,
+                bytes_sent=s.bytes_sent,
+                actions_run=agent.fleet.actions_run,
+                action_polls=agent.fleet.action_polls,
+                firmware_checks=agent.fleet.firmware_checks,
+                faults=self.faults[n], jams=self.jams[n],
+                queued=len(agent.outbox.entries()), finished=agent.finished,
+                last_error=s.last_error))
+        return tuple(out)
+
+
+async def _office(fleet: Fleet, clock: VirtualClock, deadline: datetime) -> None:
+    """Apply each device's days at its end of office hours; boot agents on day one."""
+    spec = fleet.spec
+    heap = [(ident.print_at(spec, 0), n, 0) for n, ident in enumerate(fleet.identities)]
+    heapq.heapify(heap)
+    try:
+        while heap:
+            at, n, k = heapq.heappop(heap)
+            await clock.sleep_until(at)
+            ident = fleet.identities[n]
+            result = fleet.models[n].run_day(ident.local_day(spec, k))
+            fleet.faults[n] += result.faults
+            fleet.jams[n] += result.jams
+            if k == 0:
+                fleet.start_agent(n)
+            if k + 1 < spec.days:
+                heapq.heappush(heap, (ident.print_at(spec, k + 1), n, k + 1))
+        await clock.sleep_until(deadline)
+        for task in fleet.tasks:
+            if not task.done():
+                task.cancel()
+    finally:
+        clock.unregister()
+
+
+async def _ticker(fleet: Fleet, progress: ProgressFn, wall: Clock) -> None:
+    # Real time, not a participant: it only looks.
+    while True:
+        progress(fleet.delivered(), len(fleet.agents), fleet.clock.now())
+        await wall.sleep(0.25)
+
+
+async def run_fleet(
+    spec: FleetSpec,
+    work_dir: Path,
+    *,
+    shard: Shard = Shard(),
+    target: ServerTarget | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: ProgressFn | None = None,
+    wall: Clock | None = None,
+) -> FleetReport:
+    """Run one shard of the fleet and return its checked report.
+
+    ``target`` None: an embedded reference server under ``work_dir/server``.
+    """
+    wall = wall or SystemClock()
+    started = wall.monotonic()
+    identities = fleet_identities(spec, shard.indices(spec.devices))
+    if not identities:
+        raise FleetSpecError(f"shard {shard} of a {spec.devices}-device fleet has no devices")
+    first = min(i.print_at(spec, 0) for i in identities)
+    last = max(i.print_at(spec, spec.days - 1) for i in identities)
+    clock = VirtualClock(first - timedelta(minutes=1))
+    fleet = Fleet(spec, shard, work_dir, clock, concurrency=concurrency)
+    server: ReferenceServer | None = None
+    ticker: asyncio.Task[None] | None = None
+    try:
+        if target is None:
+            server = ReferenceServer(work_dir / "server", clock=clock,
+                                     rng=random.Random(spec.seed))
+            await server.start()
+            endpoint = _Endpoint(f"https://127.0.0.1:{server.port}/", server.ca_cert_path,
+                                 "localhost", server.firmware_public_key_pem.decode())
+            ttl = (spec.days + 3) * 86400  # keys live on the virtual clock too
+            embedded = server
+            fleet.build(endpoint, lambda _: embedded.create_registration_key(ttl_s=ttl))
+        else:
+            endpoint = _Endpoint(target.url, target.ca_bundle, target.server_name,
+                                 target.firmware_key)
+            keys = target.keys
+            if not keys:
+                assert target.admin_token is not None
+                keys = await mint_keys(target, len(identities))
+                by_serial = dict(zip((i.serial for i in identities), keys, strict=True))
+                fleet.build(endpoint, lambda ident: by_serial[ident.serial])
+            else:
+                fleet.build(endpoint, lambda ident: target.key_for(ident.index, spec.devices))
+        if progress is not None:
+            ticker = asyncio.create_task(_ticker(fleet, progress, wall))
+        clock.register()
+        office = asyncio.create_task(_office(fleet, clock, last + timedelta(days=1) + GRACE))
+        await office
+        await asyncio.gather(*fleet.tasks, return_exceptions=True)
+        if ticker is not None:
+            progress_fn = progress
+            assert progress_fn is not None
+            progress_fn(fleet.delivered(), len(fleet.agents), clock.now())
+        if server is not None:
+            counts: dict[str, int] | None = {
+                d["serial"]: int(d["uploads"]) for d in server.storage.devices()}
+        elif target is not None and target.admin_token is not None:
+            counts = await server_upload_counts(target)
+        else:
+            counts = None
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        for task in fleet.tasks:
+            task.cancel()
+        await asyncio.gather(*fleet.tasks, return_exceptions=True)
+        if server is not None:
+            await server.stop()
+    if counts is not None:
+        mine = {i.serial for i in identities}
+        counts = {s: c for s, c in counts.items() if s in mine}
+    report = FleetReport(
+        devices=spec.devices, days=spec.days, seed=spec.seed, mix=format_mix(spec.mix),
+        shards=(str(shard),), outcomes=fleet.outcomes(), wall_s=wall.monotonic() - started,
+        server_uploads=counts)
+    return check(report, complete_fleet=shard.count == 1)
+
+
+# -- admin API of a server the fleet does not own -------------------------------------------
+
+
+def _admin_ssl(target: ServerTarget) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(
+        cafile=str(target.ca_bundle) if target.ca_bundle is not None else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+async def _admin_call(target: ServerTarget, method: str, path: str,
+                      body: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = ServerConfig(url=target.url, ca_bundle=target.ca_bundle,
+                          server_name=target.server_name)
+    url = f"https://{config.host}:{config.port}/admin/v1/{path}"
+    headers = {"Authorization": f"Bearer {target.admin_token}"}
+    try:
+        async with aiohttp.ClientSession() as session, session.request(
+            method, url, json=body, headers=headers, ssl=_admin_ssl(target),
+            server_hostname=config.server_name,
+        ) as response:
+            data = await response.json(content_type=None)
+            if response.status >= 300 or not isinstance(data, dict):
+                raise FleetRunError(f"admin API {method} /admin/v1/{path}: {response.status} "
+                                    f"{data!r:.200}")
+            return data
+    except (aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as exc:
+        raise FleetRunError(f"admin API {method} /admin/v1/{path} failed: {exc}") from exc
+
+
+async def mint_keys(target: ServerTarget, count: int, *, ttl_s: int = 7 * 86400
+                    ) -> tuple[str, ...]:
+    """Single-use registration keys from the server's admin API (``--admin-token``)."""
+    keys: list[str] = []
+    while len(keys) < count:
+        n = min(_ADMIN_BATCH, count - len(keys))
+        data = await _admin_call(target, "POST", "registration-keys",
+                                 {"count": n, "ttl_s": ttl_s})
+        got = data.get("keys")
+        if not isinstance(got, list) or len(got) != n:
+            raise FleetRunError(f"admin API returned {got!r:.100} for {n} keys")
+        keys.extend(str(k) for k in got)
+    return tuple(keys)
+
+
+async def server_upload_counts(target: ServerTarget) -> dict[str, int]:
+    """serial -> uploads stored, from the server's admin API."""
+    data = await _admin_call(target, "GET", "devices")
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        raise FleetRunError("admin API GET /admin/v1/devices: no 'devices' list")
+    return {str(d["serial"]): int(d.get("uploads", 0)) for d in devices}
