@@ -109,12 +109,8 @@ async def _register(args: argparse.Namespace) -> int:
     if agent.identity.is_registered:
         print(json.dumps({"device_id": agent.identity.device_id, "already": True}))
         return EXIT_OK
-    transport = agent._transport_factory(agent)
-    try:
-        await agent._ensure_registered(transport)
-    finally:
-        await transport.close()
-    print(json.dumps({"device_id": agent.identity.device_id, "already": False}))
+    device_id = await agent.register()
+    print(json.dumps({"device_id": device_id, "already": False}))
     return EXIT_OK
 
 

@@ -242,7 +242,8 @@ class ActionRunner:
         if kind == "get_status":
             return Result("succeeded", {**status(agent.model), "agent": agent.status()})
         if kind == "troubleshoot":
-            report = await self_test(agent.config, transport, agent.identity, agent.model)
+            report = await self_test(agent.config, transport, agent.identity, agent.model,
+                                     route=agent.proxy_info())
             return Result("succeeded", report)
         if kind == "print_test_page":
             return await self._print_test_page()

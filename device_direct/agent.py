@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -39,11 +40,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from device_direct.actions import ActionRunner
+from device_direct.alerts import AlertMailer
 from device_direct.audit import AuditLog
-from device_direct.clock import Clock
+from device_direct.clock import Clock, run_in_background
 from device_direct.collector import collect
 from device_direct.config import AgentConfig
 from device_direct.core.outbox import OutboxEntry
@@ -62,9 +64,11 @@ from device_direct.firmware import FirmwareUpdater
 from device_direct.identity import IdentityStore
 from device_direct.model import DeviceModel, PowerState
 from device_direct.outbox_store import OutboxStore, atomic_write
+from device_direct.proxy import ProxyDetector
 from device_direct.transport import Transport
 
 log = logging.getLogger("device_direct.agent")
+T = TypeVar("T")
 
 STATE_FILE = "agent-state.json"
 IDENTITY_DIR = "identity"
@@ -137,11 +141,22 @@ class Agent:
         self._transport_factory = transport_factory or _default_transport
         self.firmware = FirmwareUpdater(
             config, model, clock=clock, data_dir=data_dir, rng=self.rng,
-            transport_factory=lambda: self._transport_factory(self), audit=self.audit)
+            transport_factory=self._new_transport, audit=self.audit)
         self.actions = ActionRunner(self)
         self.firmware.on_result = self.actions.firmware_result
         self.post_sync_hooks: list[PostSyncHook] = [self.actions.after_sync,
                                                     self._firmware_after_sync]
+        proxy_cfg = config.proxy
+        self.proxy: ProxyDetector | None = (
+            ProxyDetector(proxy_cfg, clock) if proxy_cfg.mode != "off" or proxy_cfg.use_env
+            else None
+        )
+        self._proxy_setting: tuple[str | None, tuple[str, str] | None] = (None, None)
+        self.mailer: AlertMailer | None = (
+            AlertMailer(config.alerts, model, clock, random.Random(self.rng.random()),
+                        ca_bundle=config.server.ca_bundle)
+            if config.alerts.recipients else None
+        )
         self._background_hold: dict[str, datetime] = {}
         self._send_now_trigger: Trigger | None = None
         self._wakeup: asyncio.Event | None = None
@@ -188,8 +203,14 @@ class Agent:
         # Firmware first: settling a trial boot may finish an upgrade_firmware action.
         self.firmware.on_boot()
         self.actions.on_boot(self.clock.now())
-        while True:
-            await self.step()
+        # Alerts run beside the loop: a slow or dead SMTP server never delays an upload.
+        mailer = run_in_background(self.mailer.run()) if self.mailer is not None else None
+        try:
+            while True:
+                await self.step()
+        finally:
+            if mailer is not None:
+                mailer.cancel()
 
     async def step(self) -> None:
         """One pass: wait for the next thing to do, then do it."""
@@ -237,7 +258,7 @@ class Agent:
                 if not due:
                     break
                 if transport is None:
-                    transport = self._transport_factory(self)
+                    transport = self._new_transport()
                     if not await self._registered(transport):
                         return
                 for name in due:
@@ -325,7 +346,7 @@ class Agent:
 
         Returns True when the outbox was emptied of everything due.
         """
-        transport = self._transport_factory(self)
+        transport = self._new_transport()
         try:
             ok = await self._flush(transport)
             if ok and trigger is not None:
@@ -338,7 +359,43 @@ class Agent:
         finally:
             await transport.close()
 
+    async def register(self) -> str:
+        """Register now (if not registered yet); returns the device id."""
+        transport = self._new_transport()
+        try:
+            await self._ensure_registered(transport)
+        finally:
+            await transport.close()
+        assert self.identity.device_id is not None
+        return self.identity.device_id
+
+    def proxy_info(self) -> dict[str, Any]:
+        """How the server is reached, for the troubleshoot result and status."""
+        if self.proxy is None:
+            return {"mode": "off", "route": "DIRECT", "source": "off"}
+        info = self.proxy.describe()
+        info["mode"] = self.config.proxy.mode
+        return info
+
     # -- internals ----------------------------------------------------------------------
+
+    def _new_transport(self) -> Transport:
+        """A transport for one session, on the route that worked last."""
+        transport = self._transport_factory(self)
+        if self.proxy is not None and self._proxy_setting[0] is not None:
+            transport.set_proxy(*self._proxy_setting)
+        return transport
+
+    async def _via_proxy(self, transport: Transport, op: Callable[[], Awaitable[T]]) -> T:
+        """Run one transport call, along the proxy failover list when a proxy is in play."""
+        if self.proxy is None:
+            return await op()
+        try:
+            return await self.proxy.call(
+                transport, self.config.server.url, self.model.network(), op)
+        finally:
+            self.proxy_route = self.proxy.last_route
+            self._proxy_setting = transport.proxy_setting
 
     async def _ensure_registered(self, transport: Transport) -> None:
         if self.identity.is_registered:
@@ -349,9 +406,9 @@ class Agent:
         ident = self.model.identity()
         now = self.clock.now()
         try:
-            device_id = await transport.register(
+            device_id = await self._via_proxy(transport, lambda: transport.register(
                 ident.serial, ident.model, self.model.network().mac, ident.firmware, key
-            )
+            ))
         except DeviceDirectError as exc:
             self.audit.record(now, "register", ok=False, error=str(exc))
             raise
@@ -373,7 +430,8 @@ class Agent:
                 log.error("outbox: %s", exc)  # recorded as dropped; go on with the next
                 continue
             try:
-                result = await transport.upload(data, entry.upload_id)
+                result = await self._via_proxy(
+                    transport, functools.partial(transport.upload, data, entry.upload_id))
             except DeviceDirectError as exc:
                 if not self._failed(entry, exc, self.clock.now()):
                     return False

@@ -10,6 +10,7 @@ parked, so 30 simulated days pass in seconds.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -17,6 +18,20 @@ from typing import Protocol, runtime_checkable
 # A sleeping SystemClock re-reads the wall clock at least this often, so an NTP step
 # or a suspend/resume does not make a daily upload fire hours late.
 _MAX_SLEEP_SLICE_S = 60.0
+
+
+# Set in a task that sleeps on the clock but is not one of the participants a virtual
+# clock waits for (an alert mailer polling beside the agent): its sleeps never hold
+# virtual time back nor make it jump. Real clocks ignore it.
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("clock_background",
+                                                                  default=False)
+
+
+def run_in_background(coro: object) -> asyncio.Task[object]:
+    """Start ``coro`` as a task marked :data:`BACKGROUND`."""
+    ctx = contextvars.copy_context()
+    ctx.run(BACKGROUND.set, True)
+    return asyncio.get_running_loop().create_task(coro, context=ctx)  # type: ignore[arg-type]
 
 
 @runtime_checkable

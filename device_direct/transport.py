@@ -332,9 +332,15 @@ class Transport:
         if credentials is not None and proxy is None:
             raise ConfigError("proxy credentials given without a proxy")
         self._proxy = proxy
+        self._proxy_credentials = credentials
         self._proxy_headers = (
             {"Proxy-Authorization": _basic_auth(*credentials)} if credentials else None
         )
+
+    @property
+    def proxy_setting(self) -> tuple[str | None, tuple[str, str] | None]:
+        """The proxy URL and credentials in use (``(None, None)``: direct)."""
+        return self._proxy, self._proxy_credentials
 
     @property
     def device_id(self) -> str | None:

@@ -27,9 +27,12 @@ LATEST_FAULTS = 5
 
 
 async def self_test(
-    config: AgentConfig, transport: Transport, identity: IdentityStore, model: DeviceModel
+    config: AgentConfig, transport: Transport, identity: IdentityStore, model: DeviceModel,
+    *, route: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the connectivity self-test and collect the latest status, as a JSON object."""
+    """Run the connectivity self-test and collect the latest status, as a JSON object.
+
+    ``route`` is how the agent reaches the server (the proxy detector's description)."""
     host, port = config.server.host, config.server.port
     proxy = config.proxy
     via_proxy = proxy.mode == "manual" and proxy.host is not None and proxy.port is not None
@@ -48,6 +51,8 @@ async def self_test(
     else:
         steps["tls"] = await _tls(config, identity, host, port)
     steps["mtls_call"] = await _mtls_call(transport, model)
+    if route is not None:
+        steps["proxy"]["route"] = route
     offset = transport.clock_offset()
     steps["clock"] = {"ok": offset is not None and abs(offset.total_seconds()) < 300,
                       "offset_s": round(offset.total_seconds(), 3) if offset else None}

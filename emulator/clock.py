@@ -21,7 +21,7 @@ import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from device_direct.clock import _require_aware
+from device_direct.clock import BACKGROUND, _require_aware
 
 DEFAULT_EPOCH = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # a Monday
 
@@ -38,6 +38,7 @@ class VirtualClock:
         self._seq = itertools.count()
         self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
         self._advance_scheduled = False
+        self._background: set[asyncio.Future[None]] = set()  # sleepers that do not count
         self.jumps = 0
 
     # -- Clock interface ----------------------------------------------------------------
@@ -54,8 +55,12 @@ class VirtualClock:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        counts = not BACKGROUND.get()
+        if not counts:
+            self._background.add(fut)
         heapq.heappush(self._sleepers, (when, next(self._seq), fut))
-        self._parked += 1
+        if counts:
+            self._parked += 1
         self._schedule_advance()
         try:
             await fut
@@ -63,9 +68,11 @@ class VirtualClock:
             # Cancelled while parked: asyncio has usually cancelled ``fut`` already (a
             # task's cancel() cancels the future it waits on), so test for that too.
             # A future we resolved in _wake_due was un-parked there.
+            self._background.discard(fut)
             if not fut.done() or fut.cancelled():
                 fut.cancel()
-                self._parked -= 1
+                if counts:
+                    self._parked -= 1
                 self._schedule_advance()
 
     async def sleep(self, seconds: float) -> None:
@@ -124,7 +131,8 @@ class VirtualClock:
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
-                self._parked -= 1
+                if fut not in self._background:
+                    self._parked -= 1
                 fut.set_result(None)
 
     def _drop_cancelled(self) -> None:

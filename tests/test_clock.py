@@ -95,6 +95,32 @@ async def test_cancelled_sleeper_is_unparked_so_time_waits_for_the_busy() -> Non
     assert clock.now() == DEFAULT_EPOCH + timedelta(seconds=10)
 
 
+async def test_background_sleepers_neither_hold_nor_push_time() -> None:
+    from device_direct.clock import run_in_background
+
+    clock = VirtualClock()
+    clock.register()  # a busy participant: time must stand still
+    ticks: list[datetime] = []
+
+    async def poller() -> None:
+        while True:
+            await clock.sleep(30)
+            ticks.append(clock.now())
+
+    bg = run_in_background(poller())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert clock.now() == DEFAULT_EPOCH and ticks == []
+    clock.unregister()
+    clock.register()
+    done = asyncio.create_task(clock.sleep(100))
+    await asyncio.wait_for(done, 5)
+    assert clock.now() == DEFAULT_EPOCH + timedelta(seconds=100)
+    assert len(ticks) == 3  # woken at 30, 60, 90 on the way
+    bg.cancel()
+    clock.unregister()
+
+
 def test_virtual_clock_does_not_go_backwards() -> None:
     clock = VirtualClock()
     with pytest.raises(ValueError):
