@@ -1,0 +1,10 @@
+"""``python -m emulator.fleet``: the fleet runner on its own (shards use this)."""
+
+from __future__ import annotations
+
+import sys
+
+from emulator.fleet.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""``python -m emulator fleet ...`` and ``python -m emulator demo``.
+
+``fleet`` runs N emulated printers with their real agents on one virtual clock, against
+an embedded reference server (default) or the user's own server (``--server``), prints
+a summary table, optionally writes a JSON report, and exits 1 when an expectation
+failed. ``--shard i/K`` runs a fixed part of the fleet; ``--processes K`` runs K shards
+as local processes (see ``processes.py``) and merges their reports.
+
+Exit codes: 0 ok, 1 an expectation failed, 2 usage or configuration error, 3 runtime
+error (server unreachable for set-up, work directory unusable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from device_direct.errors import DeviceDirectError
+from emulator.errors import EmulatorError
+from emulator.fleet.progress import ProgressBar
+from emulator.fleet.report import FleetReport, summary_table, write_report
+from emulator.fleet.runner import DEFAULT_CONCURRENCY, ServerTarget, run_fleet
+from emulator.fleet.spec import (
+    DEFAULT_MIX,
+    DEFAULT_ZONES,
+    FleetSpec,
+    FleetSpecError,
+    Shard,
+    UploadWindow,
+    format_mix,
+    parse_mix,
+)
+
+EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+DEMO_DEVICES, DEMO_DAYS = 50, 7
+
+_EPILOG = """\
+examples:
+  python -m emulator fleet --devices 50 --days 7
+  python -m emulator fleet --devices 1000 --days 30 --processes 2 --report fleet.json
+  python -m emulator fleet --devices 200 --days 3 --server https://dd.test:8443 \\
+      --ca ca.pem --key-file keys.txt --firmware-key fw.pem
+  python -m emulator fleet --devices 1000 --days 30 --shard 2/4 ...   (on machine 2 of 4)
+
+Identities (serial, MAC, time zone, upload time, profile) derive from --seed and the
+device's index, so shards and repeated runs agree. Exit codes: 0 ok, 1 an expectation
+failed (e.g. a payload was lost), 2 usage or configuration error, 3 runtime error."""
+
+
+def _type(parse: Any) -> Any:
+    # argparse shows ArgumentTypeError text as a usage error (exit code 2).
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except FleetSpecError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _mix(text: str) -> tuple[tuple[str, int], ...]:
+    from emulator.model.profile import available_profiles
+
+    return parse_mix(text, tuple(available_profiles()))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _zones(text: str) -> tuple[str, ...]:
+    zones = tuple(z.strip() for z in text.split(",") if z.strip())
+    if not zones:
+        raise FleetSpecError("zones: give at least one IANA time zone")
+    FleetSpec(devices=1, days=1, zones=zones)  # checks every name
+    return zones
+
+
+def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``fleet`` to an argparse ``subparsers`` object; returns the new parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "fleet", help="run many emulated printers with their real agents on a virtual clock",
+        description="Run N emulated printers, each with its own real device_direct agent "
+                    "(own key, certificate and data directory, real TLS), on one virtual "
+                    "clock, against an embedded reference server or your own server.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_fleet_arguments(parser)
+    return parser
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fleet`` options (also used by ``python -m emulator.fleet``)."""
+    fleet = parser.add_argument_group("the fleet")
+    fleet.add_argument("--devices", type=_positive, required=True, metavar="N",
+                       help="number of printers in the whole fleet")
+    fleet.add_argument("--days", type=_positive, required=True, metavar="D",
+                       help="virtual days of printing; each device uploads once per day")
+    fleet.add_argument("--mix", type=_type(_mix), default=DEFAULT_MIX, metavar="P:W,...",
+                       help=f"device profiles and weights (default {format_mix(DEFAULT_MIX)})")
+    fleet.add_argument("--seed", type=int, default=1, help="fleet seed (default 1)")
+    fleet.add_argument("--upload-window", type=_type(UploadWindow.parse),
+                       default=UploadWindow.parse("01:00-05:00"), metavar="HH:MM-HH:MM",
+                       help="device-local window the daily upload times spread over "
+                            "(default 01:00-05:00)")
+    fleet.add_argument("--zones", type=_type(_zones), default=DEFAULT_ZONES,
+                       metavar="ZONE,...", help="IANA time zones the devices are spread "
+                                                "over (default: eight zones, Tokyo to LA)")
+    server = parser.add_argument_group(
+        "server (default: an embedded reference server, nothing to configure)")
+    server.add_argument("--server", metavar="URL",
+                        help="base URL of your communication server (https://host:port)")
+    server.add_argument("--ca", type=Path, metavar="FILE",
+                        help="CA bundle (PEM) the devices trust for --server")
+    server.add_argument("--server-name", default="", metavar="NAME",
+                        help="host name the server certificate must carry (default: the "
+                             "URL's host)")
+    server.add_argument("--registration-key", action="append", default=[], metavar="KEY",
+                        help="registration key; once: one key usable by every device; "
+                             "repeated: one per device, by index")
+    server.add_argument("--key-file", type=Path, metavar="FILE",
+                        help="registration keys, one per line (device i uses line i+1)")
+    server.add_argument("--admin-token-file", type=Path, metavar="FILE",
+                        help="admin token of a reference-compatible server: mint one key "
+                             "per device via /admin/v1 and check its upload counts")
+    server.add_argument("--firmware-key", type=Path, metavar="FILE",
+                        help="the server's Ed25519 firmware key (PEM); without it the "
+                             "agents skip the daily firmware check")
+    run = parser.add_argument_group("running")
+    part = run.add_mutually_exclusive_group()
+    part.add_argument("--shard", type=_type(Shard.parse), default=Shard(), metavar="i/K",
+                      help="run only part i of K (i from 1): K runs cover the fleet once")
+    part.add_argument("--processes", type=_positive, default=1, metavar="K",
+                      help="run K shards as local processes (about one per core) and merge")
+    run.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
+                     metavar="C", help="at most C devices talk to the server at once "
+                                       f"(per process; default {DEFAULT_CONCURRENCY})")
+    run.add_argument("--work-dir", type=Path, metavar="DIR",
+                     help="where device data lives (must be empty or new; kept). "
+                          "Default: a temporary directory (in /dev/shm when there is one), "
+                          "removed at the end unless --keep")
+    run.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    bar = run.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="draw the progress bar even when stderr is not a terminal")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="never draw the progress bar")
+    run.add_argument("--log-level", default="error",
+                     choices=("debug", "info", "warning", "error"),
+                     help="agent and server log level on stderr (default error)")
+
+
+def spec_from_args(args: argparse.Namespace) -> FleetSpec:
+    """The :class:`FleetSpec` the parsed options describe."""
+    return FleetSpec(devices=args.devices, days=args.days, seed=args.seed, mix=args.mix,
+                     zones=args.zones, upload_window=args.upload_window)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FleetSpecError(f"{what} {path}: cannot read: {exc}") from exc
+
+
+def target_from_args(args: argparse.Namespace) -> ServerTarget | None:
+    """The user's server, or None for an embedded one."""
+    given = [o for o, v in (("--ca", args.ca), ("--key-file", args.key_file),
+                            ("--registration-key", args.registration_key),
+                            ("--admin-token-file", args.admin_token_file),
+                            ("--server-name", args.server_name),
+                            ("--firmware-key", args.firmware_key)) if v]
+    if args.server is None:
+        if given:
+            raise FleetSpecError(f"{', '.join(given)} only make sense with --server URL")
+        return None
+    keys = list(args.registration_key)
+    if args.key_file is not None:
+        keys += [line.strip() for line in _read_text(args.key_file, "key file").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            raise FleetSpecError(f"key file {args.key_file}: no keys in it")
+    token = (_read_text(args.admin_token_file, "admin token file").strip()
+             if args.admin_token_file is not None else None)
+    if token is not None and keys:
+        raise FleetSpecError("give registration keys or --admin-token-file, not both")
+    if args.ca is not None and not args.ca.is_file():
+        raise FleetSpecError(f"--ca {args.ca}: file not found")
+    firmware_key = (_read_text(args.firmware_key, "firmware key")
+                    if args.firmware_key is not None else None)
+    try:
+        target = ServerTarget(url=args.server, ca_bundle=args.ca, server_name=args.server_name,
+                              keys=tuple(keys), admin_token=token, firmware_key=firmware_key)
+    except DeviceDirectError as exc:
+        raise FleetSpecError(f"--server: {exc}") from exc
+    if keys:
+        target.key_for(0, args.devices)  # one key for all, or enough of them
+    return target
+
+
+def _fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
+    """(work dir, whether to remove it at the end)."""
+    if args.work_dir is not None:
+        path: Path = args.work_dir
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FleetSpecError(f"--work-dir {path}: must be a new or empty directory "
+                                 "(device data of another run would mix with this one)")
+        path.mkdir(parents=True, exist_ok=True)
+        return path, False
+    shm = Path("/dev/shm")
+    # A RAM disk when there is one: every payload is fsync'ed by the outbox, and a
+    # thousand simulated devices need not wear a real disk.
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="dd-fleet-", dir=base)), not args.keep
+
+
+def run_fleet_cli(args: argparse.Namespace) -> int:
+    """Carry out a parsed ``fleet`` command; returns the exit status."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        spec = spec_from_args(args)
+        target = target_from_args(args)
+        if args.processes > 1 and args.processes > spec.devices:
+            raise FleetSpecError(f"--processes {args.processes} is more than --devices "
+                                 f"{spec.devices}")
+        if args.shard.count > spec.devices:
+            raise FleetSpecError(f"--shard {args.shard}: more shards than devices")
+        work_dir, remove = _fresh_work_dir(args)
+    except FleetSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bar = ProgressBar(enabled=args.progress,
+                      unit="uploads stored" if args.processes > 1 else "devices done")
+    try:
+        if args.processes > 1:
+            from emulator.fleet.processes import run_processes
+
+            report = asyncio.run(run_processes(spec, args, target, work_dir, progress=bar))
+        else:
+            report = asyncio.run(run_fleet(spec, work_dir, shard=args.shard, target=target,
+                                           concurrency=args.concurrency, progress=bar))
+    except FleetSpecError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (EmulatorError, DeviceDirectError, OSError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    finally:
+        if remove:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        elif args.work_dir is None:
+            print(f"work directory kept: {work_dir}", file=sys.stderr)
+    bar.close()
+    return _finish(report, args.report)
+
+
+def _finish(report: FleetReport, path: Path | None) -> int:
+    print(summary_table(report))
+    if path is not None:
+        write_report(report, str(path))
+    return EXIT_OK if report.ok else EXIT_EXPECTATION
+
+
+def run_demo() -> int:
+    """``make demo``: embedded server, 50 devices, 7 virtual days, summary; no set-up."""
+    parser = build_parser()
+    args = parser.parse_args(["--devices", str(DEMO_DEVICES), "--days", str(DEMO_DAYS)])
+    print(f"demo: {DEMO_DEVICES} emulated printers ({format_mix(DEFAULT_MIX)}), each with "
+          f"its own agent, {DEMO_DAYS} virtual days, embedded reference server over TLS",
+          flush=True)
+    return run_fleet_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stand-alone parser of ``python -m emulator.fleet``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator.fleet",
+        description="Run N emulated printers with their real agents on one virtual clock.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_fleet_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m emulator.fleet``: the fleet command without the ``emulator`` wrapper."""
+    return run_fleet_cli(build_parser().parse_args(argv))

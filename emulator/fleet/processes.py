@@ -1,0 +1,131 @@
+"""``--processes K``: K local shard processes, one fleet, one merged report.
+
+The parent owns the server side: with no ``--server`` it runs a reference server in
+its own event loop (real clock: the shards' virtual clocks are their own), mints one
+registration key per device and hands each shard the same key file (device i uses
+line i+1, whichever shard runs it). Each shard is ``python -m emulator.fleet --shard
+i/K`` writing a JSON report; the parent merges them, reads the server's upload counts
+and checks the whole fleet. Keys and tokens go through files, never the command line,
+where any local user could read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import emulator
+from device_direct.clock import SystemClock
+from emulator.fleet.progress import ProgressBar
+from emulator.fleet.report import FleetReport, merge_reports
+from emulator.fleet.runner import FleetRunError, ServerTarget, server_upload_counts
+from emulator.fleet.spec import FleetSpec, format_mix
+from emulator.server.app import ReferenceServer
+
+_KEY_TTL_S = 7 * 86400  # real seconds: the parent's server runs on the real clock
+
+
+def _private(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[str],
+                   work_dir: Path, i: int, k: int) -> list[str]:
+    return [
+        sys.executable, "-m", "emulator.fleet",
+        "--devices", str(spec.devices), "--days", str(spec.days), "--seed", str(spec.seed),
+        "--mix", format_mix(spec.mix), "--upload-window", str(spec.upload_window),
+        "--zones", ",".join(spec.zones), "--concurrency", str(args.concurrency),
+        "--no-progress", "--log-level", args.log_level, *server_args,
+        "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
+        "--report", str(work_dir / f"shard-{i}.json"),
+    ]
+
+
+def _server_args(args: argparse.Namespace, target: ServerTarget, work_dir: Path) -> list[str]:
+    out = ["--server", target.url]
+    if target.ca_bundle is not None:
+        out += ["--ca", str(target.ca_bundle)]
+    if target.server_name:
+        out += ["--server-name", target.server_name]
+    if target.keys:
+        out += ["--key-file", str(_private(work_dir / "keys.txt", "\n".join(target.keys)))]
+    if target.admin_token is not None:
+        out += ["--admin-token-file",
+                str(_private(work_dir / "admin-token", target.admin_token))]
+    if target.firmware_key is not None:
+        out += ["--firmware-key", str(_private(work_dir / "firmware-key.pem",
+                                                target.firmware_key))]
+    return out
+
+
+async def run_processes(spec: FleetSpec, args: argparse.Namespace,
+                        target: ServerTarget | None, work_dir: Path, *,
+                        progress: ProgressBar) -> FleetReport:
+    """Run ``args.processes`` shards of ``spec`` as child processes; the merged report."""
+    wall = SystemClock()
+    started = wall.monotonic()
+    k = int(args.processes)
+    server: ReferenceServer | None = None
+    procs: list[asyncio.subprocess.Process] = []
+    env = dict(os.environ)
+    # The children import the same emulator package as this process.
+    root = str(Path(emulator.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        if target is None:
+            server = ReferenceServer(work_dir / "server")
+            await server.start()
+            keys = tuple(server.create_registration_key(ttl_s=_KEY_TTL_S)
+                         for _ in range(spec.devices))
+            target = ServerTarget(
+                url=f"https://127.0.0.1:{server.port}/", ca_bundle=server.ca_cert_path,
+                server_name="localhost", keys=keys,
+                firmware_key=server.firmware_public_key_pem.decode())
+        server_args = _server_args(args, target, work_dir)
+        for i in range(1, k + 1):
+            procs.append(await asyncio.create_subprocess_exec(
+                *_shard_command(spec, args, server_args, work_dir, i, k),
+                stdout=asyncio.subprocess.DEVNULL, env=env))
+        waits = [asyncio.ensure_future(p.wait()) for p in procs]
+        while True:
+            done_uploads = server.storage.uploads_count() if server is not None else 0
+            progress(done_uploads, spec.device_days, None)
+            _, pending = await asyncio.wait(waits, timeout=0.25)
+            if not pending:
+                break
+        codes = [w.result() for w in waits]
+        failed = [f"{i + 1}/{k} (exit {c})" for i, c in enumerate(codes) if c not in (0, 1)]
+        if failed:
+            raise FleetRunError(f"shard processes failed: {', '.join(failed)}; their errors "
+                                "are above")
+        parts = []
+        for i in range(1, k + 1):
+            path = work_dir / f"shard-{i}.json"
+            try:
+                parts.append(FleetReport.from_json(json.loads(path.read_text("utf-8"))))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise FleetRunError(f"shard {i}/{k} report {path} unreadable: {exc}") from exc
+        if server is not None:
+            counts: dict[str, int] | None = {
+                d["serial"]: int(d["uploads"]) for d in server.storage.devices()}
+            progress(server.storage.uploads_count(), spec.device_days, None)
+        elif target.admin_token is not None:
+            counts = await server_upload_counts(target)
+        else:
+            counts = None
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+                await p.wait()
+        if server is not None:
+            await server.stop()
+    return merge_reports(parts, wall_s=wall.monotonic() - started, server_uploads=counts)
