@@ -99,6 +99,7 @@ class SyncStats:
     uploads_rejected: int = 0
     send_failures: int = 0
     registrations: int = 0
+    renewals: int = 0
     bytes_sent: int = 0
     last_error: str = ""
 
@@ -144,7 +145,8 @@ class Agent:
             transport_factory=self._new_transport, audit=self.audit)
         self.actions = ActionRunner(self)
         self.firmware.on_result = self.actions.firmware_result
-        self.post_sync_hooks: list[PostSyncHook] = [self.actions.after_sync,
+        self.post_sync_hooks: list[PostSyncHook] = [self._renew_if_due,
+                                                    self.actions.after_sync,
                                                     self._firmware_after_sync]
         proxy_cfg = config.proxy
         self.proxy: ProxyDetector | None = (
@@ -301,6 +303,25 @@ class Agent:
     async def flush(self, transport: Transport) -> bool:
         """Upload what is due in the outbox now (registering first if needed)."""
         return await self._flush(transport)
+
+    async def _renew_if_due(self, agent: Agent, transport: Transport, trigger: Trigger) -> None:
+        """Renew the client certificate in the last RENEWAL_MARGIN before it expires."""
+        now = self.clock.now()
+        if not self.identity.needs_renewal(now):
+            return
+        try:
+            await self._via_proxy(transport, transport.renew)
+        except DeviceDirectError as exc:
+            self.audit.record(now, "renew", ok=False, error=str(exc))
+            log.warning("certificate renewal failed (%s): %s; tried again after the next sync",
+                        _cause(exc), exc)
+            return
+        reg = self.identity.registration
+        self.stats.renewals += 1
+        self.audit.record(now, "renew", ok=True,
+                          not_after=reg.not_after.isoformat() if reg else None)
+        log.info("client certificate renewed; valid until %s",
+                 reg.not_after.isoformat() if reg else "?")
 
     async def _firmware_after_sync(self, agent: Agent, transport: Transport,
                                    trigger: Trigger) -> None:

@@ -129,6 +129,33 @@ async def register(request: web.Request) -> web.Response:
     }, status=201)
 
 
+async def renew(request: web.Request) -> web.Response:
+    """POST /dd/v1/devices/{id}/renew: a new client certificate for a new key (mTLS).
+
+    The device proves itself with its current certificate and sends a CSR for a fresh
+    key; the new certificate replaces (revokes) the current one.
+    """
+    server = server_of(request)
+    device_id = authenticate(request)
+    body = await read_json_object(request, "renewal")
+    csr = field_str(body, "csr", max_len=8192)
+    device = server.storage.device(device_id)
+    assert device is not None  # authenticate() found its certificate
+    try:
+        cert = server.pki.sign_client_csr(csr, serial=str(device["serial"]),
+                                          now=server.wall.now(), days=server.cert_days)
+    except CsrError as exc:
+        raise ApiError(400, "bad_csr", str(exc)) from exc
+    server.storage.replace_certificate(
+        device_id, cert_serial=serial_hex(cert.serial_number),
+        not_after=cert.not_valid_after_utc, now=server.clock.now())
+    return web.json_response({
+        "certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "ca_certificate": server.pki.bundle_pem.decode(),
+        "not_after": iso(cert.not_valid_after_utc),
+    })
+
+
 # -- uploads --------------------------------------------------------------------------------
 
 
@@ -287,6 +314,7 @@ async def upload_log(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Attach the device API to ``app``."""
     app.router.add_post("/dd/v1/register", register)
+    app.router.add_post("/dd/v1/devices/{id}/renew", renew)
     app.router.add_post("/dd/v1/devices/{id}/uploads", upload)
     app.router.add_get("/dd/v1/devices/{id}/actions", list_actions)
     app.router.add_post("/dd/v1/devices/{id}/actions/{aid}/result", action_result)

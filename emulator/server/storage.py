@@ -176,6 +176,15 @@ class Storage:
             db.execute("INSERT INTO certificates VALUES (?,?,?,?,NULL)",
                        (cert_serial, device_id, iso(now), iso(not_after)))
 
+    def replace_certificate(self, device_id: str, *, cert_serial: str, not_after: datetime,
+                            now: datetime) -> None:
+        """Make ``cert_serial`` the device's only valid certificate (renewal)."""
+        with self._tx() as db:
+            db.execute("UPDATE certificates SET revoked_at=? WHERE device_id=? "
+                       "AND revoked_at IS NULL", (iso(now), device_id))
+            db.execute("INSERT INTO certificates VALUES (?,?,?,?,NULL)",
+                       (cert_serial, device_id, iso(now), iso(not_after)))
+
     def certificate(self, cert_serial: str) -> dict[str, Any] | None:
         """The certificate row (device_id, revoked_at, ...) for a peer serial, if issued."""
         rows = self._rows("SELECT * FROM certificates WHERE cert_serial=?", cert_serial)

@@ -79,3 +79,43 @@ async def test_fourteen_days_fourteen_uploads_meters_match(tmp_path: Path) -> No
             assert meters["color-impressions"] == expected.color_impressions
         assert meters_after_day[-1].total_impressions > meters_after_day[0].total_impressions
         assert agent.outbox.entries() == ()
+
+
+async def test_certificate_is_renewed_before_expiry_and_uploads_go_on(tmp_path: Path) -> None:
+    # The server signs in real (wall) time; start the virtual clock there too, so the
+    # agent's "30 days before expiry" and the certificate agree.
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = VirtualClock(start)
+    async with ReferenceServer(tmp_path / "server", clock=clock, cert_days=33) as server:
+        model = make_device(clock, None)
+        agent, _ = make_agent(tmp_path, server, model, clock)
+        first_cert = None
+
+        async def agent_run() -> None:
+            try:
+                await agent.run()
+            finally:
+                clock.unregister()
+
+        clock.register()
+        task = asyncio.create_task(agent_run())
+        try:
+            for _ in range(2000):
+                if first_cert is None and agent.identity.registration is not None:
+                    first_cert = agent.identity.registration.fingerprint_sha256
+                if agent.stats.renewals >= 1 and agent.stats.uploads_stored >= 6:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert agent.stats.renewals >= 1
+        reg = agent.identity.registration
+        assert reg is not None and reg.fingerprint_sha256 != first_cert
+        device_id = agent.identity.device_id
+        assert device_id is not None
+        uploads = server.storage.uploads(device_id)
+        # Uploads made after the renewal went through on the new certificate.
+        assert len(uploads) == agent.stats.uploads_stored >= 6
+        assert len({u["upload_id"] for u in uploads}) == len(uploads)

@@ -193,6 +193,18 @@ def _admin_simple(op_id: str, *, params: Callable[[Device], dict[str, str]] | No
     return scenario
 
 
+async def s_renew(c: Checker, dev: Device, other: Device) -> None:
+    p = {"id": other.device_id}
+    csr = make_csr(other.serial)[1].decode()
+    assert (await c.call("renew", params=p, json={"csr": csr}))[0] == 401
+    assert (await c.call("renew", params=p, device=dev, json={"csr": csr}))[0] == 403
+    assert (await c.call("renew", params=p, device=other, json={"csr": "junk"}))[0] == 400
+    status, body = await c.call("renew", params=p, device=other, json={"csr": csr})
+    assert status == 200 and body["certificate"].startswith("-----BEGIN CERTIFICATE")
+    # the certificate it replaced is revoked
+    assert (await c.call("listActions", params=p, device=other))[0] == 403
+
+
 def _dev_id(d: Device) -> dict[str, str]:
     return {"id": d.device_id}
 
@@ -222,6 +234,7 @@ SCENARIOS: dict[str, Scenario] = {
     "adminGetFaults": _admin_simple("adminGetFaults"),
     "adminSetFaults": _admin_simple("adminSetFaults", json={"latency_ms": 0}),
     "adminClearFaults": _admin_simple("adminClearFaults"),
+    "renew": s_renew,  # last: it revokes ``other``'s certificate
 }
 
 
