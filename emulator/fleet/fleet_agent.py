@@ -35,7 +35,7 @@ from device_direct.transport import Transport
 _NO_ACTIONS = "this device_direct build runs no remote actions yet (fleet runner)"
 
 
-class DeviceDone(Exception):  # noqa: N818 - a signal, not an error
+class DeviceDone(Exception):  # a signal, not an error
     """Raised by :meth:`FleetAgent.step` when the device has nothing left to do."""
 
 

@@ -60,6 +60,7 @@ from emulator.server.app import ReferenceServer
 
 log = logging.getLogger("emulator.fleet")
 
+WHOLE_FLEET = Shard(1, 1)
 GRACE = timedelta(days=1)  # after the last expected upload, for retries to finish
 DEFAULT_CONCURRENCY = 32
 _ADMIN_BATCH = 10_000  # the admin API mints at most this many keys per call
@@ -242,7 +243,7 @@ async def run_fleet(
     spec: FleetSpec,
     work_dir: Path,
     *,
-    shard: Shard = Shard(),
+    shard: Shard = WHOLE_FLEET,
     target: ServerTarget | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: ProgressFn | None = None,

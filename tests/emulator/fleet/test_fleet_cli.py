@@ -1,0 +1,117 @@
+"""The fleet command line: help, usage errors, a tiny embedded run, K processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.fleet.cli import main
+from emulator.fleet.progress import ProgressBar, render
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_help_reads_well() -> None:
+    out = subprocess.run([sys.executable, "-m", "emulator.fleet", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for words in ("--devices N", "--days D", "--mix P:W,...", "--shard i/K", "--processes K",
+                  "--server URL", "--registration-key KEY", "--key-file FILE", "--report FILE",
+                  "embedded reference server", "Exit codes"):
+        assert words in out.stdout, words
+
+
+@pytest.mark.parametrize(("mix", "words"), [
+    ("office-color:lots", "weight of 'office-color' must be a whole number"),
+    ("inkjet:3", "unknown profile 'inkjet'"),
+    ("office-color", "is not PROFILE:WEIGHT"),
+])
+def test_bad_mix_is_a_usage_error(mix: str, words: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--devices", "2", "--days", "1", "--mix", mix])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--mix" in err and words in err
+
+
+def test_server_options_without_server_are_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--devices", "2", "--days", "1", "--registration-key", "k",
+                 "--work-dir", str(tmp_path / "w")])
+    assert code == 2
+    assert "--registration-key only make sense with --server" in capsys.readouterr().err
+
+
+def test_too_few_keys_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    code = main(["--devices", "3", "--days", "1", "--server", "https://127.0.0.1:9/",
+                 "--registration-key", "a", "--registration-key", "b"])
+    assert code == 2
+    assert "got 2 for a fleet of 3 devices" in capsys.readouterr().err
+
+
+def test_tiny_embedded_run_prints_the_summary(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    code = main(["--devices", "3", "--days", "2", "--seed", "5", "--report", str(report),
+                 "--work-dir", str(tmp_path / "work")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "fleet summary" in out
+    assert "uploads stored   6" in out
+    assert "device-days/s" in out
+    assert "FAIL" not in out
+    data = json.loads(report.read_text())
+    assert data["ok"] is True
+    assert data["totals"]["uploads_stored"] == 6
+    assert [d["serial"] for d in data["devices"]] == sorted(d["serial"] for d in data["devices"])
+
+
+def test_used_work_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "old").write_text("x")
+    assert main(["--devices", "1", "--days", "1", "--work-dir", str(tmp_path)]) == 2
+    assert "new or empty directory" in capsys.readouterr().err
+
+
+def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "emulator.fleet", "--devices", "4", "--days", "2",
+         "--processes", "2", "--report", str(report), "--work-dir", str(tmp_path / "w")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(report.read_text())
+    assert data["fleet"]["shards"] == ["1/2", "2/2"]
+    assert sorted(d["index"] for d in data["devices"]) == [0, 1, 2, 3]
+    assert sum(data["server_uploads"].values()) == 8
+    assert all(e["ok"] for e in data["expectations"])
+
+
+def test_progress_bar_only_when_asked() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, s: str) -> int:
+            self.text += s
+            return len(s)
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return False
+
+    quiet, forced = Sink(), Sink()
+    ProgressBar(quiet)(1, 2, None)  # type: ignore[arg-type]
+    bar = ProgressBar(forced, enabled=True)  # type: ignore[arg-type]
+    bar(1, 2, None)
+    bar.close()
+    assert quiet.text == ""
+    assert forced.text == "\r" + render(1, 2, None) + "\n"
+    assert render(1, 2, None).startswith("[" + "#" * 15 + "." * 15 + "] 1/2")
