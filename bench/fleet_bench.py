@@ -1,0 +1,298 @@
+"""Fleet benchmark: device-days per second over real TLS, against Locust and openssl.
+
+One run, all on this machine, one reference server in its own process
+(``python -m emulator.server.cli server run``) so that the server and the load do not
+share one event loop:
+
+(a) the fleet runner: 1,000 emulated printers x 30 virtual days, each device with its
+    own real agent (registers once; then daily a new TLS connection with its client
+    certificate, the upload, the action poll and the firmware check), all on one
+    virtual clock in this process. Every device uploads at 02:00 UTC, so the fleet
+    keeps ``--concurrency`` connections busy (a realistic spread of upload times would
+    measure the virtual clock's serialisation, not the load the fleet can make);
+(b) Locust (``locust --headless``, its own process, HttpUser): the same HTTP work per
+    "device-day" for the devices (a) registered - build a payload zip, upload it with
+    the device's certificate, poll actions, check firmware, close the connection;
+(c) ``openssl s_time -new``: full TLS handshakes per second against the same port, the
+    floor TLS itself sets;
+(d) RSS per idle simulated device: 10,000 models + agents created and parked on the
+    virtual clock, in a fresh process; RSS delta / 10,000.
+
+Goals: (a) >= (b); (a)/(c) >= 0.4; (d) <= 32 KiB. The last line is one JSON object.
+
+    .venv/bin/python bench/fleet_bench.py [--devices 1000] [--days 30] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from emulator.clock import VirtualClock  # noqa: E402
+from emulator.fleet.runner import Fleet, ServerTarget, _Endpoint, run_fleet  # noqa: E402
+from emulator.fleet.spec import FleetSpec, Shard, UploadWindow  # noqa: E402
+
+BENCH_WINDOW = UploadWindow.parse("02:00-02:01")
+
+
+def tmp_base() -> str | None:
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
+def server_cli(state: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
+         *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def start_server(state: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
+         "run", "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit("the reference server did not start")
+    return proc, int(json.loads(line)["port"])
+
+
+# -- (a) the fleet --------------------------------------------------------------------------
+
+
+def fleet_run(port: int, state: Path, work: Path, devices: int, days: int,
+              concurrency: int) -> tuple[float, dict[str, int], bool]:
+    keys = tuple(server_cli(state, "make-key", "--count", str(devices),
+                            "--ttl", str(7 * 86400)).split())
+    firmware_key = server_cli(state, "export-firmware-key")
+    target = ServerTarget(url=f"https://127.0.0.1:{port}/", ca_bundle=state / "pki" / "bundle.pem",
+                          server_name="localhost", keys=keys, firmware_key=firmware_key)
+    spec = FleetSpec(devices=devices, days=days, seed=8, zones=("UTC",),
+                     upload_window=BENCH_WINDOW)
+    report = asyncio.run(run_fleet(spec, work, target=target, concurrency=concurrency))
+    for e in report.expectations:
+        if not e.ok:
+            print(f"fleet expectation FAILED: {e.name}: {e.detail}")
+    return report.device_days / report.wall_s, report.totals(), report.ok
+
+
+# -- (b) Locust -----------------------------------------------------------------------------
+
+LOCUSTFILE = textwrap.dedent('''
+    """One task = one device-day: upload + action poll + firmware check, new connection."""
+    import hashlib, io, itertools, json, os, re, time, uuid, zipfile
+    from locust import HttpUser, events, task
+
+    DEVICES = json.load(open(os.environ["FLEET_DEVICES"]))
+    SAMPLE = open(os.environ["FLEET_SAMPLE"]).read()
+    CA = os.environ["FLEET_CA"]
+    NEXT = itertools.count()
+    DONE = {"device_days": 0, "errors": 0, "first": None, "last": None}
+
+    def payload(serial, sequence):
+        upload_id = str(uuid.uuid4())
+        xml = re.sub(r'uploadId="[^"]+"', f'uploadId="{upload_id}"', SAMPLE, count=1)
+        xml = re.sub(r'sequence="\\d+"', f'sequence="{sequence}"', xml, count=1)
+        xml = xml.replace("<Serial>EMU8055001</Serial>", f"<Serial>{serial}</Serial>")
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("device-data.xml", xml)
+        return upload_id, buf.getvalue()
+
+    class Device(HttpUser):
+        @task
+        def device_day(self):
+            n = next(NEXT)
+            dev = DEVICES[n % len(DEVICES)]
+            start = time.perf_counter()
+            DONE["first"] = DONE["first"] or start
+            upload_id, body = payload(dev["serial"], 100000 + n // len(DEVICES))
+            base = f"/dd/v1/devices/{dev['device_id']}"
+            kw = {"cert": (dev["cert"], dev["key"]), "verify": CA}
+            ok = True
+            r = self.client.post(base + "/uploads", data=body, name="upload", headers={
+                "Content-Type": "application/zip", "Upload-Id": upload_id,
+                "Content-SHA256": hashlib.sha256(body).hexdigest()}, **kw)
+            ok &= r.status_code == 201
+            r = self.client.get(base + "/actions", name="actions", **kw)
+            ok &= r.status_code == 200
+            r = self.client.get(base + "/firmware", name="firmware", params={
+                "model": "ColorMFP C8055", "version": "100.002.057"}, **kw)
+            ok &= r.status_code in (200, 204)
+            self.client.close()  # the next device-day opens a new TLS connection
+            if ok:
+                DONE["device_days"] += 1
+            else:
+                DONE["errors"] += 1
+            DONE["last"] = time.perf_counter()
+
+    @events.quitting.add_listener
+    def _save(environment, **kw):
+        with open(os.environ["FLEET_RESULT"], "w") as fh:
+            json.dump(DONE, fh)
+''')
+
+
+def locust_run(port: int, state: Path, work: Path, users: int, seconds: int
+               ) -> tuple[float, int, int]:
+    locust = Path(sys.executable).with_name("locust")
+    if not locust.exists():
+        raise SystemExit("locust is not installed: .venv/bin/pip install locust")
+    devices = []
+    for ident in sorted((work / "devices").glob("*/identity/identity.json")):
+        data = json.loads(ident.read_text())
+        devices.append({"serial": data["serial"], "device_id": data["device_id"],
+                        "cert": str(ident.with_name("certificate.pem")),
+                        "key": str(ident.with_name("key.pem"))})
+    tmp = work / "locust"
+    tmp.mkdir()
+    (tmp / "devices.json").write_text(json.dumps(devices))
+    (tmp / "locustfile.py").write_text(LOCUSTFILE)
+    env = dict(os.environ, FLEET_DEVICES=str(tmp / "devices.json"),
+               FLEET_SAMPLE=str(ROOT / "fixtures" / "payloads" / "sample-device-data.xml"),
+               FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"))
+    subprocess.run(
+        [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),
+         "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
+         "--only-summary", "--loglevel", "ERROR"],
+        cwd=tmp, env=env, check=False, capture_output=True, timeout=seconds * 3 + 60)
+    result = json.loads((tmp / "result.json").read_text())
+    span = (result["last"] or 0) - (result["first"] or 0)
+    rate = result["device_days"] / span if span > 0 else 0.0
+    return rate, result["device_days"], result["errors"]
+
+
+# -- (c) openssl ----------------------------------------------------------------------------
+
+
+def openssl_handshakes(port: int, seconds: int) -> float:
+    if shutil.which("openssl") is None:
+        raise SystemExit("openssl is not installed (apt-get install openssl)")
+    out = subprocess.run(
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
+        capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
+    m = re.search(r"(\d+) connections in (\d+(?:\.\d+)?) real seconds", out)
+    if m is None:
+        raise SystemExit(f"cannot read openssl s_time output:\n{out}")
+    return int(m.group(1)) / float(m.group(2))
+
+
+# -- (d) idle RSS ---------------------------------------------------------------------------
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit("no VmRSS in /proc/self/status")
+
+
+async def idle_devices(n: int, work: Path) -> float:
+    """RSS KiB per device for ``n`` models + agents parked on the virtual clock."""
+    spec = FleetSpec(devices=n, days=30, seed=4)
+    clock = VirtualClock()
+    # This coroutine stays a busy participant, so time never moves: agents stay parked.
+    clock.register()
+    endpoint = _Endpoint("https://127.0.0.1:9/", None, "localhost", None)
+    # Everything shared (profiles, plans, imports, the fleet object) is made first.
+    fleet = Fleet(spec, Shard(), work, clock)
+    gc.collect()
+    before = rss_kib()
+    fleet.build(endpoint, lambda _: "unused-key")
+    for i in range(n):
+        fleet.start_agent(i)
+    for _ in range(10_000):
+        if clock.parked >= n:
+            break
+        await asyncio.sleep(0)
+    if clock.parked < n:
+        raise SystemExit(f"only {clock.parked} of {n} agents parked")
+    gc.collect()
+    per_device = (rss_kib() - before) / n
+    for task in fleet.tasks:
+        task.cancel()
+    await asyncio.gather(*fleet.tasks, return_exceptions=True)
+    return per_device
+
+
+def idle_rss_subprocess(n: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--idle-only", str(n)], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    """Run the benchmark and print the figures."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--concurrency", type=int, default=32,
+                    help="fleet connections at once, and Locust users")
+    ap.add_argument("--locust-seconds", type=int, default=30)
+    ap.add_argument("--openssl-seconds", type=int, default=10)
+    ap.add_argument("--idle-devices", type=int, default=10_000)
+    ap.add_argument("--idle-only", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.idle_only:
+        with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
+            print(asyncio.run(idle_devices(args.idle_only, Path(tmp))))
+        return 0
+    with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
+        state, work = Path(tmp) / "state", Path(tmp) / "fleet"
+        server_cli(state, "export-firmware-key")  # creates the state (PKI, keys)
+        proc, port = start_server(state)
+        try:
+            t0 = time.perf_counter()
+            fleet_rate, totals, fleet_ok = fleet_run(port, state, work, args.devices,
+                                                     args.days, args.concurrency)
+            fleet_s = time.perf_counter() - t0
+            locust_rate, locust_days, locust_errors = locust_run(
+                port, state, work, args.concurrency, args.locust_seconds)
+            handshakes = openssl_handshakes(port, args.openssl_seconds)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    kib = idle_rss_subprocess(args.idle_devices)
+    print(f"(a) fleet:  {args.devices} devices x {args.days} days = "
+          f"{args.devices * args.days} device-days in {fleet_s:.1f} s (incl. set-up): "
+          f"{fleet_rate:.1f} device-days/s; uploads stored {totals['uploads_stored']}, "
+          f"action polls {totals['action_polls']}, firmware checks "
+          f"{totals['firmware_checks']}, retries {totals['send_failures']}, "
+          f"expectations {'ok' if fleet_ok else 'FAILED'}")
+    print(f"(b) locust: {locust_rate:.1f} device-days/s ({locust_days} device-days, "
+          f"{locust_errors} errors, {args.concurrency} users, {args.locust_seconds} s)")
+    print(f"(c) openssl s_time -new: {handshakes:.1f} handshakes/s (same server, same port)")
+    print(f"(d) idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
+    ratio_locust = fleet_rate / locust_rate if locust_rate else float("inf")
+    ratio_openssl = fleet_rate / handshakes
+    print(f"ratios: fleet/locust {ratio_locust:.2f} (goal >= 1), fleet/openssl "
+          f"{ratio_openssl:.3f} (goal >= 0.4), idle {kib:.1f} KiB (goal <= 32)")
+    print(json.dumps({
+        "device_days_per_s": round(fleet_rate, 1),
+        "locust_device_days_per_s": round(locust_rate, 1),
+        "openssl_handshakes_per_s": round(handshakes, 1),
+        "ratio_vs_locust": round(ratio_locust, 3),
+        "ratio_vs_openssl": round(ratio_openssl, 3),
+        "kib_per_idle_device": round(kib, 1),
+        "fleet_ok": fleet_ok,
+    }))
+    return 0 if fleet_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
