@@ -65,11 +65,10 @@ from device_direct.errors import (
     StorageError,
 )
 from device_direct.outbox_store import atomic_write
-from device_direct.transport import Transport
-from device_direct.troubleshoot import self_test, status
 
 if TYPE_CHECKING:
     from device_direct.agent import Agent
+    from device_direct.transport import Transport
 
 log = logging.getLogger("device_direct.actions")
 
@@ -240,8 +239,14 @@ class ActionRunner:
         params = entry.action.params
         agent = self.agent
         if kind == "get_status":
+            # Imported when run, as below: the self-test module is not needed by an
+            # agent that never gets these actions, and would otherwise load at every start.
+            from device_direct.troubleshoot import status
+
             return Result("succeeded", {**status(agent.model), "agent": agent.status()})
         if kind == "troubleshoot":
+            from device_direct.troubleshoot import self_test
+
             report = await self_test(agent.config, transport, agent.identity, agent.model,
                                      route=agent.proxy_info())
             return Result("succeeded", report)

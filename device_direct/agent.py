@@ -40,10 +40,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from device_direct.actions import ActionRunner
-from device_direct.alerts import AlertMailer
 from device_direct.audit import AuditLog
 from device_direct.clock import Clock, run_in_background
 from device_direct.collector import collect
@@ -64,8 +63,14 @@ from device_direct.firmware import FirmwareUpdater
 from device_direct.identity import IdentityStore
 from device_direct.model import DeviceModel, PowerState
 from device_direct.outbox_store import OutboxStore, atomic_write
-from device_direct.proxy import ProxyDetector
 from device_direct.transport import Transport
+
+if TYPE_CHECKING:
+    # Optional parts, imported by Agent.__init__ only when configured: proxy discovery
+    # (PAC, public suffix list) and the SMTP mailer (smtplib, email) cost start-up time
+    # and memory that most devices never use.
+    from device_direct.alerts import AlertMailer
+    from device_direct.proxy import ProxyDetector
 
 log = logging.getLogger("device_direct.agent")
 T = TypeVar("T")
@@ -149,16 +154,19 @@ class Agent:
                                                     self.actions.after_sync,
                                                     self._firmware_after_sync]
         proxy_cfg = config.proxy
-        self.proxy: ProxyDetector | None = (
-            ProxyDetector(proxy_cfg, clock) if proxy_cfg.mode != "off" or proxy_cfg.use_env
-            else None
-        )
+        self.proxy: ProxyDetector | None = None
+        if proxy_cfg.mode != "off" or proxy_cfg.use_env:
+            from device_direct.proxy import ProxyDetector
+
+            self.proxy = ProxyDetector(proxy_cfg, clock)
         self._proxy_setting: tuple[str | None, tuple[str, str] | None] = (None, None)
-        self.mailer: AlertMailer | None = (
-            AlertMailer(config.alerts, model, clock, random.Random(self.rng.random()),
-                        ca_bundle=config.server.ca_bundle)
-            if config.alerts.recipients else None
-        )
+        self.mailer: AlertMailer | None = None
+        if config.alerts.recipients:
+            from device_direct.alerts import AlertMailer
+
+            self.mailer = AlertMailer(config.alerts, model, clock,
+                                      random.Random(self.rng.random()),
+                                      ca_bundle=config.server.ca_bundle)
         self._background_hold: dict[str, datetime] = {}
         self._send_now_trigger: Trigger | None = None
         self._wakeup: asyncio.Event | None = None

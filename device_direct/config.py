@@ -75,9 +75,6 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from device_direct.core.privacy import PrivacyPolicy
 from device_direct.core.retry import Backoff
 from device_direct.core.schedule import DailySchedule, MissedPolicy, parse_wall_time
@@ -114,6 +111,20 @@ def _port(key: str, value: int) -> None:
 def _host(key: str, value: str) -> None:
     if not value or not _HOST.match(value):
         raise _invalid(key, f"must be a host name or address, got {value!r}")
+
+
+def _check_firmware_key(pem: str) -> None:
+    # Imported here: cryptography's key loaders bring its Rust bindings (several MiB),
+    # which a device without a pinned firmware key never needs.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise _invalid("services.firmware_public_key", f"not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise _invalid("services.firmware_public_key", "must be an Ed25519 public key")
 
 
 # -- sections ----------------------------------------------------------------------------
@@ -258,14 +269,7 @@ class ServicesConfig:
             if not _ACTION_NAME.match(name):
                 raise _invalid("services.disabled_actions", f"not an action type name: {name!r}")
         if self.firmware_public_key is not None:
-            try:
-                key = load_pem_public_key(self.firmware_public_key.encode())
-            except (ValueError, TypeError) as exc:
-                raise _invalid(
-                    "services.firmware_public_key", f"not a PEM public key ({exc})"
-                ) from None
-            if not isinstance(key, Ed25519PublicKey):
-                raise _invalid("services.firmware_public_key", "must be an Ed25519 public key")
+            _check_firmware_key(self.firmware_public_key)
 
     @property
     def locked_down(self) -> bool:

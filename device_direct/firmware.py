@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device_direct.audit import AuditLog
 from device_direct.clock import Clock
@@ -62,7 +62,9 @@ from device_direct.errors import (
 )
 from device_direct.model import DeviceModel
 from device_direct.outbox_store import atomic_write
-from device_direct.transport import Transport
+
+if TYPE_CHECKING:
+    from device_direct.transport import Transport
 
 log = logging.getLogger("device_direct.firmware")
 

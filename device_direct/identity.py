@@ -8,7 +8,10 @@ Everything lives in one directory of the device's non-volatile storage:
 ``pending-key.pem``  a fresh key whose CSR is out for renewal (mode 0600).
 ``certificate.pem``  the client certificate the server signed.
 ``ca.pem``           the CA certificate the server returned with it.
-``identity.json``    ``{"device_id": ..., "serial": ...}``.
+``identity.json``    ``{"device_id", "serial", "not_before", "not_after",
+                     "fingerprint_sha256", "certificate_sha256", "key_sha256"}``: the
+                     certificate's facts, and the SHA-256 of the certificate file and
+                     of the key file it certifies.
 
 Every file is written atomically (temporary file, fsync, rename, fsync of the
 directory), so power loss leaves either the old or the new file, never half of one.
@@ -19,6 +22,15 @@ new certificate writes ``certificate.pem`` and then renames the pending key over
 ``key.pem``. Power loss between those two steps leaves a certificate that matches the
 pending key; loading finishes the rename. Until the new certificate arrives, the old
 key and certificate stay in use.
+
+Loading without cryptography: parsing a key or a certificate loads cryptography's Rust
+bindings (several MiB, tens of milliseconds), which an ordinary boot does not need. So
+``identity.json`` records the certificate's facts and the digests of the two files, and
+a boot whose files have exactly those digests takes the facts from there; the key is
+read when it is first used (a CSR, storing a certificate). Any other case (a state file
+from before these fields, a digest that does not match: power loss between two writes,
+a corrupt or replaced file) is settled by parsing the files, with the same checks and
+errors as always; a successful parse then records the digests for the next boot.
 """
 
 from __future__ import annotations
@@ -32,13 +44,14 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, Any
 
 from device_direct.errors import AuthError, RemoteProtocolError, StorageError
+
+if TYPE_CHECKING:
+    # At run time device_direct.certificates (cryptography) is imported where a key or
+    # a certificate is made or parsed; see "Loading without cryptography" above.
+    from device_direct.certificates import Certificate, CertificateFacts, DeviceKey
 
 RENEWAL_MARGIN = timedelta(days=30)
 
@@ -47,6 +60,9 @@ PENDING_KEY_FILE = "pending-key.pem"
 CERT_FILE = "certificate.pem"
 CA_FILE = "ca.pem"
 STATE_FILE = "identity.json"
+# identity.json keys that let a boot skip parsing the certificate and the key.
+_RECORDED = ("not_before", "not_after", "fingerprint_sha256", "certificate_sha256",
+             "key_sha256")
 
 # The X.520 serialNumber attribute is a PrintableString of at most 64 characters, so a
 # serial is limited to that alphabet (without the space, which logs and URLs mangle).
@@ -124,7 +140,9 @@ class IdentityStore:
             raise StorageError(
                 f"{self.directory}: cannot create identity directory: {exc}"
             ) from exc
-        self._key: ec.EllipticCurvePrivateKey | None = None
+        self._key: DeviceKey | None = None
+        # True when key.pem holds the device key but it has not been parsed yet.
+        self._key_unread = False
         self._registration: Registration | None = None
         self._load()
 
@@ -181,21 +199,26 @@ class IdentityStore:
 
     def create_csr(self, serial: str) -> str:
         """A PEM CSR for the device key (made now if the device has none yet)."""
+        from device_direct import certificates
+
         validate_serial(serial)
-        if self._key is None:
-            key = ec.generate_private_key(ec.SECP256R1())
-            _atomic_write(self.key_path, _key_bytes(key), 0o600)
+        key = self._device_key()
+        if key is None:
+            key = certificates.new_key()
+            _atomic_write(self.key_path, certificates.key_pem(key), 0o600)
             self._key = key
-        return _csr_pem(self._key, serial)
+        return certificates.csr_pem(key, serial)
 
     def create_renewal_csr(self, serial: str) -> str:
         """A PEM CSR for a fresh key; the current key stays in use until it is signed."""
+        from device_direct import certificates
+
         validate_serial(serial)
         if self._registration is None:
             raise AuthError("the device is not registered: register it before renewing")
-        key = ec.generate_private_key(ec.SECP256R1())
-        _atomic_write(self.pending_key_path, _key_bytes(key), 0o600)
-        return _csr_pem(key, serial)
+        key = certificates.new_key()
+        _atomic_write(self.pending_key_path, certificates.key_pem(key), 0o600)
+        return certificates.csr_pem(key, serial)
 
     # -- storing results -------------------------------------------------------------------
 
@@ -208,6 +231,8 @@ class IdentityStore:
         anything else came from a confused or hostile server and raises
         :class:`RemoteProtocolError` (nothing is written then).
         """
+        from device_direct import certificates
+
         try:
             validate_device_id(device_id)
         except ValueError as exc:
@@ -215,28 +240,32 @@ class IdentityStore:
         cert = _parse_cert(certificate_pem.encode(), "the server's certificate")
         ca = _parse_cert(ca_certificate_pem.encode(), "the server's CA certificate")
         del ca  # parsed only to reject garbage before anything is written
-        serial = _subject_serial(cert)
+        facts = certificates.facts(cert)
+        serial = _usable_serial(facts.subject_cn)
         if serial is None:
             raise RemoteProtocolError("the server's certificate has no usable subject CN")
 
-        pending = self._read_key(self.pending_key_path) if self.pending_key_path.exists() else None
-        if pending is not None and _same_key(cert, pending):
-            new_key: ec.EllipticCurvePrivateKey | None = pending
-        elif self._key is not None and _same_key(cert, self._key):
+        pending = (
+            self._read_key_file(self.pending_key_path) if self.pending_key_path.exists() else None
+        )
+        if pending is not None and certificates.same_key(cert, pending[0]):
+            new_key: DeviceKey | None = pending[0]
+            key_data = pending[1]
+        elif (current := self._device_key()) is not None and certificates.same_key(cert, current):
             new_key = None
+            key_data = _read_bytes(self.key_path)
         else:
             raise RemoteProtocolError(
                 "the server's certificate is not for this device's key (not our CSR)"
             )
 
-        registration = _registration_from(cert, device_id, serial)
+        registration = _registration(facts, device_id, serial)
+        cert_pem = certificates.certificate_pem(cert)
         _atomic_write(self.ca_path, ca_certificate_pem.encode(), 0o644)
         _atomic_write(
-            self.state_path,
-            json.dumps({"device_id": device_id, "serial": serial}).encode(),
-            0o644,
+            self.state_path, _state_json(registration, cert_pem, key_data), 0o644
         )
-        _atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _atomic_write(self.cert_path, cert_pem, 0o644)
         if new_key is not None:
             self._promote_pending_key()
             self._key = new_key
@@ -256,16 +285,60 @@ class IdentityStore:
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
+        if self.cert_path.exists() and self._load_recorded():
+            return
+        self._load_parsed()
+
+    def _load_recorded(self) -> bool:
+        """Load from identity.json's facts if both files are the ones it records.
+
+        Returns False (having changed nothing) when that cannot be confirmed."""
+        state = self._recorded_state()
+        if state is None or _digest(self.cert_path) != state["certificate_sha256"]:
+            return False
+        if _digest(self.key_path) == state["key_sha256"]:
+            promote = False
+        elif _digest(self.pending_key_path) == state["key_sha256"]:
+            promote = True  # power went off between writing the certificate and this
+        else:
+            return False
+        try:
+            registration = Registration(
+                device_id=state["device_id"],
+                serial=state["serial"],
+                not_before=datetime.fromisoformat(state["not_before"]),
+                not_after=datetime.fromisoformat(state["not_after"]),
+                fingerprint_sha256=state["fingerprint_sha256"],
+            )
+        except ValueError:
+            return False
+        if promote:
+            self._promote_pending_key()
+        _tighten_mode(self.key_path)
+        self._key_unread = True
+        self._registration = registration
+        return True
+
+    def _load_parsed(self) -> None:
+        """Load by parsing the key and the certificate (checks every file's content)."""
         if self.key_path.exists():
             self._key = self._read_key(self.key_path)
         if not self.cert_path.exists():
             return
-        cert = _read_cert(self.cert_path)
-        if self._key is None or not _same_key(cert, self._key):
+        from device_direct import certificates
+
+        cert_data = _read_bytes(self.cert_path)
+        try:
+            cert = certificates.load_certificate(cert_data)
+        except ValueError as exc:
+            raise StorageError(
+                f"{self.cert_path}: not a readable certificate (corrupt file): {exc}"
+            ) from exc
+        if self._key is None or not certificates.same_key(cert, self._key):
             pending = (
                 self._read_key(self.pending_key_path) if self.pending_key_path.exists() else None
             )
-            if pending is None or not _same_key(cert, pending):
+            if pending is None or not certificates.same_key(cert, pending):
                 raise AuthError(
                     f"{self.cert_path}: the client certificate does not match the device key "
                     f"{self.key_path}; clear the registration and register again"
@@ -275,20 +348,54 @@ class IdentityStore:
             self._key = pending
         state = self._read_state()
         try:
-            self._registration = _registration_from(cert, state["device_id"], state["serial"])
+            registration = _registration(
+                certificates.facts(cert), state["device_id"], state["serial"]
+            )
         except ValueError as exc:
             raise StorageError(f"{self.state_path}: {exc}") from exc
+        self._registration = registration
+        # Record the digests, so that the next boot needs no parsing. Best effort: a
+        # store that cannot be written still boots, it just parses again next time.
+        with contextlib.suppress(StorageError):
+            _atomic_write(
+                self.state_path,
+                _state_json(registration, cert_data, _read_bytes(self.key_path)),
+                0o644,
+            )
 
-    def _read_key(self, path: Path) -> ec.EllipticCurvePrivateKey:
+    def _device_key(self) -> DeviceKey | None:
+        """The device key (parsed on first use after a boot that did not need it)."""
+        if self._key_unread:
+            self._key = self._read_key(self.key_path)
+            self._key_unread = False
+        return self._key
+
+    def _read_key(self, path: Path) -> DeviceKey:
+        return self._read_key_file(path)[0]
+
+    def _read_key_file(self, path: Path) -> tuple[DeviceKey, bytes]:
+        from device_direct import certificates
+
         data = _read_bytes(path)
         try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise StorageError(f"{path}: not a readable private key (corrupt file): {exc}") from exc
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-            raise StorageError(f"{path}: the device key must be an EC P-256 key")
+            key = certificates.load_key(data)
+        except ValueError as exc:
+            raise StorageError(f"{path}: {exc}") from exc
         _tighten_mode(path)
-        return key
+        return key, data
+
+    def _recorded_state(self) -> dict[str, str] | None:
+        """identity.json if it holds every recorded fact as a string, else None."""
+        try:
+            state: Any = json.loads(self.state_path.read_bytes())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(state, dict):
+            return None
+        keys = ("device_id", "serial", *_RECORDED)
+        if not all(isinstance(state.get(key), str) for key in keys):
+            return None
+        return {key: state[key] for key in keys}
 
     def _read_state(self) -> dict[str, str]:
         data = _read_bytes(self.state_path)
@@ -309,72 +416,59 @@ class IdentityStore:
         except OSError as exc:
             raise StorageError(f"{self.key_path}: cannot install the renewed key: {exc}") from exc
         _fsync_dir(self.directory)
+        # Whatever key was in memory is gone from the disk now.
+        self._key_unread = False
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _csr_pem(key: ec.EllipticCurvePrivateKey, serial: str) -> str:
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, serial),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
-        ]
-    )
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-
-def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    return bool(
-        cert.public_key().public_bytes(serialization.Encoding.DER, public)
-        == key.public_key().public_bytes(serialization.Encoding.DER, public)
-    )
-
-
-def _subject_serial(cert: x509.Certificate) -> str | None:
-    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(values) != 1 or not isinstance(values[0].value, str):
+def _usable_serial(common_name: str | None) -> str | None:
+    if common_name is None:
         return None
     try:
-        return validate_serial(values[0].value)
+        return validate_serial(common_name)
     except ValueError:
         return None
 
 
-def _registration_from(cert: x509.Certificate, device_id: str, serial: str) -> Registration:
+def _registration(facts: CertificateFacts, device_id: str, serial: str) -> Registration:
     return Registration(
         device_id=device_id,
         serial=serial,
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        fingerprint_sha256=hashlib.sha256(
-            cert.public_bytes(serialization.Encoding.DER)
-        ).hexdigest(),
+        not_before=facts.not_before,
+        not_after=facts.not_after,
+        fingerprint_sha256=facts.fingerprint_sha256,
     )
 
 
-def _parse_cert(data: bytes, what: str) -> x509.Certificate:
+def _state_json(registration: Registration, cert_pem: bytes, key_pem: bytes) -> bytes:
+    return json.dumps({
+        "device_id": registration.device_id,
+        "serial": registration.serial,
+        "not_before": registration.not_before.isoformat(),
+        "not_after": registration.not_after.isoformat(),
+        "fingerprint_sha256": registration.fingerprint_sha256,
+        "certificate_sha256": hashlib.sha256(cert_pem).hexdigest(),
+        "key_sha256": hashlib.sha256(key_pem).hexdigest(),
+    }).encode()
+
+
+def _parse_cert(data: bytes, what: str) -> Certificate:
+    from device_direct import certificates
+
     try:
-        return x509.load_pem_x509_certificate(data)
+        return certificates.load_certificate(data)
     except ValueError as exc:
         raise RemoteProtocolError(f"{what} is not a PEM certificate: {exc}") from exc
 
 
-def _read_cert(path: Path) -> x509.Certificate:
+def _digest(path: Path) -> str | None:
+    """SHA-256 of a file's content; None if it cannot be read (the caller parses then)."""
     try:
-        return x509.load_pem_x509_certificate(_read_bytes(path))
-    except ValueError as exc:
-        raise StorageError(f"{path}: not a readable certificate (corrupt file): {exc}") from exc
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _read_bytes(path: Path) -> bytes:

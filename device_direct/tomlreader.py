@@ -46,7 +46,9 @@ class Table:
 
     __slots__ = ("_data", "_read", "prefix", "source")
 
-    def __init__(self, data: dict[builtins.str, Any], *, source: builtins.str, prefix: builtins.str) -> None:
+    def __init__(
+        self, data: dict[builtins.str, Any], *, source: builtins.str, prefix: builtins.str
+    ) -> None:
         self._data = data
         self.source = source
         self.prefix = prefix
@@ -88,7 +90,12 @@ class Table:
         return self._typed(name, bool, "true or false", default)
 
     def int(
-        self, name: builtins.str, default: Any = _MISSING, *, min: builtins.int | None = None, max: builtins.int | None = None
+        self,
+        name: builtins.str,
+        default: Any = _MISSING,
+        *,
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
     ) -> Any:
         value = self._typed(name, int, "an integer", default)
         if isinstance(value, int):
@@ -118,7 +125,9 @@ class Table:
             raise self.error(name, f"must be <= {max}, got {value}")
         return value
 
-    def choice(self, name: builtins.str, choices: tuple[builtins.str, ...], default: Any = _MISSING) -> Any:
+    def choice(
+        self, name: builtins.str, choices: tuple[builtins.str, ...], default: Any = _MISSING
+    ) -> Any:
         value = self.str(name, default)
         if value is not default and value not in choices:
             raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")

@@ -38,15 +38,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from device_direct.errors import FirmwareError, LocalProtocolError
 from device_direct.model import FirmwareState
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,7}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -80,6 +79,11 @@ def canonical_json(doc: Mapping[str, Any]) -> bytes:
 
 def load_public_key(key: Ed25519PublicKey | str | bytes) -> Ed25519PublicKey:
     """An Ed25519 public key from a key object or PEM text."""
+    # Imported here, like InvalidSignature in _signature_ok: cryptography's key code
+    # loads its Rust bindings (several MiB), needed only when an update is checked.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     if isinstance(key, Ed25519PublicKey):
         return key
     try:
@@ -90,6 +94,16 @@ def load_public_key(key: Ed25519PublicKey | str | bytes) -> Ed25519PublicKey:
     if not isinstance(loaded, Ed25519PublicKey):
         raise FirmwareError("the pinned key is not an Ed25519 key", check="key")
     return loaded
+
+
+def _signature_ok(key: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
 
 
 # -- manifests ---------------------------------------------------------------------------------
@@ -175,11 +189,9 @@ def verify_manifest(
     """
     manifest = offer if isinstance(offer, Manifest) else Manifest.from_offer(offer)
     key = load_public_key(public_key)
-    try:
-        key.verify(manifest.signature, canonical_json(manifest.raw))
-    except InvalidSignature:
+    if not _signature_ok(key, manifest.signature, canonical_json(manifest.raw)):
         raise FirmwareError("the manifest signature does not verify with the pinned key",
-                            check="signature") from None
+                            check="signature")
     if manifest.model != model:
         _check_target(manifest.model, manifest.version, model=model,
                       running_version=running_version)
@@ -296,12 +308,10 @@ def verify_image(
     """
     if isinstance(manifest_or_header, DlmHeader):
         key = load_public_key(public_key)
-        try:
-            key.verify(manifest_or_header.signature,
-                       dlm_signed_bytes(manifest_or_header, image))
-        except InvalidSignature:
+        if not _signature_ok(key, manifest_or_header.signature,
+                             dlm_signed_bytes(manifest_or_header, image)):
             raise FirmwareError("the DLM signature does not verify with the pinned key "
-                                "(or the payload was altered)", check="signature") from None
+                                "(or the payload was altered)", check="signature")
         _check_target(manifest_or_header.name, manifest_or_header.version, model=model,
                       running_version=running_version)
         return

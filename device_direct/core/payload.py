@@ -24,17 +24,21 @@ from __future__ import annotations
 import io
 import re
 import uuid
-import xml.etree.ElementTree as ET
-import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
 from device_direct.errors import PayloadError
 from device_direct.model import CHAIN_LINK, Counters, DeviceSnapshot
+
+if TYPE_CHECKING:
+    # At run time ElementTree and zipfile are imported by the functions that build or
+    # read a payload: an idle agent (which only holds the values defined here) should
+    # not pay for them at every start.
+    import xml.etree.ElementTree as ET
 
 NAMESPACE = "urn:device-direct:payload:1"
 SCHEMA_VERSION = 1
@@ -58,8 +62,11 @@ TRIGGERS: tuple[str, ...] = get_args(Trigger)
 TRANSFER_RESULTS: tuple[str, ...] = get_args(TransferResult)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# XML 1.0 Char production: anything else makes the document unreadable.
-_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# The complement of the XML 1.0 Char production (#x9 | #xA | #xD | [#x20-#xD7FF] |
+# [#xE000-#xFFFD] | [#x10000-#x10FFFF]): anything here makes the document unreadable.
+# Written as the short complement because compiling the long negated class costs
+# several milliseconds at every start.
+_NOT_XML_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ZIP_MODE = 0o100644 << 16  # regular file, rw-r--r--
 _ZIP_LEVEL = 6
@@ -185,10 +192,13 @@ class _Writer:
     """Element helpers bound to the namespace and the text scrubber."""
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
+        import xml.etree.ElementTree as ET
+
         self._scrub = scrub
+        self._sub_element = ET.SubElement
 
     def el(self, parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
-        child = ET.SubElement(parent, tag)
+        child = self._sub_element(parent, tag)
         if text is not None:
             child.text = self.text(text)
         return child
@@ -223,6 +233,8 @@ def build_xml(
     only with ``policy.send_job_data``. Raises :class:`PayloadError` naming a field the
     schema cannot express.
     """
+    import xml.etree.ElementTree as ET
+
     if not isinstance(snapshot, DeviceSnapshot):
         raise PayloadError(f"expected a DeviceSnapshot, got {type(snapshot).__name__}")
     scrubber = TextScrubber(policy, snapshot.jobs)
@@ -457,6 +469,8 @@ def _usage(w: _Writer, root: ET.Element, s: DeviceSnapshot, policy: PrivacyPolic
 
 def pack_zip(xml: bytes) -> bytes:
     """Wrap ``xml`` in a deterministic zip with the single entry ``device-data.xml``."""
+    import zipfile
+
     if not isinstance(xml, bytes):
         raise PayloadError(f"pack_zip needs bytes, got {type(xml).__name__}")
     info = zipfile.ZipInfo(ENTRY_NAME, date_time=_ZIP_DATE)
@@ -476,6 +490,9 @@ def read_payload(data: bytes, *, max_xml_bytes: int = DEFAULT_MAX_XML_BYTES) -> 
     entries, an entry bigger than ``max_xml_bytes``, a failed checksum, or XML that is
     not a ``DeviceData`` document.
     """
+    import xml.etree.ElementTree as ET
+    import zipfile
+
     if not isinstance(data, bytes | bytearray | memoryview):
         raise PayloadError(f"payload must be bytes, got {type(data).__name__}")
     try:
@@ -512,6 +529,8 @@ def read_payload(data: bytes, *, max_xml_bytes: int = DEFAULT_MAX_XML_BYTES) -> 
 
 def payload_upload_id(xml: bytes) -> str:
     """The ``uploadId`` attribute of a payload's XML (for consistency checks)."""
+    import xml.etree.ElementTree as ET
+
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 from device_direct.model import Counters
 from emulator.clock import VirtualClock
 from emulator.server.app import ReferenceServer
-
 from tests.device_direct.agent_harness import make_agent, make_device
 
 BERLIN = ZoneInfo("Europe/Berlin")
