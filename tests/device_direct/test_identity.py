@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 import string
@@ -10,12 +12,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tlsfixtures import TestCA
 
+from device_direct import certificates
+from device_direct import identity as identity_module
 from device_direct.errors import AuthError, RemoteProtocolError, StorageError
 from device_direct.identity import (
     CERT_FILE,
@@ -254,3 +259,146 @@ def test_any_valid_serial_round_trips_through_csr_and_certificate(
 def test_bad_serials_are_refused_by_name(tmp_path: Path, serial: str) -> None:
     with pytest.raises(ValueError, match="serial must be"):
         IdentityStore(tmp_path).create_csr(serial)
+
+
+# -- booting without cryptography -----------------------------------------------------------
+
+
+class ParseCounter:
+    """Counts what the store parses, through device_direct.certificates."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.keys = 0
+        self.certificates = 0
+        real_key, real_cert = certificates.load_key, certificates.load_certificate
+
+        def load_key(data: bytes) -> certificates.DeviceKey:
+            self.keys += 1
+            return real_key(data)
+
+        def load_certificate(data: bytes) -> certificates.Certificate:
+            self.certificates += 1
+            return real_cert(data)
+
+        monkeypatch.setattr(certificates, "load_key", load_key)
+        monkeypatch.setattr(certificates, "load_certificate", load_certificate)
+
+
+def _state(directory: Path) -> dict[str, str]:
+    state: dict[str, str] = json.loads((directory / STATE_FILE).read_bytes())
+    return state
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_identity_json_records_the_certificate_facts_and_file_digests(tmp_path: Path) -> None:
+    reg = _register(IdentityStore(tmp_path), TestCA())
+    cert = x509.load_pem_x509_certificate((tmp_path / CERT_FILE).read_bytes())
+    assert _state(tmp_path) == {
+        "device_id": "dev-1",
+        "serial": SERIAL,
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "fingerprint_sha256": reg.fingerprint_sha256,
+        "certificate_sha256": _sha256(tmp_path / CERT_FILE),
+        "key_sha256": _sha256(tmp_path / KEY_FILE),
+    }
+    assert reg.fingerprint_sha256 == hashlib.sha256(
+        cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def test_a_boot_finds_the_recorded_files_and_parses_the_key_only_when_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = _register(IdentityStore(tmp_path), TestCA())
+    parsed = ParseCounter(monkeypatch)
+    os.chmod(tmp_path / KEY_FILE, 0o644)
+
+    store = IdentityStore(tmp_path)
+    assert store.registration == reg
+    assert (parsed.keys, parsed.certificates) == (0, 0)
+    assert stat.S_IMODE(store.key_path.stat().st_mode) == 0o600  # still tightened
+
+    # The key is read when a CSR needs it: the same key, not a new one.
+    csr = x509.load_pem_x509_csr(store.create_csr(SERIAL).encode())
+    cert = x509.load_pem_x509_certificate((tmp_path / CERT_FILE).read_bytes())
+    assert csr.public_key() == cert.public_key()
+    assert parsed.keys == 1
+
+
+def test_a_state_file_without_the_facts_is_read_by_parsing_then_upgraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = _register(IdentityStore(tmp_path), TestCA())
+    (tmp_path / STATE_FILE).write_text(json.dumps({"device_id": "dev-1", "serial": SERIAL}))
+    parsed = ParseCounter(monkeypatch)
+
+    assert IdentityStore(tmp_path).registration == reg
+    assert parsed.certificates == 1
+    assert _state(tmp_path)["certificate_sha256"] == _sha256(tmp_path / CERT_FILE)
+    assert _state(tmp_path)["key_sha256"] == _sha256(tmp_path / KEY_FILE)
+    assert IdentityStore(tmp_path).registration == reg
+    assert parsed.certificates == 1  # the second boot parsed nothing
+
+
+def test_power_loss_before_the_renewed_key_is_promoted_is_finished_without_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = TestCA()
+    store = IdentityStore(tmp_path)
+    _register(store, ca)
+    cert = ca.sign_csr(store.create_renewal_csr(SERIAL).encode()).decode()
+    pending = store.pending_key_path.read_bytes()
+
+    def power_cut(self: IdentityStore) -> None:
+        raise KeyboardInterrupt("power cut")
+
+    with monkeypatch.context() as m:
+        m.setattr(IdentityStore, "_promote_pending_key", power_cut)
+        with pytest.raises(KeyboardInterrupt):
+            store.store_registration("dev-1", cert, ca.cert_pem.decode())
+    parsed = ParseCounter(monkeypatch)
+
+    reopened = IdentityStore(tmp_path)
+    assert reopened.registration is not None
+    assert reopened.registration.fingerprint_sha256 == _state(tmp_path)["fingerprint_sha256"]
+    assert (tmp_path / KEY_FILE).read_bytes() == pending
+    assert not (tmp_path / PENDING_KEY_FILE).exists()
+    assert (parsed.keys, parsed.certificates) == (0, 0)
+
+
+def test_power_loss_between_state_and_certificate_keeps_the_old_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = TestCA()
+    store = IdentityStore(tmp_path)
+    old = _register(store, ca)
+    cert = ca.sign_csr(store.create_renewal_csr(SERIAL).encode()).decode()
+    real_write = identity_module._atomic_write
+
+    def write(path: Path, data: bytes, mode: int) -> None:
+        if path.name == CERT_FILE:
+            raise KeyboardInterrupt("power cut")
+        real_write(path, data, mode)
+
+    with monkeypatch.context() as m:
+        m.setattr(identity_module, "_atomic_write", write)
+        with pytest.raises(KeyboardInterrupt):
+            store.store_registration("dev-1", cert, ca.cert_pem.decode())
+
+    # identity.json describes the new certificate, the disk holds the old one: the
+    # digests disagree, so the files are parsed and the old identity stays in force.
+    reopened = IdentityStore(tmp_path)
+    assert reopened.registration == old
+    assert _state(tmp_path)["certificate_sha256"] == _sha256(tmp_path / CERT_FILE)
+    assert (tmp_path / PENDING_KEY_FILE).exists()  # the renewal can be tried again
+
+
+def test_a_replaced_key_file_is_caught_on_load(tmp_path: Path) -> None:
+    _register(IdentityStore(tmp_path), TestCA())
+    IdentityStore(tmp_path / "other").create_csr(SERIAL)
+    (tmp_path / KEY_FILE).write_bytes((tmp_path / "other" / KEY_FILE).read_bytes())
+    with pytest.raises(AuthError, match=CERT_FILE):
+        IdentityStore(tmp_path)

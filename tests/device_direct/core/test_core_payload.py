@@ -25,6 +25,7 @@ from payload_samples import (
     make_snapshot,
 )
 
+from device_direct.core import payload as payload_module
 from device_direct.core.payload import (
     ENTRY_NAME,
     MAX_FAULTS,
@@ -312,3 +313,17 @@ def test_new_upload_id_is_a_v4_uuid() -> None:
     value = new_upload_id(0)
     assert value[14] == "4"
     PayloadMeta(value, 0, T0)
+
+
+def _is_xml_char(code: int) -> bool:
+    # The XML 1.0 Char production, written out as the spec has it.
+    return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF)
+
+
+def test_text_cleaning_keeps_exactly_the_xml_char_production() -> None:
+    # Every code point, once: the cleaning pattern is the short complement of the
+    # production, so check it is the exact complement.
+    every = "".join(map(chr, range(0x110000)))
+    kept = "".join(c for c in every if _is_xml_char(ord(c)))
+    assert payload_module._clean(every, limit=None) == kept
