@@ -39,7 +39,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check device_direct emulator tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) debs
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -18,6 +18,12 @@ EXIT_RUNTIME = 3
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from emulator.fleet.cli import run_demo
+
+    return run_demo()
+
+
+def _cmd_model_demo(args: argparse.Namespace) -> int:
     from emulator.model.demo import model_demo
 
     print(model_demo(days=args.days, seed=args.seed))
@@ -37,12 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the built-in demo and print a summary",
-        description="Run the built-in demo with nothing to configure and print a summary.",
+        help="reference server + 50 emulated printers + 7 virtual days, then a summary",
+        description=(
+            "Run the built-in demo with nothing to configure: an embedded reference server "
+            "and 50 emulated printers with real agents over real TLS on loopback, 7 "
+            "virtual days, then a summary table."
+        ),
     )
-    demo.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
-    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     demo.set_defaults(func=_cmd_demo)
+
+    model_demo = sub.add_parser(
+        "model-demo",
+        help="one emulated printer per profile, printing for some days (tables, no network)",
+    )
+    model_demo.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
+    model_demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    model_demo.set_defaults(func=_cmd_model_demo)
+
+    from emulator.fleet.cli import add_fleet_parser, run_fleet_cli
+
+    add_fleet_parser(sub).set_defaults(func=run_fleet_cli)
 
     from emulator.server.cli import add_server_parser, run_server_cli
 
