@@ -132,6 +132,8 @@ def _check_firmware_key(pem: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """The communication server: URL, trust anchors, expected name, registration key."""
+
     url: str
     ca_bundle: Path | None = None
     server_name: str = ""  # "" -> the URL's host
@@ -173,6 +175,8 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
+    """Where the agent keeps its state, and the device's time zone."""
+
     data_dir: Path
     time_zone: str = "UTC"
     profile: str | None = None
@@ -194,6 +198,8 @@ class DeviceConfig:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleConfig:
+    """When the daily sync runs, and how often actions and firmware are checked."""
+
     upload_time: time = time(2, 0)
     missed: MissedPolicy = "skip"
     action_poll_interval_s: float = 0.0
@@ -254,6 +260,8 @@ class MaintenanceWindow:
 
 @dataclass(frozen=True, slots=True)
 class ServicesConfig:
+    """Which remote services run, with which consents and security mode."""
+
     enabled: bool = True
     security_mode: SecurityMode = "normal"
     consent_job_data: bool = False
@@ -287,6 +295,8 @@ class ServicesConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
+    """The disk budget for payloads waiting to be sent."""
+
     budget_bytes: int = DEFAULT_OUTBOX_BUDGET
 
     def __post_init__(self) -> None:
@@ -296,6 +306,8 @@ class OutboxConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
+    """The backoff band for failed uploads and registrations."""
+
     base_s: float = 5.0
     cap_s: float = 3600.0
 
@@ -314,6 +326,8 @@ class RetryConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
+    """How the server is reached: directly, through a given proxy, or discovered."""
+
     mode: ProxyMode = "off"
     host: str | None = None
     port: int | None = None
@@ -340,6 +354,8 @@ class ProxyConfig:
 
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
+    """E-mail alerts: recipients, SMTP server and which severities to mail."""
+
     recipients: tuple[str, ...] = ()
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -369,6 +385,8 @@ class AlertsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
+    """The whole agent configuration (one TOML file)."""
+
     server: ServerConfig
     device: DeviceConfig
     schedule: ScheduleConfig = ScheduleConfig()

@@ -58,6 +58,8 @@ class JobKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """What the device is: maker, model, serial, firmware per module, options."""
+
     manufacturer: str
     model: str
     serial: str
@@ -70,6 +72,8 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class NetworkInfo:
+    """The device's network settings, as its host reports them."""
+
     mac: str
     ipv4: str
     subnet_mask: str
@@ -171,6 +175,8 @@ class HfsiItem:
 
 @dataclass(frozen=True, slots=True)
 class NvmSetting:
+    """One non-volatile memory setting (NNN-NNN) with its range."""
+
     id: str  # NNN-NNN
     name: str
     value: int
@@ -182,6 +188,8 @@ class NvmSetting:
 
 @dataclass(frozen=True, slots=True)
 class FirmwareBank:
+    """One firmware bank of the A/B pair and the version it holds."""
+
     name: str  # "A" | "B"
     version: str  # "" when empty
     sha256: str = ""
@@ -254,6 +262,8 @@ class PrintJob:
 
 @dataclass(frozen=True, slots=True)
 class PrintResult:
+    """What a print job did: sheets, impressions, and a fault if one stopped it."""
+
     sheets: int
     impressions: int
     completed: bool  # False when a fault stopped the job part way

@@ -195,6 +195,8 @@ async def fetch_pac(
 
 @dataclass(frozen=True, slots=True)
 class EnvProxy:
+    """The proxy the environment (https_proxy, no_proxy) names for a host."""
+
     choice: ProxyChoice
     credentials: tuple[str, str] | None = None
 

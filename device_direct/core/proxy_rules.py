@@ -89,6 +89,8 @@ class RuleKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class BypassRule:
+    """One entry of a bypass list: a host, a domain suffix or a network."""
+
     kind: RuleKind
     value: str = ""  # host or domain (normalised), or the network in CIDR form
 
