@@ -81,6 +81,12 @@ AUDIT_FILE = "audit.log"
 
 # A hook run after each sync with an open transport (actions, firmware: later layers).
 PostSyncHook = Callable[["Agent", Transport, Trigger], Awaitable[None]]
+# Called synchronously at a named point of the agent's work (see Agent.checkpoint).
+Checkpoint = Callable[[str], None]
+# The points the agent itself names; the fleet adds "download" and "install" at the
+# firmware edges (transport download, bank write/boot) and "upload-acked" after an
+# upload's answer arrived.
+CHECKPOINTS = ("build", "write", "upload")
 # Background work that is due again this soon after a run that left it due is held
 # back this long, so a step that keeps failing cannot spin the loop.
 BACKGROUND_RETRY_S = 60.0
@@ -173,6 +179,11 @@ class Agent:
         self.next_sync: datetime | None = None
         self._register_not_before: datetime | None = None
         self.last_run: datetime | None = self._load_state().get("last_run")
+        # QA seam: called at "build" (before a payload is built), "write" (between the
+        # outbox allocation and the durable add) and "upload" (just before the request
+        # goes out). A fault scenario raises there to cut the power at that exact
+        # point; None (the default) changes nothing.
+        self.checkpoint: Checkpoint | None = None
 
     # -- control ------------------------------------------------------------------------
 
@@ -342,6 +353,7 @@ class Agent:
         if self.model.power in (PowerState.OFF, PowerState.BOOTING):
             log.info("device is %s: no payload built", self.model.power.value)
             return None
+        self._reach("build")
         allocation = self.outbox.allocate()
         meta = PayloadMeta(
             upload_id=allocation.upload_id,
@@ -359,6 +371,7 @@ class Agent:
                 self.model.engineering_log() if self.policy.send_engineering else None
             ),
         ))
+        self._reach("write")
         try:
             self.outbox.add(zip_bytes, meta)
         except StorageError as exc:
@@ -407,6 +420,10 @@ class Agent:
         return info
 
     # -- internals ----------------------------------------------------------------------
+
+    def _reach(self, name: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(name)
 
     def _new_transport(self) -> Transport:
         """A transport for one session, on the route that worked last."""
@@ -458,6 +475,7 @@ class Agent:
             except StorageError as exc:
                 log.error("outbox: %s", exc)  # recorded as dropped; go on with the next
                 continue
+            self._reach("upload")
             try:
                 result = await self._via_proxy(
                     transport, functools.partial(transport.upload, data, entry.upload_id))
