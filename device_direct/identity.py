@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import re
+import ssl
 import stat
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -144,6 +145,8 @@ class IdentityStore:
         # True when key.pem holds the device key but it has not been parsed yet.
         self._key_unread = False
         self._registration: Registration | None = None
+        # The agent's TLS context, cached by the transport: (cache key, context).
+        self.ssl_context: tuple[object, ssl.SSLContext] | None = None
         self._load()
 
     # -- paths -----------------------------------------------------------------------------

@@ -53,8 +53,7 @@ from device_direct.core.payload import (
     PayloadMeta,
     TransferRecord,
     is_upload_id,
-    payload_upload_id,
-    read_payload,
+    read_payload_id,
 )
 from device_direct.errors import PayloadError, StorageError
 
@@ -190,7 +189,9 @@ def _meta_bytes(box: Outbox) -> bytes:
         },
         "history": [_record_to_json(r) for r in box.history],
     }
-    return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8")
+    # No indent: with it json falls back to its pure-Python encoder, and this file is
+    # written several times per payload (a fleet writes it thousands of times a second).
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -285,8 +286,7 @@ class OutboxStore:
         and :class:`StorageError` if the disk failed or the payload cannot fit at all (it
         is then recorded as dropped).
         """
-        xml = read_payload(zip_bytes)
-        if payload_upload_id(xml) != meta.upload_id:
+        if read_payload_id(zip_bytes)[1] != meta.upload_id:
             raise PayloadError(f"payload's uploadId does not match {meta.upload_id}")
         now = self._clock.now()
         work = self._box.copy()
@@ -470,7 +470,7 @@ def _recover(
             continue  # its outcome is recorded; the file is deleted after opening
         data = path.read_bytes()
         try:
-            if payload_upload_id(read_payload(data)) != upload_id:
+            if read_payload_id(data)[1] != upload_id:
                 raise PayloadError("uploadId inside does not match the file name")
         except PayloadError as exc:
             _quarantine(directory, path, f"corrupt payload ({exc})")

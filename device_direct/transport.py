@@ -710,8 +710,17 @@ class Transport:
         return self._session
 
     def _build_context(self) -> ssl.SSLContext:
-        client = self._identity.client_cert_files() if self._identity.is_registered else None
-        return build_ssl_context(self._ca_bundle, client)
+        # One context per agent: kept on the identity store and rebuilt only when the
+        # certificate changes (loading the CA bundle and key costs ~1 ms a time).
+        reg = self._identity.registration
+        key = (str(self._ca_bundle), reg.fingerprint_sha256 if reg is not None else None)
+        cached = self._identity.ssl_context
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        client = self._identity.client_cert_files() if reg is not None else None
+        ctx = build_ssl_context(self._ca_bundle, client)
+        self._identity.ssl_context = (key, ctx)
+        return ctx
 
     def _device_path(self, suffix: str) -> str:
         device_id = self._identity.device_id

@@ -31,6 +31,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Literal, get_args
 
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
+from device_direct.core.xmlwrite import Node, sub_element, tostring
 from device_direct.errors import PayloadError
 from device_direct.model import CHAIN_LINK, Counters, DeviceSnapshot
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     # At run time ElementTree and zipfile are imported by the functions that build or
     # read a payload: an idle agent (which only holds the values defined here) should
     # not pay for them at every start.
-    import xml.etree.ElementTree as ET
+    pass
 
 NAMESPACE = "urn:device-direct:payload:1"
 SCHEMA_VERSION = 1
@@ -192,13 +193,10 @@ class _Writer:
     """Element helpers bound to the namespace and the text scrubber."""
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
-        import xml.etree.ElementTree as ET
-
         self._scrub = scrub
-        self._sub_element = ET.SubElement
 
-    def el(self, parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
-        child = self._sub_element(parent, tag)
+    def el(self, parent: Node, tag: str, text: str | None = None) -> Node:
+        child = sub_element(parent, tag)
         if text is not None:
             child.text = self.text(text)
         return child
@@ -206,7 +204,7 @@ class _Writer:
     def text(self, value: str) -> str:
         return _clean(self._scrub(value))
 
-    def attrs(self, element: ET.Element, items: Iterable[tuple[str, str | None]]) -> None:
+    def attrs(self, element: Node, items: Iterable[tuple[str, str | None]]) -> None:
         """Set attributes in the given order; ``None`` leaves an optional one out."""
         for name, value in items:
             if value is not None:
@@ -233,15 +231,13 @@ def build_xml(
     only with ``policy.send_job_data``. Raises :class:`PayloadError` naming a field the
     schema cannot express.
     """
-    import xml.etree.ElementTree as ET
-
     if not isinstance(snapshot, DeviceSnapshot):
         raise PayloadError(f"expected a DeviceSnapshot, got {type(snapshot).__name__}")
     scrubber = TextScrubber(policy, snapshot.jobs)
     w = _Writer(scrubber.scrub)
     # Unqualified tags plus an explicit xmlns: ElementTree's default_namespace option
     # refuses unqualified attributes, and this keeps the output byte-for-byte simple.
-    root = ET.Element("DeviceData")
+    root = Node("DeviceData")
     w.attrs(
         root,
         [
@@ -261,13 +257,13 @@ def build_xml(
     _supplies(w, root, snapshot)
     _usage(w, root, snapshot, policy)
     if policy.send_engineering and engineering_log is not None:
-        eng = ET.SubElement(root, "Engineering")
+        eng = sub_element(root, "Engineering")
         eng.text = _clean(scrubber.scrub(engineering_log), limit=None)
-    xml: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+    xml = tostring(root)
     return xml
 
 
-def _identity(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
+def _identity(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
     ident = s.identity
     el = w.el(root, "Identity")
     w.el(el, "Manufacturer", ident.manufacturer)
@@ -290,7 +286,7 @@ def _identity(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
 
 def _network(
     w: _Writer,
-    root: ET.Element,
+    root: Node,
     s: DeviceSnapshot,
     policy: PrivacyPolicy,
     proxy: ProxyRoute | None,
@@ -313,7 +309,7 @@ def _network(
         )
 
 
-def _properties(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
+def _properties(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
     el = w.el(root, "Properties")
     ordered = sorted(s.properties, key=lambda p: (p.name, p.value))
     for prop in ordered[:MAX_PROPERTIES]:
@@ -321,7 +317,7 @@ def _properties(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
 
 
 def _status(
-    w: _Writer, root: ET.Element, s: DeviceSnapshot, history: Sequence[TransferRecord]
+    w: _Writer, root: Node, s: DeviceSnapshot, history: Sequence[TransferRecord]
 ) -> None:
     el = w.el(root, "Status")
     el.set("power", s.power.value)
@@ -369,7 +365,7 @@ def _status(
         )
 
 
-def _counters(w: _Writer, root: ET.Element, counters: Counters) -> None:
+def _counters(w: _Writer, root: Node, counters: Counters) -> None:
     el = w.el(root, "Counters")
     for attr, name in _METERS:
         m = w.el(el, "Meter")
@@ -377,7 +373,7 @@ def _counters(w: _Writer, root: ET.Element, counters: Counters) -> None:
         m.text = _nonneg(getattr(counters, attr), f"counters.{attr}")
 
 
-def _supplies(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
+def _supplies(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
     el = w.el(root, "Supplies")
     for sup in sorted(s.supplies, key=lambda x: x.index)[:MAX_SUPPLIES]:
         what = f"supply {sup.index}"
@@ -409,7 +405,7 @@ def _supplies(w: _Writer, root: ET.Element, s: DeviceSnapshot) -> None:
         )
 
 
-def _usage(w: _Writer, root: ET.Element, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
+def _usage(w: _Writer, root: Node, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
     el = w.el(root, "Usage")
     for item in sorted(s.hfsi, key=lambda h: h.id)[:MAX_HFSI]:
         what = f"hfsi {item.id}"
@@ -490,6 +486,13 @@ def read_payload(data: bytes, *, max_xml_bytes: int = DEFAULT_MAX_XML_BYTES) -> 
     entries, an entry bigger than ``max_xml_bytes``, a failed checksum, or XML that is
     not a ``DeviceData`` document.
     """
+    return read_payload_id(data, max_xml_bytes=max_xml_bytes)[0]
+
+
+def read_payload_id(
+    data: bytes, *, max_xml_bytes: int = DEFAULT_MAX_XML_BYTES
+) -> tuple[bytes, str]:
+    """:func:`read_payload`, plus the root's ``uploadId``, from one parse of the XML."""
     import xml.etree.ElementTree as ET
     import zipfile
 
@@ -524,7 +527,10 @@ def read_payload(data: bytes, *, max_xml_bytes: int = DEFAULT_MAX_XML_BYTES) -> 
         raise PayloadError(
             f"'{ENTRY_NAME}' root is {root.tag!r}, expected DeviceData in {NAMESPACE}"
         )
-    return xml
+    value = root.get("uploadId", "")
+    if not is_upload_id(value):
+        raise PayloadError(f"'{ENTRY_NAME}' has no valid uploadId attribute (got {value!r})")
+    return xml, value
 
 
 def payload_upload_id(xml: bytes) -> str:
