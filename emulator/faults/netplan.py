@@ -48,7 +48,8 @@ class ChunkDecision:
     reset: bool  # then reset the connection
 
 
-def plan_chunk(faults: NetFaults, *, size: int, upstream: bool, sent_upstream: int) -> ChunkDecision:
+def plan_chunk(faults: NetFaults, *, size: int, upstream: bool,
+               sent_upstream: int) -> ChunkDecision:
     """Decide what happens to a chunk of ``size`` bytes.
 
     ``sent_upstream`` counts bytes this connection already passed towards the server.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,10 +102,11 @@ class FleetAgent(Agent):
         rng: random.Random,
         gate: asyncio.Semaphore,
         target: int,
+        transport_factory: Callable[[Agent], Transport] | None = None,
     ) -> None:
         self.fleet = FleetCounters()
         super().__init__(config, model, clock=clock, rng=rng,
-                         transport_factory=_counting_transport)
+                         transport_factory=transport_factory or _counting_transport)
         self.gate = gate
         self.target = target
         self.own_hooks = not self.post_sync_hooks
