@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fleet_parser(sub).set_defaults(func=run_fleet_cli)
 
+    from emulator.device_runner import add_device_parser, run_device_cli
     from emulator.server.cli import add_server_parser, run_server_cli
+
+    add_device_parser(sub).set_defaults(func=run_device_cli)
 
     add_server_parser(sub).set_defaults(func=run_server_cli)
     return parser

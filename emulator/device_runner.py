@@ -30,6 +30,7 @@ from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
 from device_direct.errors import ConfigError
 from emulator.jetdirect import JetDirectConfig, JetDirectServer
+from emulator.jetdirect.dlm_install import dlm_installer
 from emulator.jetdirect.server import FirmwareHandler, reject_firmware
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
@@ -62,6 +63,9 @@ class DeviceOptions:
     jetdirect: JetDirectConfig = field(default_factory=lambda: JetDirectConfig(port=0))
     agent: AgentOptions | None = None
     state_dir: Path | None = None
+    # Ed25519 public key (PEM) that DLM firmware sent to port 9100 must be signed with;
+    # without it firmware by print job is refused.
+    firmware_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.serial or not self.serial.isprintable() or len(self.serial) > 32:
@@ -100,8 +104,11 @@ class DeviceRunner:
                                      rng_seed=o.seed, state_dir=state / "model")
         self.snmp = SnmpAgent(self.device, clock=self.clock, config=o.snmp,
                               settings_path=state / "snmp-settings.json")
+        on_firmware = self._on_firmware
+        if on_firmware is reject_firmware and o.firmware_key is not None:
+            on_firmware = dlm_installer(self.device, o.firmware_key, self.clock)
         self.jetdirect = JetDirectServer(self.device, clock=self.clock, config=o.jetdirect,
-                                         on_firmware=self._on_firmware)
+                                         on_firmware=on_firmware)
         try:
             await self.snmp.start()
             await self.jetdirect.start()
@@ -178,6 +185,9 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--v3-priv-key", help="its privacy pass phrase (8+ characters)")
     p.add_argument("--no-firmware-by-print-job", action="store_true",
                    help="refuse DLM firmware files sent as print jobs")
+    p.add_argument("--firmware-key", type=Path,
+                   help="Ed25519 public key (PEM) DLM firmware on port 9100 must be signed "
+                        "with (default: firmware by print job is refused)")
     p.add_argument("--server", help="communication server URL (https://...)")
     p.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate")
     p.add_argument("--server-name", default="", help="TLS name of the server (default: URL host)")
@@ -219,9 +229,15 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
                                communities=tuple(communities), users=users)
         jetdirect = JetDirectConfig(host=args.host, port=args.jetdirect_port,
                                     firmware_by_print_job=not args.no_firmware_by_print_job)
+        firmware_key = None
+        if args.firmware_key is not None:
+            try:
+                firmware_key = args.firmware_key.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise bad("--firmware-key", f"cannot read {args.firmware_key}: {exc}") from None
         return DeviceOptions(profile=args.profile, serial=args.serial, seed=args.seed,
                              host=args.host, snmp=snmp, jetdirect=jetdirect, agent=agent,
-                             state_dir=args.state_dir)
+                             state_dir=args.state_dir, firmware_key=firmware_key)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

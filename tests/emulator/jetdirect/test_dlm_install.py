@@ -1,0 +1,70 @@
+"""DLM firmware over port 9100 goes through device_direct's firmware verification."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from device_direct.core.firmware import DlmHeader, dlm_signed_bytes
+from emulator.clock import VirtualClock
+from emulator.device_runner import DeviceOptions, DeviceRunner
+
+UEL = b"\x1b%-12345X"
+FF = b"\x0c"
+KEY = Ed25519PrivateKey.generate()
+PEM = KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+IMAGE = bytes(range(256)) * 64
+
+
+def dlm(model: str, version: str, *, key: Ed25519PrivateKey = KEY,
+        payload: bytes = IMAGE) -> bytes:
+    sig = key.sign(dlm_signed_bytes(DlmHeader(model, version, b""), payload)).hex()
+    return (b"%%XRXbegin\n%%OID_ATT_JOB_TYPE OID_VAL_JOB_TYPE_DYNAMIC_LOADABLE_MODULE\n"
+            + f'%%OID_ATT_DLM_NAME "{model}"\n%%OID_ATT_DLM_VERSION "{version}"\n'.encode()
+            + f'%%OID_ATT_DLM_SIGNATURE "{sig}"\n%%XRXend\n'.encode() + payload)
+
+
+async def push(port: int, data: bytes) -> None:
+    """Send a job the way a print tool does and wait for the ECHO (job processed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(UEL + data + UEL + b"@PJL ECHO DONE42\r\n" + UEL)
+    await writer.drain()
+    await asyncio.wait_for(reader.readuntil(b"@PJL ECHO DONE42\r\n" + FF), timeout=20)
+    writer.close()
+
+
+async def test_signed_newer_dlm_is_installed_and_bad_ones_are_not(tmp_path: Path) -> None:
+    clock = VirtualClock()  # no participants: boots and flash writes take no real time
+    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path, firmware_key=PEM), clock=clock)
+    await runner.start()
+    try:
+        assert runner.device is not None and runner.jetdirect is not None
+        device, server = runner.device, runner.jetdirect
+        model = device.identity().model
+        before = device.firmware().running_version
+        newer = before + ".1"
+
+        cases = [
+            (dlm(model, newer, key=Ed25519PrivateKey.generate()), "signature"),
+            (dlm("Some Other Model", newer), "model"),
+            (dlm(model, "0.0.1"), "version"),
+            (dlm(model, newer)[:-1] + b"!", "signature"),  # payload changed after signing
+        ]
+        for data, check in cases:
+            await push(server.port, data)
+            outcome = server.stats.firmware[-1]
+            assert not outcome.accepted and outcome.reason.startswith(check), outcome.reason
+            assert device.firmware().running_version == before
+            assert device.firmware().inactive.version != newer
+
+        await push(server.port, dlm(model, newer))
+        assert server.stats.firmware[-1].accepted, server.stats.firmware[-1].reason
+        state = device.firmware()
+        assert state.running_version == newer and not state.trial
+        assert device.counters().total_impressions == 0  # firmware is never printed
+    finally:
+        await runner.stop()
