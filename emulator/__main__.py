@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from emulator.server.cli import add_server_parser, run_server_cli
 
     add_device_parser(sub).set_defaults(func=run_device_cli)
+    from emulator.device_control import add_control_parser, run_control_cli
+
+    add_control_parser(sub).set_defaults(func=run_control_cli)
 
     add_server_parser(sub).set_defaults(func=run_server_cli)
     return parser

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from device_direct.agent import Agent
 from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
 from device_direct.errors import ConfigError
+from emulator.device_control import serve_control
 from emulator.jetdirect import JetDirectConfig, JetDirectServer
 from emulator.jetdirect.dlm_install import dlm_installer
 from emulator.jetdirect.server import FirmwareHandler, reject_firmware
@@ -66,6 +69,7 @@ class DeviceOptions:
     # Ed25519 public key (PEM) that DLM firmware sent to port 9100 must be signed with;
     # without it firmware by print job is refused.
     firmware_key: str | None = None
+    control_port: int = 0  # the QA control API (127.0.0.1 only); 0: any free port
 
     def __post_init__(self) -> None:
         if not self.serial or not self.serial.isprintable() or len(self.serial) > 32:
@@ -112,13 +116,47 @@ class DeviceRunner:
         try:
             await self.snmp.start()
             await self.jetdirect.start()
-            if o.agent is not None:
-                self.agent = Agent(_agent_config(o.agent, state / "device-direct"), self.device,
-                                   clock=self.clock, rng=random.Random(o.seed))
-                self._agent_task = asyncio.create_task(self.agent.run())
+            self._start_agent()
         except BaseException:
             await self.stop()
             raise
+
+    def _start_agent(self) -> None:
+        """A new agent from its data directory, as the device's boot starts it."""
+        o = self.options
+        if o.agent is None:
+            return
+        assert self.device is not None
+        self.agent = Agent(_agent_config(o.agent, self.state_dir / "device-direct"),
+                           self.device, clock=self.clock, rng=random.Random(o.seed))
+        self._agent_task = asyncio.create_task(self.agent.run())
+
+    async def _stop_agent(self) -> None:
+        task, self._agent_task = self._agent_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def power_off(self) -> None:
+        """An orderly power off: the agent stops, then the device."""
+        assert self.device is not None
+        await self._stop_agent()
+        await self.device.power_off()
+
+    async def power_on(self) -> None:
+        """Power on: the device boots, then its agent starts from what is on disk."""
+        assert self.device is not None
+        await self.device.power_on()
+        if self._agent_task is None:
+            self._start_agent()
+
+    async def power_loss(self) -> None:
+        """The plug is pulled mid-whatever, then put back: nothing in memory survives."""
+        assert self.device is not None
+        await self._stop_agent()
+        self.device.power_loss()
+        await self.power_on()
 
     def describe(self) -> dict[str, Any]:
         """What a script needs to talk to the device (the JSON line of the CLI)."""
@@ -132,11 +170,7 @@ class DeviceRunner:
 
     async def stop(self) -> None:
         """Stop the agent, close both ports (safe to call twice)."""
-        task, self._agent_task = self._agent_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._stop_agent()
         if self.jetdirect is not None:
             await self.jetdirect.stop()
         if self.snmp is not None:
@@ -185,6 +219,8 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--v3-priv-key", help="its privacy pass phrase (8+ characters)")
     p.add_argument("--no-firmware-by-print-job", action="store_true",
                    help="refuse DLM firmware files sent as print jobs")
+    p.add_argument("--control-port", type=int, default=0,
+                   help="QA control API port on 127.0.0.1 (default: any free port)")
     p.add_argument("--firmware-key", type=Path,
                    help="Ed25519 public key (PEM) DLM firmware on port 9100 must be signed "
                         "with (default: firmware by print job is refused)")
@@ -237,7 +273,8 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
                 raise bad("--firmware-key", f"cannot read {args.firmware_key}: {exc}") from None
         return DeviceOptions(profile=args.profile, serial=args.serial, seed=args.seed,
                              host=args.host, snmp=snmp, jetdirect=jetdirect, agent=agent,
-                             state_dir=args.state_dir, firmware_key=firmware_key)
+                             state_dir=args.state_dir, firmware_key=firmware_key,
+                             control_port=args.control_port)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -257,14 +294,19 @@ async def _serve(options: DeviceOptions) -> int:
         loop.add_signal_handler(sig, stop.set)
     runner = DeviceRunner(options)
     await runner.start()
+    control: web.AppRunner | None = None
     try:
-        info = runner.describe()
+        control, control_port = await serve_control(runner, options.control_port)
+        info = {**runner.describe(), "control_port": control_port}
         print(f"snmp udp {info['host']}:{info['snmp_port']}", flush=True)
         print(f"jetdirect tcp {info['host']}:{info['jetdirect_port']}", flush=True)
+        print(f"control http 127.0.0.1:{control_port}", flush=True)
         print(json.dumps(info, sort_keys=True), flush=True)
         await stop.wait()
         log.info("stopping")
     finally:
+        if control is not None:
+            await control.cleanup()
         await runner.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
