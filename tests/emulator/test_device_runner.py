@@ -41,13 +41,14 @@ async def test_cli_prints_its_ports_serves_and_stops_on_sigterm(tmp_path: Path) 
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None
-        lines = [await asyncio.wait_for(proc.stdout.readline(), timeout=60) for _ in range(3)]
+        lines = [await asyncio.wait_for(proc.stdout.readline(), timeout=60) for _ in range(4)]
         if not lines[-1]:
             assert proc.stderr is not None
             pytest.fail(f"device did not start: {(await proc.stderr.read()).decode()}")
-        info = json.loads(lines[2])
+        info = json.loads(lines[3])
         assert lines[0].decode().startswith("snmp udp 127.0.0.1:")
         assert lines[1].decode() == f"jetdirect tcp 127.0.0.1:{info['jetdirect_port']}\n"
+        assert lines[2].decode() == f"control http 127.0.0.1:{info['control_port']}\n"
         assert info["serial"] == "CLI0001" and info["agent"] is False
         snmp = await asyncio.create_subprocess_exec(
             "snmpget", "-v2c", "-c", "public", "-On", "-t", "2", "-r", "1",
