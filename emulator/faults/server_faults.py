@@ -91,6 +91,8 @@ class ServerFaults:
         server = self.server
         now = server.clock.now()
         for model in models:
+            # A new campaign replaces the model's last one, good or bad.
+            server.firmware_qa.offers.pop(model, None)
             if image_kind == "good":
                 server.publish_firmware(model, version, image,
                                         expires_in_s=CAMPAIGN_DAYS * 86400)

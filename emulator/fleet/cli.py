@@ -49,6 +49,7 @@ examples:
   python -m emulator fleet --devices 200 --days 3 --server https://dd.test:8443 \\
       --ca ca.pem --key-file keys.txt --firmware-key fw.pem
   python -m emulator fleet --devices 1000 --days 30 --shard 2/4 ...   (on machine 2 of 4)
+  python -m emulator fleet --scenario fixtures/scenarios/power-cut-at-upload-hour.toml
 
 Identities (serial, MAC, time zone, upload time, profile) derive from --seed and the
 device's index, so shards and repeated runs agree. Exit codes: 0 ok, 1 an expectation
@@ -105,13 +106,19 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``fleet`` options (also used by ``python -m emulator.fleet``)."""
     fleet = parser.add_argument_group("the fleet")
-    fleet.add_argument("--devices", type=_positive, required=True, metavar="N",
-                       help="number of printers in the whole fleet")
-    fleet.add_argument("--days", type=_positive, required=True, metavar="D",
-                       help="virtual days of printing; each device uploads once per day")
+    fleet.add_argument("--scenario", type=Path, metavar="FILE",
+                       help="run a QA fault scenario (TOML: fleet, fault timeline, "
+                            "expectations) against an embedded server; the fleet comes from "
+                            "the file (--seed may override its seed)")
+    fleet.add_argument("--devices", type=_positive, metavar="N",
+                       help="number of printers in the whole fleet (required without "
+                            "--scenario)")
+    fleet.add_argument("--days", type=_positive, metavar="D",
+                       help="virtual days of printing; each device uploads once per day "
+                            "(required without --scenario)")
     fleet.add_argument("--mix", type=_type(_mix), default=DEFAULT_MIX, metavar="P:W,...",
                        help=f"device profiles and weights (default {format_mix(DEFAULT_MIX)})")
-    fleet.add_argument("--seed", type=int, default=1, help="fleet seed (default 1)")
+    fleet.add_argument("--seed", type=int, default=None, help="fleet seed (default 1)")
     fleet.add_argument("--upload-window", type=_type(UploadWindow.parse),
                        default=UploadWindow.parse("01:00-05:00"), metavar="HH:MM-HH:MM",
                        help="device-local window the daily upload times spread over "
@@ -166,7 +173,11 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> FleetSpec:
     """The :class:`FleetSpec` the parsed options describe."""
-    return FleetSpec(devices=args.devices, days=args.days, seed=args.seed, mix=args.mix,
+    missing = [o for o, v in (("--devices", args.devices), ("--days", args.days)) if v is None]
+    if missing:
+        raise FleetSpecError(f"{' and '.join(missing)} required (or give --scenario FILE)")
+    seed = 1 if args.seed is None else args.seed
+    return FleetSpec(devices=args.devices, days=args.days, seed=seed, mix=args.mix,
                      zones=args.zones, upload_window=args.upload_window)
 
 
@@ -231,6 +242,10 @@ def _fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
 def run_fleet_cli(args: argparse.Namespace) -> int:
     """Carry out a parsed ``fleet`` command; returns the exit status."""
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.scenario is not None:
+        from emulator.fleet.scenario_cli import run_scenario_cli
+
+        return run_scenario_cli(args)
     try:
         spec = spec_from_args(args)
         target = target_from_args(args)
