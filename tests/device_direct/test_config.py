@@ -259,3 +259,16 @@ def test_dataclasses_validate_when_built_in_code(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="maintenance_window"):
         MaintenanceWindow(time(1), time(1))
     assert isinstance(cfg, AgentConfig)
+
+
+def test_the_shipped_example_file_loads_and_matches_the_docstring(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "fixtures" / "agent.example.toml"
+    text = shipped.read_text()
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "server-ca.pem").write_text("dummy")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.schedule.upload_time.hour == 2
+    doc = config_module.__doc__ or ""
+    assert "[alerts]" in text and all(
+        line.strip() in text for line in doc.split("::\n", 1)[1].splitlines() if line.strip()
+    ), "fixtures/agent.example.toml and the config.py docstring have drifted apart"
