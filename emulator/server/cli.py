@@ -56,7 +56,10 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     enq = sub.add_parser("enqueue", help="queue an action for a device")
     enq.add_argument("device_id")
-    enq.add_argument("type", help="e.g. send-meters, get-status, reboot, upgrade-firmware")
+    enq.add_argument("type", help=(
+        "send_meters_now, get_status, reboot, troubleshoot, print_test_page, "
+        "upgrade_firmware, upload_logs or start_managed (a device refuses other types "
+        "as unsupported)"))
     enq.add_argument("--params", default="{}", help="JSON object")
     enq.add_argument("--expires-in", type=int, default=86400, help="seconds")
 
