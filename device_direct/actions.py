@@ -57,6 +57,7 @@ from device_direct.core.actions import (
 )
 from device_direct.core.payload import Trigger
 from device_direct.core.retry import Backoff
+from device_direct.durable import atomic_write
 from device_direct.errors import (
     DeviceDirectError,
     ModelError,
@@ -64,7 +65,6 @@ from device_direct.errors import (
     ServerRejected,
     StorageError,
 )
-from device_direct.outbox_store import atomic_write
 
 if TYPE_CHECKING:
     from device_direct.agent import Agent

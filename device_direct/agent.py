@@ -52,6 +52,7 @@ from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_x
 from device_direct.core.privacy import PrivacyPolicy
 from device_direct.core.retry import Backoff, Disposition, classify_error
 from device_direct.core.schedule import DailySchedule
+from device_direct.durable import atomic_write
 from device_direct.errors import (
     AuthError,
     DeviceDirectError,
@@ -62,7 +63,7 @@ from device_direct.errors import (
 from device_direct.firmware import FirmwareUpdater
 from device_direct.identity import IdentityStore
 from device_direct.model import DeviceModel, PowerState
-from device_direct.outbox_store import OutboxStore, atomic_write
+from device_direct.outbox_store import OutboxStore
 from device_direct.transport import Transport
 
 if TYPE_CHECKING:

@@ -52,6 +52,7 @@ from device_direct.core.firmware import (
     verify_manifest,
 )
 from device_direct.core.retry import Backoff
+from device_direct.durable import atomic_write
 from device_direct.errors import (
     DeviceDirectError,
     FirmwareError,
@@ -61,7 +62,6 @@ from device_direct.errors import (
     StorageError,
 )
 from device_direct.model import DeviceModel
-from device_direct.outbox_store import atomic_write
 
 if TYPE_CHECKING:
     from device_direct.transport import Transport

@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from device_direct.durable import atomic_write, fsync_dir
 from device_direct.errors import AuthError, RemoteProtocolError, StorageError
 
 if TYPE_CHECKING:
@@ -493,35 +494,14 @@ def _tighten_mode(path: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise StorageError(f"{path}: cannot write: {exc}") from exc
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
-    # The rename is only durable once the directory entry is on disk.
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError as exc:
-        raise StorageError(f"{directory}: cannot open directory to sync: {exc}") from exc
-    try:
-        os.fsync(fd)
+        fsync_dir(directory)
     except OSError as exc:
         raise StorageError(f"{directory}: cannot sync directory: {exc}") from exc
-    finally:
-        os.close(fd)

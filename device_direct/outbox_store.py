@@ -55,6 +55,7 @@ from device_direct.core.payload import (
     is_upload_id,
     read_payload_id,
 )
+from device_direct.durable import TMP_SUFFIX, atomic_write, fsync_dir
 from device_direct.errors import PayloadError, StorageError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 OUTBOX_DIR = "outbox"
 META_NAME = "meta.json"
 QUARANTINE_DIR = "quarantine"
-TMP_SUFFIX = ".tmp"
 META_VERSION = 1
 _PAYLOAD_NAME = re.compile(
     r"^(\d{12})-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.zip$"
@@ -84,33 +84,6 @@ def _storage_errors(what: str, path: Path) -> Iterator[None]:
         hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
         reason = exc.strerror or str(exc)
         raise StorageError(f"cannot {what} {path}: {reason}{hint}") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
-
-    Raises OSError; callers translate it.
-    """
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 # -- metadata (JSON) ---------------------------------------------------------------------
@@ -407,7 +380,7 @@ class OutboxStore:
         # The outcome is already recorded; a file left behind is deleted on next open.
         try:
             os.unlink(path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -421,7 +394,7 @@ class OutboxStore:
                 os.unlink(path)
                 removed = True
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def _quarantine(self, path: Path, reason: str) -> None:
         _quarantine(self.directory, path, reason)
@@ -437,7 +410,7 @@ def _quarantine(directory: Path, path: Path, reason: str) -> None:
         n += 1
     log.error("outbox: moved %s to %s: %s", path.name, target, reason)
     os.replace(path, target)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _recover(

@@ -1,0 +1,48 @@
+"""Durable small-file writes for the device's non-volatile storage.
+
+``atomic_write`` leaves, after a crash or power cut at any instant, either the old file
+or the new one, never a mix: write a temp file beside it, ``fsync`` it, ``os.replace``
+it over the target, then ``fsync`` the directory so the rename itself is on disk.
+Leftover ``*.tmp`` files are a write that did not finish; their owners delete them on
+open. Raises ``OSError``: each caller translates it at its own edge (``StorageError``
+naming what it was writing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and deletions in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably; the file gets ``mode``."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
