@@ -79,7 +79,7 @@ from device_direct.core.privacy import PrivacyPolicy
 from device_direct.core.retry import Backoff
 from device_direct.core.schedule import DailySchedule, MissedPolicy, parse_wall_time
 from device_direct.errors import ConfigError
-from device_direct.tomlreader import Table
+from device_direct.tomlreader import Table, read_toml
 
 SecurityMode = Literal["normal", "locked-down"]
 FirmwareCheck = Literal["daily", "off"]
@@ -666,14 +666,5 @@ def parse_config(
 def load_config(path: Path | str, overrides: Mapping[str, object] | None = None) -> AgentConfig:
     """Load the agent config from a TOML file, with optional dotted-key overrides."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", path=p) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", path=p) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=p) from exc
-    return parse_config(data, source=str(p), base=p.resolve().parent, overrides=overrides)
+    return parse_config(read_toml(p), source=str(p), base=p.resolve().parent,
+                        overrides=overrides)

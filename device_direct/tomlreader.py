@@ -23,6 +23,11 @@ _MISSING: Any = object()
 
 def load_toml(path: Path | str) -> Table:
     """Parse a TOML file; syntax errors name the file and the line."""
+    return Table(read_toml(path), source=str(path), prefix="")
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or malformed file names the file."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -30,7 +35,10 @@ def load_toml(path: Path | str) -> Table:
         raise ConfigError("file not found", path=p) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", path=p) from exc
-    return parse_toml(text, source=str(p))
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=p) from exc
 
 
 def parse_toml(text: str, *, source: str = "<string>") -> Table:
