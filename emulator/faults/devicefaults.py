@@ -72,13 +72,26 @@ class SkewedClock:
 
 class ScenarioDevice(EmulatedDevice):
     """An emulated printer that reports the "install" checkpoint before it writes or
-    trial-boots a firmware bank (where a power cut hurts most)."""
+    trial-boots a firmware bank (where a power cut hurts most), and remembers every
+    system firmware version it ever ran (``versions_run``), trials included."""
 
-    __slots__ = ("checkpoint",)
+    __slots__ = ("checkpoint", "versions_run")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.checkpoint: Callable[[str], None] | None = None
+        self.versions_run: set[str] = {self.firmware().running_version}
+
+    def _note_version(self) -> None:
+        self.versions_run.add(self.firmware().running_version)
+
+    async def power_on(self) -> None:
+        await super().power_on()
+        self._note_version()
+
+    async def rollback_bank(self) -> None:
+        await super().rollback_bank()
+        self._note_version()
 
     async def write_inactive_bank(self, version: str, image: bytes) -> None:
         if self.checkpoint is not None:
@@ -88,7 +101,10 @@ class ScenarioDevice(EmulatedDevice):
     async def boot_bank(self, bank: str, *, trial: bool) -> None:
         if trial and self.checkpoint is not None:
             self.checkpoint("install")
-        await super().boot_bank(bank, trial=trial)
+        try:
+            await super().boot_bank(bank, trial=trial)
+        finally:
+            self._note_version()
 
 
 class DiskFullSeam:

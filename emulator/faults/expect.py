@@ -40,6 +40,7 @@ class DeviceFacts:
     firmware: str  # running system firmware version at the end
     reported_codes: frozenset[str]  # fault codes found in the stored payloads
     faults_injected: int = 0
+    firmware_seen: frozenset[str] = frozenset()  # every version it ran during the run
     crashed: str = ""
     last_error: str = ""
 
@@ -99,6 +100,17 @@ def lost(facts: DeviceFacts) -> str:
             f"first {missing[0]}){err}")
 
 
+def _not_running(e: ExpectSpec) -> Callable[[DeviceFacts], str]:
+    def why(f: DeviceFacts) -> str:
+        if f.firmware == e.version:
+            return f"runs {f.firmware}"
+        if e.version in f.firmware_seen:
+            return f"ran {e.version} during the run (now {f.firmware})"
+        return ""
+
+    return why
+
+
 def run_checks(scenario: Scenario, identities: Sequence[DeviceIdentity],
                facts: Sequence[DeviceFacts], picked: Mapping[str, tuple[int, ...]],
                injected: int) -> tuple[CheckResult, ...]:
@@ -124,9 +136,7 @@ def _one(e: ExpectSpec, n: int, scenario: Scenario, identities: Sequence[DeviceI
         "stored_once": ("every payload stored exactly once",
                         lambda f: "; ".join(stored_twice(f))),
         "none_lost": ("no upload lost", lost),
-        "firmware_not_running": (f"no device runs firmware {e.version}",
-                                 lambda f: f"runs {f.firmware}" if f.firmware == e.version
-                                 else ""),
+        "firmware_not_running": (f"no device runs firmware {e.version}", _not_running(e)),
         "firmware_running": (f"devices run firmware {e.version}",
                              lambda f: f"runs {f.firmware}" if f.firmware != e.version
                              else ""),

@@ -509,6 +509,7 @@ def _gather_facts(fleet: ScenarioFleet, server: ReferenceServer) -> list[DeviceF
             left_in_outbox=len(agent.outbox.entries()) if agent is not None else 0,
             firmware=slot.model.firmware().running_version, reported_codes=frozenset(codes),
             faults_injected=sum(slot.injected.values()), crashed=slot.crashed,
+            firmware_seen=frozenset(slot.model.versions_run),
             last_error=slot.last_error))
     return facts
 
