@@ -45,7 +45,7 @@ def test_delay_is_latency_plus_transfer_time(size: int, bps: int, lat: float) ->
 
 async def test_upload_reset_mid_stream_is_retried_and_stored_once(tmp_path: Path) -> None:
     clock = VirtualClock()
-    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:  # noqa: SIM117
         async with FaultProxy("127.0.0.1", server.port) as proxy:
             model = make_device(clock, None)
             agent, _ = make_agent(tmp_path, server, model, clock)
