@@ -1,9 +1,9 @@
 """pytest fixtures for test suites that talk to Device Direct devices.
 
-Install ``device-direct[test]`` and the fixtures are there (entry point ``pytest11``;
-before that, ``pytest -p emulator.pytest_plugin`` or ``pytest_plugins =
-["emulator.pytest_plugin"]`` in the root ``conftest.py``). They need pytest-asyncio;
-use them from ``async def`` tests.
+Install ``device-direct[test]`` and the fixtures are there (entry point ``pytest11``
+named ``emulator.pytest_plugin``, so ``-p emulator.pytest_plugin`` and ``pytest_plugins =
+["emulator.pytest_plugin"]`` in a root ``conftest.py`` find it already loaded). They
+need pytest-asyncio; use them from ``async def`` tests.
 
 ``dd_clock``
     A :class:`~emulator.clock.VirtualClock` for the test. The test itself holds time:
@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from device_direct.agent import Agent
 from device_direct.config import (
@@ -61,6 +60,13 @@ from emulator.fleet.scenario_report import ScenarioReport
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
 from emulator.server.app import ReferenceServer
+
+try:
+    import pytest_asyncio
+
+    _async_fixture: Any = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover - the async fixtures need it; the rest still loads
+    _async_fixture = pytest.fixture
 
 DEFAULT_TIMEOUT_S = 30.0  # real seconds a wait helper allows before it fails the test
 _POLL_S = 0.005
@@ -242,7 +248,7 @@ def dd_clock() -> Iterator[VirtualClock]:
     yield clock
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def dd_server(tmp_path: Path, dd_clock: VirtualClock) -> AsyncIterator[ReferenceServer]:
     """The reference communication server on 127.0.0.1 (free port), TLS, virtual clock."""
     server = ReferenceServer(tmp_path / "dd-server", clock=dd_clock, rng=random.Random(0))
@@ -256,7 +262,7 @@ async def dd_server(tmp_path: Path, dd_clock: VirtualClock) -> AsyncIterator[Ref
 MakeDevice = Callable[..., Awaitable[DeviceUnderTest]]
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def dd_make_device(tmp_path: Path, dd_server: ReferenceServer, dd_clock: VirtualClock
                          ) -> AsyncIterator[MakeDevice]:
     """``await dd_make_device(profile="office-mono", serial="X1", start=True,
@@ -303,7 +309,7 @@ async def dd_make_device(tmp_path: Path, dd_server: ReferenceServer, dd_clock: V
             await device.stop()
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def dd_device(dd_make_device: MakeDevice) -> DeviceUnderTest:
     """One office colour MFP with its agent running, registered on first sync."""
     return await dd_make_device()

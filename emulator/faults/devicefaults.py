@@ -116,7 +116,7 @@ class DiskFullSeam:
 
     def __init__(self) -> None:
         self._full: dict[Path, int] = {}
-        self._saved: Callable[[Path, bytes], None] | None = None
+        self._saved: Callable[..., None] | None = None
         self.refused = 0
 
     def fill(self, directory: Path) -> None:
@@ -137,21 +137,27 @@ class DiskFullSeam:
 
         if self._saved is not None:
             raise RuntimeError("DiskFullSeam is already installed")
-        real: Callable[[Path, bytes], None] = store.atomic_write
+        # The outbox calls the name bound in its own module (imported from
+        # device_direct.durable), so that is the one to replace.
+        namespace = vars(store)
+        real: Callable[..., None] = namespace[_SEAM]
         self._saved = real
 
-        def atomic_write(path: Path, data: bytes) -> None:
+        def atomic_write(path: Path, data: bytes, **kwargs: Any) -> None:
             if self._full and self.is_full(Path(path)):
                 self.refused += 1
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            real(path, data)
+            real(path, data, **kwargs)
 
-        store.atomic_write = atomic_write
+        namespace[_SEAM] = atomic_write
         return self
 
     def __exit__(self, *exc: object) -> None:
         import device_direct.outbox_store as store
 
         if self._saved is not None:
-            store.atomic_write = self._saved  # type: ignore[assignment]
+            vars(store)[_SEAM] = self._saved
             self._saved = None
+
+
+_SEAM = "atomic_write"  # the outbox's only way to write a file
