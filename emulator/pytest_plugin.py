@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -64,9 +64,16 @@ from emulator.server.app import ReferenceServer
 try:
     import pytest_asyncio
 
-    _async_fixture: Any = pytest_asyncio.fixture
+    _fixture: Any = pytest_asyncio.fixture
 except ImportError:  # pragma: no cover - the async fixtures need it; the rest still loads
-    _async_fixture = pytest.fixture
+    _fixture = pytest.fixture
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _async_fixture(fn: _F) -> _F:
+    return cast(_F, _fixture(fn))
+
 
 DEFAULT_TIMEOUT_S = 30.0  # real seconds a wait helper allows before it fails the test
 _POLL_S = 0.005
