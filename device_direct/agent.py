@@ -56,6 +56,8 @@ from device_direct.durable import atomic_write
 from device_direct.errors import (
     AuthError,
     DeviceDirectError,
+    ModelError,
+    PayloadError,
     ServerRejected,
     StorageError,
     TLSError,
@@ -253,11 +255,15 @@ class Agent:
             trigger, self._send_now_trigger = self._send_now_trigger, None
         elif now >= self.next_sync:
             trigger = "scheduled"
-            self.last_run = now
             self.next_sync = self.schedule.next_run(now)
-            self._save_state()
         if trigger is not None:
-            self.queue_payload(trigger)
+            queued = self.queue_payload(trigger)
+            if trigger == "scheduled" and queued is not None:
+                # Recorded once the day's payload is durably queued: a power cut while
+                # it was being built leaves the run "missed" (caught up at boot when
+                # schedule.missed = "catch-up").
+                self.last_run = now
+                self._save_state()
         if self.outbox.next_due(now) is not None or trigger is not None:
             await self.sync(trigger)
         await self.run_background()
@@ -355,23 +361,30 @@ class Agent:
             log.info("device is %s: no payload built", self.model.power.value)
             return None
         self._reach("build")
-        allocation = self.outbox.allocate()
-        meta = PayloadMeta(
-            upload_id=allocation.upload_id,
-            sequence=allocation.sequence,
-            generated_at=self.clock.now(),
-            trigger=trigger,
-        )
-        zip_bytes = pack_zip(build_xml(
-            collect(self.model),
-            meta,
-            policy=self.policy,
-            transfer_history=self.outbox.history(),
-            proxy=self.proxy_route,
-            engineering_log=(
-                self.model.engineering_log() if self.policy.send_engineering else None
-            ),
-        ))
+        try:
+            allocation = self.outbox.allocate()
+            meta = PayloadMeta(
+                upload_id=allocation.upload_id,
+                sequence=allocation.sequence,
+                generated_at=self.clock.now(),
+                trigger=trigger,
+            )
+            zip_bytes = pack_zip(build_xml(
+                collect(self.model),
+                meta,
+                policy=self.policy,
+                transfer_history=self.outbox.history(),
+                proxy=self.proxy_route,
+                engineering_log=(
+                    self.model.engineering_log() if self.policy.send_engineering else None
+                ),
+            ))
+        except (StorageError, PayloadError, ModelError) as exc:
+            # A full disk or data the model cannot give today: no payload this time,
+            # but the agent goes on (what is queued is still sent; tomorrow tries again).
+            log.error("no payload built (%s): %s", type(exc).__name__, exc)
+            self.stats.last_error = str(exc)
+            return None
         self._reach("write")
         try:
             self.outbox.add(zip_bytes, meta)

@@ -21,6 +21,7 @@ def write_agent_config(
     *,
     key: str,
     upload_time: str = "02:00",
+    missed: str = "skip",
     time_zone: str = "Europe/Berlin",
     extra: str = "",
 ) -> Path:
@@ -39,6 +40,7 @@ time_zone = "{time_zone}"
 
 [schedule]
 upload_time = "{upload_time}"
+missed = "{missed}"
 
 [retry]
 base_s = 5.0

@@ -1,0 +1,97 @@
+"""The agent against a full disk and a power cut while the day's payload is built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import device_direct.outbox_store as outbox_store
+from device_direct.agent import Agent
+from emulator.clock import VirtualClock
+from emulator.server.app import ReferenceServer
+from tests.device_direct.agent_harness import make_agent, make_device
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_a_full_disk_skips_a_payload_but_the_agent_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = VirtualClock()
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        agent, _ = make_agent(tmp_path, server, make_device(clock, None), clock)
+        real_write = outbox_store.atomic_write
+
+        def full(path: Path, data: bytes, **kw: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        clock.register()  # the test: time stands still
+        task = asyncio.create_task(agent.run())
+        try:
+            monkeypatch.setattr(outbox_store, "atomic_write", full)
+            agent.send_now()
+            await _until(lambda: "No space left" in agent.stats.last_error)
+            assert not task.done(), "a full disk must not end the agent"
+            assert agent.stats.payloads_built == 0
+
+            monkeypatch.setattr(outbox_store, "atomic_write", real_write)
+            agent.send_now()
+            await _until(lambda: agent.stats.uploads_stored == 1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class PowerCut(Exception):
+    pass
+
+
+async def test_power_cut_while_building_is_caught_up_at_boot(tmp_path: Path) -> None:
+    # 01:59 in Berlin on the 4th: a good day first, then the plug is pulled during the
+    # build of the 5th's payload.
+    clock = VirtualClock(datetime(2026, 1, 4, 0, 59, tzinfo=UTC))
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        model = make_device(clock, None)
+        agent, config = make_agent(tmp_path, server, model, clock, missed="catch-up")
+        builds: list[datetime] = []
+
+        def cut(name: str) -> None:
+            if name == "build":
+                builds.append(clock.now())
+                if len(builds) == 2:
+                    raise PowerCut(name)
+
+        agent.checkpoint = cut
+        clock.register()
+        with pytest.raises(PowerCut):
+            await asyncio.wait_for(agent.run(), 20)
+        assert clock.now() == datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
+        assert agent.stats.uploads_stored == 1
+
+        # The device comes back ten minutes later: a new agent from the same disk.
+        await clock.sleep(600)
+        reborn = Agent(config, model, clock=clock)
+        clock.register()  # the test itself, polling below: time stands still meanwhile
+        task = asyncio.create_task(reborn.run())
+        try:
+            await _until(lambda: reborn.stats.uploads_stored == 1)
+            assert clock.now() < datetime(2026, 1, 5, 2, 0, tzinfo=UTC), "not caught up at boot"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        uploads = server.storage.uploads(reborn.identity.device_id or "")
+        assert [u["trigger"] for u in uploads] == ["scheduled", "scheduled"]
