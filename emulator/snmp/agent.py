@@ -39,6 +39,7 @@ from device_direct.clock import Clock
 from device_direct.model import PowerState, Severity
 from emulator.errors import EmulatorError
 from emulator.model.device import EmulatedDevice
+from emulator.model.profile import JOB_KINDS
 from emulator.snmp.instrum import (
     BulkResponder,
     GetResponder,
@@ -136,7 +137,9 @@ def hardware_facts(device: EmulatedDevice) -> HardwareFacts:
         sys_object_id=p.identity.sys_object_id,
         firmware_labels=tuple((m.name, m.label) for m in p.identity.firmware),
         color=p.engine.color, trays=p.engine.trays, ppm=p.engine.ppm,
-        duplex="duplex" in p.identity.features, a3="a3" in p.identity.features)
+        duplex="duplex" in p.identity.features, a3="a3" in p.identity.features,
+        services=tuple(kind for kind, share in zip(JOB_KINDS, p.usage.job_mix, strict=True)
+                       if share > 0))
 
 
 def engine_id(hardware: HardwareFacts, mac: str) -> bytes:

@@ -36,6 +36,7 @@ from emulator.snmp.oid_table import (
 SYSTEM = (1, 3, 6, 1, 2, 1, 1)
 HOST_RESOURCES = (1, 3, 6, 1, 2, 1, 25)
 PRINTER_MIB = (1, 3, 6, 1, 2, 1, 43)
+IMAGING_COUNTERS = (1, 3, 6, 1, 4, 1, 2699, 1, 3, 1)  # PWG 5106.3 icMIBObjects
 SYS_CONTACT = (*SYSTEM, 4, 0)
 SYS_NAME = (*SYSTEM, 5, 0)
 SYS_LOCATION = (*SYSTEM, 6, 0)
@@ -66,6 +67,8 @@ class HardwareFacts:
     ppm: int
     duplex: bool
     a3: bool
+    # Job kinds the device offers (the profile's job mix): print, copy, fax, scan.
+    services: tuple[str, ...] = ("print", "copy", "fax", "scan")
 
     def __post_init__(self) -> None:
         parse_oid(self.sys_object_id)
@@ -199,6 +202,7 @@ def build_table(m: MibInput) -> OidTable:
     _interpreters(m, add)
     _console(status, add)
     _alerts(m, add)
+    _imaging_counters(m, add)
     add((vendor_device_id_oid(hw), text(device_id_1284(ident, hw))))
     return OidTable(rows)
 
@@ -381,3 +385,58 @@ def _alerts(m: MibInput, add: _Adder) -> None:
             (9, ticks(alert.uptime_ticks)),
         ):
             add(((*a, col, HR_DEV, alert.index), value))
+
+
+# -- PWG-IMAGING-COUNTER-MIB (PWG 5106.3) ----------------------------------------------------
+
+# IcServiceTypeTC values, and the icKeyIndex each service gets here (1 is the totals).
+_IC_SERVICES: tuple[tuple[int, str, int], ...] = (
+    (1, "systemTotals", 3),
+    (2, "print", 11),
+    (3, "copy", 4),
+    (4, "fax", 7),  # faxIn: received faxes are printed
+    (5, "scan", 12),
+)
+_IC_WORK_TOTALS = 3  # IcWorkTypeTC workTotals
+_IC_LIFETIME = 3  # IcPersistenceTC lifetime
+_IC_MAX = 2_147_483_647  # IcCounter32 is Integer32 (0..2^31-1)
+
+
+def _ic(v: int) -> MibValue:
+    return integer(min(max(v, 0), _IC_MAX))
+
+
+def _imaging_counters(m: MibInput, add: _Adder) -> None:
+    """icKeyTable, icServiceTable and lifetime work totals per service.
+
+    The model keeps black/color and sheets for the whole device and impressions per
+    job kind, so the totals row has monochrome/full-color impressions and sheets and
+    the service rows have their total impressions (scan: images). Columns the model
+    has no value for are not instantiated.
+    """
+    ic, c = IMAGING_COUNTERS, m.counters
+    per_service = {"print": c.print_impressions, "copy": c.copy_impressions,
+                   "fax": c.fax_impressions}
+    state = 7 if m.power in (PowerState.OFF, PowerState.FAULTED) else (
+        4 if m.power is PowerState.PRINTING else 3)  # down / processing / idle
+    services = [row for row in _IC_SERVICES
+                if row[1] == "systemTotals" or row[1] in m.hardware.services]
+    add(((*ic, 1, 2, 0), _ic(len(services))))  # icGeneralTotalServiceRecords
+    for key, name, service_type in services:
+        add(((*ic, 2, 1, 1, 2, key), integer(service_type)))  # icKeyServiceType
+        add(((*ic, 2, 1, 1, 3, key), integer(1)))  # icKeyServiceIndex
+        svc = (*ic, 3, 1, 1)
+        add(((*svc, 3, service_type, 1), integer(key)))  # icServiceKey
+        add(((*svc, 4, service_type, 1), text(name)))  # icServiceInfo
+        add(((*svc, 6, service_type, 1), integer(state)))  # icServiceState
+        row = (key, _IC_WORK_TOTALS, _IC_LIFETIME)
+        imp = (*ic, 8, 1, 1)  # icImpressionTable
+        if name == "systemTotals":
+            add(((*imp, 4, *row), _ic(c.total_impressions)))
+            add(((*imp, 5, *row), _ic(c.black_impressions)))
+            add(((*imp, 7, *row), _ic(c.color_impressions)))
+            add(((*ic, 10, 1, 1, 4, *row), _ic(c.sheets)))  # icSheetTotalSheets
+        elif name == "scan":
+            add(((*ic, 7, 1, 1, 4, *row), _ic(c.scan_images)))  # icImageTotalImages
+        else:
+            add(((*imp, 4, *row), _ic(per_service[name])))

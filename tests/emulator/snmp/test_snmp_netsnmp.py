@@ -221,3 +221,29 @@ async def test_switched_off_device_does_not_answer(rig: Rig) -> None:
     await device.power_on()
     on = await run("snmpget", *v2c(agent.port), "1.3.6.1.2.1.25.3.5.1.1.1")
     assert on.out.strip().endswith("INTEGER: 3")  # idle again
+
+
+async def test_pwg_imaging_counters_follow_the_model(rig: Rig) -> None:
+    from device_direct.model import JobKind
+    from emulator.snmp.printer_mib import IMAGING_COUNTERS
+
+    device, agent = rig
+    await device.print_job(PrintJob(pages=3, color=True))
+    await device.print_job(PrintJob(kind=JobKind.COPY, pages=2))
+    result = await run("snmpbulkwalk", *v2c(agent.port), ".".join(map(str, IMAGING_COUNTERS)))
+    assert result.returncode == 0, result.err
+    rows = parse_walk(result.out)
+    oids = [oid for oid, _ in rows]
+    assert _ordered(oids) and oids == [o for o, _ in agent.table().subtree(IMAGING_COUNTERS)]
+    values = dict(rows)
+    c = device.counters()
+    imp = (*IMAGING_COUNTERS, 8, 1, 1)
+    # key 1 = systemTotals, work type workTotals(3), persistence lifetime(3)
+    assert values[(*imp, 4, 1, 3, 3)] == f"INTEGER: {c.total_impressions}"
+    assert values[(*imp, 5, 1, 3, 3)] == f"INTEGER: {c.black_impressions}"
+    assert values[(*imp, 7, 1, 3, 3)] == f"INTEGER: {c.color_impressions}"
+    assert values[(*imp, 4, 2, 3, 3)] == f"INTEGER: {c.print_impressions}"  # print
+    assert values[(*imp, 4, 3, 3, 3)] == f"INTEGER: {c.copy_impressions}"  # copy
+    assert c.print_impressions >= 3 and c.copy_impressions >= 2
+    # icServiceTable, indexed by IcServiceTypeTC: print(11) -> key 2
+    assert values[(*IMAGING_COUNTERS, 3, 1, 1, 3, 11, 1)] == "INTEGER: 2"
