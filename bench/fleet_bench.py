@@ -75,13 +75,13 @@ def start_server(state: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 def fleet_run(port: int, state: Path, work: Path, devices: int, days: int,
-              concurrency: int) -> tuple[float, dict[str, int], bool]:
+              concurrency: int, seed: int = 8) -> tuple[float, dict[str, int], bool]:
     keys = tuple(server_cli(state, "make-key", "--count", str(devices),
                             "--ttl", str(7 * 86400)).split())
     firmware_key = server_cli(state, "export-firmware-key")
     target = ServerTarget(url=f"https://127.0.0.1:{port}/", ca_bundle=state / "pki" / "bundle.pem",
                           server_name="localhost", keys=keys, firmware_key=firmware_key)
-    spec = FleetSpec(devices=devices, days=days, seed=8, zones=("UTC",),
+    spec = FleetSpec(devices=devices, days=days, seed=seed, zones=("UTC",),
                      upload_window=BENCH_WINDOW)
     report = asyncio.run(run_fleet(spec, work, target=target, concurrency=concurrency))
     for e in report.expectations:
@@ -257,10 +257,18 @@ def main() -> int:
         server_cli(state, "export-firmware-key")  # creates the state (PKI, keys)
         proc, port = start_server(state)
         try:
+            # The same fleet for one day (other serials, so it registers too): what the
+            # one-time set-up plus a day costs, to split the 30-day run into set-up and
+            # steady state. Locust's device-days below are steady state only.
+            t0 = time.perf_counter()
+            fleet_run(port, state, Path(tmp) / "one-day", args.devices, 1,
+                      args.concurrency, seed=9)
+            one_day_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             fleet_rate, totals, fleet_ok = fleet_run(port, state, work, args.devices,
                                                      args.days, args.concurrency)
             fleet_s = time.perf_counter() - t0
+            steady_rate = (args.devices * (args.days - 1)) / max(fleet_s - one_day_s, 1e-9)
             locust_rate, locust_days, locust_errors = locust_run(
                 port, state, work, args.concurrency, args.locust_seconds)
             handshakes = openssl_handshakes(port, args.openssl_seconds)
@@ -274,20 +282,28 @@ def main() -> int:
           f"action polls {totals['action_polls']}, firmware checks "
           f"{totals['firmware_checks']}, retries {totals['send_failures']}, "
           f"expectations {'ok' if fleet_ok else 'FAILED'}")
+    print(f"    steady state (days 2..{args.days}, set-up and registration excluded by a "
+          f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_rate:.1f} device-days/s")
     print(f"(b) locust: {locust_rate:.1f} device-days/s ({locust_days} device-days, "
           f"{locust_errors} errors, {args.concurrency} users, {args.locust_seconds} s)")
     print(f"(c) openssl s_time -new: {handshakes:.1f} handshakes/s (same server, same port)")
     print(f"(d) idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
     ratio_locust = fleet_rate / locust_rate if locust_rate else float("inf")
     ratio_openssl = fleet_rate / handshakes
+    steady_locust = steady_rate / locust_rate if locust_rate else float("inf")
     print(f"ratios: fleet/locust {ratio_locust:.2f} (goal >= 1), fleet/openssl "
           f"{ratio_openssl:.3f} (goal >= 0.4), idle {kib:.1f} KiB (goal <= 32)")
+    print(f"        steady state: fleet/locust {steady_locust:.2f}, fleet/openssl "
+          f"{steady_rate / handshakes:.3f}")
     print(json.dumps({
         "device_days_per_s": round(fleet_rate, 1),
         "locust_device_days_per_s": round(locust_rate, 1),
         "openssl_handshakes_per_s": round(handshakes, 1),
         "ratio_vs_locust": round(ratio_locust, 3),
         "ratio_vs_openssl": round(ratio_openssl, 3),
+        "steady_device_days_per_s": round(steady_rate, 1),
+        "steady_ratio_vs_locust": round(steady_locust, 3),
+        "steady_ratio_vs_openssl": round(steady_rate / handshakes, 3),
         "kib_per_idle_device": round(kib, 1),
         "fleet_ok": fleet_ok,
     }))
