@@ -11,14 +11,14 @@ from device_direct.tomlreader import load_toml, parse_toml
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
         load_toml(tmp_path / "nope.toml")
 
 
 def test_syntax_error_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_text("a = [1, \n")
-    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         load_toml(p)
 
 
