@@ -30,14 +30,14 @@ import asyncio
 import gc
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from tls_floor import openssl_handshakes  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -179,16 +179,6 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int
 # -- (c) openssl ----------------------------------------------------------------------------
 
 
-def openssl_handshakes(port: int, seconds: int) -> float:
-    if shutil.which("openssl") is None:
-        raise SystemExit("openssl is not installed (apt-get install openssl)")
-    out = subprocess.run(
-        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
-        capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
-    m = re.search(r"(\d+) connections in (\d+(?:\.\d+)?) real seconds", out)
-    if m is None:
-        raise SystemExit(f"cannot read openssl s_time output:\n{out}")
-    return int(m.group(1)) / float(m.group(2))
 
 
 # -- (d) idle RSS ---------------------------------------------------------------------------

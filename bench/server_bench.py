@@ -19,7 +19,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from io import BytesIO
 from pathlib import Path
 
 import aiohttp
+from tls_floor import openssl_handshakes  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -133,16 +133,6 @@ async def upload_load(base: str, devices: list[tuple[str, str, ssl.SSLContext]],
     return stored, errors, time.perf_counter() - started, [sizes[0], sizes[-1]]
 
 
-def openssl_handshakes(port: int, seconds: int) -> float:
-    if shutil.which("openssl") is None:
-        raise SystemExit("openssl is not installed (apt-get install openssl)")
-    out = subprocess.run(
-        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
-        capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
-    m = re.search(r"(\d+) connections in (\d+(?:\.\d+)?) real seconds", out)
-    if m is None:
-        raise SystemExit(f"cannot read openssl s_time output:\n{out}")
-    return int(m.group(1)) / float(m.group(2))
 
 
 def main() -> int:

@@ -47,13 +47,8 @@ def _escape_text(text: str) -> str:
 
 
 def _escape_attr(text: str) -> str:
-    # ElementTree's _escape_attrib (Python 3.11+)
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
+    # ElementTree's _escape_attrib (Python 3.11+): the text escapes, then these
+    text = _escape_text(text)
     if '"' in text:
         text = text.replace('"', "&quot;")
     if "\r" in text:
