@@ -37,7 +37,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tls_floor import openssl_handshakes  # bench/, beside this script
+from peers import openssl_handshakes, start_server  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,18 +57,6 @@ def server_cli(state: Path, *args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
          *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-
-
-def start_server(state: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
-         "run", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the reference server did not start")
-    return proc, int(json.loads(line)["port"])
 
 
 # -- (a) the fleet --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from io import BytesIO
 from pathlib import Path
 
 import aiohttp
-from tls_floor import openssl_handshakes  # bench/, beside this script
+from peers import openssl_handshakes, start_server  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,18 +57,6 @@ def build_payload(serial: str, sequence: int, rng: random.Random) -> tuple[str, 
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("device-data.xml", xml)
     return upload_id, buf.getvalue()
-
-
-def start_server(state: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
-         "run", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the reference server did not start")
-    return proc, int(json.loads(line)["port"])
 
 
 async def register_all(base: str, ca: Path, keys: list[str], work: Path

@@ -1,0 +1,42 @@
+"""What the benchmarks measure against: the reference server in its own process, and
+the floor TLS itself sets (``openssl s_time -new`` handshakes per second).
+
+Shared by the fleet and server benchmarks; not a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_server(state: Path) -> tuple[subprocess.Popen[str], int]:
+    """The reference server on 127.0.0.1, a free port, state in ``state``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
+         "run", "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit("the reference server did not start")
+    return proc, int(json.loads(line)["port"])
+
+
+def openssl_handshakes(port: int, seconds: int) -> float:
+    """New full handshakes per second against 127.0.0.1:``port`` for ``seconds``."""
+    if shutil.which("openssl") is None:
+        raise SystemExit("openssl is not installed (apt-get install openssl)")
+    out = subprocess.run(
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
+        capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
+    m = re.search(r"(\d+) connections in (\d+(?:\.\d+)?) real seconds", out)
+    if m is None:
+        raise SystemExit(f"cannot read openssl s_time output:\n{out}")
+    return int(m.group(1)) / float(m.group(2))
