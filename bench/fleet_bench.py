@@ -238,6 +238,9 @@ def main() -> int:
             # The same fleet for one day (other serials, so it registers too): what the
             # one-time set-up plus a day costs, to split the 30-day run into set-up and
             # steady state. Locust's device-days below are steady state only.
+            # Warm-up (not measured): imports and first-use costs in this process would
+            # otherwise land on whichever fleet runs first.
+            fleet_run(port, state, Path(tmp) / "warm-up", 5, 1, args.concurrency, seed=10)
             t0 = time.perf_counter()
             fleet_run(port, state, Path(tmp) / "one-day", args.devices, 1,
                       args.concurrency, seed=9)
@@ -246,7 +249,10 @@ def main() -> int:
             fleet_rate, totals, fleet_ok = fleet_run(port, state, work, args.devices,
                                                      args.days, args.concurrency)
             fleet_s = time.perf_counter() - t0
-            steady_rate = (args.devices * (args.days - 1)) / max(fleet_s - one_day_s, 1e-9)
+            # Only meaningful when the run is long beside its set-up.
+            steady_rate: float | None = (
+                (args.devices * (args.days - 1)) / (fleet_s - one_day_s)
+                if args.days >= 5 and fleet_s > 2 * one_day_s else None)
             locust_rate, locust_days, locust_errors = locust_run(
                 port, state, work, args.concurrency, args.locust_seconds)
             handshakes = openssl_handshakes(port, args.openssl_seconds)
@@ -260,28 +266,31 @@ def main() -> int:
           f"action polls {totals['action_polls']}, firmware checks "
           f"{totals['firmware_checks']}, retries {totals['send_failures']}, "
           f"expectations {'ok' if fleet_ok else 'FAILED'}")
+    steady_text = f"{steady_rate:.1f} device-days/s" if steady_rate else "n/a (run too short)"
     print(f"    steady state (days 2..{args.days}, set-up and registration excluded by a "
-          f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_rate:.1f} device-days/s")
+          f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_text}")
     print(f"(b) locust: {locust_rate:.1f} device-days/s ({locust_days} device-days, "
           f"{locust_errors} errors, {args.concurrency} users, {args.locust_seconds} s)")
     print(f"(c) openssl s_time -new: {handshakes:.1f} handshakes/s (same server, same port)")
     print(f"(d) idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
     ratio_locust = fleet_rate / locust_rate if locust_rate else float("inf")
     ratio_openssl = fleet_rate / handshakes
-    steady_locust = steady_rate / locust_rate if locust_rate else float("inf")
+    steady_locust = steady_rate / locust_rate if steady_rate and locust_rate else None
+    steady_openssl = steady_rate / handshakes if steady_rate else None
     print(f"ratios: fleet/locust {ratio_locust:.2f} (goal >= 1), fleet/openssl "
           f"{ratio_openssl:.3f} (goal >= 0.4), idle {kib:.1f} KiB (goal <= 32)")
-    print(f"        steady state: fleet/locust {steady_locust:.2f}, fleet/openssl "
-          f"{steady_rate / handshakes:.3f}")
+    if steady_locust is not None and steady_openssl is not None:
+        print(f"        steady state: fleet/locust {steady_locust:.2f}, fleet/openssl "
+              f"{steady_openssl:.3f}")
     print(json.dumps({
         "device_days_per_s": round(fleet_rate, 1),
         "locust_device_days_per_s": round(locust_rate, 1),
         "openssl_handshakes_per_s": round(handshakes, 1),
         "ratio_vs_locust": round(ratio_locust, 3),
         "ratio_vs_openssl": round(ratio_openssl, 3),
-        "steady_device_days_per_s": round(steady_rate, 1),
-        "steady_ratio_vs_locust": round(steady_locust, 3),
-        "steady_ratio_vs_openssl": round(steady_rate / handshakes, 3),
+        "steady_device_days_per_s": round(steady_rate, 1) if steady_rate else None,
+        "steady_ratio_vs_locust": round(steady_locust, 3) if steady_locust else None,
+        "steady_ratio_vs_openssl": round(steady_openssl, 3) if steady_openssl else None,
         "kib_per_idle_device": round(kib, 1),
         "fleet_ok": fleet_ok,
     }))
