@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,25 +16,7 @@ from device_direct.errors import ServerUnavailable
 from device_direct.transport import Transport
 from emulator.clock import VirtualClock
 from emulator.server.app import ReferenceServer
-from tests.device_direct.test_actions_rig import PowerCut, make_rig
-
-START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock(START)
-
-
-@pytest.fixture
-async def server(tmp_path: Path, clock: VirtualClock) -> AsyncIterator[ReferenceServer]:
-    srv = ReferenceServer(tmp_path / "server", clock=clock)
-    try:
-        await srv.start()
-    except Exception as exc:  # a peer that cannot start is a failure, not a skip
-        pytest.fail(f"reference server could not start: {exc}")
-    yield srv
-    await srv.stop()
+from tests.device_direct.test_actions_rig import START, PowerCut, make_rig
 
 
 async def test_every_action_type_runs_and_reports(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,6 +25,9 @@ from emulator.clock import VirtualClock
 from emulator.model.device import EmulatedDevice
 from emulator.server.app import ReferenceServer
 from tests.device_direct.agent_harness import make_device, write_agent_config
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
 
 TransportFactory = Callable[[Agent], Transport]
 

@@ -8,7 +8,6 @@ bank holds an image that should not be there.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,28 +21,17 @@ from device_direct.transport import Transport
 from emulator.clock import VirtualClock
 from emulator.server.app import ReferenceServer
 from emulator.server.firmware import make_manifest, sign_manifest
-from tests.device_direct.test_actions_rig import PowerCut, Rig, make_rig, pem_setting
+from tests.device_direct.test_actions_rig import (
+    PowerCut,
+    Rig,
+    make_rig,
+    pem_setting,
+)
 
-START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OLD = "100.002.057.09608"  # office-color's shipped system firmware
 NEW = "100.003.000.00001"
 IMAGE = bytes(range(256)) * 1200  # 300 KiB: several download chunks
 
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock(START)
-
-
-@pytest.fixture
-async def server(tmp_path: Path, clock: VirtualClock) -> AsyncIterator[ReferenceServer]:
-    srv = ReferenceServer(tmp_path / "server", clock=clock)
-    try:
-        await srv.start()
-    except Exception as exc:  # a peer that cannot start is a failure, not a skip
-        pytest.fail(f"reference server could not start: {exc}")
-    yield srv
-    await srv.stop()
 
 
 async def fw_rig(tmp_path: Path, server: ReferenceServer, clock: VirtualClock, *,
