@@ -32,7 +32,7 @@ from aiohttp import web
 
 from device_direct.clock import Clock, SystemClock
 from emulator.errors import ServerError
-from emulator.server import admin_api, device_api
+from emulator.server import admin_api, device_api, payload_check
 from emulator.server.faults import FaultPlan, TlsFault, decide
 from emulator.server.firmware import make_manifest, sign_manifest
 from emulator.server.firmware_qa import FirmwareQa
@@ -119,6 +119,7 @@ class ReferenceServer:
         if self._runner is not None:
             raise ServerError("the server is already running")
         app = self.make_app()
+        payload_check.warm_up()  # before any worker thread compiles its own copy
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port,
@@ -314,6 +315,15 @@ class ReferenceServer:
             code = {404: "not_found", 405: "method_not_allowed",
                     413: "too_large"}.get(exc.status, "http_error")
             return error_response(exc.status, code, exc.reason)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:
+            # A bug or a broken store: one line naming the request and the exception
+            # (with its traceback), and a JSON 500 the device treats as "try later".
+            log.exception("internal error on %s %s: %s: %s", request.method, request.path,
+                          type(exc).__name__, exc)
+            return error_response(500, "internal_error",
+                                  f"the server failed on this request ({type(exc).__name__})")
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler

@@ -87,7 +87,10 @@ class PayloadFacts:
 
 
 # lxml validators keep their error log on the object, so one compiled schema per
-# worker thread; the XSD text itself is read once.
+# worker thread; the XSD text itself is read once. Compiling is serialised: libxml2's
+# first schema compile initialises process-wide tables, and two threads compiling at
+# once (the first uploads of a busy server) corrupted them for good ("Document is not
+# valid XML Schema" on every later upload).
 _XSD_BYTES: bytes | None = None
 _local = threading.local()
 _xsd_lock = threading.Lock()
@@ -100,10 +103,15 @@ def _schema() -> Any:
         with _xsd_lock:
             if _XSD_BYTES is None:
                 _XSD_BYTES = XSD_PATH.read_bytes()
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-        schema = etree.XMLSchema(etree.fromstring(_XSD_BYTES, parser))
+            parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+            schema = etree.XMLSchema(etree.fromstring(_XSD_BYTES, parser))
         _local.schema = schema
     return schema
+
+
+def warm_up() -> None:
+    """Compile the schema once in this thread (the server calls it before serving)."""
+    _schema()
 
 
 def _parser() -> Any:

@@ -169,3 +169,50 @@ async def test_restart_on_the_same_state_dir_loses_nothing(
         status, offer, _ = await dev.request(
             "GET", "/firmware", params={"model": "ColorMFP C8055", "version": "100.2"})
         assert status == 200 and offer["manifest"] == manifest
+
+
+_COMPILE_RACE = """
+import sys, threading
+from emulator.server import payload_check
+barrier, errors = threading.Barrier(16), []
+def compile_schema():
+    barrier.wait()
+    try:
+        payload_check._schema()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=compile_schema) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors)
+"""
+
+
+def test_schema_compiles_safely_when_the_first_uploads_arrive_together() -> None:
+    # Regression: 16 worker threads compiling their first schema at once corrupted
+    # libxml2's shared tables in about one fresh process in four, and every later upload
+    # got a 500. It needs a fresh process each time (the tables are initialised once).
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    for _ in range(6):
+        out = subprocess.run([sys.executable, "-c", _COMPILE_RACE], cwd=root, check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        assert out.strip() == "[]"
+
+
+async def test_an_unexpected_failure_is_a_json_500_naming_it_and_logged(
+    server: ReferenceServer, dev: Device, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(server.storage, "store_upload", broken)
+    upload_id, body = payload_zip(sequence=1)
+    status, resp = await dev.upload(body, upload_id)
+    assert status == 500
+    assert resp["error"] == "internal_error" and "RuntimeError" in resp["detail"]
+    assert any("internal error on POST" in r.getMessage() and "disk on fire" in
+               r.getMessage() for r in caplog.records)
