@@ -53,6 +53,7 @@ from device_direct.core.payload import (
     PayloadMeta,
     TransferRecord,
     is_upload_id,
+    read_payload_head_id,
     read_payload_id,
 )
 from device_direct.durable import TMP_SUFFIX, atomic_write, fsync_dir
@@ -147,24 +148,39 @@ class _Meta:
         return cls(next_sequence, entries, history)
 
 
-def _meta_bytes(box: Outbox) -> bytes:
-    doc = {
-        "version": META_VERSION,
-        "next_sequence": box.next_sequence,
-        "entries": {
-            e.upload_id: {
-                "attempts": e.attempts,
-                "created_at": e.created_at.isoformat(),
-                "next_attempt_at": e.next_attempt_at.isoformat(),
-                "last_error": e.last_error,
-            }
-            for e in box.entries
-        },
-        "history": [_record_to_json(r) for r in box.history],
-    }
+def _dumps(value: Any) -> str:
     # No indent: with it json falls back to its pure-Python encoder, and this file is
     # written several times per payload (a fleet writes it thousands of times a second).
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _meta_bytes(box: Outbox, records: dict[TransferRecord, str]) -> bytes:
+    """meta.json: the same bytes as one ``json.dumps(doc, sort_keys=True)``.
+
+    Transfer records never change once made, and the history (up to 50 of them) is
+    rewritten with every change of state; ``records`` keeps each one's JSON text.
+    """
+    entries = {
+        e.upload_id: {
+            "attempts": e.attempts,
+            "created_at": e.created_at.isoformat(),
+            "next_attempt_at": e.next_attempt_at.isoformat(),
+            "last_error": e.last_error,
+        }
+        for e in box.entries
+    }
+    history = []
+    for r in box.history:
+        text = records.get(r)
+        if text is None:
+            text = records[r] = _dumps(_record_to_json(r))
+        history.append(text)
+    if len(records) > 2 * len(history):  # forget records that left the history
+        keep = set(box.history)
+        for r in [r for r in records if r not in keep]:
+            del records[r]
+    return (f'{{"entries":{_dumps(entries)},"history":[{",".join(history)}],'
+            f'"next_sequence":{box.next_sequence},"version":{META_VERSION}}}').encode()
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -178,6 +194,7 @@ class OutboxStore:
         self._box = box
         self._clock = clock
         self._rng = rng
+        self._record_json: dict[TransferRecord, str] = {}
 
     @classmethod
     def open(
@@ -259,7 +276,7 @@ class OutboxStore:
         and :class:`StorageError` if the disk failed or the payload cannot fit at all (it
         is then recorded as dropped).
         """
-        if read_payload_id(zip_bytes)[1] != meta.upload_id:
+        if read_payload_head_id(zip_bytes) != meta.upload_id:
             raise PayloadError(f"payload's uploadId does not match {meta.upload_id}")
         now = self._clock.now()
         work = self._box.copy()
@@ -374,7 +391,7 @@ class OutboxStore:
     def _persist(self, box: Outbox) -> None:
         path = self.directory / META_NAME
         with _storage_errors("write the outbox metadata", path):
-            atomic_write(path, _meta_bytes(box))
+            atomic_write(path, _meta_bytes(box, self._record_json))
 
     def _unlink_quietly(self, path: Path) -> None:
         # The outcome is already recorded; a file left behind is deleted on next open.

@@ -155,7 +155,8 @@ def format_time(value: datetime, what: str = "time") -> str:
 
 
 def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
-    text = _NOT_XML_CHAR.sub("", text)
+    if not (text.isascii() and text.isprintable()):  # printable ASCII is always XML
+        text = _NOT_XML_CHAR.sub("", text)
     return text[:limit] if limit is not None else text
 
 
@@ -531,6 +532,49 @@ def read_payload_id(
     if not is_upload_id(value):
         raise PayloadError(f"'{ENTRY_NAME}' has no valid uploadId attribute (got {value!r})")
     return xml, value
+
+
+_HEAD_BYTES = 4096
+
+
+def read_payload_head_id(data: bytes) -> str:
+    """The ``uploadId`` of a payload zip, from the root start tag alone.
+
+    For a payload this process has just built (the outbox checks that the file and its
+    metadata agree): the zip's layout and the ``DeviceData`` root are checked, but only
+    the first few KiB are inflated and parsed. :func:`read_payload_id` is the full check
+    for payloads read back from storage.
+    """
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            if zf.namelist() != [ENTRY_NAME]:
+                raise PayloadError(
+                    f"payload zip must hold exactly '{ENTRY_NAME}', found {zf.namelist()!r}")
+            with zf.open(ENTRY_NAME) as entry:
+                head = entry.read(_HEAD_BYTES)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+        raise PayloadError(f"payload is not a zip archive, or cannot be read ({exc})") from exc
+    parser = ET.XMLPullParser(events=("start",))
+    root = None
+    try:
+        # Small pieces: the root tag is in the first few hundred bytes, and feeding the
+        # parser more than that builds elements nobody looks at.
+        for start in range(0, len(head), 256):
+            parser.feed(head[start:start + 256])
+            root = next((element for _event, element in parser.read_events()), None)
+            if root is not None:
+                break
+    except ET.ParseError as exc:
+        raise PayloadError(f"'{ENTRY_NAME}' is not well-formed XML: {exc}") from exc
+    if root is None or root.tag != f"{{{NAMESPACE}}}DeviceData":
+        raise PayloadError(f"'{ENTRY_NAME}' does not start with DeviceData in {NAMESPACE}")
+    value = root.get("uploadId", "")
+    if not is_upload_id(value):
+        raise PayloadError(f"'{ENTRY_NAME}' has no valid uploadId attribute (got {value!r})")
+    return value
 
 
 def payload_upload_id(xml: bytes) -> str:

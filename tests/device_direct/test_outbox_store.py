@@ -351,3 +351,30 @@ def test_crash_at_every_write_step_loses_and_duplicates_nothing(
         counter = StepCounter(k, make)
         log = run_scenario(path, monkeypatch, counter)
         check_after_crash(path, log, strict=error == "kill")
+
+
+def test_metadata_is_exactly_what_json_dumps_writes(tmp_path: Path) -> None:
+    # meta.json is assembled from cached pieces; it must stay one plain JSON document.
+    import json
+
+    from device_direct.outbox_store import META_VERSION, _dumps
+
+    store = open_store(tmp_path)
+    for i in range(60):  # more than the history keeps
+        add_one(store)
+        entry = store.next_due(T0)
+        assert entry is not None
+        store.begin_send(entry, T0)
+        if i % 3:
+            store.mark_sent(entry, "stored", T0)
+        else:
+            store.mark_failed(entry, 'timeout "x"\n', T0, delay=0)
+    raw = (tmp_path / OUTBOX_DIR / META_NAME).read_bytes()
+    doc = json.loads(raw)
+    assert raw == _dumps(doc).encode()
+    assert doc["version"] == META_VERSION and len(doc["history"]) == 50
+    assert doc["next_sequence"] == 60
+    assert len(store._record_json) <= 100  # records that left the history are forgotten
+    again = open_store(tmp_path)
+    assert again.history() == store.history()
+    assert again.entries() == store.entries()

@@ -40,6 +40,7 @@ from device_direct.core.payload import (
     pack_zip,
     payload_upload_id,
     read_payload,
+    read_payload_head_id,
 )
 from device_direct.core.privacy import PrivacyPolicy, looks_like_email
 from device_direct.errors import PayloadError
@@ -294,6 +295,29 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 def test_read_payload_names_what_is_wrong(data: bytes, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         read_payload(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"PK not really", "not a zip"),
+        (_zip({ENTRY_NAME: b"<a/>", "extra": b""}), "exactly"),
+        (_zip({ENTRY_NAME: b"<Device<Data"}), "well-formed"),
+        (_zip({ENTRY_NAME: b"<DeviceData/>"}), "DeviceData"),
+        (_zip({ENTRY_NAME: b""}), "DeviceData"),
+    ],
+)
+def test_head_check_names_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        read_payload_head_id(data)
+
+
+def test_head_check_reads_the_upload_id_of_a_built_payload() -> None:
+    data = pack_zip(build_xml(make_snapshot(), META, policy=PrivacyPolicy()))
+    assert read_payload_head_id(data) == META.upload_id
+    other = dataclasses.replace(META, upload_id="12345678-1234-4234-8234-123456789abc")
+    data = pack_zip(build_xml(make_snapshot(), other, policy=PrivacyPolicy()))
+    assert read_payload_head_id(data) == other.upload_id
 
 
 def test_read_payload_refuses_oversized_and_corrupt_entries() -> None:

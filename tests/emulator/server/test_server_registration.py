@@ -199,3 +199,51 @@ async def test_a_key_may_be_presented_again_by_its_serial_until_first_contact(
     server.storage.touch_device(dev["device_id"], server.clock.now())
     status, body = await register_raw(server, registration("EMU7", key, make_csr("EMU7")[1]))
     assert (status, body["error"]) == (403, "registration_key_used")
+
+
+async def test_last_contact_is_kept_to_the_minute(
+    server: ReferenceServer, vclock: VirtualClock, tmp_path: Path
+) -> None:
+    dev = await register(server, tmp_path / "d")
+
+    def last_contact() -> str | None:
+        device = server.storage.device(dev.device_id)
+        assert device is not None
+        return device["last_contact"]
+
+    assert last_contact() is None  # registration alone is not a contact
+    assert (await dev.request("GET", "/actions"))[0] == 200
+    first = last_contact()
+    assert first is not None
+    vclock.advance_to(vclock.now() + timedelta(seconds=30))
+    assert (await dev.request("GET", "/actions"))[0] == 200
+    assert last_contact() == first  # the same daily session: not written again
+    vclock.advance_to(vclock.now() + timedelta(seconds=31))
+    assert (await dev.request("GET", "/actions"))[0] == 200
+    later = last_contact()
+    assert later is not None and later > first
+
+
+async def test_the_server_issues_no_session_tickets(
+    server: ReferenceServer, tmp_path: Path
+) -> None:
+    # Devices connect once a day and cannot resume: tickets would be wasted work.
+    dev = await register(server, tmp_path / "d")
+
+    def one_call() -> tuple[str, bool, bytes]:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+                dev.ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"GET /dd/v1/devices/{dev.device_id}/actions HTTP/1.1\r\n"
+                        "Host: localhost\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            session = tls.session
+            assert session is not None
+            return str(tls.version()), session.has_ticket, answer
+
+    version, has_ticket, answer = await asyncio.to_thread(one_call)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert version == "TLSv1.3" and not has_ticket
