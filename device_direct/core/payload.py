@@ -557,21 +557,25 @@ def read_payload_head_id(data: bytes) -> str:
                 head = entry.read(_HEAD_BYTES)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
         raise PayloadError(f"payload is not a zip archive, or cannot be read ({exc})") from exc
-    parser = ET.XMLPullParser(events=("start",))
-    root = None
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start",))
+    root: ET.Element | None = None
     try:
         # Small pieces: the root tag is in the first few hundred bytes, and feeding the
         # parser more than that builds elements nobody looks at.
         for start in range(0, len(head), 256):
             parser.feed(head[start:start + 256])
-            root = next((element for _event, element in parser.read_events()), None)
+            for event in parser.read_events():
+                element: object = event[-1]
+                if isinstance(element, ET.Element):
+                    root = element
+                    break
             if root is not None:
                 break
     except ET.ParseError as exc:
         raise PayloadError(f"'{ENTRY_NAME}' is not well-formed XML: {exc}") from exc
     if root is None or root.tag != f"{{{NAMESPACE}}}DeviceData":
         raise PayloadError(f"'{ENTRY_NAME}' does not start with DeviceData in {NAMESPACE}")
-    value = root.get("uploadId", "")
+    value = str(root.get("uploadId", ""))
     if not is_upload_id(value):
         raise PayloadError(f"'{ENTRY_NAME}' has no valid uploadId attribute (got {value!r})")
     return value
