@@ -705,6 +705,7 @@ class Transport:
                     "Accept-Encoding": "identity",
                 },
                 auto_decompress=False,  # a compressed body would dodge the size limits
+                cookie_jar=aiohttp.DummyCookieJar(),  # the protocol has no cookies
                 connector=aiohttp.TCPConnector(limit=4, ssl=self._ssl),
             )
         return self._session
