@@ -17,6 +17,7 @@ The filter works on strings; :mod:`.payload` applies it to every text field it w
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ class PrivacyPolicy:
 class TextScrubber:
     """Scrubs free text according to a policy and the personal names of one snapshot."""
 
-    __slots__ = ("_names", "_policy")
+    __slots__ = ("_done", "_names", "_neg_lengths", "_policy")
 
     def __init__(self, policy: PrivacyPolicy, jobs: Iterable[JobRecord] = ()) -> None:
         self._policy = policy
@@ -71,17 +72,26 @@ class TextScrubber:
                         names.add(value)
         # Longest first, so "alice.smith" is blanked whole before "alice" is tried.
         self._names = tuple(sorted(names, key=lambda n: (-len(n), n)))
+        self._neg_lengths = [-len(n) for n in self._names]  # ascending, for bisect
+        self._done: dict[str, str] = {}  # a payload repeats many strings
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with e-mail addresses and personal names blanked."""
-        if "@" in text:  # every address has one; most payload strings have none
-            text = _EMAIL.sub(EMAIL_REPLACEMENT, text)
-        for name in self._names:
-            if name in text:
-                text = text.replace(name, PERSONAL_REPLACEMENT)
+        done = self._done.get(text)
+        if done is not None:
+            return done
+        out = text
+        if "@" in out:  # every address has one; most payload strings have none
+            out = _EMAIL.sub(EMAIL_REPLACEMENT, out)
+        # Names longer than the text cannot be in it, and they come first in the
+        # longest-first order, before any replacement could lengthen the text: skip them.
+        for name in self._names[bisect.bisect_left(self._neg_lengths, -len(out)):]:
+            if name in out:
+                out = out.replace(name, PERSONAL_REPLACEMENT)
         if self._policy.locked_down:
-            text = _IPV4.sub(IP_REPLACEMENT, text)
-        return text
+            out = _IPV4.sub(IP_REPLACEMENT, out)
+        self._done[text] = out
+        return out
 
 
 def looks_like_email(text: str) -> bool:
