@@ -11,6 +11,8 @@ comments, no namespace prefixes (the default namespace is an ``xmlns`` attribute
 
 from __future__ import annotations
 
+import re
+
 _DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>\n"
 
 
@@ -60,17 +62,28 @@ def _escape_attr(text: str) -> str:
     return text
 
 
+# Most values need no escaping: one regex scan says so, instead of a call per character.
+_ATTR_SPECIAL = re.compile('[&<>"\r\n\t]').search
+_TEXT_SPECIAL = re.compile("[&<>]").search
+
+
 def _write(node: Node, out: list[str]) -> None:
-    out.append("<" + node.tag)
-    for name, value in node.attrib:
-        out.append(f' {name}="{_escape_attr(value)}"')
-    if node.text or node.children:
+    tag = node.tag
+    if node.attrib:
+        out.append("<" + tag + "".join([
+            f' {name}="{_escape_attr(value) if _ATTR_SPECIAL(value) else value}"'
+            for name, value in node.attrib
+        ]))
+    else:
+        out.append("<" + tag)
+    text = node.text
+    if text or node.children:
         out.append(">")
-        if node.text:
-            out.append(_escape_text(node.text))
+        if text:
+            out.append(_escape_text(text) if _TEXT_SPECIAL(text) else text)
         for child in node.children:
             _write(child, out)
-        out.append(f"</{node.tag}>")
+        out.append(f"</{tag}>")
     else:
         out.append(" />")
 
