@@ -68,13 +68,18 @@ def server_cli(state: Path, *args: str) -> str:
 # -- (a) the fleet --------------------------------------------------------------------------
 
 
-def fleet_run(port: int, state: Path, work: Path, devices: int, days: int,
-              concurrency: int, seed: int = 8) -> tuple[float, dict[str, int], bool]:
+def fleet_target(port: int, state: Path, devices: int) -> ServerTarget:
+    """What an operator hands the fleet: URL, CA, one registration key per device and the
+    firmware signing key (minted by the server's CLI, outside the timed run)."""
     keys = tuple(server_cli(state, "make-key", "--count", str(devices),
                             "--ttl", str(7 * 86400)).split())
     firmware_key = server_cli(state, "export-firmware-key")
-    target = ServerTarget(url=f"https://127.0.0.1:{port}/", ca_bundle=state / "pki" / "bundle.pem",
-                          server_name="localhost", keys=keys, firmware_key=firmware_key)
+    return ServerTarget(url=f"https://127.0.0.1:{port}/", ca_bundle=state / "pki" / "bundle.pem",
+                        server_name="localhost", keys=keys, firmware_key=firmware_key)
+
+
+def fleet_run(target: ServerTarget, work: Path, devices: int, days: int, concurrency: int,
+              seed: int = 8) -> tuple[float, dict[str, int], bool]:
     spec = FleetSpec(devices=devices, days=days, seed=seed, zones=("UTC",),
                      upload_window=BENCH_WINDOW)
     report = asyncio.run(run_fleet(spec, work, target=target, concurrency=concurrency))
@@ -243,17 +248,20 @@ def main() -> int:
             # steady state. Locust's device-days below are steady state only.
             # Warm-up (not measured): imports and first-use costs in this process would
             # otherwise land on whichever fleet runs first.
-            fleet_run(port, state, Path(tmp) / "warm-up", 5, 1, args.concurrency, seed=10)
+            fleet_run(fleet_target(port, state, 5), Path(tmp) / "warm-up", 5, 1,
+                      args.concurrency, seed=10)
             # The machine is shared and noisy: the baselines are taken several times,
             # before and after the fleet and between each other, and their medians used.
             handshake_runs = [openssl_handshakes(port, args.openssl_seconds)]
+            target = fleet_target(port, state, args.devices)
             t0 = time.perf_counter()
-            fleet_run(port, state, Path(tmp) / "one-day", args.devices, 1,
-                      args.concurrency, seed=9)
+            fleet_run(target, Path(tmp) / "one-day", args.devices, 1, args.concurrency,
+                      seed=9)
             one_day_s = time.perf_counter() - t0
+            target = fleet_target(port, state, args.devices)
             t0 = time.perf_counter()
-            fleet_rate, totals, fleet_ok = fleet_run(port, state, work, args.devices,
-                                                     args.days, args.concurrency)
+            fleet_rate, totals, fleet_ok = fleet_run(target, work, args.devices, args.days,
+                                                     args.concurrency)
             fleet_s = time.perf_counter() - t0
             # Only meaningful when the run is long beside its set-up.
             steady_rate: float | None = (
