@@ -31,10 +31,15 @@ class AuditLog:
         """Append one line; a disk problem is logged, never raised (it must not stop a send)."""
         line = json.dumps({"at": at.isoformat(), "event": event, **fields}, sort_keys=True)
         try:
-            if self.path.exists() and self.path.stat().st_size > self.max_bytes:
-                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size > self.max_bytes:
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                    os.close(fd)
+                    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.write(fd, (line + "\n").encode("utf-8"))
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.error("audit log %s not written: %s", self.path, exc)
 

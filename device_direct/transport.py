@@ -20,6 +20,7 @@ naming the endpoint.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import ssl
@@ -238,6 +239,7 @@ def build_ssl_context(
     return ctx
 
 
+@functools.lru_cache(maxsize=16)  # a busy second gives many answers the same Date
 def parse_http_date(value: str | None) -> datetime | None:
     """An RFC 9110 ``Date`` header as an aware UTC datetime; None if absent or unreadable."""
     if not value:
