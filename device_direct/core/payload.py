@@ -25,13 +25,13 @@ import io
 import re
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Literal, get_args
 
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
-from device_direct.core.xmlwrite import Node, sub_element, tostring
+from device_direct.core.xmlwrite import XmlWriter
 from device_direct.errors import PayloadError
 from device_direct.model import CHAIN_LINK, Counters, DeviceSnapshot
 
@@ -191,25 +191,17 @@ def _bool(value: bool) -> str:
 
 
 class _Writer:
-    """Element helpers bound to the namespace and the text scrubber."""
+    """The XML writer plus the text scrubber: ``text()`` is what every free text goes
+    through (personal data blanked, characters XML cannot carry dropped)."""
+
+    __slots__ = ("_scrub", "out")
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
         self._scrub = scrub
-
-    def el(self, parent: Node, tag: str, text: str | None = None) -> Node:
-        child = sub_element(parent, tag)
-        if text is not None:
-            child.text = self.text(text)
-        return child
+        self.out = XmlWriter()
 
     def text(self, value: str) -> str:
         return _clean(self._scrub(value))
-
-    def attrs(self, element: Node, items: Iterable[tuple[str, str | None]]) -> None:
-        """Set attributes in the given order; ``None`` leaves an optional one out."""
-        for name, value in items:
-            if value is not None:
-                element.set(name, value)
 
 
 _METERS: tuple[tuple[str, str], ...] = tuple(
@@ -238,9 +230,8 @@ def build_xml(
     w = _Writer(scrubber.scrub)
     # Unqualified tags plus an explicit xmlns: ElementTree's default_namespace option
     # refuses unqualified attributes, and this keeps the output byte-for-byte simple.
-    root = Node("DeviceData")
-    w.attrs(
-        root,
+    w.out.start(
+        "DeviceData",
         [
             ("xmlns", NAMESPACE),
             ("schemaVersion", str(SCHEMA_VERSION)),
@@ -250,51 +241,51 @@ def build_xml(
             ("trigger", meta.trigger),
         ],
     )
-    _identity(w, root, snapshot)
-    _network(w, root, snapshot, policy, proxy)
-    _properties(w, root, snapshot)
-    _status(w, root, snapshot, transfer_history)
-    _counters(w, root, snapshot.counters)
-    _supplies(w, root, snapshot)
-    _usage(w, root, snapshot, policy)
+    _identity(w, snapshot)
+    _network(w, snapshot, policy, proxy)
+    _properties(w, snapshot)
+    _status(w, snapshot, transfer_history)
+    _counters(w, snapshot.counters)
+    _supplies(w, snapshot)
+    _usage(w, snapshot, policy)
     if policy.send_engineering and engineering_log is not None:
-        eng = sub_element(root, "Engineering")
-        eng.text = _clean(scrubber.scrub(engineering_log), limit=None)
-    xml = tostring(root)
-    return xml
+        w.out.leaf("Engineering", text=_clean(scrubber.scrub(engineering_log), limit=None))
+    w.out.end()
+    return w.out.getvalue()
 
 
-def _identity(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
-    ident = s.identity
-    el = w.el(root, "Identity")
-    w.el(el, "Manufacturer", ident.manufacturer)
-    w.el(el, "Model", ident.model)
-    w.el(el, "Serial", ident.serial)
-    w.el(el, "ProductCode", ident.product_code)
-    fw = w.el(el, "Firmware")
-    w.attrs(fw, [("activeBank", w.text(s.firmware.active))])
+def _identity(w: _Writer, s: DeviceSnapshot) -> None:
+    ident, out = s.identity, w.out
+    out.start("Identity")
+    out.leaf("Manufacturer", text=w.text(ident.manufacturer))
+    out.leaf("Model", text=w.text(ident.model))
+    out.leaf("Serial", text=w.text(ident.serial))
+    out.leaf("ProductCode", text=w.text(ident.product_code))
+    out.start("Firmware", [("activeBank", w.text(s.firmware.active))])
     modules = sorted(ident.firmware.items()) or [("system", s.firmware.running_version)]
     for name, version in modules[:MAX_MODULES]:
-        w.attrs(w.el(fw, "Module"), [("name", w.text(name)), ("version", w.text(version))])
-    opts = w.el(el, "Options")
+        out.leaf("Module", [("name", w.text(name)), ("version", w.text(version))])
+    out.end()
+    out.start("Options")
     for option in ident.installed_options[:MAX_OPTIONS]:
-        w.el(opts, "Option", option)
+        out.leaf("Option", text=w.text(option))
+    out.end()
     if ident.install_date is not None:
         if not isinstance(ident.install_date, date):
             raise PayloadError(f"identity.install_date must be a date, got {ident.install_date!r}")
-        w.el(el, "InstallDate", ident.install_date.isoformat()[:10])
+        out.leaf("InstallDate", text=w.text(ident.install_date.isoformat()[:10]))
+    out.end()
 
 
 def _network(
     w: _Writer,
-    root: Node,
     s: DeviceSnapshot,
     policy: PrivacyPolicy,
     proxy: ProxyRoute | None,
 ) -> None:
-    net = s.network
-    el = w.el(root, "Network")
-    w.el(el, "MAC", net.mac)
+    net, out = s.network, w.out
+    out.start("Network")
+    out.leaf("MAC", text=w.text(net.mac))
     if policy.sends_ip_addresses:
         for tag, value in (
             ("IPv4", net.ipv4),
@@ -303,29 +294,28 @@ def _network(
             ("Hostname", net.hostname),
         ):
             if value:
-                w.el(el, tag, value)
+                out.leaf(tag, text=w.text(value))
     if proxy is not None:
-        w.attrs(
-            w.el(el, "Proxy"), [("route", w.text(proxy.route)), ("source", w.text(proxy.source))]
-        )
+        out.leaf("Proxy", [("route", w.text(proxy.route)), ("source", w.text(proxy.source))])
+    out.end()
 
 
-def _properties(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
-    el = w.el(root, "Properties")
+def _properties(w: _Writer, s: DeviceSnapshot) -> None:
+    out = w.out
+    out.start("Properties")
     ordered = sorted(s.properties, key=lambda p: (p.name, p.value))
     for prop in ordered[:MAX_PROPERTIES]:
-        w.attrs(w.el(el, "Property"), [("name", w.text(prop.name)), ("value", w.text(prop.value))])
+        out.leaf("Property", [("name", w.text(prop.name)), ("value", w.text(prop.value))])
+    out.end()
 
 
-def _status(
-    w: _Writer, root: Node, s: DeviceSnapshot, history: Sequence[TransferRecord]
-) -> None:
-    el = w.el(root, "Status")
-    el.set("power", s.power.value)
+def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) -> None:
+    out = w.out
+    out.start("Status", [("power", s.power.value)])
     for alert in sorted(s.alerts, key=lambda a: a.index)[:MAX_ALERTS]:
-        a = w.el(el, "Alert", alert.description)
-        w.attrs(
-            a,
+        text = w.text(alert.description)
+        out.leaf(
+            "Alert",
             [
                 ("index", _positive(alert.index, "alert.index")),
                 ("severity", _positive(alert.severity.value, "alert.severity")),
@@ -335,14 +325,15 @@ def _status(
                 ("location", _integer(alert.location, f"alert {alert.index} location")),
                 ("raisedAt", format_time(alert.raised_at, f"alert {alert.index} raised_at")),
             ],
+            text,
         )
-    faults = w.el(el, "FaultHistory")
+    out.start("FaultHistory")
     # Newest first; the stable sort keeps the model's order among equal times.
     newest = sorted(s.faults, key=lambda f: _require_aware(f.at, "fault.at"), reverse=True)
     for fault in newest[:MAX_FAULTS]:
-        f = w.el(faults, "Fault", fault.description)
-        w.attrs(
-            f,
+        text = w.text(fault.description)
+        out.leaf(
+            "Fault",
             [
                 ("code", _chain_link(fault.code, "fault.code")),
                 ("subsystem", w.text(fault.subsystem)),
@@ -350,12 +341,13 @@ def _status(
                 ("impressions", _nonneg(fault.impressions, f"fault {fault.code} impressions")),
                 ("stopsMachine", _bool(fault.stops_machine)),
             ],
+            text,
         )
-    transfers = w.el(el, "TransferHistory")
+    out.end()
+    out.start("TransferHistory")
     for rec in list(history)[-MAX_TRANSFERS:]:
-        t = w.el(transfers, "Transfer")
-        w.attrs(
-            t,
+        out.leaf(
+            "Transfer",
             [
                 ("at", format_time(rec.at, "transfer.at")),
                 ("result", rec.result),
@@ -364,22 +356,26 @@ def _status(
                 ("detail", w.text(rec.detail) if rec.detail else None),
             ],
         )
+    out.end()
+    out.end()
 
 
-def _counters(w: _Writer, root: Node, counters: Counters) -> None:
-    el = w.el(root, "Counters")
+def _counters(w: _Writer, counters: Counters) -> None:
+    out = w.out
+    out.start("Counters")
     for attr, name in _METERS:
-        m = w.el(el, "Meter")
-        m.set("name", name)
-        m.text = _nonneg(getattr(counters, attr), f"counters.{attr}")
+        out.leaf("Meter", [("name", name)],
+                 _nonneg(getattr(counters, attr), f"counters.{attr}"))
+    out.end()
 
 
-def _supplies(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
-    el = w.el(root, "Supplies")
+def _supplies(w: _Writer, s: DeviceSnapshot) -> None:
+    out = w.out
+    out.start("Supplies")
     for sup in sorted(s.supplies, key=lambda x: x.index)[:MAX_SUPPLIES]:
         what = f"supply {sup.index}"
-        w.attrs(
-            w.el(el, "Supply"),
+        out.leaf(
+            "Supply",
             [
                 ("index", _positive(sup.index, "supply.index")),
                 ("name", w.text(sup.name)),
@@ -404,14 +400,16 @@ def _supplies(w: _Writer, root: Node, s: DeviceSnapshot) -> None:
                 ),
             ],
         )
+    out.end()
 
 
-def _usage(w: _Writer, root: Node, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
-    el = w.el(root, "Usage")
+def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
+    out = w.out
+    out.start("Usage")
     for item in sorted(s.hfsi, key=lambda h: h.id)[:MAX_HFSI]:
         what = f"hfsi {item.id}"
-        w.attrs(
-            w.el(el, "Hfsi"),
+        out.leaf(
+            "Hfsi",
             [
                 ("id", _chain_link(item.id, "hfsi.id")),
                 ("name", w.text(item.name)),
@@ -430,8 +428,8 @@ def _usage(w: _Writer, root: Node, s: DeviceSnapshot, policy: PrivacyPolicy) -> 
         )
     for nvm in sorted(s.nvm, key=lambda n: n.id)[:MAX_NVM]:
         what = f"nvm {nvm.id}"
-        w.attrs(
-            w.el(el, "Nvm"),
+        out.leaf(
+            "Nvm",
             [
                 ("id", _chain_link(nvm.id, "nvm.id")),
                 ("name", w.text(nvm.name)),
@@ -442,23 +440,24 @@ def _usage(w: _Writer, root: Node, s: DeviceSnapshot, policy: PrivacyPolicy) -> 
                 ("protected", _bool(nvm.protected)),
             ],
         )
-    if not policy.send_job_data:
-        return  # personal data: the whole JobLog element stays out
-    log = w.el(el, "JobLog")
-    jobs = sorted(s.jobs, key=lambda j: _require_aware(j.at, "job.at"))
-    for job in jobs[-MAX_JOBS:]:
-        w.attrs(
-            w.el(log, "Job"),
-            [
-                ("kind", job.kind.value),
-                ("at", format_time(job.at, "job.at")),
-                ("pages", _nonneg(job.pages, "job.pages")),
-                ("impressions", _nonneg(job.impressions, "job.impressions")),
-                ("user", _clean(job.user) if job.user else None),
-                ("jobName", _clean(job.job_name) if job.job_name else None),
-                ("email", _clean(job.email) if job.email else None),
-            ],
-        )
+    if policy.send_job_data:  # personal data: otherwise the whole JobLog stays out
+        out.start("JobLog")
+        jobs = sorted(s.jobs, key=lambda j: _require_aware(j.at, "job.at"))
+        for job in jobs[-MAX_JOBS:]:
+            out.leaf(
+                "Job",
+                [
+                    ("kind", job.kind.value),
+                    ("at", format_time(job.at, "job.at")),
+                    ("pages", _nonneg(job.pages, "job.pages")),
+                    ("impressions", _nonneg(job.impressions, "job.impressions")),
+                    ("user", _clean(job.user) if job.user else None),
+                    ("jobName", _clean(job.job_name) if job.job_name else None),
+                    ("email", _clean(job.email) if job.email else None),
+                ],
+            )
+        out.end()
+    out.end()
 
 
 # -- zip ----------------------------------------------------------------------------------

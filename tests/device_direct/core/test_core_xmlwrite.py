@@ -5,10 +5,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device_direct.core.xmlwrite import Node, sub_element, tostring
+from device_direct.core.xmlwrite import XmlWriter
 
 # XML 1.0 characters (what the payload's text cleaner lets through), specials included.
 xml_text = st.text(
@@ -29,15 +30,16 @@ tree: Any = st.deferred(
 )
 
 
-def _ours(spec: Any, parent: Node | None = None) -> Node:
+def _ours(spec: Any, out: XmlWriter) -> None:
     tag, attrs, text, children = spec
-    node = Node(tag) if parent is None else sub_element(parent, tag)
-    for k, v in attrs:
-        node.set(k, v)
-    node.text = text
-    for c in children:
-        _ours(c, node)
-    return node
+    if children or not text or len(tag) % 2:  # both ways of writing a childless element
+        out.start(tag, attrs)
+        out.text(text)
+        for c in children:
+            _ours(c, out)
+        out.end()
+    else:
+        out.leaf(tag, attrs, text)
 
 
 def _theirs(spec: Any, parent: ET.Element | None = None) -> ET.Element:
@@ -54,4 +56,18 @@ def _theirs(spec: Any, parent: ET.Element | None = None) -> ET.Element:
 @given(tree)
 def test_same_bytes_as_elementtree(spec: Any) -> None:
     expected = ET.tostring(_theirs(spec), encoding="UTF-8", xml_declaration=True)
-    assert tostring(_ours(spec)) == expected
+    out = XmlWriter()
+    _ours(spec, out)
+    assert out.getvalue() == expected
+
+
+def test_optional_attributes_are_left_out_and_misuse_is_refused() -> None:
+    out = XmlWriter()
+    out.start("A", [("x", "1"), ("y", None), ("z", "")])
+    out.leaf("B", [("n", None)])
+    with pytest.raises(ValueError, match="right after"):
+        out.text("late")
+    with pytest.raises(ValueError, match="left open"):
+        out.getvalue()
+    out.end()
+    assert out.getvalue().endswith(b'<A x="1" z=""><B /></A>')
