@@ -9,8 +9,8 @@ loops:
 1. sleep on the injected clock until the earliest of: the next scheduled sync, the
    moment the head of the outbox is due for a retry, or a "send now" request;
 2. if a sync is due (or was requested), read the model, build the payload (Upload-Id
-   and sequence allocated and persisted first) and store it in the outbox, durably,
-   before anything is sent;
+   and sequence allocated first) and store it in the outbox, durably, before anything
+   is sent;
 3. flush the outbox, oldest first: register first if the device has no identity yet;
    201/200 remove the payload; network errors, TLS errors and 5xx put it back with a
    capped, fully jittered exponential backoff (reset on success and on reboot); a 4xx

@@ -15,10 +15,14 @@ Layout of ``<data_dir>/outbox/``::
 Every file is written atomically: temp file, write, ``fsync``, ``os.replace``, ``fsync``
 of the directory. The order of steps is what makes a crash harmless:
 
-* ``allocate()`` persists the advanced sequence counter before the payload is built, so
-  a crash can skip a sequence number but never reuse one;
+* ``allocate()`` reserves the sequence number and Upload-Id in memory only; ``add()``
+  persists the advanced counter with the entry. A crash in between leaves nothing that
+  carries the number (the payload was neither stored nor sent), so it is used again:
+  no number is ever used by two payloads that left the device, and the server sees no
+  false gap for a payload that never existed;
 * ``add()`` writes the payload file first, then the metadata. A payload file without
-  metadata is recovered on open from its file name (attempts start at 0);
+  metadata is recovered on open from its file name (attempts start at 0), and the
+  counter moves past it;
 * ``mark_sent()`` / ``mark_rejected()`` record the outcome in the metadata first and
   delete the file after. A file whose Upload-Id the history already records as final
   (stored, duplicate, rejected, dropped) is deleted on open, not sent again;
@@ -26,11 +30,10 @@ of the directory. The order of steps is what makes a crash harmless:
   a ``dropped`` transfer when it was a payload; the other entries are unaffected.
 
 ``OSError`` (disk full, read-only file system, I/O error) becomes :class:`StorageError`
-at this edge. ``allocate()`` and ``add()`` raise it (the caller must know its payload is
-not stored); the send path (``begin_send``, ``mark_*``) logs a failed metadata write and
-goes on in memory, so a full disk cannot make the agent resend or spin. Calls are
-blocking file I/O on small files; an asyncio caller may run them in a thread, but never
-two at once.
+at this edge. ``add()`` raises it (the caller must know its payload is not stored); the
+send path (``begin_send``, ``mark_*``) logs a failed metadata write and goes on in
+memory, so a full disk cannot make the agent resend or spin. Calls are blocking file
+I/O on small files; an asyncio caller may run them in a thread, but never two at once.
 """
 
 from __future__ import annotations
@@ -257,12 +260,8 @@ class OutboxStore:
     # -- changing ------------------------------------------------------------------------
 
     def allocate(self) -> Allocation:
-        """Reserve an Upload-Id and sequence number; persisted before it is returned."""
-        work = self._box.copy()
-        allocation = work.allocate(self._rng)
-        self._persist(work)
-        self._box = work
-        return allocation
+        """Reserve an Upload-Id and sequence number (persisted by :meth:`add`)."""
+        return self._box.allocate(self._rng)
 
     def allocate_sequence(self) -> int:
         """Reserve a sequence number only (the Upload-Id comes with :meth:`allocate`)."""

@@ -245,8 +245,9 @@ class Outbox:
         """Reserve the next sequence number and a fresh Upload-Id.
 
         The id mixes ``rng`` with the sequence number, so even a device whose generator
-        restarts from the same seed after a reboot never repeats an id (the sequence is
-        persisted and never reused). Real devices pass ``random.SystemRandom()``.
+        restarts from the same seed after a reboot never repeats the id of a payload it
+        stored (a sequence number is reused only when its payload was never stored).
+        Real devices pass ``random.SystemRandom()``.
         """
         sequence = self.next_sequence
         self.next_sequence += 1

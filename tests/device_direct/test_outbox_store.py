@@ -139,11 +139,24 @@ def test_corrupt_and_unknown_files_are_quarantined_not_fatal(tmp_path: Path) -> 
     assert quarantined == sorted([bad.name, "notes.txt"])
 
 
+def test_a_number_whose_payload_never_got_stored_is_used_again(tmp_path: Path) -> None:
+    # No payload carried it out of the device, so reusing it leaves the server no false
+    # gap in the sequence; a payload that did get stored always moves the counter on.
+    store = open_store(tmp_path)
+    first, _ = add_one(store)
+    lost = store.allocate()  # then the power goes, before the payload is stored
+    again = open_store(tmp_path)
+    reused = again.allocate()
+    assert reused.sequence == lost.sequence == first.sequence + 1
+    again.add(payload(reused.upload_id), PayloadMeta(reused.upload_id, reused.sequence, T0))
+    assert open_store(tmp_path).allocate().sequence == reused.sequence + 1
+
+
 def test_corrupt_metadata_is_quarantined_and_entries_recovered(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     a, _ = add_one(store)
     b, _ = add_one(store)
-    store.allocate()  # sequence 2 reserved, never used
+    store.allocate()  # sequence 2 reserved, never stored
     (tmp_path / OUTBOX_DIR / META_NAME).write_text("{not json")
     again = open_store(tmp_path)
     assert [e.upload_id for e in again.entries()] == [a.upload_id, b.upload_id]
@@ -270,7 +283,7 @@ def scenario(path: Path, log: dict[str, set[str]]) -> None:
     store = open_store(path, budget=size * 3 + size // 2)
     for _ in range(4):  # the 4th add drops the oldest
         alloc = store.allocate()
-        log["allocated"].add(str(alloc.sequence))
+        log["allocated"].add(f"{alloc.sequence}:{alloc.upload_id}")
         log["adding"] = {alloc.upload_id}
         store.add(payload(alloc.upload_id), PayloadMeta(alloc.upload_id, alloc.sequence, T0))
         log["added"].add(alloc.upload_id)
@@ -328,9 +341,12 @@ def check_after_crash(path: Path, log: dict[str, set[str]], *, strict: bool) -> 
         assert upload_id not in live, f"{upload_id} would be sent again after its answer"
     for upload_id in set(live) - log["added"]:
         assert upload_id in log["adding"], f"{upload_id} appeared from nowhere"
-    allocated = {int(s) for s in log["allocated"]}
-    if allocated:
-        assert store.allocate().sequence > max(allocated), "a sequence number was reused"
+    # A number may be used again only if its payload never reached the disk: the next
+    # one is past every payload that was queued, and every one found on disk.
+    kept = log["added"] | set(live)
+    stored = {int(a.split(":")[0]) for a in log["allocated"] if a.split(":")[1] in kept}
+    if stored:
+        assert store.allocate().sequence > max(stored), "a sequence number was reused"
 
 
 @pytest.mark.parametrize("error", ["kill", "oserror"])

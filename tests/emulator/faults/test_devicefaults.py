@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 import device_direct.outbox_store as store
-from device_direct.core.payload import PayloadMeta, build_xml, pack_zip
+from device_direct.core.payload import NAMESPACE, PayloadMeta, build_xml, pack_zip
 from device_direct.errors import StorageError
 from emulator.clock import VirtualClock
 from emulator.faults.devicefaults import DiskFullSeam, PowerLoss, ScenarioDevice, SkewedClock
@@ -55,8 +55,12 @@ def test_disk_full_seam_refuses_only_under_the_full_directory(tmp_path: Path) ->
         # Through the outbox, as the agent sees it: a StorageError that says so.
         outbox = store.OutboxStore.open(full, budget_bytes=1 << 20, clock=VirtualClock(),
                                         rng=__import__("random").Random(1))
+        alloc = outbox.allocate()  # in memory: the payload's add is the first write
+        zip_bytes = pack_zip(f'<DeviceData xmlns="{NAMESPACE}" uploadId="{alloc.upload_id}"/>'
+                             .encode())
         with pytest.raises(StorageError, match="disk is full"):
-            outbox.allocate()
+            outbox.add(zip_bytes, PayloadMeta(alloc.upload_id, alloc.sequence,
+                                              datetime(2026, 1, 1, tzinfo=UTC)))
         seam.free(full)
         store.atomic_write(full / "x", b"2")
         assert seam.refused >= 2
