@@ -10,15 +10,18 @@ share one event loop:
     virtual clock in this process. Every device uploads at 02:00 UTC, so the fleet
     keeps ``--concurrency`` connections busy (a realistic spread of upload times would
     measure the virtual clock's serialisation, not the load the fleet can make);
-(b) Locust (``locust --headless``, its own process, HttpUser): the same HTTP work per
+(b) Locust (``locust --headless``, its own process): the same HTTP work per
     "device-day" for the devices (a) registered - build a payload zip, upload it with
-    the device's certificate, poll actions, check firmware, close the connection;
+    the device's certificate, poll actions, check firmware, close the connection - with
+    its default user class, HttpUser (requests), the goal's baseline; and (b') the same
+    with FastHttpUser (geventhttpclient), the faster class Locust's docs offer, printed
+    as a stricter baseline beside it;
 (c) ``openssl s_time -new``: full TLS handshakes per second against the same port, the
     floor TLS itself sets;
 (d) RSS per idle simulated device: 10,000 models + agents created and parked on the
     virtual clock, in a fresh process; RSS delta / 10,000.
 
-(b) and (c) are each run ``--repeats`` times (3), interleaved with each other and with (a)
+(b), (b') and (c) are each run ``--repeats`` times (3), interleaved with each other and with (a)
 (one openssl run before the fleet), and their medians are quoted: the machine is shared,
 and one noisy stretch must not make or break a ratio. (a) is one long run (about two
 minutes), which averages by itself.
@@ -91,9 +94,13 @@ def fleet_run(target: ServerTarget, work: Path, devices: int, days: int, concurr
 
 # -- (b) Locust -----------------------------------------------------------------------------
 
+# Two user classes, the same device-day: HttpUser (requests; Locust's default, what its
+# quick start uses) and FastHttpUser (geventhttpclient; what Locust's docs point to for
+# more load per core). FLEET_USER picks one. Both verify the server's certificate and
+# present the device's client certificate; both close the connection after each device-day.
 LOCUSTFILE = textwrap.dedent('''
     """One task = one device-day: upload + action poll + firmware check, new connection."""
-    import hashlib, io, itertools, json, os, re, time, uuid, zipfile
+    import hashlib, io, itertools, json, os, re, ssl, time, uuid, zipfile
     from locust import HttpUser, events, task
 
     DEVICES = json.load(open(os.environ["FLEET_DEVICES"]))
@@ -101,6 +108,7 @@ LOCUSTFILE = textwrap.dedent('''
     CA = os.environ["FLEET_CA"]
     NEXT = itertools.count()
     DONE = {"device_days": 0, "errors": 0, "first": None, "last": None}
+    FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
 
     def payload(serial, sequence):
         upload_id = str(uuid.uuid4())
@@ -112,32 +120,66 @@ LOCUSTFILE = textwrap.dedent('''
             zf.writestr("device-data.xml", xml)
         return upload_id, buf.getvalue()
 
-    class Device(HttpUser):
-        @task
-        def device_day(self):
-            n = next(NEXT)
-            dev = DEVICES[n % len(DEVICES)]
-            start = time.perf_counter()
-            DONE["first"] = DONE["first"] or start
-            upload_id, body = payload(dev["serial"], 100000 + n // len(DEVICES))
-            base = f"/dd/v1/devices/{dev['device_id']}"
-            kw = {"cert": (dev["cert"], dev["key"]), "verify": CA}
-            ok = True
-            r = self.client.post(base + "/uploads", data=body, name="upload", headers={
-                "Content-Type": "application/zip", "Upload-Id": upload_id,
-                "Content-SHA256": hashlib.sha256(body).hexdigest()}, **kw)
-            ok &= r.status_code == 201
-            r = self.client.get(base + "/actions", name="actions", **kw)
-            ok &= r.status_code == 200
-            r = self.client.get(base + "/firmware", name="firmware", params={
-                "model": "ColorMFP C8055", "version": "100.002.057"}, **kw)
-            ok &= r.status_code in (200, 204)
-            self.client.close()  # the next device-day opens a new TLS connection
-            if ok:
-                DONE["device_days"] += 1
-            else:
-                DONE["errors"] += 1
-            DONE["last"] = time.perf_counter()
+    def next_day():
+        n = next(NEXT)
+        dev = DEVICES[n % len(DEVICES)]
+        DONE["first"] = DONE["first"] or time.perf_counter()
+        upload_id, body = payload(dev["serial"], 100000 + n // len(DEVICES))
+        headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
+                   "Content-SHA256": hashlib.sha256(body).hexdigest()}
+        return dev, f"/dd/v1/devices/{dev['device_id']}", body, headers
+
+    def count(ok):
+        DONE["device_days" if ok else "errors"] += 1
+        DONE["last"] = time.perf_counter()
+
+    if os.environ.get("FLEET_USER") == "FastHttpUser":
+        import gevent.ssl
+        from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
+
+        CONTEXTS = {}  # one TLS context per device, as each agent keeps one
+
+        def context_for(dev):
+            ctx = CONTEXTS.get(dev["serial"])
+            if ctx is None:
+                ctx = gevent.ssl.create_default_context(cafile=CA)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                ctx.load_cert_chain(dev["cert"], dev["key"])
+                CONTEXTS[dev["serial"]] = ctx
+            return ctx
+
+        class Device(FastHttpUser):
+            @task
+            def device_day(self):
+                dev, base, body, headers = next_day()
+                ctx = context_for(dev)
+                # A session (and its connection pool) per device-day: a new TLS connection.
+                s = FastHttpSession(self.host, self.environment.events.request, self,
+                                    insecure=False, concurrency=1,
+                                    ssl_context_factory=lambda *a, **k: ctx)
+                try:
+                    ok = s.post(base + "/uploads", data=body, name="upload",
+                                headers=headers).status_code == 201
+                    ok &= s.get(base + "/actions", name="actions").status_code == 200
+                    ok &= s.get(base + "/firmware", name="firmware",
+                                params=FIRMWARE).status_code in (200, 204)
+                finally:
+                    s.client.close()
+                count(ok)
+    else:
+        class Device(HttpUser):
+            @task
+            def device_day(self):
+                dev, base, body, headers = next_day()
+                kw = {"cert": (dev["cert"], dev["key"]), "verify": CA}
+                ok = self.client.post(base + "/uploads", data=body, name="upload",
+                                      headers=headers, **kw).status_code == 201
+                ok &= self.client.get(base + "/actions", name="actions",
+                                      **kw).status_code == 200
+                ok &= self.client.get(base + "/firmware", name="firmware", params=FIRMWARE,
+                                      **kw).status_code in (200, 204)
+                self.client.close()  # the next device-day opens a new TLS connection
+                count(ok)
 
     @events.quitting.add_listener
     def _save(environment, **kw):
@@ -145,9 +187,11 @@ LOCUSTFILE = textwrap.dedent('''
             json.dump(DONE, fh)
 ''')
 
+LOCUST_USERS = ("HttpUser", "FastHttpUser")
 
-def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: int = 0
-               ) -> tuple[float, int, int]:
+
+def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: str,
+               user_class: str = "HttpUser") -> tuple[float, int, int]:
     locust = Path(sys.executable).with_name("locust")
     if not locust.exists():
         raise SystemExit("locust is not installed: .venv/bin/pip install locust")
@@ -163,12 +207,16 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
     (tmp / "locustfile.py").write_text(LOCUSTFILE)
     env = dict(os.environ, FLEET_DEVICES=str(tmp / "devices.json"),
                FLEET_SAMPLE=str(ROOT / "fixtures" / "payloads" / "sample-device-data.xml"),
-               FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"))
-    subprocess.run(
+               FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"),
+               FLEET_USER=user_class)
+    proc = subprocess.run(
         [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),
          "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
          "--only-summary", "--loglevel", "ERROR"],
-        cwd=tmp, env=env, check=False, capture_output=True, timeout=seconds * 3 + 60)
+        cwd=tmp, env=env, check=False, capture_output=True, text=True,
+        timeout=seconds * 3 + 60)
+    if not (tmp / "result.json").exists():
+        raise SystemExit(f"locust ({user_class}) wrote no result:\n{proc.stderr[-2000:]}")
     result = json.loads((tmp / "result.json").read_text())
     span = (result["last"] or 0) - (result["first"] or 0)
     rate = result["device_days"] / span if span > 0 else 0.0
@@ -267,18 +315,19 @@ def main() -> int:
             steady_rate: float | None = (
                 (args.devices * (args.days - 1)) / (fleet_s - one_day_s)
                 if args.days >= 5 and fleet_s > 2 * one_day_s else None)
-            locust_runs: list[tuple[float, int, int]] = []
+            locust_runs: dict[str, list[tuple[float, int, int]]] = {
+                user: [] for user in LOCUST_USERS}
             for run in range(args.repeats):
-                locust_runs.append(locust_run(port, state, work, args.concurrency,
-                                              args.locust_seconds, run))
+                for user in LOCUST_USERS:
+                    locust_runs[user].append(locust_run(
+                        port, state, work, args.concurrency, args.locust_seconds,
+                        f"{user}-{run}", user))
                 handshake_runs.append(openssl_handshakes(port, args.openssl_seconds))
         finally:
             proc.terminate()
             proc.wait(timeout=10)
     kib = idle_rss_subprocess(args.idle_devices)
-    locust_rate = statistics.median(r[0] for r in locust_runs)
-    locust_days = sum(r[1] for r in locust_runs)
-    locust_errors = sum(r[2] for r in locust_runs)
+    locust_rate = {u: statistics.median(r[0] for r in runs) for u, runs in locust_runs.items()}
     handshakes = statistics.median(handshake_runs)
     print(f"(a) fleet:  {args.devices} devices x {args.days} days = "
           f"{args.devices * args.days} device-days in {fleet_s:.1f} s (incl. set-up): "
@@ -289,31 +338,44 @@ def main() -> int:
     steady_text = f"{steady_rate:.1f} device-days/s" if steady_rate else "n/a (run too short)"
     print(f"    steady state (days 2..{args.days}, set-up and registration excluded by a "
           f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_text}")
-    print(f"(b) locust: median {locust_rate:.1f} device-days/s of {len(locust_runs)} runs "
-          f"({', '.join(f'{r[0]:.1f}' for r in locust_runs)}; {locust_days} device-days, "
-          f"{locust_errors} errors, {args.concurrency} users, {args.locust_seconds} s each)")
-    print(f"(c) openssl s_time -new: median {handshakes:.1f} handshakes/s of "
+    for label, user in (("(b) ", "HttpUser"), ("(b')", "FastHttpUser")):
+        runs = locust_runs[user]
+        print(f"{label} locust {user}: median {locust_rate[user]:.1f} device-days/s of "
+              f"{len(runs)} runs ({', '.join(f'{r[0]:.1f}' for r in runs)}; "
+              f"{sum(r[1] for r in runs)} device-days, {sum(r[2] for r in runs)} errors, "
+              f"{args.concurrency} users, {args.locust_seconds} s each)")
+    print(f"(c)  openssl s_time -new: median {handshakes:.1f} handshakes/s of "
           f"{len(handshake_runs)} runs ({', '.join(f'{h:.1f}' for h in handshake_runs)}; "
           "same server, same port)")
-    print(f"(d) idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
-    ratio_locust = fleet_rate / locust_rate if locust_rate else float("inf")
-    ratio_openssl = fleet_rate / handshakes
-    steady_locust = steady_rate / locust_rate if steady_rate and locust_rate else None
-    steady_openssl = steady_rate / handshakes if steady_rate else None
-    print(f"ratios: fleet/locust {ratio_locust:.2f} (goal >= 1), fleet/openssl "
-          f"{ratio_openssl:.3f} (goal >= 0.4), idle {kib:.1f} KiB (goal <= 32)")
-    if steady_locust is not None and steady_openssl is not None:
-        print(f"        steady state: fleet/locust {steady_locust:.2f}, fleet/openssl "
-              f"{steady_openssl:.3f}")
+    print(f"(d)  idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
+
+    def ratio(a: float | None, b: float) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    r_http = ratio(fleet_rate, locust_rate["HttpUser"])
+    r_fast = ratio(fleet_rate, locust_rate["FastHttpUser"])
+    r_openssl = ratio(fleet_rate, handshakes)
+    print(f"ratios: fleet/locust-HttpUser {r_http} (goal >= 1), fleet/openssl {r_openssl} "
+          f"(goal >= 0.4), idle {kib:.1f} KiB (goal <= 32); "
+          f"fleet/locust-FastHttpUser {r_fast} (no goal: a stricter baseline)")
+    if steady_rate:
+        print(f"        steady state: fleet/locust-HttpUser "
+              f"{ratio(steady_rate, locust_rate['HttpUser'])}, fleet/locust-FastHttpUser "
+              f"{ratio(steady_rate, locust_rate['FastHttpUser'])}, fleet/openssl "
+              f"{ratio(steady_rate, handshakes)}")
     print(json.dumps({
         "device_days_per_s": round(fleet_rate, 1),
-        "locust_device_days_per_s": round(locust_rate, 1),
+        "locust_httpuser_device_days_per_s": round(locust_rate["HttpUser"], 1),
+        "locust_fasthttpuser_device_days_per_s": round(locust_rate["FastHttpUser"], 1),
         "openssl_handshakes_per_s": round(handshakes, 1),
-        "ratio_vs_locust": round(ratio_locust, 3),
-        "ratio_vs_openssl": round(ratio_openssl, 3),
+        "ratio_vs_locust": r_http,
+        "ratio_vs_locust_fasthttpuser": r_fast,
+        "ratio_vs_openssl": r_openssl,
         "steady_device_days_per_s": round(steady_rate, 1) if steady_rate else None,
-        "steady_ratio_vs_locust": round(steady_locust, 3) if steady_locust else None,
-        "steady_ratio_vs_openssl": round(steady_openssl, 3) if steady_openssl else None,
+        "steady_ratio_vs_locust": ratio(steady_rate, locust_rate["HttpUser"]),
+        "steady_ratio_vs_locust_fasthttpuser": ratio(steady_rate,
+                                                     locust_rate["FastHttpUser"]),
+        "steady_ratio_vs_openssl": ratio(steady_rate, handshakes),
         "kib_per_idle_device": round(kib, 1),
         "fleet_ok": fleet_ok,
     }))
