@@ -35,17 +35,23 @@ from emulator.fleet.spec import (
     FleetSpecError,
     Shard,
     UploadWindow,
+    format_actions,
     format_mix,
+    parse_actions,
     parse_mix,
 )
 
 EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 DEMO_DEVICES, DEMO_DAYS = 50, 7
+# What the demo's server asks of its printers, per device-day: a few of every kind a
+# fleet run can issue, so the summary shows the action path too.
+DEMO_ACTIONS = "get_status:0.06,troubleshoot:0.03,print_test_page:0.03,send_meters_now:0.03"
 
 _EPILOG = """\
 examples:
   python -m emulator fleet --devices 50 --days 7
   python -m emulator fleet --devices 1000 --days 30 --processes 2 --report fleet.json
+  python -m emulator fleet --devices 200 --days 7 --actions get_status:0.1,send_meters_now:0.02
   python -m emulator fleet --devices 200 --days 3 --server https://dd.test:8443 \\
       --ca ca.pem --key-file keys.txt --firmware-key fw.pem
   python -m emulator fleet --devices 1000 --days 30 --shard 2/4 ...   (on machine 2 of 4)
@@ -126,6 +132,13 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--zones", type=_type(_zones), default=DEFAULT_ZONES,
                        metavar="ZONE,...", help="IANA time zones the devices are spread "
                                                 "over (default: eight zones, Tokyo to LA)")
+    fleet.add_argument("--actions", type=_type(parse_actions), default=(),
+                       metavar="TYPE:P,...",
+                       help="remote actions the server issues each evening, with the chance "
+                            "per device-day (e.g. get_status:0.05,send_meters_now:0.01); "
+                            "types: get_status, troubleshoot, print_test_page, "
+                            "send_meters_now. Needs the embedded server or "
+                            "--admin-token-file (default: none)")
     server = parser.add_argument_group(
         "server (default: an embedded reference server, nothing to configure)")
     server.add_argument("--server", metavar="URL",
@@ -141,8 +154,9 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--key-file", type=Path, metavar="FILE",
                         help="registration keys, one per line (device i uses line i+1)")
     server.add_argument("--admin-token-file", type=Path, metavar="FILE",
-                        help="admin token of a reference-compatible server: mint one key "
-                             "per device via /admin/v1 and check its upload counts")
+                        help="admin token of a reference-compatible server: through "
+                             "/admin/v1, mint one key per device (unless keys are given), "
+                             "issue --actions and check its upload counts")
     server.add_argument("--firmware-key", type=Path, metavar="FILE",
                         help="the server's Ed25519 firmware key (PEM); without it the "
                              "agents skip the daily firmware check")
@@ -178,7 +192,7 @@ def spec_from_args(args: argparse.Namespace) -> FleetSpec:
         raise FleetSpecError(f"{' and '.join(missing)} required (or give --scenario FILE)")
     seed = 1 if args.seed is None else args.seed
     return FleetSpec(devices=args.devices, days=args.days, seed=seed, mix=args.mix,
-                     zones=args.zones, upload_window=args.upload_window)
+                     zones=args.zones, upload_window=args.upload_window, actions=args.actions)
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -207,8 +221,6 @@ def target_from_args(args: argparse.Namespace) -> ServerTarget | None:
             raise FleetSpecError(f"key file {args.key_file}: no keys in it")
     token = (_read_text(args.admin_token_file, "admin token file").strip()
              if args.admin_token_file is not None else None)
-    if token is not None and keys:
-        raise FleetSpecError("give registration keys or --admin-token-file, not both")
     if args.ca is not None and not args.ca.is_file():
         raise FleetSpecError(f"--ca {args.ca}: file not found")
     firmware_key = (_read_text(args.firmware_key, "firmware key")
@@ -295,9 +307,11 @@ def _finish(report: FleetReport, path: Path | None) -> int:
 def run_demo() -> int:
     """``make demo``: embedded server, 50 devices, 7 virtual days, summary; no set-up."""
     parser = build_parser()
-    args = parser.parse_args(["--devices", str(DEMO_DEVICES), "--days", str(DEMO_DAYS)])
+    args = parser.parse_args(["--devices", str(DEMO_DEVICES), "--days", str(DEMO_DAYS),
+                              "--actions", DEMO_ACTIONS])
     print(f"demo: {DEMO_DEVICES} emulated printers ({format_mix(DEFAULT_MIX)}), each with "
-          f"its own agent, {DEMO_DAYS} virtual days, embedded reference server over TLS",
+          f"its own agent, {DEMO_DAYS} virtual days, embedded reference server over TLS, "
+          f"remote actions issued ({format_actions(parse_actions(DEMO_ACTIONS))})",
           flush=True)
     return run_fleet_cli(args)
 

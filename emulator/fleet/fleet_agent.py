@@ -6,8 +6,9 @@ composition-friendly overrides of its public methods, nothing of its logic repla
 * a shared semaphore around :meth:`sync`: at most ``concurrency`` devices of the fleet
   talk to the server at once. A device waiting for its turn is busy, not parked, so
   virtual time does not move on without it (its upload happens "at" its upload time);
-* an end: once the device built its ``target`` payloads and its outbox is empty,
-  :meth:`step` raises :class:`DeviceDone` instead of waiting for the next day;
+* an end: once the device built its ``target`` daily payloads and its outbox is empty,
+  :meth:`step` raises :class:`DeviceDone` instead of waiting for the next day (payloads
+  a ``send_meters_now`` action asked for are delivered too, but are not days);
 * a :class:`CountingTransport` (through the agent's ``transport_factory``), which
   counts action polls, action results and firmware checks for the fleet report.
 
@@ -105,6 +106,7 @@ class FleetAgent(Agent):
         transport_factory: Callable[[Agent], Transport] | None = None,
     ) -> None:
         self.fleet = FleetCounters()
+        self.daily_built = 0  # payloads of the daily schedule (not action-triggered ones)
         super().__init__(config, model, clock=clock, rng=rng,
                          transport_factory=transport_factory or _counting_transport)
         self.gate = gate
@@ -115,8 +117,15 @@ class FleetAgent(Agent):
 
     @property
     def finished(self) -> bool:
-        """True once ``target`` payloads were built and none is left to send."""
-        return self.stats.payloads_built >= self.target and not self.outbox.entries()
+        """True once ``target`` daily payloads were built and none is left to send."""
+        return self.daily_built >= self.target and not self.outbox.entries()
+
+    def queue_payload(self, trigger: Trigger) -> str | None:
+        """The agent's payload; counted as a day unless an action asked for it."""
+        upload_id = super().queue_payload(trigger)
+        if upload_id is not None and trigger != "action":
+            self.daily_built += 1
+        return upload_id
 
     async def step(self) -> None:
         """One pass of the agent, or :class:`DeviceDone` when the device is finished."""

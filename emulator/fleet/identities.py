@@ -47,6 +47,17 @@ class DeviceIdentity:
         local = datetime.combine(day, spec.print_time, tzinfo=ZoneInfo(self.time_zone))
         return local.astimezone(UTC)
 
+    def actions_on(self, spec: FleetSpec, k: int) -> tuple[str, ...]:
+        """The action types the server issues to this device on the evening of day k.
+
+        A pure function of (seed, index, k), like everything here; none on day 0,
+        before the device has registered (its first upload is the next morning).
+        """
+        if k < 1 or not spec.actions:
+            return ()
+        rng = random.Random(f"actions:{spec.seed}:{self.index}:{k}")
+        return tuple(name for name, p in spec.actions if rng.random() < p)
+
 
 def _digest(seed: int, index: int) -> bytes:
     return hashlib.sha256(f"{seed}:{index}".encode()).digest()

@@ -23,7 +23,7 @@ from device_direct.clock import SystemClock
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, merge_reports
 from emulator.fleet.runner import FleetRunError, ServerTarget, server_upload_counts
-from emulator.fleet.spec import FleetSpec, format_mix
+from emulator.fleet.spec import FleetSpec, format_actions, format_mix
 from emulator.server.app import ReferenceServer
 
 _KEY_TTL_S = 7 * 86400  # real seconds: the parent's server runs on the real clock
@@ -43,6 +43,7 @@ def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[
         "--devices", str(spec.devices), "--days", str(spec.days), "--seed", str(spec.seed),
         "--mix", format_mix(spec.mix), "--upload-window", str(spec.upload_window),
         "--zones", ",".join(spec.zones), "--concurrency", str(args.concurrency),
+        *(["--actions", format_actions(spec.actions)] if spec.actions else []),
         "--no-progress", "--log-level", args.log_level, *server_args,
         "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
         "--report", str(work_dir / f"shard-{i}.json"),
@@ -88,7 +89,9 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
             target = ServerTarget(
                 url=f"https://127.0.0.1:{server.port}/", ca_bundle=server.ca_cert_path,
                 server_name="localhost", keys=keys,
-                firmware_key=server.firmware_public_key_pem.decode())
+                firmware_key=server.firmware_public_key_pem.decode(),
+                # The shards issue their actions through the admin API.
+                admin_token=server.admin_token if spec.actions else None)
         server_args = _server_args(args, target, work_dir)
         for i in range(1, k + 1):
             procs.append(await asyncio.create_subprocess_exec(

@@ -39,6 +39,8 @@ class DeviceOutcome:
     queued: int  # payloads still in the outbox at the end
     finished: bool
     last_error: str = ""
+    actions_issued: int = 0  # by the server, on the fleet's --actions plan
+    actions_refused: int = 0  # answered rejected or expired
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -69,6 +71,7 @@ class FleetReport:
     wall_s: float
     server_uploads: Mapping[str, int] | None = None  # serial -> uploads the server holds
     expectations: tuple[Expectation, ...] = field(default=())
+    actions: str = ""  # the --actions plan ("" for none)
 
     def __post_init__(self) -> None:
         if self.wall_s < 0:
@@ -85,8 +88,9 @@ class FleetReport:
     def totals(self) -> dict[str, int]:
         """Sums over the devices of every counter."""
         keys = ("payloads_built", "uploads_stored", "uploads_duplicate", "uploads_rejected",
-                "send_failures", "registrations", "bytes_sent", "actions_run", "action_polls",
-                "firmware_checks", "faults", "jams", "queued")
+                "send_failures", "registrations", "bytes_sent", "actions_issued",
+                "actions_run", "actions_refused", "action_polls", "firmware_checks", "faults",
+                "jams", "queued")
         out = {k: sum(getattr(o, k) for o in self.outcomes) for k in keys}
         out["devices_run"] = len(self.outcomes)
         out["devices_finished"] = sum(o.finished for o in self.outcomes)
@@ -99,7 +103,7 @@ class FleetReport:
             "version": REPORT_VERSION,
             "ok": self.ok,
             "fleet": {"devices": self.devices, "days": self.days, "seed": self.seed,
-                      "mix": self.mix, "shards": list(self.shards)},
+                      "mix": self.mix, "actions": self.actions, "shards": list(self.shards)},
             "totals": self.totals(),
             "wall_s": round(self.wall_s, 3),
             "device_days": self.device_days,
@@ -124,6 +128,7 @@ class FleetReport:
             wall_s=float(data["wall_s"]),
             server_uploads=dict(server) if server is not None else None,
             expectations=tuple(Expectation(**e) for e in data["expectations"]),
+            actions=str(fleet.get("actions", "")),
         )
 
 
@@ -151,6 +156,13 @@ def check(report: FleetReport, *, complete_fleet: bool) -> FleetReport:
     rejected = [o.serial for o in outcomes if o.uploads_rejected]
     found.append(Expectation("no payload rejected by the server", not rejected,
                              _some(rejected, "with rejected payloads")))
+    if any(o.actions_issued for o in outcomes):
+        unanswered = [f"{o.serial} ({o.actions_run + o.actions_refused} of "
+                      f"{o.actions_issued})" for o in outcomes
+                      if o.actions_run + o.actions_refused != o.actions_issued]
+        found.append(Expectation(
+            "every action issued was run or refused, and its result reported",
+            not unanswered, _some(unanswered, "with actions unanswered")))
     if report.server_uploads is not None:
         wrong = [f"{o.serial} (server {report.server_uploads.get(o.serial, 0)}, "
                  f"built {o.payloads_built})" for o in outcomes
@@ -180,14 +192,14 @@ def merge_reports(parts: Sequence[FleetReport], *, wall_s: float,
         raise ValueError("no shard reports to merge")
     first = parts[0]
     for p in parts[1:]:
-        if (p.devices, p.days, p.seed, p.mix) != (first.devices, first.days, first.seed,
-                                                  first.mix):
+        if (p.devices, p.days, p.seed, p.mix, p.actions) != (
+                first.devices, first.days, first.seed, first.mix, first.actions):
             raise ValueError("shard reports are from different fleets")
     outcomes = tuple(sorted((o for p in parts for o in p.outcomes), key=lambda o: o.index))
     merged = FleetReport(
         devices=first.devices, days=first.days, seed=first.seed, mix=first.mix,
         shards=tuple(s for p in parts for s in p.shards), outcomes=outcomes, wall_s=wall_s,
-        server_uploads=server_uploads)
+        server_uploads=server_uploads, actions=first.actions)
     return check(merged, complete_fleet=True)
 
 
@@ -205,7 +217,8 @@ def summary_table(report: FleetReport) -> str:
         ("rejected", str(t["uploads_rejected"])),
         ("retries", str(t["send_failures"])),
         ("registrations", str(t["registrations"])),
-        ("actions run", f"{t['actions_run']} ({t['action_polls']} polls)"),
+        ("actions run", f"{t['actions_run']} of {t['actions_issued']} issued, "
+                        f"{t['actions_refused']} refused ({t['action_polls']} polls)"),
         ("firmware checks", str(t["firmware_checks"])),
         ("faults", f"{t['faults']} ({t['jams']} jams)"),
         ("bytes sent", f"{t['bytes_sent']:,}"),

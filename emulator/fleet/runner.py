@@ -9,7 +9,10 @@ task drives the printing for the whole shard: a heap of (instant, device) holds 
 device's next end of office hours, device-local; at that instant it applies the day
 (``run_day``). The first evening also boots the device's agent, so the first upload
 (the next local morning, in the upload window) carries a day of use, and the D-th
-upload follows the D-th day. An agent task ends when its device has built D payloads
+upload follows the D-th day. With ``spec.actions`` the office task also has the server
+issue that evening's remote actions to the device (derived from seed, index and day;
+none on the first evening, before registration); the agent polls them with the next
+morning's upload and answers each one. An agent task ends when its device has built D payloads
 and delivered them all; at a deadline (a day after the last evening, plus a grace day)
 the office task stops whoever is still retrying, and the report says so.
 
@@ -32,7 +35,7 @@ import heapq
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,7 +56,7 @@ from emulator.errors import EmulatorError
 from emulator.fleet.fleet_agent import DeviceDone, FleetAgent
 from emulator.fleet.identities import DeviceIdentity, fleet_identities
 from emulator.fleet.report import DeviceOutcome, FleetReport, check
-from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard, format_mix
+from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard, format_actions, format_mix
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import Profile, load_profile
 from emulator.server.app import ReferenceServer
@@ -65,8 +68,12 @@ GRACE = timedelta(days=1)  # after the last expected upload, for retries to fini
 DEFAULT_CONCURRENCY = 32
 _ADMIN_BATCH = 10_000  # the admin API mints at most this many keys per call
 
+ACTION_TTL_S = 2 * 86400  # an issued action is polled the next morning; spare a day
+
 # (devices delivered, devices in the shard, virtual now) -> None
 ProgressFn = Callable[[int, int, datetime], None]
+# (device id, action type) -> None: has the server queue one action for the device
+IssueFn = Callable[[str, str], Awaitable[None]]
 
 
 class FleetRunError(EmulatorError):
@@ -133,6 +140,7 @@ class Fleet:
         self.agents: list[FleetAgent] = []
         self.faults = [0] * len(self.identities)
         self.jams = [0] * len(self.identities)
+        self.actions_issued = [0] * len(self.identities)
         self.tasks: list[asyncio.Task[None]] = []
         self.gate = asyncio.Semaphore(concurrency)
         self._profiles: dict[str, Profile] = {}
@@ -198,7 +206,9 @@ class Fleet:
                 uploads_duplicate=s.uploads_duplicate, uploads_rejected=s.uploads_rejected,
                 send_failures=s.send_failures, registrations=s.registrations,
                 bytes_sent=s.bytes_sent,
+                actions_issued=self.actions_issued[n],
                 actions_run=agent.fleet.actions_run,
+                actions_refused=agent.fleet.actions_refused,
                 action_polls=agent.fleet.action_polls,
                 firmware_checks=agent.fleet.firmware_checks,
                 faults=self.faults[n], jams=self.jams[n],
@@ -207,8 +217,10 @@ class Fleet:
         return tuple(out)
 
 
-async def _office(fleet: Fleet, clock: VirtualClock, deadline: datetime) -> None:
-    """Apply each device's days at its end of office hours; boot agents on day one."""
+async def _office(fleet: Fleet, clock: VirtualClock, deadline: datetime,
+                  issue: IssueFn | None = None) -> None:
+    """Apply each device's days at its end of office hours; boot agents on day one;
+    have the server issue each evening's actions (``issue``)."""
     spec = fleet.spec
     heap = [(ident.print_at(spec, 0), n, 0) for n, ident in enumerate(fleet.identities)]
     heapq.heapify(heap)
@@ -222,6 +234,8 @@ async def _office(fleet: Fleet, clock: VirtualClock, deadline: datetime) -> None
             fleet.jams[n] += result.jams
             if k == 0:
                 fleet.start_agent(n)
+            if issue is not None:
+                await _issue_actions(fleet, n, ident.actions_on(spec, k), issue)
             if k + 1 < spec.days:
                 heapq.heappush(heap, (ident.print_at(spec, k + 1), n, k + 1))
         await clock.sleep_until(deadline)
@@ -230,6 +244,19 @@ async def _office(fleet: Fleet, clock: VirtualClock, deadline: datetime) -> None
                 task.cancel()
     finally:
         clock.unregister()
+
+
+async def _issue_actions(fleet: Fleet, n: int, types: tuple[str, ...], issue: IssueFn
+                         ) -> None:
+    device_id = fleet.agents[n].identity.device_id
+    if device_id is None:  # not registered (yet): the server does not know it
+        if types:
+            log.info("%s: not registered, %d actions not issued",
+                     fleet.identities[n].serial, len(types))
+        return
+    for kind in types:
+        await issue(device_id, kind)
+        fleet.actions_issued[n] += 1
 
 
 async def _ticker(fleet: Fleet, progress: ProgressFn, wall: Clock) -> None:
@@ -274,6 +301,11 @@ async def run_fleet(
             ttl = (spec.days + 3) * 86400  # keys live on the virtual clock too
             embedded = server
             fleet.build(endpoint, lambda _: embedded.create_registration_key(ttl_s=ttl))
+
+            async def issue_embedded(device_id: str, kind: str) -> None:
+                embedded.enqueue_action(device_id, kind, expires_in_s=ACTION_TTL_S)
+
+            issue: IssueFn | None = issue_embedded if spec.actions else None
         else:
             endpoint = _Endpoint(target.url, target.ca_bundle, target.server_name,
                                  target.firmware_key)
@@ -285,10 +317,22 @@ async def run_fleet(
                 fleet.build(endpoint, lambda ident: by_serial[ident.serial])
             else:
                 fleet.build(endpoint, lambda ident: target.key_for(ident.index, spec.devices))
+            issue = None
+            if spec.actions:
+                if target.admin_token is None:
+                    raise FleetSpecError("actions: issuing actions on your server needs its "
+                                         "admin API (--admin-token-file)")
+                remote = target
+
+                async def issue_admin(device_id: str, kind: str) -> None:
+                    await issue_action(remote, device_id, kind)
+
+                issue = issue_admin
         if progress is not None:
             ticker = asyncio.create_task(_ticker(fleet, progress, wall))
         clock.register()
-        office = asyncio.create_task(_office(fleet, clock, last + timedelta(days=1) + GRACE))
+        office = asyncio.create_task(
+            _office(fleet, clock, last + timedelta(days=1) + GRACE, issue))
         await office
         await asyncio.gather(*fleet.tasks, return_exceptions=True)
         if ticker is not None:
@@ -318,7 +362,7 @@ async def run_fleet(
     report = FleetReport(
         devices=spec.devices, days=spec.days, seed=spec.seed, mix=format_mix(spec.mix),
         shards=(str(shard),), outcomes=fleet.outcomes(), wall_s=wall.monotonic() - started,
-        server_uploads=counts)
+        server_uploads=counts, actions=format_actions(spec.actions))
     return check(report, complete_fleet=shard.count == 1)
 
 
@@ -365,6 +409,12 @@ async def mint_keys(target: ServerTarget, count: int, *, ttl_s: int = 7 * 86400
             raise FleetRunError(f"admin API returned {got!r:.100} for {n} keys")
         keys.extend(str(k) for k in got)
     return tuple(keys)
+
+
+async def issue_action(target: ServerTarget, device_id: str, kind: str) -> None:
+    """Have the server queue one action for a device, through its admin API."""
+    await _admin_call(target, "POST", f"devices/{device_id}/actions",
+                      {"type": kind, "expires_in_s": ACTION_TTL_S})
 
 
 async def server_upload_counts(target: ServerTarget) -> dict[str, int]:

@@ -36,6 +36,16 @@ DEFAULT_START = date(2026, 1, 5)  # a Monday
 # End of office hours, device-local: the day's printing is applied then.
 DEFAULT_PRINT_TIME = time(19, 0)
 
+# Remote actions a fleet run may issue by itself (``--actions``): the ones a device runs
+# and answers within the same daily session. reboot, upgrade_firmware and start_managed
+# change the device's life cycle and belong in a scenario; upload_logs needs consent.
+FLEET_ACTION_TYPES: tuple[str, ...] = (
+    "get_status",
+    "troubleshoot",
+    "print_test_page",
+    "send_meters_now",
+)
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -128,6 +138,39 @@ def format_mix(mix: tuple[tuple[str, int], ...]) -> str:
     return ",".join(f"{name}:{weight}" for name, weight in mix)
 
 
+def parse_actions(text: str) -> tuple[tuple[str, float], ...]:
+    """Parse ``"get_status:0.05,send_meters_now:0.01"``: per action type, the chance
+    that the server issues it to a given device on a given day (0 < p <= 1)."""
+    pairs: list[tuple[str, float]] = []
+    if not text.strip():
+        raise FleetSpecError("actions: empty; expected TYPE:PER_DAY[,TYPE:PER_DAY...]")
+    for part in text.split(","):
+        name, sep, rate = (x.strip() for x in part.strip().partition(":"))
+        if not sep or not name:
+            raise FleetSpecError(f"actions: {part.strip()!r} is not TYPE:PER_DAY "
+                                 "(e.g. get_status:0.05)")
+        if name not in FLEET_ACTION_TYPES:
+            raise FleetSpecError(f"actions: {name!r} cannot be issued by a fleet run; "
+                                 f"choose from {', '.join(FLEET_ACTION_TYPES)} "
+                                 "(reboot and firmware belong in a --scenario)")
+        try:
+            p = float(rate)
+        except ValueError:
+            p = -1.0
+        if not 0.0 < p <= 1.0:
+            raise FleetSpecError(f"actions: chance per device-day of {name!r} must be a "
+                                 f"number in (0, 1], got {rate!r}")
+        if any(name == n for n, _ in pairs):
+            raise FleetSpecError(f"actions: {name!r} is given twice")
+        pairs.append((name, p))
+    return tuple(pairs)
+
+
+def format_actions(actions: tuple[tuple[str, float], ...]) -> str:
+    """The inverse of :func:`parse_actions` ("" for none)."""
+    return ",".join(f"{name}:{p:g}" for name, p in actions)
+
+
 @dataclass(frozen=True, slots=True)
 class Shard:
     """Part ``index`` (1-based) of ``count``: the devices whose global index i has
@@ -171,6 +214,8 @@ class FleetSpec:
     upload_window: UploadWindow = UploadWindow(time(1, 0), time(5, 0))
     start: date = DEFAULT_START
     print_time: time = DEFAULT_PRINT_TIME
+    # (action type, chance per device-day): what the server issues by itself each day
+    actions: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.devices, bool) or self.devices < 1:
@@ -196,6 +241,8 @@ class FleetSpec:
             # depend on the order of events at one instant.
             raise FleetSpecError(f"upload window {win} must not contain the print time "
                                  f"{pt:%H:%M}")
+        if self.actions:
+            parse_actions(format_actions(self.actions))  # the same checks as the CLI's
 
     @property
     def device_days(self) -> int:

@@ -92,6 +92,25 @@ def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
     assert all(e["ok"] for e in data["expectations"])
 
 
+def test_two_processes_issue_actions_through_the_parents_server(tmp_path: Path) -> None:
+    """With --processes the parent owns the embedded server; the shards issue their
+    actions through its admin API, and the merged report accounts for every one."""
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "emulator.fleet", "--devices", "4", "--days", "3",
+         "--processes", "2", "--actions", "get_status:0.5,send_meters_now:0.5",
+         "--report", str(report), "--work-dir", str(tmp_path / "w")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(report.read_text())
+    assert data["fleet"]["actions"] == "get_status:0.5,send_meters_now:0.5"
+    totals = data["totals"]
+    assert totals["actions_issued"] > 0
+    assert totals["actions_run"] == totals["actions_issued"]
+    assert sum(data["server_uploads"].values()) == totals["payloads_built"] >= 12
+    assert "every action issued was run or refused" in out.stdout
+
+
 def test_progress_bar_only_when_asked() -> None:
     class Sink:
         def __init__(self) -> None:
