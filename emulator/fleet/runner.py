@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -376,11 +377,25 @@ def _admin_ssl(target: ServerTarget) -> ssl.SSLContext:
     return ctx
 
 
+def admin_url(server_url: str, path: str) -> str:
+    """The admin API URL of ``path`` on the server at ``server_url``.
+
+    A server behind a path prefix (``https://host/remote/``) has its admin API under the
+    same prefix, as its device API: ``.../remote/admin/v1/...``. A URL that names the
+    device API itself (``.../dd/v1``) counts from the prefix before it.
+    """
+    parts = urlsplit(server_url)
+    prefix = parts.path.rstrip("/")
+    if prefix.endswith("/dd/v1"):
+        prefix = prefix[: -len("/dd/v1")]
+    return urlunsplit(("https", parts.netloc, f"{prefix}/admin/v1/{path}", "", ""))
+
+
 async def _admin_call(target: ServerTarget, method: str, path: str,
                       body: dict[str, Any] | None = None) -> dict[str, Any]:
     config = ServerConfig(url=target.url, ca_bundle=target.ca_bundle,
                           server_name=target.server_name)
-    url = f"https://{config.host}:{config.port}/admin/v1/{path}"
+    url = admin_url(target.url, path)
     headers = {"Authorization": f"Bearer {target.admin_token}"}
     try:
         async with aiohttp.ClientSession() as session, session.request(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from emulator.fleet.cli import main
 from emulator.fleet.identities import fleet_identities
-from emulator.fleet.runner import ServerTarget, run_fleet
+from emulator.fleet.runner import ServerTarget, admin_url, run_fleet
 from emulator.fleet.spec import (
     FLEET_ACTION_TYPES,
     FleetSpec,
@@ -142,3 +142,13 @@ def test_cli_usage_error_names_the_option(capsys: pytest.CaptureFixture[str]) ->
         main(["--devices", "2", "--days", "1", "--actions", "reboot:0.1"])
     assert exit_.value.code == 2
     assert "--actions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("server_url, expected", [
+    ("https://dd.test:8443", "https://dd.test:8443/admin/v1/devices"),
+    ("https://dd.test:8443/", "https://dd.test:8443/admin/v1/devices"),
+    ("https://dd.test/remote/", "https://dd.test/remote/admin/v1/devices"),
+    ("https://dd.test/remote/dd/v1", "https://dd.test/remote/admin/v1/devices"),
+])
+def test_admin_api_lives_beside_the_device_api(server_url: str, expected: str) -> None:
+    assert admin_url(server_url, "devices") == expected
