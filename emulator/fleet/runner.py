@@ -256,7 +256,13 @@ async def _issue_actions(fleet: Fleet, n: int, types: tuple[str, ...], issue: Is
                      fleet.identities[n].serial, len(types))
         return
     for kind in types:
-        await issue(device_id, kind)
+        try:
+            await issue(device_id, kind)
+        except (FleetRunError, ValueError) as exc:
+            # The server would not take it (admin API down, device unknown to it): the
+            # run goes on; what was not issued is not expected back.
+            log.warning("%s: %s not issued: %s", fleet.identities[n].serial, kind, exc)
+            continue
         fleet.actions_issued[n] += 1
 
 

@@ -152,3 +152,20 @@ def test_cli_usage_error_names_the_option(capsys: pytest.CaptureFixture[str]) ->
 ])
 def test_admin_api_lives_beside_the_device_api(server_url: str, expected: str) -> None:
     assert admin_url(server_url, "devices") == expected
+
+
+async def test_an_action_the_server_refuses_to_queue_does_not_end_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server will not queue an action (here: it no longer knows the device): the
+    run goes on, the refusal is logged, and nothing is counted as issued."""
+    def refuse(self: ReferenceServer, device_id: str, *args: object, **kw: object) -> str:
+        raise ValueError(f"unknown device {device_id!r}")
+
+    monkeypatch.setattr(ReferenceServer, "enqueue_action", refuse)
+    spec = FleetSpec(devices=2, days=3, seed=21, actions=PLAN)
+    report = await run_fleet(spec, tmp_path)
+    assert report.ok, report.expectations
+    assert report.totals()["actions_issued"] == 0
+    assert report.totals()["uploads_stored"] == spec.device_days
+    assert "not issued: unknown device" in caplog.text
