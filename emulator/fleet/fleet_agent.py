@@ -12,9 +12,8 @@ composition-friendly overrides of its public methods, nothing of its logic repla
 * a :class:`CountingTransport` (through the agent's ``transport_factory``), which
   counts action polls, action results and firmware checks for the fleet report.
 
-When the agent installs no post-sync hooks of its own (older builds), the fleet
-installs :func:`poll_and_check`, so each sync does what a real device does daily on the
-same connection: the upload, the action poll and the firmware check.
+Each sync does what a real device does daily on one connection: the upload, then the
+agent's own post-sync hooks (the action poll and the firmware check among them).
 """
 
 from __future__ import annotations
@@ -31,9 +30,6 @@ from device_direct.config import AgentConfig
 from device_direct.core.payload import Trigger
 from device_direct.model import DeviceModel
 from device_direct.transport import Transport
-
-# Sent back for actions this agent build cannot run, so they do not stay pending.
-_NO_ACTIONS = "this device_direct build runs no remote actions yet (fleet runner)"
 
 
 class DeviceDone(Exception):  # a signal, not an error
@@ -111,9 +107,6 @@ class FleetAgent(Agent):
                          transport_factory=transport_factory or _counting_transport)
         self.gate = gate
         self.target = target
-        self.own_hooks = not self.post_sync_hooks
-        if self.own_hooks:
-            self.post_sync_hooks.append(poll_and_check)
 
     @property
     def finished(self) -> bool:
@@ -137,12 +130,3 @@ class FleetAgent(Agent):
         """The agent's sync, once a connection slot of the fleet is free."""
         async with self.gate:
             return await super().sync(trigger)
-
-
-async def poll_and_check(agent: Agent, transport: Transport, trigger: Trigger) -> None:
-    """Post-sync hook for agents without their own: poll actions (reject them, none can
-    run here) and ask for firmware. The counting transport counts both."""
-    for action in await transport.poll_actions():
-        await transport.report_action(action["id"], "rejected", _NO_ACTIONS)
-    identity = agent.model.identity()
-    await transport.check_firmware(identity.model, agent.model.firmware().running_version)
