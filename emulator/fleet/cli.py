@@ -270,8 +270,7 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
     except FleetSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    bar = ProgressBar(enabled=args.progress,
-                      unit="uploads stored" if args.processes > 1 else "devices done")
+    bar = ProgressBar(enabled=args.progress, unit="device-days delivered")
     try:
         if args.processes > 1:
             from emulator.fleet.processes import run_processes

@@ -103,6 +103,7 @@ class FleetAgent(Agent):
     ) -> None:
         self.fleet = FleetCounters()
         self.daily_built = 0  # payloads of the daily schedule (not action-triggered ones)
+        self.action_built = 0  # payloads a send_meters_now action asked for
         super().__init__(config, model, clock=clock, rng=rng,
                          transport_factory=transport_factory or _counting_transport)
         self.gate = gate
@@ -116,9 +117,25 @@ class FleetAgent(Agent):
     def queue_payload(self, trigger: Trigger) -> str | None:
         """The agent's payload; counted as a day unless an action asked for it."""
         upload_id = super().queue_payload(trigger)
-        if upload_id is not None and trigger != "action":
-            self.daily_built += 1
+        if upload_id is not None:
+            if trigger == "action":
+                self.action_built += 1
+            else:
+                self.daily_built += 1
         return upload_id
+
+    @property
+    def days_delivered(self) -> int:
+        """Daily payloads the server has acknowledged, for progress (0..``target``).
+
+        Counted from the agent's delivery figures less the action payloads, so an
+        action payload still queued may hide a day for a moment; exact once finished.
+        """
+        if self.finished:
+            return self.target
+        s = self.stats
+        sent = s.uploads_stored + s.uploads_duplicate - self.action_built
+        return max(0, min(self.target, sent))
 
     async def step(self) -> None:
         """One pass of the agent, or :class:`DeviceDone` when the device is finished."""

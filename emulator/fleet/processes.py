@@ -99,8 +99,9 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
                 stdout=asyncio.subprocess.DEVNULL, env=env))
         waits = [asyncio.ensure_future(p.wait()) for p in procs]
         while True:
+            # Uploads stored stand for device-days (action payloads may add a few).
             done_uploads = server.storage.uploads_count() if server is not None else 0
-            progress(done_uploads, spec.device_days, None)
+            progress(min(done_uploads, spec.device_days), spec.device_days, None)
             _, pending = await asyncio.wait(waits, timeout=0.25)
             if not pending:
                 break
@@ -119,7 +120,8 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
         if server is not None:
             counts: dict[str, int] | None = {
                 d["serial"]: int(d["uploads"]) for d in server.storage.devices()}
-            progress(server.storage.uploads_count(), spec.device_days, None)
+            progress(min(server.storage.uploads_count(), spec.device_days),
+                     spec.device_days, None)
         elif target.admin_token is not None:
             counts = await server_upload_counts(target)
         else:

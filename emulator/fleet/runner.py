@@ -71,7 +71,7 @@ _ADMIN_BATCH = 10_000  # the admin API mints at most this many keys per call
 
 ACTION_TTL_S = 2 * 86400  # an issued action is polled the next morning; spare a day
 
-# (devices delivered, devices in the shard, virtual now) -> None
+# (device-days delivered, device-days of the shard, virtual now) -> None
 ProgressFn = Callable[[int, int, datetime], None]
 # (device id, action type) -> None: has the server queue one action for the device
 IssueFn = Callable[[str, str], Awaitable[None]]
@@ -195,6 +195,10 @@ class Fleet:
         """Devices whose agents have finished."""
         return sum(a.finished for a in self.agents)
 
+    def days_delivered(self) -> int:
+        """Daily payloads the server has acknowledged, over all devices (progress)."""
+        return sum(a.days_delivered for a in self.agents)
+
     def outcomes(self) -> tuple[DeviceOutcome, ...]:
         """One :class:`DeviceOutcome` per device, in global index order."""
         out = []
@@ -269,7 +273,8 @@ async def _issue_actions(fleet: Fleet, n: int, types: tuple[str, ...], issue: Is
 async def _ticker(fleet: Fleet, progress: ProgressFn, wall: Clock) -> None:
     # Real time, not a participant: it only looks.
     while True:
-        progress(fleet.delivered(), len(fleet.agents), fleet.clock.now())
+        progress(fleet.days_delivered(), len(fleet.agents) * fleet.spec.days,
+                 fleet.clock.now())
         await wall.sleep(0.25)
 
 
@@ -345,7 +350,7 @@ async def run_fleet(
         if ticker is not None:
             progress_fn = progress
             assert progress_fn is not None
-            progress_fn(fleet.delivered(), len(fleet.agents), clock.now())
+            progress_fn(fleet.days_delivered(), len(fleet.agents) * spec.days, clock.now())
         if server is not None:
             counts: dict[str, int] | None = {
                 d["serial"]: int(d["uploads"]) for d in server.storage.devices()}

@@ -134,3 +134,29 @@ def test_progress_bar_only_when_asked() -> None:
     assert quiet.text == ""
     assert forced.text == "\r" + render(1, 2, None) + "\n"
     assert render(1, 2, None).startswith("[" + "#" * 15 + "." * 15 + "] 1/2")
+
+
+async def test_progress_counts_device_days_as_they_are_delivered(tmp_path: Path) -> None:
+    """The bar moves with the uploads, not only when whole devices finish at the end."""
+    from datetime import datetime
+
+    from device_direct.clock import SystemClock
+    from emulator.fleet.runner import run_fleet
+    from emulator.fleet.spec import FleetSpec
+
+    class FastWall(SystemClock):
+        async def sleep(self, seconds: float) -> None:  # tick every 2 ms, not every 250
+            await super().sleep(0.002)
+
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int, now: datetime | None) -> None:
+        seen.append((done, total))
+
+    spec = FleetSpec(devices=6, days=4, seed=3)
+    report = await run_fleet(spec, tmp_path, progress=progress, wall=FastWall())
+    assert report.ok
+    assert all(total == spec.device_days for _, total in seen)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == spec.device_days
+    assert len({d for d in done if 0 < d < spec.device_days}) >= 3
