@@ -9,8 +9,9 @@ from typing import TextIO
 _WIDTH = 30
 
 
-def render(done: int, total: int, now: datetime | None, unit: str = "devices done") -> str:
-    """The bar as text: ``[#####.....] 12/50 devices done  virtual 2026-01-07 03:00 UTC``."""
+def render(done: int, total: int, now: datetime | None, unit: str = "device-days delivered") -> str:
+    """The bar as text, e.g.
+    ``[#####.....] 120/500 device-days delivered  virtual 2026-01-07 03:00 UTC``."""
     total = max(total, 1)
     filled = min(_WIDTH, _WIDTH * done // total)
     when = f"  virtual {now:%Y-%m-%d %H:%M} UTC" if now is not None else ""
@@ -21,7 +22,7 @@ class ProgressBar:
     """Draws :func:`render` on a terminal; silent unless ``enabled``."""
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None,
-                 unit: str = "devices done") -> None:
+                 unit: str = "device-days delivered") -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.unit = unit
         # Default: only on a terminal, so logs and CI output stay clean.

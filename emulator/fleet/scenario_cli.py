@@ -55,7 +55,7 @@ def run_scenario_cli(args: argparse.Namespace) -> int:
     except (FleetSpecError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    bar = ProgressBar(enabled=args.progress, unit="devices done")
+    bar = ProgressBar(enabled=args.progress, unit="virtual days")
     try:
         report = asyncio.run(run_scenario(scenario, work_dir, progress=bar))
     except ScenarioError as exc:

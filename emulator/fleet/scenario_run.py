@@ -448,6 +448,8 @@ async def run_scenario(scenario: Scenario, work_dir: Path, *, wall: Clock | None
                 inject.cancel()
             await asyncio.gather(inject, return_exceptions=True)
             await asyncio.gather(*fleet.tasks, return_exceptions=True)
+            if progress is not None:  # the last tick may have come before the end
+                progress(fleet.scenario.fleet.days, fleet.scenario.fleet.days, clock.now())
             facts = _gather_facts(fleet, server)
         finally:
             if ticker is not None:
@@ -516,8 +518,16 @@ def _gather_facts(fleet: ScenarioFleet, server: ReferenceServer) -> list[DeviceF
 
 async def _tick(fleet: ScenarioFleet, progress: Callable[[int, int, datetime], None],
                 wall: Clock) -> None:
+    # Scenario devices run to a time, not to a count of payloads (faults may cost days),
+    # so progress is the share of the scenario's virtual span that has passed.
+    spec = fleet.scenario.fleet
+    start = min(i.print_at(spec, 0) for i in fleet.identities)
+    end = max(fleet.done_at, default=start)
+    span = max((end - start).total_seconds(), 1.0)
     while True:  # real time, not a participant: it only looks
-        progress(fleet.delivered(), len(fleet.slots), fleet.clock.now())
+        now = fleet.clock.now()
+        passed = min(max((now - start).total_seconds() / span, 0.0), 1.0)
+        progress(round(passed * spec.days), spec.days, now)
         await wall.sleep(0.25)
 
 
