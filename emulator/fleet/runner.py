@@ -12,9 +12,9 @@ device's next end of office hours, device-local; at that instant it applies the 
 upload follows the D-th day. With ``spec.actions`` the office task also has the server
 issue that evening's remote actions to the device (derived from seed, index and day;
 none on the first evening, before registration); the agent polls them with the next
-morning's upload and answers each one. An agent task ends when its device has built D payloads
-and delivered them all; at a deadline (a day after the last evening, plus a grace day)
-the office task stops whoever is still retrying, and the report says so.
+morning's upload and answers each one. An agent task ends when its device has built D
+daily payloads and delivered them all; at a deadline (a day after the last evening, plus
+a grace day) the office task stops whoever is still retrying, and the report says so.
 
 Time: the office task and every running agent are participants of the
 :class:`~emulator.clock.VirtualClock`; the clock jumps only when all of them sleep on
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import random
@@ -191,10 +192,6 @@ class Fleet:
             if isinstance(self.clock, VirtualClock):
                 self.clock.unregister()
 
-    def delivered(self) -> int:
-        """Devices whose agents have finished."""
-        return sum(a.finished for a in self.agents)
-
     def days_delivered(self) -> int:
         """Daily payloads the server has acknowledged, over all devices (progress)."""
         return sum(a.days_delivered for a in self.agents)
@@ -334,12 +331,7 @@ async def run_fleet(
                 if target.admin_token is None:
                     raise FleetSpecError("actions: issuing actions on your server needs its "
                                          "admin API (--admin-token-file)")
-                remote = target
-
-                async def issue_admin(device_id: str, kind: str) -> None:
-                    await issue_action(remote, device_id, kind)
-
-                issue = issue_admin
+                issue = functools.partial(issue_action, target)
         if progress is not None:
             ticker = asyncio.create_task(_ticker(fleet, progress, wall))
         clock.register()

@@ -140,9 +140,6 @@ class ScenarioFleet(Fleet):
         self.vclock.register()
         self.tasks.append(asyncio.create_task(self._supervise(slot)))
 
-    def delivered(self) -> int:
-        return sum(1 for s in self.slots if s.started and s.task is None)
-
     # -- the supervisor -------------------------------------------------------------------
 
     async def _supervise(self, slot: DeviceSlot) -> None:

@@ -149,26 +149,37 @@ def parse_actions(text: str) -> tuple[tuple[str, float], ...]:
         if not sep or not name:
             raise FleetSpecError(f"actions: {part.strip()!r} is not TYPE:PER_DAY "
                                  "(e.g. get_status:0.05)")
+        try:
+            p = float(rate)
+        except ValueError:
+            raise FleetSpecError(f"actions: chance per device-day of {name!r} must be a "
+                                 f"number in (0, 1], got {rate!r}") from None
+        pairs.append((name, p))
+    return check_actions(tuple(pairs))
+
+
+def check_actions(actions: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+    """``actions`` if every type can be issued by a fleet run, once, with 0 < p <= 1."""
+    seen: set[str] = set()
+    for name, p in actions:
         if name not in FLEET_ACTION_TYPES:
             raise FleetSpecError(f"actions: {name!r} cannot be issued by a fleet run; "
                                  f"choose from {', '.join(FLEET_ACTION_TYPES)} "
                                  "(reboot and firmware belong in a --scenario)")
-        try:
-            p = float(rate)
-        except ValueError:
-            p = -1.0
         if not 0.0 < p <= 1.0:
             raise FleetSpecError(f"actions: chance per device-day of {name!r} must be a "
-                                 f"number in (0, 1], got {rate!r}")
-        if any(name == n for n, _ in pairs):
+                                 f"number in (0, 1], got {p!r}")
+        if name in seen:
             raise FleetSpecError(f"actions: {name!r} is given twice")
-        pairs.append((name, p))
-    return tuple(pairs)
+        seen.add(name)
+    return actions
 
 
 def format_actions(actions: tuple[tuple[str, float], ...]) -> str:
     """The inverse of :func:`parse_actions` ("" for none)."""
-    return ",".join(f"{name}:{p:g}" for name, p in actions)
+    # repr: the shortest text that reads back as the same float, so shard processes
+    # handed this text draw exactly what their parent would.
+    return ",".join(f"{name}:{p!r}" for name, p in actions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +253,7 @@ class FleetSpec:
             raise FleetSpecError(f"upload window {win} must not contain the print time "
                                  f"{pt:%H:%M}")
         if self.actions:
-            parse_actions(format_actions(self.actions))  # the same checks as the CLI's
+            check_actions(self.actions)
 
     @property
     def device_days(self) -> int:

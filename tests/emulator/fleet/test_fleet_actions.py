@@ -50,6 +50,13 @@ def test_parse_actions_names_what_is_wrong(text: str, words: str) -> None:
     assert words in str(err.value)
 
 
+@given(st.lists(st.floats(min_value=1e-9, max_value=1.0), min_size=1, max_size=4))
+def test_plan_text_reads_back_as_the_same_floats(chances: list[float]) -> None:
+    """--processes hands the plan to its shards as text: they must draw what one run does."""
+    plan = tuple(zip(FLEET_ACTION_TYPES, chances, strict=False))
+    assert parse_actions(format_actions(plan)) == plan
+
+
 def test_spec_checks_its_plan() -> None:
     with pytest.raises(FleetSpecError, match="reboot"):
         FleetSpec(devices=1, days=1, actions=(("reboot", 0.5),))
