@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emulator.clock import VirtualClock  # noqa: E402
+from emulator.fleet.loop import LOOP_NAMES, LoopName, resolve  # noqa: E402
+from emulator.fleet.loop import run as run_on_loop  # noqa: E402
 from emulator.fleet.runner import Fleet, ServerTarget, _Endpoint, run_fleet  # noqa: E402
 from emulator.fleet.spec import FleetSpec, Shard, UploadWindow  # noqa: E402
 
@@ -83,10 +85,11 @@ def fleet_target(port: int, state: Path, devices: int) -> ServerTarget:
 
 
 def fleet_run(target: ServerTarget, work: Path, devices: int, days: int, concurrency: int,
-              seed: int = 8) -> tuple[float, dict[str, int], bool]:
+              seed: int = 8, loop: LoopName = "auto") -> tuple[float, dict[str, int], bool]:
     spec = FleetSpec(devices=devices, days=days, seed=seed, zones=("UTC",),
                      upload_window=BENCH_WINDOW)
-    report = asyncio.run(run_fleet(spec, work, target=target, concurrency=concurrency))
+    report = run_on_loop(run_fleet(spec, work, target=target, concurrency=concurrency),
+                         loop)
     for e in report.expectations:
         if not e.ok:
             print(f"fleet expectation FAILED: {e.name}: {e.detail}")
@@ -263,8 +266,9 @@ async def idle_devices(n: int, work: Path) -> float:
     return per_device
 
 
-def idle_rss_subprocess(n: int) -> float:
-    out = subprocess.run([sys.executable, __file__, "--idle-only", str(n)], cwd=ROOT,
+def idle_rss_subprocess(n: int, loop: str) -> float:
+    out = subprocess.run([sys.executable, __file__, "--idle-only", str(n), "--loop", loop],
+                         cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -281,11 +285,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3,
                     help="Locust and openssl runs, interleaved; their medians are quoted")
     ap.add_argument("--idle-devices", type=int, default=10_000)
+    ap.add_argument("--loop", choices=LOOP_NAMES, default="auto",
+                    help="the fleet's event loop, as `fleet --loop` (default auto: uvloop "
+                         "when installed)")
     ap.add_argument("--idle-only", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.loop = resolve(args.loop)
     if args.idle_only:
         with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-            print(asyncio.run(idle_devices(args.idle_only, Path(tmp))))
+            print(run_on_loop(idle_devices(args.idle_only, Path(tmp)), args.loop))
         return 0
     with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
         state, work = Path(tmp) / "state", Path(tmp) / "fleet"
@@ -298,14 +306,15 @@ def main() -> int:
             # Warm-up (not measured): imports and first-use costs in this process would
             # otherwise land on whichever fleet runs first.
             fleet_run(fleet_target(port, state, 5), Path(tmp) / "warm-up", 5, 1,
-                      args.concurrency, seed=10)
+                      args.concurrency, seed=10, loop=args.loop)
             # The machine is shared and noisy: the baselines are taken several times,
             # before and after the fleet and between each other, and their medians used.
             handshake_runs = [openssl_handshakes(port, args.openssl_seconds)]
             target = fleet_target(port, state, args.devices)
             t0 = time.perf_counter()
             one_day = Path(tmp) / "one-day"
-            fleet_run(target, one_day, args.devices, 1, args.concurrency, seed=9)
+            fleet_run(target, one_day, args.devices, 1, args.concurrency, seed=9,
+                      loop=args.loop)
             one_day_s = time.perf_counter() - t0
             # Locust drives the devices the one-day fleet registered. Its rounds bracket
             # the 30-day fleet: one before it, the rest after, each followed by openssl.
@@ -323,7 +332,7 @@ def main() -> int:
             target = fleet_target(port, state, args.devices)
             t0 = time.perf_counter()
             fleet_rate, totals, fleet_ok = fleet_run(target, work, args.devices, args.days,
-                                                     args.concurrency)
+                                                     args.concurrency, loop=args.loop)
             fleet_s = time.perf_counter() - t0
             # Only meaningful when the run is long beside its set-up.
             steady_rate: float | None = (
@@ -334,7 +343,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    kib = idle_rss_subprocess(args.idle_devices)
+    kib = idle_rss_subprocess(args.idle_devices, args.loop)
     locust_rate = {u: statistics.median(r[0] for r in runs) for u, runs in locust_runs.items()}
     handshakes = statistics.median(handshake_runs)
     print(f"(a) fleet:  {args.devices} devices x {args.days} days = "
@@ -342,7 +351,7 @@ def main() -> int:
           f"{fleet_rate:.1f} device-days/s; uploads stored {totals['uploads_stored']}, "
           f"action polls {totals['action_polls']}, firmware checks "
           f"{totals['firmware_checks']}, retries {totals['send_failures']}, "
-          f"expectations {'ok' if fleet_ok else 'FAILED'}")
+          f"expectations {'ok' if fleet_ok else 'FAILED'}; event loop {args.loop}")
     steady_text = f"{steady_rate:.1f} device-days/s" if steady_rate else "n/a (run too short)"
     print(f"    steady state (days 2..{args.days}, set-up and registration excluded by a "
           f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_text}")
@@ -386,6 +395,7 @@ def main() -> int:
         "steady_ratio_vs_openssl": ratio(steady_rate, handshakes),
         "kib_per_idle_device": round(kib, 1),
         "fleet_ok": fleet_ok,
+        "fleet_loop": args.loop,
     }))
     return 0 if fleet_ok else 1
 

@@ -44,7 +44,7 @@ def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[
         "--mix", format_mix(spec.mix), "--upload-window", str(spec.upload_window),
         "--zones", ",".join(spec.zones), "--concurrency", str(args.concurrency),
         *(["--actions", format_actions(spec.actions)] if spec.actions else []),
-        "--no-progress", "--log-level", args.log_level, *server_args,
+        "--no-progress", "--log-level", args.log_level, "--loop", args.loop, *server_args,
         "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
         "--report", str(work_dir / f"shard-{i}.json"),
     ]

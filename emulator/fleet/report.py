@@ -72,6 +72,7 @@ class FleetReport:
     server_uploads: Mapping[str, int] | None = None  # serial -> uploads the server holds
     expectations: tuple[Expectation, ...] = field(default=())
     actions: str = ""  # the --actions plan ("" for none)
+    loop: str = ""  # the event loop it ran on: uvloop | asyncio (shards: each one's)
 
     def __post_init__(self) -> None:
         if self.wall_s < 0:
@@ -103,7 +104,8 @@ class FleetReport:
             "version": REPORT_VERSION,
             "ok": self.ok,
             "fleet": {"devices": self.devices, "days": self.days, "seed": self.seed,
-                      "mix": self.mix, "actions": self.actions, "shards": list(self.shards)},
+                      "mix": self.mix, "actions": self.actions, "shards": list(self.shards),
+                      "loop": self.loop},
             "totals": self.totals(),
             "wall_s": round(self.wall_s, 3),
             "device_days": self.device_days,
@@ -129,6 +131,7 @@ class FleetReport:
             server_uploads=dict(server) if server is not None else None,
             expectations=tuple(Expectation(**e) for e in data["expectations"]),
             actions=str(fleet.get("actions", "")),
+            loop=str(fleet.get("loop", "")),
         )
 
 
@@ -199,7 +202,8 @@ def merge_reports(parts: Sequence[FleetReport], *, wall_s: float,
     merged = FleetReport(
         devices=first.devices, days=first.days, seed=first.seed, mix=first.mix,
         shards=tuple(s for p in parts for s in p.shards), outcomes=outcomes, wall_s=wall_s,
-        server_uploads=server_uploads, actions=first.actions)
+        server_uploads=server_uploads, actions=first.actions,
+        loop=",".join(sorted({p.loop for p in parts if p.loop})))
     return check(merged, complete_fleet=True)
 
 
@@ -222,7 +226,7 @@ def summary_table(report: FleetReport) -> str:
         ("firmware checks", str(t["firmware_checks"])),
         ("faults", f"{t['faults']} ({t['jams']} jams)"),
         ("bytes sent", f"{t['bytes_sent']:,}"),
-        ("wall time", f"{report.wall_s:.1f} s"),
+        ("wall time", f"{report.wall_s:.1f} s" + (f" ({report.loop})" if report.loop else "")),
         ("device-days/s", f"{rate:.1f}"),
     ]
     if report.server_uploads is not None:

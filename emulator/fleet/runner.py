@@ -366,8 +366,14 @@ async def run_fleet(
     report = FleetReport(
         devices=spec.devices, days=spec.days, seed=spec.seed, mix=format_mix(spec.mix),
         shards=(str(shard),), outcomes=fleet.outcomes(), wall_s=wall.monotonic() - started,
-        server_uploads=counts, actions=format_actions(spec.actions))
+        server_uploads=counts, actions=format_actions(spec.actions), loop=_loop_name())
     return check(report, complete_fleet=shard.count == 1)
+
+
+def _loop_name() -> str:
+    """The running event loop, for the report: uvloop or asyncio."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
 # -- admin API of a server the fleet does not own -------------------------------------------
