@@ -80,7 +80,7 @@ def payload_name(sequence: int, upload_id: str) -> str:
 
 
 @contextlib.contextmanager
-def _storage_errors(what: str, path: Path) -> Iterator[None]:
+def _storage_errors(what: str, path: str | Path) -> Iterator[None]:
     """Translate OSError into StorageError, once, at this edge."""
     try:
         yield
@@ -157,11 +157,13 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _meta_bytes(box: Outbox, records: dict[TransferRecord, str]) -> bytes:
+def _meta_bytes(box: Outbox, records: dict[int, tuple[TransferRecord, str]]) -> bytes:
     """meta.json: the same bytes as one ``json.dumps(doc, sort_keys=True)``.
 
     Transfer records never change once made, and the history (up to 50 of them) is
-    rewritten with every change of state; ``records`` keeps each one's JSON text.
+    rewritten with every change of state; ``records`` keeps each one's JSON text under
+    its ``id()`` (with the record, so that the id cannot be reused while it is there;
+    hashing a record by value costs more than writing its JSON again).
     """
     entries = {
         e.upload_id: {
@@ -174,14 +176,14 @@ def _meta_bytes(box: Outbox, records: dict[TransferRecord, str]) -> bytes:
     }
     history = []
     for r in box.history:
-        text = records.get(r)
-        if text is None:
-            text = records[r] = _dumps(_record_to_json(r))
-        history.append(text)
+        known = records.get(id(r))
+        if known is None or known[0] is not r:
+            known = records[id(r)] = (r, _dumps(_record_to_json(r)))
+        history.append(known[1])
     if len(records) > 2 * len(history):  # forget records that left the history
-        keep = set(box.history)
-        for r in [r for r in records if r not in keep]:
-            del records[r]
+        keep = {id(r) for r in box.history}
+        for key in [key for key in records if key not in keep]:
+            del records[key]
     return (f'{{"entries":{_dumps(entries)},"history":[{",".join(history)}],'
             f'"next_sequence":{box.next_sequence},"version":{META_VERSION}}}').encode()
 
@@ -194,10 +196,11 @@ class OutboxStore:
 
     def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: random.Random) -> None:
         self.directory = directory
+        self._dir = os.fspath(directory)  # str joins on the send path: pathlib costs more
         self._box = box
         self._clock = clock
         self._rng = rng
-        self._record_json: dict[TransferRecord, str] = {}
+        self._record_json: dict[int, tuple[TransferRecord, str]] = {}
 
     @classmethod
     def open(
@@ -251,6 +254,9 @@ class OutboxStore:
     def path_of(self, entry: OutboxEntry) -> Path:
         return self.directory / payload_name(entry.sequence, entry.upload_id)
 
+    def _file_of(self, entry: OutboxEntry) -> str:
+        return os.path.join(self._dir, payload_name(entry.sequence, entry.upload_id))
+
     def read(self, entry: OutboxEntry) -> bytes:
         """The zip bytes of ``entry``."""
         path = self.path_of(self._box.get(entry.upload_id))
@@ -280,7 +286,7 @@ class OutboxStore:
         now = self._clock.now()
         work = self._box.copy()
         result = work.add(meta.upload_id, meta.sequence, len(zip_bytes), now)
-        path = self.directory / payload_name(meta.sequence, meta.upload_id)
+        path = os.path.join(self._dir, payload_name(meta.sequence, meta.upload_id))
         if result.entry is not None:
             with _storage_errors("write the payload", path):
                 atomic_write(path, zip_bytes)
@@ -314,11 +320,10 @@ class OutboxStore:
         not block the queue, and the caller simply asks :meth:`next_due` again.
         """
         live = self._box.get(entry.upload_id)
-        path = self.path_of(live)
         problem = ""
         data = b""
         try:
-            data = path.read_bytes()
+            data = _read_bytes(self._file_of(live))
         except FileNotFoundError:
             problem = "payload file is missing"
         except OSError as exc:
@@ -326,6 +331,7 @@ class OutboxStore:
         if not problem and len(data) != live.size:
             problem = f"payload file changed on disk ({len(data)} != {live.size} bytes)"
         if problem:
+            path = self.path_of(live)
             with contextlib.suppress(OSError):
                 if path.exists():
                     _quarantine(self.directory, path, problem)
@@ -345,7 +351,7 @@ class OutboxStore:
         work = self._box.copy()
         record = work.acknowledge(entry.upload_id, result, at)
         self._commit(work, raise_errors=False)
-        self._unlink_quietly(self.path_of(entry))
+        self._unlink_quietly(self._file_of(entry))
         return record
 
     def mark_failed(
@@ -388,15 +394,15 @@ class OutboxStore:
         self._box = work
 
     def _persist(self, box: Outbox) -> None:
-        path = self.directory / META_NAME
+        path = os.path.join(self._dir, META_NAME)
         with _storage_errors("write the outbox metadata", path):
             atomic_write(path, _meta_bytes(box, self._record_json))
 
-    def _unlink_quietly(self, path: Path) -> None:
+    def _unlink_quietly(self, path: str | Path) -> None:
         # The outcome is already recorded; a file left behind is deleted on next open.
         try:
             os.unlink(path)
-            fsync_dir(self.directory)
+            fsync_dir(self._dir)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -414,6 +420,11 @@ class OutboxStore:
 
     def _quarantine(self, path: Path, reason: str) -> None:
         _quarantine(self.directory, path, reason)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def _quarantine(directory: Path, path: Path, reason: str) -> None:

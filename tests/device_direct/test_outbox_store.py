@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from device_direct import outbox_store
 from device_direct.core.payload import NAMESPACE, PayloadMeta, pack_zip, read_payload
 from device_direct.errors import PayloadError, StorageError
 from device_direct.outbox_store import META_NAME, OUTBOX_DIR, QUARANTINE_DIR, OutboxStore
@@ -233,14 +234,14 @@ def test_unreadable_payload_is_dropped_not_retried_forever(
     b, _ = add_one(store)
     entry = store.next_due(T0)
     assert entry is not None
-    real = Path.read_bytes
+    real = outbox_store._read_bytes
 
-    def broken(self: Path) -> bytes:
-        if a.upload_id in self.name:
+    def broken(path: str) -> bytes:
+        if a.upload_id in path:
             raise OSError(errno.EIO, "Input/output error")
-        return real(self)
+        return real(path)
 
-    monkeypatch.setattr(Path, "read_bytes", broken)
+    monkeypatch.setattr(outbox_store, "_read_bytes", broken)
     with pytest.raises(StorageError, match="cannot be read"):
         store.begin_send(entry, T0)
     nxt = store.next_due(T0)

@@ -35,12 +35,14 @@ from device_direct.core.payload import (
     PayloadMeta,
     ProxyRoute,
     TransferRecord,
+    _own_payload_head_id,
     build_xml,
     new_upload_id,
     pack_zip,
     payload_upload_id,
     read_payload,
     read_payload_head_id,
+    read_payload_id,
 )
 from device_direct.core.privacy import PrivacyPolicy, looks_like_email
 from device_direct.errors import PayloadError
@@ -272,9 +274,9 @@ def test_transfer_record_is_validated() -> None:
         TransferRecord(at=datetime(2026, 1, 1), result="stored", bytes=5)
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
+def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
         for name, data in entries.items():
             zf.writestr(name, data)
     return buf.getvalue()
@@ -318,6 +320,39 @@ def test_head_check_reads_the_upload_id_of_a_built_payload() -> None:
     other = dataclasses.replace(META, upload_id="12345678-1234-4234-8234-123456789abc")
     data = pack_zip(build_xml(make_snapshot(), other, policy=PrivacyPolicy()))
     assert read_payload_head_id(data) == other.upload_id
+
+
+def test_head_check_fast_path_takes_only_what_pack_zip_writes() -> None:
+    """Our own payloads are read from their bytes; every other layout goes through the
+    full zip and XML check, which gives the same answer or names what is wrong."""
+    xml = build_xml(make_snapshot(), META, policy=PrivacyPolicy())
+    assert _own_payload_head_id(pack_zip(xml)) == META.upload_id
+    stored = _zip({ENTRY_NAME: xml})
+    deflated_by_zipfile = _zip({ENTRY_NAME: xml}, compression=zipfile.ZIP_DEFLATED)
+    commented = pack_zip(xml)[:-2] + b"\x02\x00hi"
+    for other in (stored, commented):
+        assert _own_payload_head_id(other) is None
+        assert read_payload_head_id(other) == META.upload_id
+    # zipfile's own deflated layout has the same headers: the fast path may take it.
+    assert read_payload_head_id(deflated_by_zipfile) == META.upload_id
+    # Another namespace, or an uploadId that is not a lower-case UUID: refused either way.
+    foreign = pack_zip(xml.replace(NAMESPACE.encode(), b"urn:other:1"))
+    upper = pack_zip(xml.replace(META.upload_id.encode(), META.upload_id.upper().encode()))
+    two = _zip({ENTRY_NAME: xml, "extra": b""})
+    for bad in (foreign, upper, two):
+        assert _own_payload_head_id(bad) is None
+        with pytest.raises(PayloadError):
+            read_payload_head_id(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sequence=st.integers(0, 10**9), bits=st.integers(0, 2**128 - 1),
+       trigger=st.sampled_from(["scheduled", "on-demand", "action"]))
+def test_head_check_fast_path_agrees_with_the_full_read(
+        sequence: int, bits: int, trigger: str) -> None:
+    meta = PayloadMeta(new_upload_id(bits), sequence, T0, trigger)  # type: ignore[arg-type]
+    data = pack_zip(build_xml(make_snapshot(), meta, policy=PrivacyPolicy()))
+    assert read_payload_head_id(data) == read_payload_id(data)[1] == meta.upload_id
 
 
 def test_read_payload_refuses_oversized_and_corrupt_entries() -> None:
