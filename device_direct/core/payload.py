@@ -150,9 +150,12 @@ class ProxyRoute:
 
 def format_time(value: datetime, what: str = "time") -> str:
     """xs:dateTime in UTC with a ``Z``; microseconds only when present."""
-    utc = _require_aware(value, what).astimezone(UTC)
-    text = utc.isoformat(timespec="microseconds" if utc.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise PayloadError(f"{what} must be an aware datetime, got {value!r}")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat() of a UTC time ends in "+00:00" and shows microseconds only when set
+    return value.isoformat()[:-6] + "Z"
 
 
 def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
@@ -195,14 +198,18 @@ class _Writer:
     """The XML writer plus the text scrubber: ``text()`` is what every free text goes
     through (personal data blanked, characters XML cannot carry dropped)."""
 
-    __slots__ = ("_scrub", "out")
+    __slots__ = ("_done", "_scrub", "out")
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
         self._scrub = scrub
+        self._done: dict[str, str] = {}  # a payload repeats many strings ("ok", "toner")
         self.out = XmlWriter()
 
     def text(self, value: str) -> str:
-        return _clean(self._scrub(value))
+        done = self._done.get(value)
+        if done is None:
+            done = self._done[value] = _clean(self._scrub(value))
+        return done
 
 
 _METERS: tuple[tuple[str, str], ...] = tuple(

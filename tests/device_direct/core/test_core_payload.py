@@ -37,6 +37,7 @@ from device_direct.core.payload import (
     TransferRecord,
     _own_payload_head_id,
     build_xml,
+    format_time,
     new_upload_id,
     pack_zip,
     payload_upload_id,
@@ -423,3 +424,22 @@ def test_scrubber_shortcuts_give_the_plain_rules_answer(
     scrubber = TextScrubber(PrivacyPolicy(locked_down=locked_down), jobs)
     for text in [*texts, *texts]:
         assert scrubber.scrub(text) == _scrub_reference(scrubber._names, locked_down, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(when=st.datetimes(timezones=st.timezones()), offset_min=st.integers(-14 * 60, 14 * 60))
+def test_format_time_is_utc_with_z(when: datetime, offset_min: int) -> None:
+    """xs:dateTime in UTC: the same instant, a Z, microseconds only when there are some."""
+    from datetime import UTC, timezone
+
+    for value in (when, when.astimezone(timezone(timedelta(minutes=offset_min)))):
+        utc = value.astimezone(UTC)
+        expected = utc.isoformat(
+            timespec="microseconds" if utc.microsecond else "seconds").replace("+00:00", "Z")
+        assert format_time(value) == expected
+        assert datetime.fromisoformat(format_time(value)) == utc
+
+
+def test_format_time_refuses_naive_times() -> None:
+    with pytest.raises(PayloadError, match=r"fault\.at must be an aware datetime"):
+        format_time(datetime(2026, 1, 1), "fault.at")
