@@ -113,6 +113,8 @@ def _nameless(texts: Iterable[str], names: tuple[str, ...]) -> frozenset[str]:
         return frozenset()
     everything = "\0".join(known)
     present = [n for n in names if n in everything]
+    if not present:  # the usual case
+        return frozenset(known)
     return frozenset(t for t in known if not any(n in t for n in present))
 
 
