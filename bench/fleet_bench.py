@@ -9,7 +9,9 @@ share one event loop:
     certificate, the upload, the action poll and the firmware check), all on one
     virtual clock in this process. Every device uploads at 02:00 UTC, so the fleet
     keeps ``--concurrency`` connections busy (a realistic spread of upload times would
-    measure the virtual clock's serialisation, not the load the fleet can make);
+    measure the virtual clock's serialisation, not the load the fleet can make). It runs
+    on the loop ``fleet`` would pick (``--loop``, default auto: uvloop when installed);
+    the last line's ``fleet_loop`` names it;
 (b) Locust (``locust --headless``, its own process): the same HTTP work per
     "device-day" for the devices (a) registered - build a payload zip, upload it with
     the device's certificate, poll actions, check firmware, close the connection - with
