@@ -43,28 +43,26 @@ def test_cli_refuses_a_missing_uvloop_as_a_usage_error(
     assert "--loop uvloop: uvloop is not installed" in capsys.readouterr().err
 
 
-def _run(tmp: Path, name: str, keys_for: Any, loop: fleet_loop.LoopName) -> FleetReport:
+def _run(tmp: Path, name: str, loop: fleet_loop.LoopName) -> tuple[FleetReport, Any]:
+    """The fleet on ``loop`` against its own server: the report and what the server stored."""
     async def go() -> tuple[FleetReport, Any]:
         async with ReferenceServer(tmp / f"srv-{name}") as server:
             keys = tuple(server.create_registration_key() for _ in range(SPEC.devices))
             report = await run_fleet(SPEC, tmp / name, target=_target(server, keys))
             return report, _stored(server)
 
-    report, stored = fleet_loop.run(go(), loop)
-    keys_for[name] = stored
-    return report
+    return fleet_loop.run(go(), loop)
 
 
 @needs_uvloop
 def test_same_fleet_on_either_loop(tmp_path: Path) -> None:
-    stored: dict[str, Any] = {}
-    on_uvloop = _run(tmp_path, "uv", stored, "uvloop")
-    on_asyncio = _run(tmp_path, "aio", stored, "asyncio")
+    on_uvloop, stored_uvloop = _run(tmp_path, "uv", "uvloop")
+    on_asyncio, stored_asyncio = _run(tmp_path, "aio", "asyncio")
     assert on_uvloop.ok and on_asyncio.ok
     assert (on_uvloop.loop, on_asyncio.loop) == ("uvloop", "asyncio")
     # Same devices, same payloads (sequence, generation time, meters) on both loops.
-    assert stored["uv"] == stored["aio"]
-    assert len(stored["uv"][1]) == SPEC.device_days
+    assert stored_uvloop == stored_asyncio
+    assert len(stored_uvloop[1]) == SPEC.device_days
     assert on_uvloop.totals() == on_asyncio.totals()
 
 
