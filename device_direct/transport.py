@@ -23,6 +23,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import ssl
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -41,8 +42,10 @@ from device_direct import __version__
 from device_direct.clock import Clock
 from device_direct.errors import (
     AuthError,
+    CertificateRefused,
     ConfigError,
     ConnectError,
+    ForeignAnswer,
     LocalProtocolError,
     ProxyError,
     RemoteProtocolError,
@@ -116,6 +119,13 @@ def tls_reason(verify_code: int | None, ssl_reason: str | None) -> str:
 
 
 API_BASE = "/dd/v1"
+# The server's error codes that refuse the client certificate itself (device_api.py):
+# the device's identity must be renewed or registered again, the payload is not at fault.
+CERTIFICATE_REFUSALS = frozenset(
+    {"client_certificate_required", "certificate_unknown", "certificate_revoked",
+     "certificate_expired", "device_mismatch"}
+)
+_ERROR_CODE = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +214,9 @@ def _from_ssl_error(endpoint: str, error: BaseException | None, outer: BaseExcep
         detail = error.verify_message or str(error)
         return TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({detail})", reason=reason)
     if isinstance(ssl_reason, str) and ssl_reason.upper() in _CLIENT_CERT_ALERTS:
-        return AuthError(
-            f"{endpoint}: the server refused the device's client certificate ({ssl_reason}); "
-            "the device may need to register again"
+        return CertificateRefused(
+            f"{endpoint}: the server refused the device's client certificate in the TLS "
+            f"handshake ({ssl_reason})", code=ssl_reason.upper()
         )
     reason = tls_reason(None, ssl_reason)
     return TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({error or outer})", reason=reason)
@@ -660,15 +670,33 @@ class Transport:
             body = await self._read_limited(response, endpoint)
         except RemoteProtocolError:
             body = b""  # the status says enough; an oversized error body is dropped
-        error, detail = _error_fields(body, response.reason or "")
+        contract = contract_error(response.content_type, body)
         if status >= 500:
+            error, detail = contract or (response.reason or "", "")
             raise ServerUnavailable(status, f"{endpoint}: {error} {detail}".strip())
+        if status >= 400 and contract is None:
+            # Only the server's own JSON error is a verdict on the request; anything
+            # else came from something in between and is retried.
+            raise ForeignAnswer(
+                status,
+                f"{endpoint}: {status} {response.reason or ''} answered by something other "
+                f"than the communication server ({response.content_type or 'no body'}; "
+                "a proxy, load balancer or captive portal?)",
+            )
+        if contract is None:
+            raise RemoteProtocolError(
+                f"{endpoint}: unexpected status {status} (redirects are refused)")
+        error, detail = contract
         if status in (401, 403):
-            what = "the device's credentials" if device else "the registration"
-            raise AuthError(f"{endpoint}: the server refused {what} ({status} {error}): {detail}")
-        if status >= 400:
-            raise ServerRejected(status, error, f"{endpoint}: {detail}".rstrip(": "))
-        raise RemoteProtocolError(f"{endpoint}: unexpected status {status} (redirects are refused)")
+            if device and (status == 401 or error in CERTIFICATE_REFUSALS):
+                raise CertificateRefused(
+                    f"{endpoint}: the server refused the device's client certificate "
+                    f"({status} {error}): {detail}", code=error)
+            if not device:
+                raise AuthError(
+                    f"{endpoint}: the server refused the registration ({status} {error}): "
+                    f"{detail}")
+        raise ServerRejected(status, error, f"{endpoint}: {detail}".rstrip(": "))
 
     async def _read_limited(self, response: aiohttp.ClientResponse, endpoint: str) -> bytes:
         limit = self._json_limit
@@ -773,17 +801,23 @@ def _json_object(body: bytes, endpoint: str) -> dict[str, Any]:
     return data
 
 
-def _error_fields(body: bytes, fallback: str) -> tuple[str, str]:
-    """(error, detail) from a JSON error body; the reason phrase if the body is not one."""
+def contract_error(content_type: str, body: bytes) -> tuple[str, str] | None:
+    """(error, detail) if ``body`` is the contract's JSON error, else None.
+
+    The contract (docs/protocol.md): ``application/json``, an object whose ``error`` is
+    a machine code (lower-case letters, digits, ``_`` or ``-``), and whose ``detail`` is text.
+    """
+    if content_type != "application/json":
+        return None
     try:
-        data = json.loads(body) if body else None
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        detail = data.get("detail")
-        return (
-            error if isinstance(error, str) and error else fallback,
-            detail if isinstance(detail, str) else "",
-        )
-    return fallback, ""
+        return None
+    if not isinstance(data, dict):
+        return None
+    error, detail = data.get("error"), data.get("detail")
+    if not isinstance(error, str) or not _ERROR_CODE.fullmatch(error):
+        return None
+    if not isinstance(detail, str):
+        return None
+    return error, detail

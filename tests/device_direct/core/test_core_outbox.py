@@ -127,8 +127,21 @@ def test_restart_puts_the_in_flight_upload_back() -> None:
 def test_upload_ids_differ_even_with_a_restarted_generator() -> None:
     box = Outbox(budget_bytes=10_000)
     a = box.allocate(random.Random(1))
+    box.add(a.upload_id, a.sequence, 10, T0)
     b = box.allocate(random.Random(1))
     assert a.upload_id != b.upload_id and a.sequence + 1 == b.sequence
+
+
+def test_a_number_is_taken_only_when_its_payload_is_added() -> None:
+    # A build that failed after allocate() must not leave the server a false gap.
+    box = Outbox(budget_bytes=10_000)
+    lost = box.allocate(random.Random(1))  # the build fails: never added
+    again = box.allocate(random.Random(2))
+    assert again.sequence == lost.sequence == 0
+    box.add(again.upload_id, again.sequence, 10, T0)
+    assert box.allocate(random.Random(3)).sequence == 1
+    with pytest.raises(LocalProtocolError, match="not allocated"):
+        box.add(lost.upload_id, lost.sequence, 10, T0)
 
 
 # -- stateful --------------------------------------------------------------------------------
