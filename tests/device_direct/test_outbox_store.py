@@ -238,7 +238,7 @@ def test_unreadable_payload_is_dropped_not_retried_forever(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store(tmp_path)
-    a, _ = add_one(store)
+    add_one(store)
     b, _ = add_one(store)
     entry = store.next_due(T0)
     assert entry is not None
