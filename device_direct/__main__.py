@@ -129,12 +129,18 @@ async def _status(args: argparse.Namespace) -> int:
 
 def _offline_status(config: AgentConfig) -> dict[str, Any]:
     """What the data directory says when no agent is running (read-only)."""
+    from device_direct.agent import STATE_FILE, identity_state, load_agent_state
     from device_direct.identity import IdentityStore
 
     ident = IdentityStore(config.device.data_dir / "identity")
     outbox = config.device.data_dir / "outbox"
     queued = sorted(p.name for p in outbox.glob("*.zip")) if outbox.is_dir() else []
-    return {"registered": ident.is_registered, "device_id": ident.device_id, "queued": queued}
+    try:
+        why = load_agent_state(config.device.data_dir / STATE_FILE).get("needs_registration")
+    except (OSError, ValueError, KeyError, TypeError):
+        why = None
+    return {"identity": identity_state(ident.is_registered, why), "needs_registration": why,
+            "registered": ident.is_registered, "device_id": ident.device_id, "queued": queued}
 
 
 async def _send_now(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ from device_direct.config import AlertsConfig
 from device_direct.core.alerts import AlertPlanner, AlertPolicy, MailPlan
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
 from device_direct.errors import NetworkError
-from device_direct.model import DeviceModel, Identity
+from device_direct.model import Alert, DeviceModel, Identity, Severity
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,15 @@ class AlertMailer:
             self._sender = SmtpSender(config, ca_bundle=ca_bundle)
         self.sent = 0
         self.last_error: MailError | None = None
+        self._agent_alerts: list[Alert] = []
+
+    def agent_alert(self, description: str) -> None:
+        """Raise an alert of the agent itself (not of the printer), mailed as critical
+        with the printer's own alerts; it stays raised until the agent restarts."""
+        alert = Alert(index=10_000 + len(self._agent_alerts), severity=Severity.CRITICAL,
+                      code=1, group=1, group_index=0, location=len(self._agent_alerts),
+                      description=description, raised_at=self._clock.now())
+        self._agent_alerts.append(alert)
 
     @property
     def enabled(self) -> bool:
@@ -255,7 +264,7 @@ class AlertMailer:
         if not self.enabled or self._sender is None:
             return False
         now = self._clock.now()
-        self.planner.observe(now, self._model.alerts())
+        self.planner.observe(now, [*self._model.alerts(), *self._agent_alerts])
         plan = self.planner.due(now)
         if plan is None:
             return False
