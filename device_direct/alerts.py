@@ -15,7 +15,9 @@ Sending uses stdlib :mod:`smtplib` in a worker thread (port 25 by default). STAR
 certificate check (RFC 7435: better than plain text, and a mail relay on a LAN rarely
 has a certificate the device could check); ``required`` refuses a server that does not
 offer it and checks its certificate and host name against ``ca_bundle`` (or the system
-store). AUTH is only sent over TLS unless STARTTLS is ``off`` by configuration.
+store). Credentials are only ever sent over a verified channel: with a username
+configured, ``opportunistic`` checks the certificate as ``required`` does (and sends
+nothing to a server that offers no STARTTLS), and ``off`` is refused by the config.
 
 The mail holds model, serial number and the alerts, and nothing personal: descriptions
 are scrubbed of e-mail addresses, IP addresses and the user and job names in the job
@@ -139,7 +141,10 @@ class SmtpSender:
         self._ca_bundle = ca_bundle
 
     def _tls_context(self) -> ssl.SSLContext:
-        if self._config.starttls == "required":
+        # A password goes over a verified channel only: with credentials, the server's
+        # certificate is checked whatever the mode; without, opportunistic encrypts
+        # without a check (RFC 7435).
+        if self._config.starttls == "required" or self._config.username is not None:
             ctx = ssl.create_default_context(
                 cafile=str(self._ca_bundle) if self._ca_bundle is not None else None
             )
@@ -174,7 +179,7 @@ class SmtpSender:
                             reason="starttls",
                         )
                 if cfg.username is not None:
-                    if not encrypted and cfg.starttls != "off":
+                    if not encrypted:
                         raise MailError(
                             f"{where}: not sending the password without TLS (the server "
                             "offers no STARTTLS)",

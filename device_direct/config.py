@@ -379,6 +379,9 @@ class AlertsConfig:
             _choice("alerts.severities", severity, SEVERITIES)
         if self.password is not None and self.username is None:
             raise _invalid("alerts.password", "given without alerts.username")
+        if self.username is not None and self.starttls == "off":
+            raise _invalid("alerts.username", 'a password is never sent without TLS: set '
+                           'alerts.starttls to "required" (or "opportunistic")')
         if self.min_interval_s < 0:
             raise _invalid("alerts.min_interval_s", f"must be >= 0, got {self.min_interval_s}")
 

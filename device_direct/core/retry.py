@@ -114,8 +114,8 @@ def classify_error(exc: BaseException) -> Disposition:
     Network trouble (connect, timeout, TLS, proxy, 5xx) and garbled answers are retried.
     A 4xx rejection (the server's JSON error) is final unless its status says "later".
     An :class:`AuthError` is retried too: the identity is wrong, not the payload, so the
-    payload waits while the agent renews or registers again. Local bugs and anything unknown are final, so a programming
-    error cannot keep a payload spinning.
+    payload waits while the agent renews or registers again. Local bugs and anything
+    unknown are final, so a programming error cannot keep a payload spinning.
     """
     if isinstance(exc, ServerRejected):
         return classify_status(exc.status) if 400 <= exc.status <= 599 else Disposition.FINAL
