@@ -20,6 +20,7 @@ naming the endpoint.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import json
@@ -47,6 +48,7 @@ from device_direct.errors import (
     ConnectError,
     ForeignAnswer,
     LocalProtocolError,
+    NetworkError,
     ProxyError,
     RemoteProtocolError,
     ServerRejected,
@@ -185,6 +187,12 @@ def map_exceptions(endpoint: str) -> Iterator[None]:
     except TimeoutError as exc:
         raise TimeoutError_(f"{endpoint}: the server did not answer in time") from exc
     except aiohttp.ClientConnectorError as exc:
+        if exc.ssl and isinstance(exc.os_error, ConnectionResetError | BrokenPipeError):
+            # Cut during the TLS handshake without an alert (an asyncio TLS server that
+            # refuses our versions does this): say so; the caller may find out why.
+            raise HandshakeCut(
+                f"{endpoint}: the server closed the connection during the TLS handshake "
+                f"({type(exc.os_error).__name__})") from exc
         raise ConnectError(f"{endpoint}: cannot connect: {exc.os_error}") from exc
     except aiohttp.ClientOSError as exc:
         if isinstance(exc.__cause__, ssl.SSLError):
@@ -205,6 +213,41 @@ def map_exceptions(endpoint: str) -> Iterator[None]:
         raise ConnectError(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise ConnectError(f"{endpoint}: {exc}") from exc
+
+
+class HandshakeCut(ConnectError):
+    """The server closed the connection in the TLS handshake, without saying why."""
+
+
+async def probe_tls_version(host: str, port: int, server_name: str,
+                            timeout: float) -> str | None:
+    """The TLS version the server completes a handshake with when older ones are allowed
+    (``"TLSv1.1"``), or None when it cannot be found out.
+
+    Only a diagnosis after a handshake that was cut: nothing is sent but the hello, the
+    connection is closed at once, and the answer only names the cause in the error."""
+    import asyncio
+    import warnings
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_name),
+            timeout)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    ssl_object = writer.get_extra_info("ssl_object")
+    version = ssl_object.version() if ssl_object is not None else None
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return version if isinstance(version, str) else None
 
 
 def _from_ssl_error(endpoint: str, error: BaseException | None, outer: BaseException) -> Exception:
@@ -629,6 +672,19 @@ class Transport:
             total=total or self._timeouts.request, connect=self._timeouts.connect
         )
         session = self._get_session()
+        try:
+            return await self._request(session, method, path, endpoint, json_body=json_body,
+                                       data=data, headers=headers, params=params,
+                                       timeout=timeout, device=device,
+                                       allow_empty=allow_empty)
+        except HandshakeCut as exc:
+            raise await self._diagnose(exc) from exc
+
+    async def _request(self, session: aiohttp.ClientSession, method: str, path: str,
+                       endpoint: str, *, json_body: Any, data: bytes | None,
+                       headers: Mapping[str, str] | None, params: Mapping[str, str] | None,
+                       timeout: aiohttp.ClientTimeout, device: bool,
+                       allow_empty: bool) -> tuple[int, dict[str, Any]]:
         with map_exceptions(endpoint):
             async with session.request(
                 method,
@@ -649,6 +705,18 @@ class Transport:
                 if not body and allow_empty:
                     return response.status, {}
                 return response.status, _json_object(body, endpoint)
+
+    async def _diagnose(self, exc: HandshakeCut) -> NetworkError:
+        """Why a handshake was cut: a server that only speaks TLS < 1.2 is named as such."""
+        host, port = self._base.host, self._base.port
+        if self._proxy is not None or host is None or port is None:
+            return exc
+        version = await probe_tls_version(host, port, self._server_name,
+                                          self._timeouts.connect)
+        if version in ("TLSv1", "TLSv1.1", "SSLv3"):
+            return TLSError(f"{exc} (the server only speaks {version}; "
+                            f"{_REASON_HINTS['tls-version']})", reason="tls-version")
+        return exc
 
     def _request_options(self, *, device: bool) -> dict[str, Any]:
         if device and not self._identity.is_registered:
