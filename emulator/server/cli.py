@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.closed_output import run_with_closed_output_quiet
 from emulator.errors import EmulatorError
 from emulator.server.app import ReferenceServer
 from emulator.server.pki import ServerTlsFiles
@@ -74,6 +75,8 @@ def run_server_cli(args: argparse.Namespace) -> int:
         if args.server_command == "run":
             return asyncio.run(_serve(args))
         return _offline(args)
+    except BrokenPipeError:
+        raise  # the reader of our output left: quiet exit (closed_output.py), no "error:"
     except (EmulatorError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -130,9 +133,12 @@ def _offline(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m emulator.server.cli server run``)."""
-    parser = argparse.ArgumentParser(prog="emulator")
-    add_server_parser(parser.add_subparsers(dest="command", required=True))
-    return run_server_cli(parser.parse_args(argv))
+    def run() -> int:
+        parser = argparse.ArgumentParser(prog="emulator")
+        add_server_parser(parser.add_subparsers(dest="command", required=True))
+        return run_server_cli(parser.parse_args(argv))
+
+    return run_with_closed_output_quiet(run)
 
 
 if __name__ == "__main__":
