@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -100,7 +101,29 @@ class ReferenceServer:
 
     @property
     def base_url(self) -> str:
-        return f"https://localhost:{self.port}"
+        """``https://ADDRESS:PORT`` of the address the server listens on (``--host``).
+
+        A wildcard listener (``0.0.0.0``, ``::``) answers on loopback too, and a URL
+        cannot name "every address": it reports 127.0.0.1, which the server certificate
+        covers. :attr:`listening` lists the sockets themselves.
+        """
+        host = self.host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return f"https://{host}:{self.port}"  # a name, as the operator gave it
+        if address.is_unspecified:
+            return f"https://127.0.0.1:{self.port}"
+        return f"https://[{address}]:{self.port}" if address.version == 6 else (
+            f"https://{address}:{self.port}")
+
+    @property
+    def listening(self) -> list[str]:
+        """The ``address:port`` of every socket the server listens on (empty if stopped)."""
+        if self._runner is None:
+            return []
+        return [f"[{a[0]}]:{a[1]}" if ":" in str(a[0]) else f"{a[0]}:{a[1]}"
+                for a in self._runner.addresses]
 
     @property
     def ca_cert_path(self) -> Path:

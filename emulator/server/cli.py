@@ -96,7 +96,8 @@ async def _serve(args: argparse.Namespace) -> int:
         server_names=tuple(args.server_name) or ("localhost",), cert_days=args.cert_days,
         max_upload_bytes=args.max_upload_bytes, tls_files=tls)
     async with server:
-        print(json.dumps({"base_url": server.base_url, "port": server.port,
+        print(json.dumps({"base_url": server.base_url, "listening": server.listening,
+                          "port": server.port,
                           "ca_cert": str(server.ca_cert_path),
                           "admin_token_file": str(server.state_dir / "admin-token")}),
               flush=True)
