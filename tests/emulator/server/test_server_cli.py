@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
 import ssl
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from refserver_helpers import payload_zip, register
 
+from emulator.clock import VirtualClock
 from emulator.server import ReferenceServer
 from emulator.server.cli import main
 
@@ -90,3 +94,57 @@ def test_base_url_follows_the_listening_address(tmp_path: Path) -> None:
         server = ReferenceServer(tmp_path / "state", host=host, port=8443)
         server.storage.close()
         assert server.base_url == url, host
+
+
+async def test_export_writes_the_zips_as_received(
+        server: ReferenceServer, vclock: VirtualClock, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    a = await register(server, tmp_path / "a", "EXP-A")
+    b = await register(server, tmp_path / "b", "EXP-B")
+    sent: dict[str, bytes] = {}
+    for dev, seq in ((a, 1), (b, 1), (a, 2)):
+        if seq == 2:
+            vclock.advance_to(vclock.now() + timedelta(days=1))
+        upload_id, zip_ = payload_zip(serial=dev.serial, sequence=seq)
+        assert (await dev.upload(zip_, upload_id))[0] == 201
+        sent[upload_id] = zip_
+    state = str(server.state_dir)
+
+    out = tmp_path / "all"
+    assert main(["server", "--state-dir", state, "export", "--json", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["uploads"], summary["devices"]) == (3, 2)
+    index = json.loads((out / "uploads.json").read_text())
+    assert {r["upload_id"]: (out / r["file"]).read_bytes() for r in index} == sent
+    assert all(hashlib.sha256((out / r["file"]).read_bytes()).hexdigest() == r["sha256"]
+               for r in index)
+    assert not list(out.rglob("*.part"))
+
+    one = tmp_path / "one"
+    assert main(["server", "--state-dir", state, "export", "--device", b.device_id,
+                 str(one)]) == 0
+    assert "exported 1 uploads" in capsys.readouterr().out
+    (only,) = json.loads((one / "uploads.json").read_text())
+    assert only["device_id"] == b.device_id and (one / only["file"]).read_bytes() == sent[
+        only["upload_id"]]
+
+    late = tmp_path / "late"
+    since = (vclock.now() - timedelta(hours=1)).isoformat()
+    assert main(["server", "--state-dir", state, "export", "--since", since, str(late)]) == 0
+    (last,) = json.loads((late / "uploads.json").read_text())
+    assert (last["device_id"], last["sequence"]) == (a.device_id, 2)
+
+
+def test_export_refuses_bad_input_in_one_line(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-such-state"
+    assert main(["server", "--state-dir", str(missing), "export", str(tmp_path / "o")]) == 2
+    assert "no server state" in capsys.readouterr().err and not missing.exists()
+    state = tmp_path / "state"
+    ReferenceServer(state).storage.close()
+    assert main(["server", "--state-dir", str(state), "export", "--since", "yesterday",
+                 str(tmp_path / "o")]) == 2
+    assert "--since" in capsys.readouterr().err
+    assert main(["server", "--state-dir", str(state), "export", "--device", "dd-nobody",
+                 str(tmp_path / "o")]) == 2
+    assert "--device" in capsys.readouterr().err
