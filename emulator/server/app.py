@@ -48,6 +48,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CLIENT_MAX_SIZE = 512 << 20  # the biggest firmware image the admin API accepts
 DEVICE_PREFIX = "/dd/v1/"
+# How long a client refused mid-body (413) gets to read the answer and hang up before
+# the server cuts the connection (real seconds).
+CLOSE_GRACE_S = 1.0
 ADMIN_PREFIX = "/admin/v1/"
 
 
@@ -337,7 +340,10 @@ class ReferenceServer:
         try:
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.error, exc.detail, exc.headers)
+            response = error_response(exc.status, exc.error, exc.detail, exc.headers)
+            if exc.close_connection:
+                return await self._answer_and_close(request, response)
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -353,6 +359,31 @@ class ReferenceServer:
                           type(exc).__name__, exc)
             return error_response(500, "internal_error",
                                   f"the server failed on this request ({type(exc).__name__})")
+
+    async def _answer_and_close(self, request: web.Request, response: web.Response
+                                ) -> web.Response:
+        """Send ``response`` with ``Connection: close``, then cut the connection without
+        reading the rest of the request body.
+
+        Left to itself aiohttp would "linger": read and discard the rest of the body for
+        up to 10 s before closing, which for a body refused as too large is the very
+        work the refusal is meant to spare (a 200 MiB stream was read to its end). Here
+        the body is not read at all (aiohttp's flow control stops reading the socket once
+        its small buffer is full, so the sender's window closes): the client, blocked,
+        reads the answer, and the connection is aborted as soon as it hangs up, or after
+        :data:`CLOSE_GRACE_S` if it does not. Aborting at once, with its body still
+        arriving, would reset the connection and could lose the 413 on the way.
+        """
+        response.force_close()
+        response.headers["Date"] = email.utils.format_datetime(self.clock.now(), usegmt=True)
+        await response.prepare(request)
+        await response.write_eof()
+        deadline = self.wall.monotonic() + CLOSE_GRACE_S
+        while request.transport is not None and self.wall.monotonic() < deadline:
+            await self.wall.sleep(0.02)  # real time: the peer's socket runs on it
+        if request.transport is not None:
+            request.transport.abort()
+        return response
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler

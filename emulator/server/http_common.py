@@ -30,11 +30,15 @@ class ApiError(Exception):
     """An HTTP error answer: status, wire code, human detail."""
 
     def __init__(self, status: int, error: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, *,
+                 close_connection: bool = False) -> None:
         self.status = status
         self.error = error
         self.detail = detail
         self.headers = headers or {}
+        # True when the rest of the request body is not worth reading (too large): the
+        # answer goes out with "Connection: close" and the connection is cut after it.
+        self.close_connection = close_connection
         super().__init__(f"{status} {error}: {detail}")
 
 
@@ -49,11 +53,13 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes.
 
     A declared Content-Length over the limit is refused before reading; a chunked body
-    is read up to one byte past the limit, so nothing large is ever buffered.
+    is read up to one byte past the limit, so nothing large is ever buffered. Either
+    way the 413 closes the connection: the rest of the body is never read.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise ApiError(413, "too_large", f"{what} of {declared} bytes exceeds {limit} bytes")
+        raise ApiError(413, "too_large", f"{what} of {declared} bytes exceeds {limit} bytes",
+                       close_connection=True)
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -63,7 +69,8 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, "too_large", f"{what} exceeds {limit} bytes")
+            raise ApiError(413, "too_large", f"{what} exceeds {limit} bytes",
+                           close_connection=True)
     return b"".join(chunks)
 
 
