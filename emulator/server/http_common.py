@@ -2,27 +2,29 @@
 
 Every error the server sends is JSON ``{"error": "<code>", "detail": "<human text>"}``.
 Handlers raise :class:`ApiError`; the error middleware in ``app.py`` turns it (and
-aiohttp's own 404/405/413) into that shape.
+aiohttp's own 404/405/413) into that shape. Handlers reach the server through
+:func:`server_of`, as a :class:`~emulator.server.state.ServerState`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from emulator.server.app import ReferenceServer
+from emulator.server.state import ServerState
 
 JSON_LIMIT = 64 << 10  # control messages are small; anything bigger is a mistake
-SERVER_KEY: web.AppKey[ReferenceServer] = web.AppKey("reference_server")
+# The server a request arrived at, as its handlers see it: its state and Python API.
+# (app.py's ReferenceServer is a ServerState; this module never imports app.py.)
+SERVER_KEY: web.AppKey[ServerState] = web.AppKey("reference_server")
 # The device a request was authenticated as, for the access log (aiohttp >= 3.12).
 DEVICE_ID: web.RequestKey[str] = web.RequestKey("device_id", str)
 
 
-def server_of(request: web.Request) -> ReferenceServer:
-    """The :class:`ReferenceServer` a request arrived at."""
+def server_of(request: web.Request) -> ServerState:
+    """The state of the server a request arrived at."""
     return request.app[SERVER_KEY]
 
 
