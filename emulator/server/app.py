@@ -29,6 +29,7 @@ from emulator.server.faults import decide
 from emulator.server.http_common import DEVICE_ID, SERVER_KEY, ApiError, error_response
 from emulator.server.pki import ServerTlsFiles
 from emulator.server.state import ServerState
+from emulator.server.tls_listener import AlertingTlsSite
 
 access_log = logging.getLogger("emulator.server.access")
 log = logging.getLogger("emulator.server")
@@ -107,8 +108,8 @@ class ReferenceServer(ServerState):
         payload_check.warm_up()  # before any worker thread compiles its own copy
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port,
-                           ssl_context=self.ssl_context)
+        site = AlertingTlsSite(runner, self.host, self._requested_port,
+                               ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as exc:
