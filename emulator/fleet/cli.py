@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from device_direct.errors import DeviceDirectError
 from emulator.errors import EmulatorError
+from emulator.fleet.cli_common import (
+    EXIT_EXPECTATION,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    fresh_work_dir,
+)
 from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
 from emulator.fleet.loop import run as run_on_loop
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, summary_table, write_report
 from emulator.fleet.runner import DEFAULT_CONCURRENCY, ServerTarget, run_fleet
+from emulator.fleet.scenario_cli import run_scenario_cli
 from emulator.fleet.spec import (
     DEFAULT_MIX,
     DEFAULT_ZONES,
@@ -41,7 +47,6 @@ from emulator.fleet.spec import (
     parse_mix,
 )
 
-EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 DEMO_DEVICES, DEMO_DAYS = 50, 7
 # What the demo's server asks of its printers, per device-day: a few of every kind a
 # fleet run can issue, so the summary shows the action path too.
@@ -238,28 +243,10 @@ def target_from_args(args: argparse.Namespace) -> ServerTarget | None:
     return target
 
 
-def _fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
-    """(work dir, whether to remove it at the end)."""
-    if args.work_dir is not None:
-        path: Path = args.work_dir
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FleetSpecError(f"--work-dir {path}: must be a new or empty directory "
-                                 "(device data of another run would mix with this one)")
-        path.mkdir(parents=True, exist_ok=True)
-        return path, False
-    shm = Path("/dev/shm")
-    # A RAM disk when there is one: every payload is fsync'ed by the outbox, and a
-    # thousand simulated devices need not wear a real disk.
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="dd-fleet-", dir=base)), not args.keep
-
-
 def run_fleet_cli(args: argparse.Namespace) -> int:
     """Carry out a parsed ``fleet`` command; returns the exit status."""
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.scenario is not None:
-        from emulator.fleet.scenario_cli import run_scenario_cli
-
         return run_scenario_cli(args)
     try:
         spec = spec_from_args(args)
@@ -270,7 +257,7 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         if args.shard.count > spec.devices:
             raise FleetSpecError(f"--shard {args.shard}: more shards than devices")
         loop = resolve(args.loop)
-        work_dir, remove = _fresh_work_dir(args)
+        work_dir, remove = fresh_work_dir(args)
     except (FleetSpecError, LoopUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -17,10 +17,15 @@ from dataclasses import replace
 from device_direct.errors import DeviceDirectError
 from emulator.errors import EmulatorError, ScenarioError
 from emulator.faults.scenario import Scenario, load_scenario
+from emulator.fleet.cli_common import (
+    EXIT_EXPECTATION,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    fresh_work_dir,
+)
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.spec import DEFAULT_MIX, DEFAULT_ZONES, FleetSpecError, Shard
-
-EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
 
 def _refuse_fleet_options(args: argparse.Namespace) -> None:
@@ -46,12 +51,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def run_scenario_cli(args: argparse.Namespace) -> int:
     """Carry out ``fleet --scenario FILE``; returns the exit status."""
-    from emulator.fleet.cli import _fresh_work_dir
     from emulator.fleet.scenario_run import run_scenario
 
     try:
         scenario = scenario_from_args(args)
-        work_dir, remove = _fresh_work_dir(args)
+        work_dir, remove = fresh_work_dir(args)
     except (FleetSpecError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

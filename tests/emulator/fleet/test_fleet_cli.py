@@ -160,3 +160,27 @@ async def test_progress_counts_device_days_as_they_are_delivered(tmp_path: Path)
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[-1] == spec.device_days
     assert len({d for d in done if 0 < d < spec.device_days}) >= 3
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, at any depth (function bodies too)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_fleet_cli_uses_scenario_cli_and_not_the_other_way_round() -> None:
+    # Issue 17.14: the two imported each other (scenario_cli took the work-dir helper
+    # from cli inside a function); the shared piece lives in cli_common now.
+    fleet = ROOT / "emulator" / "fleet"
+    assert "emulator.fleet.scenario_cli" in _imports(fleet / "cli.py")
+    assert "emulator.fleet.cli" not in _imports(fleet / "scenario_cli.py")
+    assert "emulator.fleet.cli_common" in _imports(fleet / "scenario_cli.py")
+    assert not {"emulator.fleet.cli", "emulator.fleet.scenario_cli"} & _imports(
+        fleet / "cli_common.py")
