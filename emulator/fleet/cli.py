@@ -291,7 +291,11 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
 def _finish(report: FleetReport, path: Path | None) -> int:
     print(summary_table(report))
     if path is not None:
-        write_report(report, str(path))
+        try:
+            write_report(report, str(path))
+        except OSError as exc:
+            print(f"error: --report {path}: cannot write the report: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     return EXIT_OK if report.ok else EXIT_EXPECTATION
 
 

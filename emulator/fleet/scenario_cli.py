@@ -61,7 +61,8 @@ def run_scenario_cli(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     bar = ProgressBar(enabled=args.progress, unit="virtual days")
     try:
-        report = asyncio.run(run_scenario(scenario, work_dir, progress=bar))
+        report = asyncio.run(run_scenario(scenario, work_dir, progress=bar,
+                                           quiet_faults=args.log_level != "debug"))
     except ScenarioError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -78,5 +79,10 @@ def run_scenario_cli(args: argparse.Namespace) -> int:
     bar.close()
     print("\n".join(report.lines()))
     if args.report is not None:
-        report.write(str(args.report))
+        try:
+            report.write(str(args.report))
+        except OSError as exc:
+            print(f"error: --report {args.report}: cannot write the report: {exc}",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
     return EXIT_OK if report.ok else EXIT_EXPECTATION
