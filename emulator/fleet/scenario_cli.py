@@ -34,7 +34,9 @@ def _refuse_fleet_options(args: argparse.Namespace) -> None:
         ("--mix", args.mix is not DEFAULT_MIX), ("--zones", args.zones is not DEFAULT_ZONES),
         ("--upload-window", str(args.upload_window) != "01:00-05:00"),
         ("--server", args.server is not None), ("--shard", args.shard != Shard()),
-        ("--processes", args.processes != 1)) if v]
+        ("--processes", args.processes != 1), ("--cluster", args.cluster is not None),
+        ("--metrics-port", args.metrics_port is not None),
+        ("--stats-csv", args.stats_csv is not None)) if v]
     if given:
         raise FleetSpecError(f"{', '.join(given)}: the scenario file describes the fleet and "
                              "runs it against an embedded server in one process")
