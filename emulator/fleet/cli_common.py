@@ -26,8 +26,14 @@ def fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
                                  "(device data of another run would mix with this one)")
         path.mkdir(parents=True, exist_ok=True)
         return path, False
+    return scratch_dir("dd-fleet-"), not args.keep
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory, on a RAM disk when there is one.
+
+    Every payload is fsync'ed by the outbox, and a thousand simulated devices need not
+    wear a real disk (nor wait for it)."""
     shm = Path("/dev/shm")
-    # A RAM disk when there is one: every payload is fsync'ed by the outbox, and a
-    # thousand simulated devices need not wear a real disk.
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="dd-fleet-", dir=base)), not args.keep
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))

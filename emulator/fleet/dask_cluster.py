@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from device_direct.clock import SystemClock
+from emulator.fleet.cli_common import scratch_dir
 from emulator.fleet.live_stats import merge_snapshots
 from emulator.fleet.loop import LoopName
 from emulator.fleet.loop import run as run_on_loop
@@ -94,7 +94,7 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
             sent[0] = wall.monotonic()
             worker.log_event(job.topic, {"shard": str(job.shard), "stats": snapshot})
 
-    work = Path(tempfile.mkdtemp(prefix=f"dd-fleet-shard-{job.shard.index}-"))
+    work = scratch_dir(f"dd-fleet-shard-{job.shard.index}-")
     target = job.target
     try:
         if job.ca_pem is not None:
