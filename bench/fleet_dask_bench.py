@@ -51,6 +51,19 @@ def start_cluster(tmp: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
     return address, procs
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Workers first (a worker whose scheduler is gone retries it), then the scheduler."""
+    for group in (procs[1:], procs[:1]):
+        for p in group:
+            p.terminate()
+        for p in group:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def run(args: argparse.Namespace, extra: list[str], tmp: Path, name: str) -> float:
     report = tmp / f"{name}.json"
     out = subprocess.run([sys.executable, "-m", "emulator", "fleet", "--no-progress",
@@ -81,10 +94,7 @@ def main() -> int:
                 print(f"round {r + 1}: dask {dask[-1]:.1f}, --processes 2 {local[-1]:.1f} "
                       "device-days/s", flush=True)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=10)
+            stop(procs)
     d, p = statistics.median(dask), statistics.median(local)
     ratio = d / p
     print(f"fleet {args.devices} devices x {args.days} days, {args.rounds} rounds each")

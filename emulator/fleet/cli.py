@@ -211,6 +211,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                      help="address the metrics endpoint listens on (default 127.0.0.1)")
     run.add_argument("--stats-csv", type=Path, metavar="FILE",
                      help="write the run's running totals to FILE, one CSV row a second")
+    # A shard process of --processes: where its parent reads its live figures.
+    run.add_argument("--live-stats-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="?", choices=("merge-reports",),
                         help="merge-reports REPORT...: merge the --report files of shards "
                              "run on several machines into one summary, report and exit "
@@ -296,10 +298,6 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
             raise FleetSpecError("--shard-count goes with --shard (no i/K), in a CI matrix")
         if args.cluster is not None and args.shard != Shard():
             raise FleetSpecError("--cluster runs the whole fleet; it does not take --shard")
-        if (args.metrics_port is not None or args.stats_csv is not None) and (
-                args.processes > 1 and args.cluster is None):
-            raise FleetSpecError("--metrics-port and --stats-csv watch one process or a "
-                                 "--cluster run, not --processes")
         spec = spec_from_args(args)
         target = target_from_args(args)
         if args.processes > 1 and args.processes > spec.devices:
@@ -326,8 +324,8 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         elif args.processes > 1:
             from emulator.fleet.processes import run_processes
 
-            report = run_on_loop(run_processes(spec, args, target, work_dir, progress=bar),
-                                 loop)
+            report = run_on_loop(run_processes(spec, args, target, work_dir, progress=bar,
+                                               stats=stats), loop)
         else:
             report = run_on_loop(run_fleet(spec, work_dir, shard=args.shard, target=target,
                                            concurrency=args.concurrency, progress=bar,

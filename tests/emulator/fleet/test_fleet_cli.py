@@ -82,7 +82,8 @@ def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     out = subprocess.run(
         [sys.executable, "-m", "emulator.fleet", "--devices", "4", "--days", "2",
-         "--processes", "2", "--report", str(report), "--work-dir", str(tmp_path / "w")],
+         "--processes", "2", "--report", str(report), "--work-dir", str(tmp_path / "w"),
+         "--stats-csv", str(tmp_path / "stats.csv")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(report.read_text())
@@ -90,6 +91,9 @@ def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
     assert sorted(d["index"] for d in data["devices"]) == [0, 1, 2, 3]
     assert sum(data["server_uploads"].values()) == 8
     assert all(e["ok"] for e in data["expectations"])
+    # the shards' live figures reach the parent's --stats-csv, summed
+    last = (tmp_path / "stats.csv").read_text().splitlines()[-1].split(",")
+    assert last[2:4] == ["8", "8"]  # device_days, device_days_delivered
 
 
 def test_two_processes_issue_actions_through_the_parents_server(tmp_path: Path) -> None:

@@ -64,14 +64,17 @@ def _start_cluster(tmp: Path) -> Cluster:
 
 
 def _stop(cluster: Cluster) -> None:
-    for p in (*cluster.workers, cluster.scheduler):
-        if p.poll() is None:
-            p.terminate()
-    for p in (*cluster.workers, cluster.scheduler):
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    # Workers first: a worker whose scheduler is gone keeps trying to reach it.
+    for group in (cluster.workers, [cluster.scheduler]):
+        for p in group:
+            if p.poll() is None:
+                p.terminate()
+        for p in group:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 @pytest.fixture(scope="module")
