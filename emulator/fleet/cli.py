@@ -214,7 +214,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     # A shard process of --processes: where its parent reads its live figures.
     run.add_argument("--live-stats-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="?", choices=("merge-reports",),
-                        help="merge-reports REPORT...: merge the --report files of shards "
+                        metavar="merge-reports REPORT...",
+                        help="merge the --report files of shards "
                              "run on several machines into one summary, report and exit "
                              "code")
     parser.add_argument("reports", nargs="*", type=Path, metavar="REPORT",
