@@ -46,6 +46,9 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--tls-cert", type=Path, help="operator server certificate chain (PEM)")
     run.add_argument("--tls-key", type=Path, help="operator server key (PEM)")
     run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
+    run.add_argument("--metrics-port", type=int, metavar="P",
+                     help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
+                          "(emulator/server/metrics.py)")
 
     key = sub.add_parser("make-key", help="print new single-use registration keys")
     key.add_argument("--count", type=int, default=1)
@@ -110,13 +113,24 @@ async def _serve(args: argparse.Namespace) -> int:
         args.state_dir, host=args.host, port=args.port,
         server_names=tuple(args.server_name) or ("localhost",), cert_days=args.cert_days,
         max_upload_bytes=args.max_upload_bytes, tls_files=tls)
+    metrics_port: int | None = None
+    if args.metrics_port is not None:
+        from emulator.server.metrics import instrument, serve_metrics
+
+        metrics = instrument(server)
+        metrics_runner, metrics_port = await serve_metrics(metrics, args.metrics_port)
     async with server:
         print(json.dumps({"base_url": server.base_url, "listening": server.listening,
                           "port": server.port,
                           "ca_cert": str(server.ca_cert_path),
-                          "admin_token_file": str(server.state_dir / "admin-token")}),
+                          "admin_token_file": str(server.state_dir / "admin-token"),
+                          **({"metrics_port": metrics_port} if metrics_port else {})}),
               flush=True)
-        await asyncio.Event().wait()  # until Ctrl-C cancels the run
+        try:
+            await asyncio.Event().wait()  # until Ctrl-C cancels the run
+        finally:
+            if metrics_port is not None:
+                await metrics_runner.cleanup()
     return 0
 
 
