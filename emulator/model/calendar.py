@@ -80,7 +80,8 @@ def _holidays(country: str, year: int) -> dict[int, str]:
 class WorkCalendar:
     """Working days and office hours of devices in one zone (shared, cached)."""
 
-    __slots__ = ("_days", "country", "end_hour", "southern", "start_hour", "tz", "zone")
+    __slots__ = ("_days", "country", "end_hour", "factors", "southern", "start_hour", "tz",
+                 "zone")
 
     def __init__(self, zone: str, start_hour: int, end_hour: int, country: str | None = None
                  ) -> None:
@@ -92,6 +93,8 @@ class WorkCalendar:
         self.start_hour = start_hour
         self.end_hour = end_hour
         self._days: dict[int, DayInfo] = {}
+        # (id of a plan, day ordinal) -> that class's volume factor here (traits.py).
+        self.factors: dict[tuple[int, int], float] = {}
 
     def day(self, ordinal: int) -> DayInfo:
         """(office start as epoch seconds, working day?, holiday name) of a local day."""

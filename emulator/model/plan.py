@@ -64,7 +64,7 @@ class Plan:
         "hfsi_share", "hfsi_sup", "job_cum", "job_sizes", "mix", "office_seconds", "profile",
         "sheet_rate", "sup_alert", "sup_coverage_idx", "sup_critical", "sup_critical_idx",
         "sup_drive", "sup_factor", "sup_hfsi", "sup_low_used", "sup_milli_life",
-        "sup_order_used", "sup_toner", "tz",
+        "sup_order_used", "sup_toner", "tz", "waste_critical",
     )
 
     def __init__(self, profile: Profile) -> None:
@@ -107,6 +107,7 @@ class Plan:
         self.sup_alert = tuple(alerts)
         self.sup_critical = tuple(critical)
         self.sup_critical_idx = tuple(i for i, c in enumerate(critical) if c)
+        self.waste_critical = any(drive[i] == DRIVE_TONER for i in self.sup_critical_idx)
         self.hfsi_rule = tuple(_HFSI_RULE[h.rule] for h in profile.hfsi)
         self.hfsi_share = tuple(round(h.share * 100) for h in profile.hfsi)
         self.hfsi_div = tuple(h.per * 100 for h in profile.hfsi)

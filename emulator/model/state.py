@@ -56,7 +56,7 @@ AlertRow = tuple[int, int, int, int, int, int, int, int, int]
 _METERS = (
     "black", "color", "black_large", "color_large", "sheets", "duplex_sheets",
     "print_imps", "copy_imps", "fax_imps", "report_imps", "scan_images", "fax_sent",
-    "power_on_count", "pages_unprinted", "visit_day",
+    "power_on_count", "pages_unprinted", "visit_day", "switched_off",
 )
 
 
@@ -76,8 +76,8 @@ class DeviceState:
         "job_log", "job_seq", "job_text", "last_day", "next_alert", "nvm", "pages_unprinted",
         "power_on_count", "print_imps", "repl_log", "report_imps", "scan_images", "sheets",
         "sup_due", "sup_imps", "sup_installed", "sup_order_at", "sup_repl", "sup_spare",
-        "sup_spare_due", "sup_spare_order", "sup_status", "sup_used", "trial", "trial_boots",
-        "visit_day",
+        "sup_spare_due", "sup_spare_order", "sup_status", "sup_used", "switched_off", "trial",
+        "trial_boots", "visit_day",
     )
 
     def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
@@ -105,6 +105,7 @@ class DeviceState:
         self.hfsi_due_at = [0] * n_hfsi  # epoch the item reached its life, 0 = not due
         self.visit_day = 0  # local day (ordinal) of the next technician visit, 0 = none
         self.pages_unprinted = 0  # impressions not made: a blocking supply was empty
+        self.switched_off = 0  # 1: switched off for a day nobody printed (on next morning)
         self.repl_log = array("q")
         self.alerts: list[AlertRow] = []
         self.next_alert = 1
@@ -255,13 +256,15 @@ class DeviceState:
                     self._hfsi_due(plan, i, t)
 
     def room(self, plan: Plan, imps: int, color: int, sheets: int,
-             factors: tuple[int, ...], *, colour_blocks: bool = True) -> tuple[float, int]:
+             factors: tuple[int, ...], *, colour_blocks: bool = True,
+             toner_rates: tuple[int, int] | None = None) -> tuple[float, int]:
         """How far a run of (imps, color, sheets) gets before a blocking supply is empty.
 
         Returns (share of the run, supply index) for the first blocking supply to run
         out, or (1.0 or more, -1) when the run completes. With ``colour_blocks`` False
         the colour-only supplies are left out (a colour toner stops colour pages only;
-        the caller handles that).
+        the caller handles that). ``toner_rates``: ``plan.toner_per_impression(factors)``
+        when the caller has it already.
         """
         drive = plan.sup_drive
         used = self.sup_used
@@ -278,7 +281,7 @@ class DeviceState:
                 q = sheets * factors[i]
             elif d == DRIVE_TONER:
                 if toner < 0:
-                    per_imp, per_color = plan.toner_per_impression(factors)
+                    per_imp, per_color = toner_rates or plan.toner_per_impression(factors)
                     toner = imps * per_imp + color * per_color
                 q = toner
             else:

@@ -115,6 +115,10 @@ def day_volume_factor(plan: Plan, cal: WorkCalendar, day: date, working: bool) -
     """The class's expected share of a working day's volume on ``day`` (no noise):
     weekends and holidays, month-end peaks, the month's factor (seasonal dip; the
     months shift by half a year south of the equator)."""
+    key = (id(plan), day.toordinal())
+    cached = cal.factors.get(key)
+    if cached is not None:
+        return cached
     usage = plan.profile.usage
     factor = 1.0 if working else usage.weekend_factor
     month = day.month - 1
@@ -123,4 +127,5 @@ def day_volume_factor(plan: Plan, cal: WorkCalendar, day: date, working: bool) -
     factor *= usage.month_factors[month]
     if day.day > _cal.monthrange(day.year, day.month)[1] - MONTH_END_DAYS:
         factor *= usage.month_end_factor
+    cal.factors[key] = factor
     return factor

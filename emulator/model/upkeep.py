@@ -17,7 +17,10 @@ Each morning, before the first job, in the device's local time (its calendar):
    overdue-maintenance alert is raised then). The visit clears the fault, replaces the
    failed parts and every HFSI item at or past 90 % of its life (clearing its counter,
    logging the replacement), and power-cycles the machine.
-4. *Power cycles*: some mornings someone switches the machine off and on.
+4. *Power cycles*: some mornings someone switches the machine off and on; a working day
+   nobody prints on (``days_off_per_year``) the machine is switched off, and on again
+   the next morning someone is in. Only the power-on count and the uptime say so: the
+   emulator's live power state is the caller's (a fleet's agent still uploads).
 
 All of it is a pure function of the state, the calendar, the device's traits and the
 day's seeded generator.
@@ -29,7 +32,7 @@ import random
 
 from emulator.model.calendar import WorkCalendar
 from emulator.model.plan import Plan
-from emulator.model.state import OK, DeviceState
+from emulator.model.state import OUT, DeviceState
 from emulator.model.traits import DeviceTraits
 
 FIRST_USER_S = 10 * 60  # the first user arrives ten minutes after office hours begin
@@ -46,10 +49,13 @@ def power_cycle(st: DeviceState, t: float, why: str) -> None:
 
 def schedule(st: DeviceState, plan: Plan, cal: WorkCalendar, traits: DeviceTraits) -> None:
     """Set the delivery day of new orders and the day of the next technician visit."""
-    lead = traits.lead_time_days
-    for i, at in enumerate(st.sup_order_at):
-        if at and not st.sup_due[i]:
-            st.sup_due[i] = cal.add_working_days(cal.local_ordinal(at), lead)
+    if any(st.sup_order_at):
+        lead = traits.lead_time_days
+        for i, at in enumerate(st.sup_order_at):
+            if at and not st.sup_due[i]:
+                st.sup_due[i] = cal.add_working_days(cal.local_ordinal(at), lead)
+    if st.active_fault < 0 and not any(st.hfsi_due_at):
+        return
     wanted = 0
     if st.active_fault >= 0 and plan.profile.faults[st.active_fault].clears == "service":
         days = plan.profile.engine.service_response_days + traits.service_extra_days
@@ -73,7 +79,7 @@ def morning(st: DeviceState, plan: Plan, cal: WorkCalendar, traits: DeviceTraits
     """
     schedule(st, plan, cal, traits)
     working = cal.is_working_day(ordinal)
-    if working:
+    if working and any(st.sup_due):
         for i, due in enumerate(st.sup_due):
             if due and ordinal >= due:
                 # A spare-keeping customer orders a carton; others order one unit.
@@ -92,14 +98,19 @@ def morning(st: DeviceState, plan: Plan, cal: WorkCalendar, traits: DeviceTraits
             if spec.clears != "service":
                 st.clear_fault(plan, t, "by the operator" if spec.clears == "operator"
                                else "auto")
-        for i, s in enumerate(st.sup_status):
-            if s != OK and s == 2 and st.sup_spare[i]:
-                swap_from_stock(st, plan, i, t, traits)
+        if OUT in st.sup_status:
+            for i, s in enumerate(st.sup_status):
+                if s == OUT and st.sup_spare[i]:
+                    swap_from_stock(st, plan, i, t, traits)
     if st.visit_day and ordinal >= st.visit_day and working:
         start = VISIT_S + VISIT_MINUTES * 60
         visit(st, plan, t0 + VISIT_S, traits)
+    elif present and st.switched_off:
+        power_cycle(st, t0 + FIRST_USER_S, "switched on again after a day off")
     elif present and rng.random() < traits.power_cycle_rate:
         power_cycle(st, t0 + FIRST_USER_S, "switched off and on by a user")
+    if present:
+        st.switched_off = 0
     return start
 
 

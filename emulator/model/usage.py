@@ -190,10 +190,12 @@ def mark_window(st: DeviceState, plan: Plan, traits: DeviceTraits, day: Run, t_a
     t_cur = t_a
     printed = 0
     colour_ok = True
+    rates = plan.toner_per_impression(factors) if plan.waste_critical else None
     for _ in range(2 * len(drive) + 2):
         if todo[0] <= 0:
             return printed, 1.0
-        share, i = st.room(plan, todo[0], todo[1], todo[2], factors, colour_blocks=colour_ok)
+        share, i = st.room(plan, todo[0], todo[1], todo[2], factors, colour_blocks=colour_ok,
+                           toner_rates=rates)
         if share >= 1.0:
             _apply(st, plan, todo, t_cur, t_b, factors)
             return printed + todo[0], 1.0
@@ -237,7 +239,9 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     r = rng.random
     activity = day_volume_factor(plan, cal, day, working)
     if working and r() < traits.day_off_rate:
-        activity = 0.0  # nobody prints today (office closed, everyone out)
+        activity = 0.0  # nobody prints today (office closed, everyone out): switched off
+        st.switched_off = 1
+        st.log(t0, "switched off: nobody in today")
     if offset >= span:
         activity = 0.0
     if now is not None and t0 + offset <= now < t0 + span:
