@@ -87,6 +87,19 @@ def to_value(v: Any) -> Value | object | None:
     return None
 
 
+def malformed(data: bytes) -> bool:
+    """True unless ``data`` is one whole BER SEQUENCE (garbage and truncated replies)."""
+    if len(data) < 2 or data[0] != 0x30:
+        return True
+    first = data[1]
+    if first < 0x80:
+        return 2 + first != len(data)
+    n = first & 0x7F
+    if n == 0 or n > 4 or len(data) < 2 + n:
+        return True
+    return 2 + n + int.from_bytes(data[2:2 + n], "big") != len(data)
+
+
 class SnmpClient:
     """GET and GETBULK against many agents through one engine (one UDP socket)."""
 
@@ -98,16 +111,16 @@ class SnmpClient:
         self._engine = SnmpEngine()
         self._targets: dict[tuple[str, int], Any] = {}
         self.requests = 0
-        # Datagrams heard from each address, and valid answers among them: a timeout
-        # after an address sent something that was not a valid reply is its fault.
-        self.heard: dict[tuple[str, int], int] = {}
-        self.answered: dict[tuple[str, int], int] = {}
+        # Malformed datagrams heard from each address: pysnmp drops them silently, so a
+        # timeout after an address sent garbage is reported as the agent's fault.
+        self.junk: dict[tuple[str, int], int] = {}
         dispatcher = self._engine.message_dispatcher
         receive = dispatcher.receive_message
 
         def counting(engine: Any, domain: Any, address: Any, whole: Any) -> Any:
-            key = (str(address[0]), int(address[1]))
-            self.heard[key] = self.heard.get(key, 0) + 1
+            if malformed(bytes(whole)):
+                key = (str(address[0]), int(address[1]))
+                self.junk[key] = self.junk.get(key, 0) + 1
             return receive(engine, domain, address, whole)
 
         dispatcher.receive_message = counting
@@ -142,7 +155,7 @@ class SnmpClient:
             if indication:
                 if isinstance(indication, errind.RequestTimedOut) or \
                         str(indication).startswith("No SNMP response"):
-                    junk = self.heard.get(key, 0) - self.answered.get(key, 0)
+                    junk = self.junk.get(key, 0)
                     if junk > 0:
                         future.set_exception(SnmpRemoteError(
                             where, f"answered with {junk} datagram(s) that are not a valid "
@@ -156,9 +169,6 @@ class SnmpClient:
                 return False
             ctx = engine.observer.get_execution_context("rfc3412.receiveMessage:response")
             peer = ctx.get("transportAddress") if ctx else None
-            if peer is not None:
-                k = (str(peer[0]), int(peer[1]))
-                self.answered[k] = self.answered.get(k, 0) + 1
             if peer is not None and tuple(peer)[:2] != tuple(expected)[:2]:
                 future.set_exception(SnmpRemoteError(
                     where, f"the reply came from {peer[0]}:{peer[1]}, not from the address asked"))
