@@ -85,7 +85,7 @@ def host_table(kind: str, address: str, index: int) -> OidTable:
     return OidTable(rows)
 
 
-def _reject_write(changes: dict[Oid, bytes]) -> None:
+def reject_write(changes: dict[Oid, bytes]) -> None:
     raise ValueError("read-only host")
 
 
@@ -111,6 +111,10 @@ class StaticSnmpHost:
         self.table = host_table(kind, address, index)
         self._engine: Any = None
 
+    def table_now(self) -> OidTable:
+        """The table (it never changes)."""
+        return self.table
+
     async def start(self) -> None:
         sock = bind_udp(self.address, self.port)
         self.port = sock.getsockname()[1]
@@ -122,7 +126,7 @@ class StaticSnmpHost:
             snmp_config.add_vacm_user(eng, model, "community-1", "noAuthNoPriv",
                                       readSubTree=(1, 3, 6))
         table = self.table
-        instrum = LiveMibInstrum(lambda: table, _reject_write, frozenset(), frozenset())
+        instrum = LiveMibInstrum(lambda: table, reject_write, frozenset(), frozenset())
         ctx = snmp_context.SnmpContext(eng)
         ctx.unregister_context_name(b"")
         ctx.register_context_name(b"", instrum)

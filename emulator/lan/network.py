@@ -33,13 +33,16 @@ from typing import Any
 from device_direct.agent import Agent
 from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
+from device_direct.model import PowerState
 from emulator.errors import EmulatorError
 from emulator.jetdirect import JetDirectConfig, JetDirectServer
-from emulator.lan.hosts import LanHostError, SilentAddress, StaticSnmpHost
+from emulator.lan.hosts import LanHostError, SilentAddress, StaticSnmpHost, reject_write
+from emulator.lan.multihome import MultiHomedSnmp
 from emulator.lan.plan import HostKind, HostPlan, LanPlan, LanSpec, plan_lan
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
 from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, SnmpAgentError
+from emulator.snmp.instrum import LiveMibInstrum
 
 log = logging.getLogger("emulator.lan")
 
@@ -102,9 +105,13 @@ class LanPrinter:
         for back in range(days, 0, -1):
             self.device.run_day(today - timedelta(days=back))
 
-    async def start(self) -> None:
-        await self.snmp.start()
+    async def start(self, snmp: MultiHomedSnmp, snmp_port: int) -> int:
+        """Answer SNMP through the LAN's engine, open port 9100; returns the SNMP port."""
+        device = self.device
+        port = snmp.add(self.address, snmp_port, self.snmp.instrum,
+                        lambda: device.power is not PowerState.OFF)
         await self.jetdirect.start()
+        return port
 
     def start_agent(self, options: LanAgentOptions, state_root: Path, clock: Clock) -> None:
         data_dir = state_root / self.plan.serial
@@ -122,7 +129,6 @@ class LanPrinter:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.jetdirect.stop()
-        await self.snmp.stop()
 
 
 class EmulatedLan:
@@ -138,6 +144,7 @@ class EmulatedLan:
         self.snmp_port = options.snmp_port
         self.jetdirect_port = options.jetdirect_port
         self._tmp: Any = None
+        self._snmp: MultiHomedSnmp | None = None
 
     async def __aenter__(self) -> EmulatedLan:
         await self.start()
@@ -169,19 +176,21 @@ class EmulatedLan:
     async def _start_once(self) -> None:
         o = self.options
         self.snmp_port, self.jetdirect_port = o.snmp_port, o.jetdirect_port
+        self._snmp = snmp = MultiHomedSnmp(o.community)
         for plan in self.plan.of(HostKind.PRINTER):
             printer = LanPrinter(plan, clock=self.clock, options=LanOptions(
                 spec=o.spec, snmp_port=self.snmp_port, jetdirect_port=self.jetdirect_port,
                 community=o.community, days_of_use=o.days_of_use, agents=o.agents))
             printer.live(o.days_of_use, self.clock)
             self.printers.append(printer)
-            await printer.start()
-            self.snmp_port, self.jetdirect_port = printer.snmp.port, printer.jetdirect.port
+            self.snmp_port = await printer.start(snmp, self.snmp_port)
+            self.jetdirect_port = printer.jetdirect.port
         for i, plan in enumerate(self.plan.of(HostKind.OTHER)):
             host = StaticSnmpHost(plan.profile, plan.address, self.snmp_port, index=i)
             self.others.append(host)
-            await host.start()
-            self.snmp_port = host.port
+            instrum = LiveMibInstrum(host.table_now, reject_write, frozenset(), frozenset())
+            self.snmp_port = host.port = snmp.add(plan.address, self.snmp_port, instrum,
+                                                  lambda: True)
         for plan in self.plan.of(HostKind.SILENT):
             hole = SilentAddress(plan.address, self.snmp_port)
             self.silent.append(hole)
@@ -202,11 +211,14 @@ class EmulatedLan:
                  self.snmp_port, self.jetdirect_port)
 
     async def _stop_hosts(self) -> None:
-        hosts: list[Any] = [*self.printers, *self.others, *self.silent]
+        hosts: list[Any] = [*self.printers, *self.silent]
         self.printers, self.others, self.silent = [], [], []
         for host in hosts:
             with contextlib.suppress(Exception):
                 await host.stop()
+        snmp, self._snmp = self._snmp, None
+        if snmp is not None:
+            snmp.close()
 
     async def stop(self) -> None:
         """Stop every host and agent (safe to call twice)."""
@@ -222,7 +234,7 @@ class EmulatedLan:
             ident = p.device.identity()
             hosts.append({"address": p.address, "kind": "printer", "profile": p.plan.profile,
                           "serial": p.plan.serial, "model": ident.model,
-                          "snmp_port": p.snmp.port, "jetdirect_port": p.jetdirect.port,
+                          "snmp_port": self.snmp_port, "jetdirect_port": p.jetdirect.port,
                           "agent": p.agent is not None})
         for h in self.others:
             hosts.append({"address": h.address, "kind": "other", "profile": h.kind,
