@@ -48,6 +48,22 @@ def add_manager_parser(subparsers: Any) -> argparse.ArgumentParser:
     scan.add_argument("--vendors", type=Path, action="append", default=[],
                       help="a directory of extra vendor files (*.toml)")
     scan.set_defaults(func=_scan)
+
+    report = sub.add_parser(
+        "report", help="audit report of the printers read (CSV or HTML)",
+        description="Export an audit report (identity, address, meters, supplies, status, "
+                    "when read) of the printers in a saved scan (--scan FILE, from "
+                    "`manager scan --json`), or of the printers found by scanning TARGETs now.",
+        epilog="Example: device-direct manager scan 10.0.0.0/24 --json > scan.json; "
+               "device-direct manager report --scan scan.json --format html > audit.html")
+    report.add_argument("targets", nargs="*", metavar="TARGET")
+    report.add_argument("--scan", type=Path, help="a saved scan document (JSON)")
+    report.add_argument("--format", choices=("csv", "html"), default="csv",
+                        help="csv (default) or html")
+    add_snmp_options(report)
+    report.add_argument("--vendors", type=Path, action="append", default=[],
+                        help="a directory of extra vendor files (*.toml)")
+    report.set_defaults(func=_report)
     return p
 
 
@@ -128,7 +144,7 @@ def _num(v: Any) -> str:
     return "-" if v is None else f"{v:,}"
 
 
-async def _scan(args: argparse.Namespace) -> int:
+async def _scan_now(args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
     _need_extra()
     from device_direct.manager.scan import Scanner
     from device_direct.manager.targets import parse_targets
@@ -139,10 +155,35 @@ async def _scan(args: argparse.Namespace) -> int:
     targets = parse_targets(args.targets, args.snmp_port)
     scanner = Scanner(scan_options(args), VendorCatalog.load(*args.vendors))
     try:
-        report = await scanner.scan(targets, progress=None if args.json else _Bar())
+        report = await scanner.scan(targets, progress=None if quiet else _Bar())
     finally:
         scanner.close()
-    doc = report.to_json()
+    doc: dict[str, Any] = report.to_json()
+    return doc
+
+
+async def _report(args: argparse.Namespace) -> int:
+    from device_direct.manager.report import to_csv, to_html
+
+    if args.scan is not None and args.targets:
+        raise ConfigError("give either --scan FILE or TARGETs, not both", key="--scan")
+    if args.scan is not None:
+        try:
+            doc = json.loads(args.scan.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the scan: {exc}", path=args.scan) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("printers"), list):
+            raise ConfigError("not a scan document (no 'printers' list)", path=args.scan)
+    elif args.targets:
+        doc = await _scan_now(args, quiet=True)
+    else:
+        raise ConfigError("give --scan FILE or TARGETs to scan now", key="--scan")
+    sys.stdout.write(to_csv(doc) if args.format == "csv" else to_html(doc))
+    return EXIT_OK
+
+
+async def _scan(args: argparse.Namespace) -> int:
+    doc = await _scan_now(args, quiet=args.json)
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))
     else:

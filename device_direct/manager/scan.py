@@ -69,6 +69,8 @@ class ScanReport:
     started_at: datetime
     finished_at: datetime | None = None
     duration_s: float = 0.0
+    probe_s: float = 0.0
+    read_s: float = 0.0
     scanned: int = 0
     printers: list[PrinterReading] = field(default_factory=list)
     not_printers: list[str] = field(default_factory=list)
@@ -88,6 +90,8 @@ class ScanReport:
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "duration_s": round(self.duration_s, 3),
+            "probe_s": round(self.probe_s, 3),
+            "read_s": round(self.read_s, 3),
             "snmp_requests": self.requests,
         }
 
@@ -139,6 +143,7 @@ class Scanner:
                 progress("probe", done, len(targets))
 
         await asyncio.gather(*(probe(t) for t in targets))
+        report.probe_s = time.perf_counter() - t0
         slots = asyncio.Semaphore(self.options.concurrency)
         read_done = 0
 
@@ -157,6 +162,7 @@ class Scanner:
         await asyncio.gather(*(read(*f) for f in found))
         report.finished_at = self.clock.now()
         report.duration_s = time.perf_counter() - t0
+        report.read_s = report.duration_s - report.probe_s
         report.requests = self.client.requests - requests0
         return report
 

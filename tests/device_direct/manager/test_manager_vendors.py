@@ -125,3 +125,35 @@ def test_bad_vendor_file_names_file_and_key(tmp_path: Path, text: str, key: str)
     with pytest.raises(VendorFileError) as err:
         load_vendor(path)
     assert str(path) in str(err.value) and f"'{key}'" in str(err.value)
+
+
+async def test_audit_report_csv_and_html_keep_device_strings_as_data(
+        snmpsim_port: int, tmp_path: Path) -> None:
+    import csv
+    import io
+    import json
+    import subprocess
+    import sys
+
+    from device_direct.manager.report import to_csv, to_html
+
+    printers = [await _scan_one(snmpsim_port, v) for v in ("epson", "canon", "brother")]
+    doc = {"printers": printers, "not_printers": 0, "no_answer": 0, "errors": [],
+           "finished_at": "2026-12-06T02:00:00+00:00"}
+    table = list(csv.DictReader(io.StringIO(to_csv(doc))))
+    assert [r["vendor"] for r in table] == ["Epson", "Canon", "Brother"]
+    assert table[1]["detected_errors"] == "jammed" and table[1]["total_impressions"] == "99100"
+    assert "Black Toner Cartridge (some-remaining)" in table[2]["supplies"]
+    page = to_html(doc)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; Lab" in page
+    saved = tmp_path / "scan.json"
+    saved.write_text(json.dumps(doc))
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-m", "device_direct", "manager", "report", "--scan",
+                          str(saved), "--format", "html"], cwd=root, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == page
+    saved.write_text("{not json")
+    out = subprocess.run([sys.executable, "-m", "device_direct", "manager", "report", "--scan",
+                          str(saved)], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and str(saved) in out.stderr and "Traceback" not in out.stderr
