@@ -69,7 +69,7 @@ async def test_scan_of_a_simulated_office_finds_exactly_the_printers() -> None:
         last = max(int(h.address.rsplit(".", 1)[1]) for h in lan.plan.hosts)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "device_direct", "manager", "scan", f"127.0.1.1-{last}",
-            "--snmp-port", str(lan.snmp_port), "--timeout", "2", "--retries", "1",
+            "--snmp-port", str(lan.snmp_port), "--timeout", "4", "--retries", "1",
             "--concurrency", "8",
             "--json", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
