@@ -53,7 +53,11 @@ def add_lan_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="share of printers also running Device Direct, 0..1 (default 0)")
     p.add_argument("--server", help="communication server URL for the agents (https://...)")
     p.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate")
-    p.add_argument("--registration-key", help="one-time registration key for the agents")
+    p.add_argument("--registration-key", action="append", default=[],
+                   help="a single-use registration key; give one per printer with an agent")
+    p.add_argument("--registration-keys-file", type=Path,
+                   help="registration keys, one a line (one per printer with an agent)")
+    p.add_argument("--server-name", default="", help="TLS name of the server (default: URL host)")
     p.add_argument("--state-dir", type=Path, help="agents' state directory (default: temporary)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     return p
@@ -71,8 +75,16 @@ def options_from_args(args: argparse.Namespace) -> LanOptions:
     if args.agents > 0:
         if not args.server or args.ca is None:
             raise ConfigError("needs --server and --ca when --agents is above 0", key="--agents")
+        keys = list(args.registration_key)
+        if args.registration_keys_file is not None:
+            try:
+                keys += [k.strip() for k in args.registration_keys_file.read_text(
+                    encoding="utf-8").splitlines() if k.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read: {exc}", path=args.registration_keys_file,
+                                  key="--registration-keys-file") from None
         agents = LanAgentOptions(server_url=args.server, ca_bundle=args.ca,
-                                 registration_key=args.registration_key,
+                                 registration_keys=tuple(keys), server_name=args.server_name,
                                  state_dir=args.state_dir)
     try:
         spec = LanSpec(printers=args.printers, subnet=args.subnet,

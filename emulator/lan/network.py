@@ -59,7 +59,10 @@ class LanAgentOptions:
 
     server_url: str
     ca_bundle: Path
-    registration_key: str | None = None
+    # One single-use key per printer with an agent, in address order (the server's
+    # keys are single-use); none when the agents' identities are already on disk.
+    registration_keys: tuple[str, ...] = ()
+    server_name: str = ""  # TLS name of the server ("" -> the URL's host)
     state_dir: Path | None = None  # the agents' data directories live under it
 
 
@@ -113,14 +116,29 @@ class LanPrinter:
         await self.jetdirect.start()
         return port
 
-    def start_agent(self, options: LanAgentOptions, state_root: Path, clock: Clock) -> None:
+    def start_agent(self, options: LanAgentOptions, key: str | None, state_root: Path,
+                    clock: Clock) -> None:
+        """Boot this printer's Device Direct agent (a participant of a virtual clock)."""
         data_dir = state_root / self.plan.serial
         config = AgentConfig(
             server=ServerConfig(url=options.server_url, ca_bundle=options.ca_bundle,
-                                registration_key=options.registration_key),
+                                server_name=options.server_name, registration_key=key),
             device=DeviceConfig(data_dir=data_dir), source="python -m emulator lan")
-        self.agent = Agent(config, self.device, clock=clock, rng=random.Random(self.plan.seed))
-        self._agent_task = asyncio.create_task(self.agent.run())
+        agent = self.agent = Agent(config, self.device, clock=clock,
+                                   rng=random.Random(self.plan.seed))
+        register, unregister = getattr(clock, "register", None), getattr(clock, "unregister",
+                                                                          None)
+        if register is not None:
+            register()
+
+        async def run() -> None:
+            try:
+                await agent.run()
+            finally:
+                if unregister is not None:
+                    unregister()
+
+        self._agent_task = asyncio.create_task(run())
 
     async def stop(self) -> None:
         task, self._agent_task = self._agent_task, None
@@ -166,6 +184,9 @@ class EmulatedLan:
             try:
                 await self._start_once()
                 return
+            except LanStartError:
+                await self._stop_hosts()
+                raise
             except (SnmpAgentError, LanHostError, EmulatorError, OSError) as exc:
                 last = exc
                 await self._stop_hosts()
@@ -203,9 +224,14 @@ class EmulatedLan:
 
                 self._tmp = tempfile.TemporaryDirectory(prefix="emulated-lan-")
                 root = Path(self._tmp.name)
-            for printer in self.printers:
-                if printer.plan.agent:
-                    printer.start_agent(o.agents, root, self.clock)
+            with_agent = [p for p in self.printers if p.plan.agent]
+            keys = o.agents.registration_keys
+            if keys and len(keys) < len(with_agent):
+                raise LanStartError(f"{len(with_agent)} printers run an agent but only "
+                                    f"{len(keys)} registration keys were given (keys are "
+                                    "single-use: give one per agent)")
+            for i, printer in enumerate(with_agent):
+                printer.start_agent(o.agents, keys[i] if keys else None, root, self.clock)
         log.info("LAN up: %d printers, %d other hosts, %d silent on %s (snmp %d, 9100 %d)",
                  len(self.printers), len(self.others), len(self.silent), o.spec.subnet,
                  self.snmp_port, self.jetdirect_port)
