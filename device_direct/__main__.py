@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     sn = sub.add_parser("send-now", help="ask the running agent to sync at once")
     common(sn)
     sn.set_defaults(func=_send_now)
+
+    from device_direct.manager.cli import add_manager_parser
+
+    add_manager_parser(sub)  # the device manager (device_direct/manager/)
     return parser
 
 

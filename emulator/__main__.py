@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_control_parser(sub).set_defaults(func=run_control_cli)
 
     add_server_parser(sub).set_defaults(func=run_server_cli)
+
+    from emulator.lan.cli import add_lan_parser, run_lan_cli
+
+    add_lan_parser(sub).set_defaults(func=run_lan_cli)
     return parser
 
 
