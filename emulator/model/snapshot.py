@@ -32,6 +32,7 @@ from emulator.model.state import (
     JOB_KIND_CODES,
     LOW,
     OK,
+    SRC_DOOR,
     SRC_SUPPLY,
     DeviceState,
 )
@@ -112,6 +113,8 @@ def alerts(st: DeviceState, plan: Plan) -> tuple[Alert, ...]:
                     1111: "near end of life", 1112: "at end of life",
                     10: "near end of life", 11: "at end of life"}.get(code, "needs attention")
             text = f"{spec.name} {word}"
+        elif source == SRC_DOOR:
+            text = "Front door open"
         else:
             f = plan.profile.faults[src_i]
             text = f"{f.code} {f.description}"
