@@ -32,7 +32,7 @@ from aiohttp import web
 
 from device_direct.clock import Clock, SystemClock
 from emulator.errors import ServerError
-from emulator.server import admin_api, device_api, payload_check
+from emulator.server import admin_api, dashboard, device_api, payload_check
 from emulator.server.faults import FaultPlan, TlsFault, decide
 from emulator.server.firmware import make_manifest, sign_manifest
 from emulator.server.firmware_qa import FirmwareQa
@@ -160,6 +160,7 @@ class ReferenceServer:
         app[SERVER_KEY] = self
         device_api.add_routes(app)
         admin_api.add_routes(app)
+        dashboard.add_routes(app)  # /dashboard/: pages for people (admin-token login)
         return app
 
     # -- Python API (what the admin API calls too) ----------------------------------------

@@ -20,10 +20,10 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
-from web_browser import LoopThread, screenshot, start_chromium, wait_for
 
 from emulator.device_runner import AgentOptions, DeviceOptions, DeviceRunner
 from emulator.server.app import ReferenceServer
+from tests.emulator.web.web_browser import LoopThread, screenshot, start_chromium, wait_for
 
 PASSWORD = "s3cret-admin"
 HOSTILE = '<script>alert("x")</script>'

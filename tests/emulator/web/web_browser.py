@@ -31,7 +31,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
 
 
-def start_chromium(user_data_dir: Path, downloads: Path | None = None) -> webdriver.Chrome:
+def start_chromium(user_data_dir: Path, downloads: Path | None = None, *,
+                   extra: tuple[str, ...] = ()) -> webdriver.Chrome:
     """A fresh headless Chromium (its own profile directory); fails if it is missing."""
     for binary, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not Path(binary).exists() and shutil.which(Path(binary).name) is None:
@@ -41,6 +42,8 @@ def start_chromium(user_data_dir: Path, downloads: Path | None = None) -> webdri
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={user_data_dir}")
+    for flag in extra:
+        options.add_argument(flag)
     if downloads is not None:
         options.add_experimental_option("prefs", {
             "download.default_directory": str(downloads),
