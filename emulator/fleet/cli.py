@@ -26,6 +26,7 @@ from device_direct.errors import DeviceDirectError
 from emulator.errors import EmulatorError
 from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
 from emulator.fleet.loop import run as run_on_loop
+from emulator.fleet.html_report import RunRecorder, write_html_report
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, summary_table, write_report
 from emulator.fleet.runner import DEFAULT_CONCURRENCY, ServerTarget, run_fleet
@@ -178,6 +179,9 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                           "removed at the end unless --keep")
     run.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    run.add_argument("--html-report", type=Path, metavar="FILE",
+                     help="write one self-contained HTML page: summary, expectations, plots "
+                          "(uploads per virtual day, retries and faults, request latency)")
     bar = run.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="draw the progress bar even when stderr is not a terminal")
@@ -275,6 +279,7 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     bar = ProgressBar(enabled=args.progress, unit="device-days delivered")
+    recorder = RunRecorder.start() if args.html_report is not None else None
     try:
         if args.processes > 1:
             from emulator.fleet.processes import run_processes
@@ -293,11 +298,20 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     finally:
+        if recorder is not None:
+            recorder.stop()
+            recorder.read_server(work_dir)
         if remove:
             shutil.rmtree(work_dir, ignore_errors=True)
         elif args.work_dir is None:
             print(f"work directory kept: {work_dir}", file=sys.stderr)
     bar.close()
+    if recorder is not None:
+        try:
+            write_html_report(report, args.html_report, recorder)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     return _finish(report, args.report)
 
 

@@ -77,7 +77,7 @@ def _admin(request: web.Request) -> Session:
 
 
 def _safe_next(value: str) -> str:
-    if not value.startswith(PREFIX + "/") and value != PREFIX or "//" in value:
+    if (not value.startswith(PREFIX + "/") and value != PREFIX) or "//" in value:
         return PREFIX + "/"
     return value
 
