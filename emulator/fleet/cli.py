@@ -24,9 +24,9 @@ from typing import Any
 
 from device_direct.errors import DeviceDirectError
 from emulator.errors import EmulatorError
+from emulator.fleet.html_report import RunRecorder, write_html_report
 from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
 from emulator.fleet.loop import run as run_on_loop
-from emulator.fleet.html_report import RunRecorder, write_html_report
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, summary_table, write_report
 from emulator.fleet.runner import DEFAULT_CONCURRENCY, ServerTarget, run_fleet

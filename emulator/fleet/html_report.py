@@ -25,8 +25,10 @@ import logging
 import sqlite3
 import statistics
 from collections import Counter
+from itertools import pairwise
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import jinja2
 
 from emulator.fleet.report import FleetReport, summary_table
@@ -114,7 +116,7 @@ def latency_histogram(samples: list[float]) -> list[tuple[str, int]]:
         i = next((k for k, edge in enumerate(LATENCY_BINS_MS) if s < edge), len(LATENCY_BINS_MS))
         counts[i] += 1
     labels = [f"<{LATENCY_BINS_MS[0]} ms"]
-    labels += [f"{a}-{b} ms" for a, b in zip(LATENCY_BINS_MS, LATENCY_BINS_MS[1:], strict=False)]
+    labels += [f"{a}-{b} ms" for a, b in pairwise(LATENCY_BINS_MS)]
     labels.append(f">={LATENCY_BINS_MS[-1]} ms")
     return list(zip(labels, counts, strict=True))
 
