@@ -25,8 +25,8 @@ import logging
 import sqlite3
 import statistics
 from collections import Counter
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import jinja2
