@@ -329,8 +329,6 @@ async def _serve(options: DeviceOptions) -> int:
         print(f"snmp udp {info['host']}:{info['snmp_port']}", flush=True)
         print(f"jetdirect tcp {info['host']}:{info['jetdirect_port']}", flush=True)
         print(f"control http 127.0.0.1:{control_port}", flush=True)
-        if info["web_port"] is not None:
-            print(f"web http {info['host']}:{info['web_port']}", flush=True)
         print(json.dumps(info, sort_keys=True), flush=True)
         await stop.wait()
         log.info("stopping")
