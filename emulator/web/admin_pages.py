@@ -132,7 +132,7 @@ async def audit_export(request: web.Request) -> web.Response:
     await require_admin(request)
     w = web_of(request)
     rows = _audit_rows(w)
-    serial = w.runner.options.serial
+    serial = w.serial
     if request.match_info["fmt"] == "csv":
         return web.Response(text=to_csv(rows), content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition":

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 import jinja2
@@ -44,7 +44,11 @@ from emulator.web.auth import (
 )
 
 if TYPE_CHECKING:
-    from emulator.device_runner import DeviceRunner
+    from device_direct.agent import Agent
+    from device_direct.clock import Clock
+    from emulator.jetdirect import JetDirectServer
+    from emulator.model.device import EmulatedDevice
+    from emulator.snmp import SnmpAgent
 
 log = logging.getLogger("emulator.web")
 
@@ -75,17 +79,41 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+class PrinterHost(Protocol):
+    """What the pages need of the running device: :class:`~emulator.device_runner.
+    DeviceRunner` is one; the pytest plugin's device wraps itself in another."""
+
+    @property
+    def device(self) -> EmulatedDevice | None: ...
+    @property
+    def snmp(self) -> SnmpAgent | None: ...
+    @property
+    def jetdirect(self) -> JetDirectServer | None: ...
+    @property
+    def agent(self) -> Agent | None: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def state_dir(self) -> Path: ...
+    async def stop_agent(self) -> None: ...
+    async def restart_agent(self) -> None: ...
+    async def power_off(self) -> None: ...
+    async def power_on(self) -> None: ...
+
+
 class PrinterWebServer:
     """The printer's web pages for one running device: ``await start()``, ``await stop()``."""
 
-    def __init__(self, runner: DeviceRunner, *, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, runner: PrinterHost, *, host: str = "127.0.0.1", port: int = 0,
                  admin_password: str | None = None,
                  session_idle: timedelta = timedelta(minutes=15)) -> None:
         self.runner = runner
         self.host = host
         self._requested_port = port
         self.port = port
-        self.password = AdminPassword.from_text(admin_password or runner.options.serial)
+        assert runner.device is not None, "the device must exist before its web pages"
+        self.serial = runner.device.serial
+        self.password = AdminPassword.from_text(admin_password or self.serial)
         self.sessions = Sessions(idle=session_idle)
         self.throttle = LoginThrottle()
         self.env = _environment()

@@ -7,6 +7,7 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -149,3 +150,15 @@ async def test_throttled_logins_and_csrf_over_http(tmp_path: Path) -> None:
                 assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     finally:
         await runner.stop()
+
+
+async def test_the_pytest_plugins_device_serves_its_pages(dd_device: Any) -> None:
+    base = await dd_device.start_web(admin_password="plugin-pw")
+    level = dd_device.model.snapshot().supplies[0].level
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(base + "/supplies") as r:
+            assert r.status == 200
+            assert f'data-index="1" data-level="{level}"' in await r.text()
+        async with http.post(base + "/login", data={"password": "plugin-pw",
+                                                    "next": "/remote"}) as r:
+            assert r.url.path == "/remote" and dd_device.serial in await r.text()
