@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -46,7 +46,7 @@ class Dash:
         def find() -> str | None:
             try:
                 return str(self.driver.find_element(By.CSS_SELECTOR, css).text) or " "
-            except NoSuchElementException:
+            except (NoSuchElementException, StaleElementReferenceException):
                 return None
 
         return wait_for(find, f"{css} on {self.driver.current_url}", 10).strip()

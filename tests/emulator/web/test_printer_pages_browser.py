@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -53,7 +57,7 @@ class Rig:
         def find() -> str | None:
             try:
                 return str(self.driver.find_element(By.CSS_SELECTOR, css).text) or " "
-            except NoSuchElementException:
+            except (NoSuchElementException, StaleElementReferenceException):
                 return None
 
         return wait_for(find, f"{css} on {self.driver.current_url}", timeout).strip()
@@ -126,7 +130,7 @@ def test_supply_level_matches_snmp(rig: Rig) -> None:
     Select(rig.driver.find_element(By.ID, "supply-index")).select_by_value("1")
     rig.driver.find_element(By.ID, "supply-level").send_keys("1060")
     rig.driver.find_element(By.ID, "set-level").click()
-    assert "Supply level set" in rig.text("#done")
+    _done(rig, "Supply level set")
     rig.get("/supplies")
     row = rig.driver.find_element(By.CSS_SELECTOR, 'tr.supply[data-index="1"]')
     page_level = int(row.get_attribute("data-level") or "-9")
@@ -167,7 +171,7 @@ def test_jam_on_qa_page_shows_on_status_snmp_and_next_payload(rig: Rig) -> None:
     Select(rig.driver.find_element(By.ID, "fault-code")).select_by_value("075-135")
     rig.driver.find_element(By.ID, "raise-fault").click()
     screenshot(rig.driver, "printer-qa-fault")
-    assert "Fault raised" in rig.text("#done"), rig.text("main")
+    _done(rig, "Fault raised")
     rig.get("/status")
     codes = [e.text for e in rig.driver.find_elements(By.CSS_SELECTOR, "#alerts td.code")]
     assert "075-135" in codes and rig.text("#device-status") == "down"
@@ -180,7 +184,7 @@ def test_jam_on_qa_page_shows_on_status_snmp_and_next_payload(rig: Rig) -> None:
     before = len(rig.uploads())
     _login(rig)
     rig.driver.find_element(By.ID, "send-now").click()
-    assert "Send now requested" in rig.text("#done")
+    _done(rig, "Send now requested")
     ups = wait_for(lambda: (u := rig.uploads()) and len(u) > before and u, "the next upload")
     assert "075-135" in [f["code"] for f in ups[-1]["faults"]]
     rig.get("/qa")
@@ -204,9 +208,14 @@ def _tinyproxy(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     return proc, port, log
 
 
+def _done(rig: Rig, words: str) -> None:
+    """Wait for the page after a form to say ``words`` (not the page before it)."""
+    wait_for(lambda: words in rig.text("#done"), f"{words!r} on the page")
+
+
 def _save_settings(rig: Rig) -> None:
     rig.driver.find_element(By.ID, "save").click()
-    assert "Settings saved" in rig.text("#done")
+    _done(rig, "Settings saved")
 
 
 def test_proxy_set_on_the_page_carries_the_next_upload(rig: Rig) -> None:
