@@ -113,7 +113,8 @@ class PrinterWebServer:
         self.port = port
         assert runner.device is not None, "the device must exist before its web pages"
         self.serial = runner.device.serial
-        self.password = AdminPassword.from_text(admin_password or self.serial)
+        self.password = AdminPassword.from_text(
+            admin_password or runner.device.profile.admin_password or self.serial)
         self.sessions = Sessions(idle=session_idle)
         self.throttle = LoginThrottle()
         self.env = _environment()

@@ -85,6 +85,10 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     try:
         d = Dash(loop, server, runner, driver, downloads)
         d.get("/dashboard/")
+        d.driver.find_element(By.ID, "token").send_keys("not the token")
+        d.driver.find_element(By.ID, "login-submit").click()
+        assert "Wrong admin token" in d.text("#login-error")
+        screenshot(driver, "dashboard-login-refused")
         d.driver.find_element(By.ID, "token").send_keys(server.admin_token)
         d.driver.find_element(By.ID, "login-submit").click()
         wait_for(lambda: d.driver.find_elements(By.ID, "devices"), "the devices table")

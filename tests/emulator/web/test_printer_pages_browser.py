@@ -187,6 +187,9 @@ def test_jam_on_qa_page_shows_on_status_snmp_and_next_payload(rig: Rig) -> None:
     _done(rig, "Send now requested")
     ups = wait_for(lambda: (u := rig.uploads()) and len(u) > before and u, "the next upload")
     assert "075-135" in [f["code"] for f in ups[-1]["faults"]]
+    rig.get("/counters")  # the fault history, newest first, with its impression count
+    assert rig.text("#faults td.code") == "075-135"
+    screenshot(rig.driver, "printer-counters")
     rig.get("/qa")
     rig.driver.find_element(By.ID, "clear-fault").click()
 

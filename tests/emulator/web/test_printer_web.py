@@ -162,3 +162,24 @@ async def test_the_pytest_plugins_device_serves_its_pages(dd_device: Any) -> Non
         async with http.post(base + "/login", data={"password": "plugin-pw",
                                                     "next": "/remote"}) as r:
             assert r.url.path == "/remote" and dd_device.serial in await r.text()
+
+
+async def test_the_admin_password_may_come_from_the_profile(tmp_path: Path) -> None:
+    from emulator.model.profile import PROFILE_DIR
+
+    profile = tmp_path / "office-web.toml"
+    profile.write_text((PROFILE_DIR / "office-color.toml").read_text()
+                       + '\n[web]\nadmin_password = "from-profile"\n')
+    runner = DeviceRunner(DeviceOptions(profile=str(profile), serial="PROFILE01",
+                                        state_dir=tmp_path / "d"))
+    await runner.start()
+    try:
+        assert runner.web is not None
+        assert runner.web.password.matches("from-profile")
+        assert not runner.web.password.matches("PROFILE01")
+    finally:
+        await runner.stop()
+    (tmp_path / "bad.toml").write_text(profile.read_text().replace(
+        'admin_password = "from-profile"', 'admin_pasword = "typo"'))
+    with pytest.raises(Exception, match="admin_pasword"):
+        load_profile(str(tmp_path / "bad.toml"))
