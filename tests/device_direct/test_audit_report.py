@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from device_direct.__main__ import main
 from device_direct.audit import AuditLog
 from device_direct.audit_report import rows_of, to_csv, to_html
 
@@ -53,23 +54,20 @@ def test_html_escapes_everything_and_has_no_outside_reference(tmp_path: Path) ->
     assert "4 exchanges; 5120 bytes" in page
 
 
-def test_device_direct_audit_command(tmp_path: Path) -> None:
+def test_device_direct_audit_command(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     _log(tmp_path / "data")
     config = tmp_path / "agent.toml"
     config.write_text('[server]\nurl = "https://dd.example.com"\n'
                       f'[device]\ndata_dir = "{tmp_path / "data"}"\n')
-    out = subprocess.run([sys.executable, "-m", "device_direct", "audit", "--config",
-                          str(config), "--format", "csv"], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == "time,exchange,result,bytes,detail"
+    assert main(["audit", "--config", str(config), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "time,exchange,result,bytes,detail"
     html_file = tmp_path / "audit.html"
-    out = subprocess.run([sys.executable, "-m", "device_direct", "audit", "--config",
-                          str(config), "--format", "html", "-o", str(html_file)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    assert main(["audit", "--config", str(config), "--format", "html",
+                 "-o", str(html_file)]) == 0
     assert html_file.read_text().startswith("<!DOCTYPE html>")
-    bad = subprocess.run([sys.executable, "-m", "device_direct", "audit", "--config",
-                          str(tmp_path / "missing.toml")], capture_output=True, text=True,
-                         timeout=60)
-    assert bad.returncode == 2 and "missing.toml" in bad.stderr
+    assert main(["audit", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["audit", "--config", str(config), "--format", "pdf"])
+    assert usage.value.code == 2
