@@ -158,7 +158,7 @@ def _qa(request: web.Request, w: PrinterWebServer, *, status: int = 200,
     assert device is not None
     return w.render(request, "qa.html", title="QA", error=error, status=status,
                     faults=device.profile.faults, supplies=device.snapshot().supplies,
-                    power=device.power.value, active_fault=device.alerts())
+                    power=device.power.value)
 
 
 async def qa_post(request: web.Request) -> web.Response:

@@ -53,7 +53,12 @@ def supply_rows(supplies: tuple[Supply, ...]) -> list[dict[str, Any]]:
     for s in supplies:
         percent = (round(100 * s.level / s.capacity) if s.capacity > 0 and s.level >= 0
                    else None)
-        rows.append({"s": s, "percent": percent})
+        # The bar's colour follows the supply's state (the device's thresholds), not a
+        # fixed percentage: <meter> shows green at or above "high", amber between "low"
+        # and "high", red below "low".
+        meter = {"ok": (0, 0)}.get(s.status, (101, 101) if s.status in ("empty", "full")
+                                   else (0, 101))
+        rows.append({"s": s, "percent": percent, "meter": meter})
     return rows
 
 

@@ -143,6 +143,18 @@ async def test_throttled_logins_and_csrf_over_http(tmp_path: Path) -> None:
             async with http.post(base + "/qa/supply", data={"csrf": csrf.group(1),
                                                             "index": "1", "level": "-5"}) as r:
                 assert r.status == 400 and "must be 0..5300" in await r.text()
+            async with http.post(base + "/qa/door", data={"csrf": csrf.group(1),
+                                                          "state": "open"}) as r:
+                assert r.url.query.get("done") == "door-open"
+            async with http.get(base + "/status") as r:
+                assert "door open" in await r.text()
+            async with http.post(base + "/qa/network", data={"csrf": csrf.group(1),
+                                                             "minutes": "0"}) as r:
+                assert r.status == 400 and "minutes must be 1..1440" in await r.text()
+            async with http.post(base + "/qa/network", data={"csrf": csrf.group(1),
+                                                             "minutes": "5"}) as r:
+                assert r.url.query.get("done") == "network"
+            assert len(runner.web.background) == 1  # the network comes back in 5 minutes
             async with http.get(base + "/login?next=//evil.example/") as r:
                 assert 'value="/remote"' in await r.text()  # no open redirect
             async with http.get(base + "/status") as r:
