@@ -24,7 +24,9 @@ and the Device Direct agent.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -58,6 +60,7 @@ SESSION: web.RequestKey[Session | None] = web.RequestKey("dd_session")
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
 _MAX_BODY = 64 * 1024
+LOGIN_COOKIE = "dd_login"
 
 # Messages a redirect may name (``?done=...``): never text taken from the request.
 DONE_MESSAGES = {
@@ -209,28 +212,40 @@ class PrinterWebServer:
     # -- login --------------------------------------------------------------------------
 
     async def _login_page(self, request: web.Request) -> web.Response:
-        return self.render(request, "login.html", title="Log in", error=None,
-                           next=_safe_next(request.query.get("next", "/remote")))
+        return self._login_form(request, 200, None,
+                                _safe_next(request.query.get("next", "/remote")))
+
+    def _login_form(self, request: web.Request, status: int, error: str | None,
+                    nxt: str) -> web.Response:
+        # The login form is CSRF-protected too (double submit): a random token in a
+        # cookie and in the form; a cross-site page can set neither.
+        token = secrets.token_urlsafe(24)
+        response = self.render(request, "login.html", title="Log in", status=status,
+                               error=error, next=nxt, login_token=token)
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/")
+        return response
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         nxt = _safe_next(str(form.get("next", "/remote")))
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if not token or not hmac.compare_digest(token, str(form.get("login_token", ""))):
+            return self._login_form(request, 403, "The login form was stale: try again.", nxt)
         client = request.remote or "?"
         now = self.now()
         wait = self.throttle.wait(client, now)
         if wait > timedelta(0):
-            return self.render(request, "login.html", title="Log in", status=429, next=nxt,
-                               error=f"Too many wrong passwords: try again in "
-                                     f"{int(wait.total_seconds()) + 1} s.")
+            return self._login_form(request, 429, f"Too many wrong passwords: try again in "
+                                                  f"{int(wait.total_seconds()) + 1} s.", nxt)
         if not self.password.matches(str(form.get("password", ""))):
             self.throttle.failed(client, now)
             log.warning("wrong admin password from %s", client)
-            return self.render(request, "login.html", title="Log in", status=401, next=nxt,
-                               error="Wrong password.")
+            return self._login_form(request, 401, "Wrong password.", nxt)
         self.throttle.succeeded(client)
         self.sessions.drop(request.cookies.get(SESSION_COOKIE))
         session = self.sessions.create(now)
         response = _redirect(nxt)
+        response.del_cookie(LOGIN_COOKIE, path="/")
         response.set_cookie(SESSION_COOKIE, session.sid, httponly=True, samesite="Strict",
                             path="/")
         return response

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from emulator.web.auth import LoginThrottle, Session, Sessions, csrf_ok
 
 PREFIX = "/dashboard"
 COOKIE = "dd_dashboard"
+LOGIN_COOKIE = "dd_dashboard_login"
 _STATIC = Path(__file__).resolve().parent / "static"
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -83,8 +85,20 @@ def _safe_next(value: str) -> str:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    return _render(request, "login.html", title="Log in", error=None,
-                   next=_safe_next(request.query.get("next", PREFIX + "/")))
+    return _login_form(request, 200, None,
+                       _safe_next(request.query.get("next", PREFIX + "/")))
+
+
+def _login_form(request: web.Request, status: int, error: str | None, nxt: str
+                ) -> web.Response:
+    # CSRF on the login form too (double submit: the same random token in a cookie and
+    # in the form).
+    token = secrets.token_urlsafe(24)
+    response = _render(request, "login.html", status=status, title="Log in", error=error,
+                       next=nxt, login_token=token)
+    response.set_cookie(LOGIN_COOKIE, token, secure=True, httponly=True, samesite="Strict",
+                        path=PREFIX)
+    return response
 
 
 async def login(request: web.Request) -> web.Response:
@@ -92,18 +106,19 @@ async def login(request: web.Request) -> web.Response:
     server = server_of(request)
     form = await request.post()
     nxt = _safe_next(str(form.get("next", PREFIX + "/")))
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie, str(form.get("login_token", ""))):
+        return _login_form(request, 403, "The login form was stale: try again.", nxt)
     client, now = request.remote or "?", server.wall.now()
     wait = dash.throttle.wait(client, now)
     if wait > timedelta(0):
-        return _render(request, "login.html", status=429, title="Log in", next=nxt,
-                       error=f"Too many wrong tokens: try again in "
-                             f"{int(wait.total_seconds()) + 1} s.")
+        return _login_form(request, 429, f"Too many wrong tokens: try again in "
+                                         f"{int(wait.total_seconds()) + 1} s.", nxt)
     token = str(form.get("token", "")).strip()
     if not hmac.compare_digest(token.encode(), server.admin_token.encode()):
         dash.throttle.failed(client, now)
-        return _render(request, "login.html", status=401, title="Log in", next=nxt,
-                       error="Wrong admin token (it is in the server's state directory, "
-                             "file admin-token).")
+        return _login_form(request, 401, "Wrong admin token (it is in the server's state "
+                                         "directory, file admin-token).", nxt)
     dash.throttle.succeeded(client)
     session = dash.sessions.create(now)
     response = _see_other(nxt)

@@ -123,14 +123,22 @@ async def test_throttled_logins_and_csrf_over_http(tmp_path: Path) -> None:
         base = runner.web.base_url
         jar = aiohttp.CookieJar(unsafe=True)
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            for _ in range(3):
-                async with http.post(base + "/login", data={"password": "wrong"}) as r:
-                    assert r.status == 401
+            async def login(password: str, **extra: str) -> aiohttp.ClientResponse:
+                async with http.get(base + "/login") as page:
+                    found = re.search(r'name="login_token" value="([^"]+)"', await page.text())
+                    assert found is not None
+                return await http.post(base + "/login", data={
+                    "password": password, "login_token": found.group(1), **extra})
+
             async with http.post(base + "/login", data={"password": "right-one"}) as r:
+                assert r.status == 403  # no login token: a cross-site form
+            for _ in range(3):
+                async with await login("wrong") as r:
+                    assert r.status == 401
+            async with await login("right-one") as r:
                 assert r.status == 429 and "Too many wrong passwords" in await r.text()
             runner.web.throttle.succeeded("127.0.0.1")  # the wait is over
-            async with http.post(base + "/login", data={"password": "right-one",
-                                                        "next": "/qa"}) as r:
+            async with await login("right-one", next="/qa") as r:
                 assert r.status == 200 and r.url.path == "/qa"
                 csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
             assert csrf is not None
@@ -171,8 +179,11 @@ async def test_the_pytest_plugins_device_serves_its_pages(dd_device: Any) -> Non
         async with http.get(base + "/supplies") as r:
             assert r.status == 200
             assert f'data-index="1" data-level="{level}"' in await r.text()
-        async with http.post(base + "/login", data={"password": "plugin-pw",
-                                                    "next": "/remote"}) as r:
+        async with http.get(base + "/login") as r:
+            token = re.search(r'name="login_token" value="([^"]+)"', await r.text())
+            assert token is not None
+        async with http.post(base + "/login", data={"password": "plugin-pw", "next": "/remote",
+                                                    "login_token": token.group(1)}) as r:
             assert r.url.path == "/remote" and dd_device.serial in await r.text()
 
 
