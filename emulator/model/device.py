@@ -618,6 +618,23 @@ class EmulatedDevice:
         self._state.replace_supply(self._plan, index - 1, self._now())
         self._persist()
 
+    def set_supply_level(self, index: int, level: int) -> None:
+        """Set supply ``index`` (1-based) to ``level`` in its own unit (QA)."""
+        supplies = self._plan.profile.supplies
+        if not 1 <= index <= len(supplies):
+            raise DeviceCommandError(f"supply index must be 1..{len(supplies)}, got {index}")
+        cap = supplies[index - 1].capacity
+        if not 0 <= level <= cap:
+            raise DeviceCommandError(f"level of {supplies[index - 1].name} must be 0..{cap}, "
+                                     f"got {level}")
+        self._state.set_supply_level(self._plan, index - 1, level, self._now())
+        self._persist()
+
+    def set_door(self, open_: bool) -> None:
+        """Open or close the front door (QA): an open door is a critical doorOpen alert."""
+        self._state.set_door(open_, self._now())
+        self._persist()
+
     def replace_part(self, hfsi_id: str) -> None:
         """Replace the part counted by HFSI ``hfsi_id``: its counter is cleared."""
         ids = [h.id for h in self._plan.profile.hfsi]

@@ -318,9 +318,14 @@ class Profile:
     faults: tuple[FaultSpec, ...]
     nvm: tuple[NvmSpec, ...]
     usage: UsagePattern
+    # [web] admin_password: the embedded web pages' admin password for devices of this
+    # profile (None: each device's serial number, as many printers ship).
+    admin_password: str | None = None
 
     def __post_init__(self) -> None:
         _need(len(self.supplies) >= 1, "at least one supply is required")
+        _need(self.admin_password is None or 4 <= len(self.admin_password) <= 128,
+              "web.admin_password must be 4-128 characters")
         for kind, ids in (("supply name", [s.name for s in self.supplies]),
                           ("HFSI id", [h.id for h in self.hfsi]),
                           ("fault code", [f.code for f in self.faults]),
@@ -526,9 +531,14 @@ def read_profile(path: Path | str, *, name: str | None = None) -> Profile:
         faults = tuple(_fault(t) for t in root.tables("faults", []))
         nvm = tuple(_nvm(t) for t in root.tables("nvm", []))
         usage = _usage(root.table("usage"))
+        web = root.table("web", None)
+        admin_password = web.str("admin_password", None) if web is not None else None
+        if web is not None:
+            web.done()
         profile = _checked(root, lambda: Profile(
             name=profile_name, source=str(p), identity=identity, engine=engine,
-            supplies=supplies, hfsi=hfsi, faults=faults, nvm=nvm, usage=usage))
+            supplies=supplies, hfsi=hfsi, faults=faults, nvm=nvm, usage=usage,
+            admin_password=admin_password))
     except ConfigError as exc:
         raise ProfileError(str(exc)) from exc
     return profile

@@ -33,6 +33,7 @@ from emulator.model.state import (
     JOB_KIND_CODES,
     LOW,
     OK,
+    SRC_DOOR,
     SRC_HFSI,
     SRC_SUPPLY,
     DeviceState,
@@ -137,6 +138,8 @@ def alerts(st: DeviceState, plan: Plan) -> tuple[Alert, ...]:
         elif source == SRC_HFSI:
             h = plan.profile.hfsi[src_i]
             text = f"{h.id} {h.name}: preventive maintenance overdue"
+        elif source == SRC_DOOR:
+            text = "Front door open"
         else:
             f = plan.profile.faults[src_i]
             text = f"{f.code} {f.description}"
