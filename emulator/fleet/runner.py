@@ -161,7 +161,7 @@ class Fleet:
                 profile = self._profiles[ident.profile] = load_profile(ident.profile)
             model = EmulatedDevice(profile, serial=ident.serial, clock=self.clock,
                                    rng_seed=ident.model_seed, state_dir=None, mac=ident.mac,
-                                   fsync=False)
+                                   fsync=False, time_zone=ident.time_zone)
             config = AgentConfig(
                 server=ServerConfig(url=endpoint.url, ca_bundle=endpoint.ca_bundle,
                                     server_name=endpoint.server_name,

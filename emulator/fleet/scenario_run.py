@@ -117,7 +117,7 @@ class ScenarioFleet(Fleet):
             clock = SkewedClock(self.clock)
             model = ScenarioDevice(profile, serial=ident.serial, clock=clock,
                                    rng_seed=ident.model_seed, state_dir=None, mac=ident.mac,
-                                   fsync=False)
+                                   fsync=False, time_zone=ident.time_zone)
             proxy = proxies.get(pos)
             port = proxy.port if proxy is not None else server.port
             config = AgentConfig(
