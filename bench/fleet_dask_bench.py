@@ -5,7 +5,10 @@ One machine. A local Dask cluster (``dask scheduler`` and two ``dask worker --nt
 (two shard tasks); the baseline is the same fleet (devices, days, seed) with
 ``--processes 2``. Both use an embedded reference server in the client process. Rounds
 alternate (Dask, processes, Dask, ...; ``--rounds`` each, default 3) and the medians of
-the ``wall_s`` the reports give are compared: the machine is shared and drifts.
+the rates the reports give (device-days / ``wall_s``, set-up and registration included)
+are compared, and the median of each round's own ratio printed beside: the machine is
+shared and drifts. The Dask workers stay up between rounds (as a cluster does), so they
+import the emulator once; each ``--processes`` run starts two fresh interpreters.
 
 Goal: Dask >= 0.9 x ``--processes 2``. The last line is one JSON object.
 
@@ -97,15 +100,18 @@ def main() -> int:
             stop(procs)
     d, p = statistics.median(dask), statistics.median(local)
     ratio = d / p
+    paired = statistics.median(a / b for a, b in zip(dask, local, strict=True))
     print(f"fleet {args.devices} devices x {args.days} days, {args.rounds} rounds each")
     print(f"dask (2 workers x 1 thread)  {d:8.1f} device-days/s (median)")
     print(f"--processes 2 (baseline)     {p:8.1f} device-days/s (median)")
     print(f"ratio dask / processes       {ratio:8.2f}  (goal >= 0.9: "
-          f"{'met' if ratio >= 0.9 else 'NOT met'})")
+          f"{'met' if ratio >= 0.9 else 'NOT met'}); median of the rounds' own ratios "
+          f"{paired:.2f}")
     print(json.dumps({"devices": args.devices, "days": args.days, "rounds": args.rounds,
                       "dask_device_days_per_s": round(d, 1),
                       "processes2_device_days_per_s": round(p, 1),
-                      "ratio_dask_to_processes": round(ratio, 3), "goal_ratio": 0.9,
+                      "ratio_dask_to_processes": round(ratio, 3),
+                      "ratio_per_round_median": round(paired, 3), "goal_ratio": 0.9,
                       "goal_met": ratio >= 0.9}))
     return 0
 

@@ -102,7 +102,7 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
             target = replace(target, ca_bundle=work / "ca.pem")
         report = run_on_loop(run_fleet(job.spec, work, shard=job.shard, target=target,
                                        concurrency=job.concurrency,
-                                       stats=lambda s: stats(s)), job.loop)
+                                       stats=stats), job.loop)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"report": report.to_json(), "stats": last.get("stats")}
@@ -146,6 +146,13 @@ async def run_cluster(spec: FleetSpec, args: argparse.Namespace, target: ServerT
     server: ReferenceServer | None = None
     latest: dict[str, dict[str, Any]] = {}
     try:
+        try:
+            await client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise FleetSpecError(
+                f"--cluster {args.cluster}: no worker joined the scheduler in "
+                f"{CONNECT_TIMEOUT_S:.0f} s; start some with `dask worker {args.cluster} "
+                "--nthreads 1`") from None
         workers = await client.scheduler.identity()
         threads = sum(int(w.get("nthreads", 1)) for w in workers["workers"].values())
         k = args.processes if args.processes > 1 else max(1, min(threads, spec.devices))

@@ -1,9 +1,9 @@
 """What a running fleet has done so far, as a plain JSON-ready snapshot.
 
-A shard's runner takes a snapshot of its devices a few times a second (the same tick
-that draws the progress bar) and hands it to whoever watches: the Prometheus endpoint
-(``metrics.py``), the ``--stats-csv`` writer (``stats_csv.py``), or - on a Dask worker -
-the client, through the scheduler's event log. Snapshots are plain dicts of numbers so
+A shard's runner takes a snapshot of its devices (``Fleet.snapshot``) twice a second (on
+the tick that draws the progress bar) and hands it to whoever watches: the Prometheus
+endpoint (``metrics.py``), the ``--stats-csv`` writer (``stats_csv.py``), or - on a Dask
+worker - the client, through the scheduler's event log. Snapshots are plain dicts of numbers so
 they cross process and machine boundaries as they are; :func:`merge_snapshots` adds up
 the latest one of each shard.
 
@@ -14,12 +14,8 @@ fixed, so shard histograms add up).
 from __future__ import annotations
 
 import bisect
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from emulator.fleet.runner import Fleet
+from typing import Any
 
 # seconds; a daily sync on loopback takes milliseconds, through a proxy or a slow
 # server seconds, and a timed-out upload minutes of the agent's timeout
@@ -45,38 +41,6 @@ class Latency:
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "sum": self.total, "count": self.count}
-
-
-def fleet_snapshot(fleet: Fleet, latency: Latency) -> dict[str, Any]:
-    """The shard's figures now (cheap: a pass over its agents' counters)."""
-    uploads = {"stored": 0, "duplicate": 0, "rejected": 0}
-    actions = {"issued": sum(fleet.actions_issued), "run": 0, "refused": 0}
-    errors: Counter[str] = Counter()
-    states = dict.fromkeys(DEVICE_STATES, 0)
-    retries = delivered = 0
-    started = len(fleet.tasks)
-    for n, agent in enumerate(fleet.agents):
-        s = agent.stats
-        uploads["stored"] += s.uploads_stored
-        uploads["duplicate"] += s.uploads_duplicate
-        uploads["rejected"] += s.uploads_rejected
-        retries += s.send_failures
-        actions["run"] += agent.fleet.actions_run
-        actions["refused"] += agent.fleet.actions_refused
-        errors.update(agent.fleet.errors)
-        delivered += agent.days_delivered
-        if n >= started:
-            states["waiting"] += 1
-        elif agent.finished:
-            states["finished"] += 1
-        elif fleet.tasks[n].done():
-            states["crashed"] += 1
-        else:
-            states["running"] += 1
-    return {"device_days": len(fleet.agents) * fleet.spec.days, "delivered": delivered,
-            "uploads": uploads, "retries": retries, "errors": dict(errors),
-            "actions": actions, "devices": states,
-            "virtual_time": fleet.clock.now().timestamp(), "latency": latency.to_json()}
 
 
 def merge_snapshots(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import heapq
 import logging
 import random
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,7 +58,7 @@ from emulator.clock import VirtualClock
 from emulator.errors import EmulatorError
 from emulator.fleet.fleet_agent import DeviceDone, FleetAgent
 from emulator.fleet.identities import DeviceIdentity, fleet_identities
-from emulator.fleet.live_stats import Latency, fleet_snapshot
+from emulator.fleet.live_stats import DEVICE_STATES, Latency
 from emulator.fleet.report import DeviceOutcome, FleetReport, check
 from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard, format_actions, format_mix
 from emulator.model.device import EmulatedDevice
@@ -147,6 +148,7 @@ class Fleet:
         self.jams = [0] * len(self.identities)
         self.actions_issued = [0] * len(self.identities)
         self.tasks: list[asyncio.Task[None]] = []
+        self.task_of: dict[int, asyncio.Task[None]] = {}  # device position -> its agent
         self.gate = asyncio.Semaphore(concurrency)
         self.latency = Latency()
         self._profiles: dict[str, Profile] = {}
@@ -183,7 +185,9 @@ class Fleet:
         clock = self.clock
         if isinstance(clock, VirtualClock):
             clock.register()
-        self.tasks.append(asyncio.create_task(self._run_agent(i)))
+        task = asyncio.create_task(self._run_agent(i))
+        self.tasks.append(task)
+        self.task_of[i] = task
 
     async def _run_agent(self, i: int) -> None:
         agent = self.agents[i]
@@ -197,6 +201,38 @@ class Fleet:
         finally:
             if isinstance(self.clock, VirtualClock):
                 self.clock.unregister()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The shard's live figures now (``live_stats.py``): one pass over its agents."""
+        uploads = {"stored": 0, "duplicate": 0, "rejected": 0}
+        actions = {"issued": sum(self.actions_issued), "run": 0, "refused": 0}
+        errors: Counter[str] = Counter()
+        states = dict.fromkeys(DEVICE_STATES, 0)
+        retries = delivered = 0
+        for n, agent in enumerate(self.agents):
+            s = agent.stats
+            uploads["stored"] += s.uploads_stored
+            uploads["duplicate"] += s.uploads_duplicate
+            uploads["rejected"] += s.uploads_rejected
+            retries += s.send_failures
+            actions["run"] += agent.fleet.actions_run
+            actions["refused"] += agent.fleet.actions_refused
+            errors.update(agent.fleet.errors)
+            delivered += agent.days_delivered
+            task = self.task_of.get(n)
+            if task is None:
+                states["waiting"] += 1  # not booted yet (its first evening is to come)
+            elif agent.finished:
+                states["finished"] += 1
+            elif task.done():
+                states["crashed"] += 1  # ended unfinished: crashed, or stopped at the end
+            else:
+                states["running"] += 1
+        return {"device_days": len(self.agents) * self.spec.days, "delivered": delivered,
+                "uploads": uploads, "retries": retries, "errors": dict(errors),
+                "actions": actions, "devices": states,
+                "virtual_time": self.clock.now().timestamp(),
+                "latency": self.latency.to_json()}
 
     def days_delivered(self) -> int:
         """Daily payloads the server has acknowledged, over all devices (progress)."""
@@ -282,7 +318,7 @@ async def _ticker(fleet: Fleet, progress: ProgressFn | None, stats: StatsFn | No
             progress(fleet.days_delivered(), len(fleet.agents) * fleet.spec.days,
                      fleet.clock.now())
         if stats is not None and tick % 2 == 0:  # every 0.5 s: a pass over all agents
-            stats(fleet_snapshot(fleet, fleet.latency))
+            stats(fleet.snapshot())
         tick += 1
         await wall.sleep(0.25)
 
@@ -356,7 +392,7 @@ async def run_fleet(
         if progress is not None:
             progress(fleet.days_delivered(), len(fleet.agents) * spec.days, clock.now())
         if stats is not None:
-            stats(fleet_snapshot(fleet, fleet.latency))
+            stats(fleet.snapshot())
         if server is not None:
             counts: dict[str, int] | None = {
                 d["serial"]: int(d["uploads"]) for d in server.storage.devices()}

@@ -174,6 +174,11 @@ class ScenarioFleet(Fleet):
                         return
                     reason = exc
                 await self._reboot(slot, reason)
+        except Exception as exc:  # a bug of the harness: the report must say so
+            slot.crashed = f"supervisor crashed: {type(exc).__name__}: {exc}"
+            log.error("%s: %s", slot.ident.serial, slot.crashed, exc_info=exc)
+            if slot.task is not None and slot.task.done() and not slot.task.cancelled():
+                slot.task.exception()  # seen: asyncio need not log it again at exit
         finally:
             slot.task = None
             self.vclock.unregister()

@@ -19,7 +19,8 @@ def test_help_reads_well() -> None:
     out = subprocess.run([sys.executable, "-m", "emulator.fleet", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for words in ("--devices N", "--days D", "--mix P:W,...", "--shard i/K", "--processes K",
+    for words in ("--devices N", "--days D", "--mix P:W,...", "--shard [i/K]", "--processes K",
+                  "--cluster tcp://HOST:PORT", "merge-reports REPORT...", "--metrics-port P",
                   "--server URL", "--registration-key KEY", "--key-file FILE", "--report FILE",
                   "embedded reference server", "Exit codes"):
         assert words in out.stdout, words
@@ -188,3 +189,11 @@ def test_fleet_cli_uses_scenario_cli_and_not_the_other_way_round() -> None:
     assert "emulator.fleet.cli_common" in _imports(fleet / "scenario_cli.py")
     assert not {"emulator.fleet.cli", "emulator.fleet.scenario_cli"} & _imports(
         fleet / "cli_common.py")
+
+
+def test_no_two_fleet_modules_import_each_other() -> None:
+    # Every import counts (function bodies and TYPE_CHECKING too), as for the server.
+    from tests.emulator.test_import_cycles import _cycles, _graph
+
+    paths = sorted((ROOT / "emulator" / "fleet").glob("*.py"))
+    assert _cycles(_graph(paths)) == []
