@@ -21,7 +21,12 @@ every n seconds of the injected clock.
 Limits: concurrent connections (extra ones are closed at once), idle time (real
 seconds: it guards a socket, so it runs on the event loop's timer, not on the
 device's clock, which may be virtual), PJL line length and job size. Bytes that are
-neither PJL nor a print language, and any limit broken, end the connection cleanly.
+neither PJL nor a print language, and any limit broken, end the connection cleanly
+with one rate-limited warning naming the peer and the cause
+(:class:`emulator.snmp.bad_input.BadInputLog`), never a traceback.
+
+The panel (RDYMSG, OPMSG, STMSG) is the device's (:attr:`EmulatedDevice.console`),
+so SNMP's display text and status follow what a PJL client sets here.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,7 +55,8 @@ from emulator.jetdirect.jobs import (
 )
 from emulator.jetdirect.stream import JobData, Limits, PjlCommand, State, StreamSplitter
 from emulator.model.device import EmulatedDevice
-from emulator.snmp.printer_status import printer_status
+from emulator.snmp.bad_input import BadInputLog
+from emulator.snmp.printer_status import status_of_device
 
 log = logging.getLogger("emulator.jetdirect")
 
@@ -85,6 +92,7 @@ class JetDirectConfig:
     idle_timeout_s: float = 300.0
     limits: Limits = field(default_factory=Limits)
     firmware_by_print_job: bool = True  # the admin switch (see module doc)
+    bad_input_interval_s: float = 60.0  # at most one warning line per this many seconds
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -124,8 +132,9 @@ class JetDirectServer:
         self.config = config
         self.on_firmware = on_firmware
         self.firmware_by_print_job = config.firmware_by_print_job
-        self.ready_message = ""
         self.stats = JetDirectStats()
+        self.bad_input = BadInputLog(log, "port 9100", time.monotonic,
+                                     interval_s=config.bad_input_interval_s)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._port = 0
@@ -159,16 +168,26 @@ class JetDirectServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
 
+    @property
+    def ready_message(self) -> str:
+        """The panel's ready message (``@PJL RDYMSG``)."""
+        return self.device.console.ready_message
+
     def view(self) -> pjl.DeviceView:
         """The device as PJL answers describe it, now."""
         d = self.device
         profile = d.profile
+        ident = d.identity()
+        labels = {m.name: m.label for m in profile.identity.firmware}
         return pjl.DeviceView(
-            model=d.identity().model, status=printer_status(d.power, d.alerts()),
+            model=ident.model, status=status_of_device(d),
             power=d.power, page_count=d.counters().total_impressions,
             color=profile.engine.color, trays=profile.engine.trays,
             duplex="duplex" in profile.identity.features,
-            a3="a3" in profile.identity.features, ready_message=self.ready_message)
+            a3="a3" in profile.identity.features, equipment=profile.equipment,
+            serial=ident.serial, product_code=ident.product_code,
+            options=ident.installed_options,
+            firmware=tuple((labels.get(k, k), v) for k, v in ident.firmware.items()))
 
     # -- connections -------------------------------------------------------------------
 
@@ -185,7 +204,10 @@ class JetDirectServer:
         try:
             await self._serve(reader, writer)
         except (ConnectionError, OSError) as exc:
-            log.info("port 9100: connection lost: %s", exc)
+            log.info("port 9100: connection from %s lost: %s", _peer(writer), exc)
+        except Exception as exc:  # a bug must cost one connection, not the port
+            self.bad_input.report(_peer(writer), f"connection failed: "
+                                  f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
             pass
         finally:
@@ -231,14 +253,17 @@ class JetDirectServer:
         if isinstance(event, PjlCommand):
             outcome = session.command(event.line, self.view())
             if outcome.ready_message is not None:
-                self.ready_message = outcome.ready_message
+                self.device.console.set_ready_message(outcome.ready_message)
+            if outcome.operator_message is not None:
+                self.device.console.set_operator_message(outcome.operator_message)
             if outcome.reply:
                 writer.write(outcome.reply.encode("latin-1", "replace"))
             return True
         if isinstance(event, JobData):
             return await self._job(event, session, writer)
         self.stats.violations += 1
-        log.warning("port 9100: closing the connection: %s", getattr(event, "reason", event))
+        self.bad_input.report(_peer(writer), f"{getattr(event, 'reason', event)}; "
+                              f"connection closed")
         return False
 
     def _maybe_device_status(self, session: pjl.PjlSession,
@@ -267,8 +292,9 @@ class JetDirectServer:
             return True
         if language is Language.GARBAGE:
             self.stats.garbage += 1
-            log.warning("port 9100: %d bytes that are neither PJL nor a print language; "
-                        "closing", len(event.data))
+            self.bad_input.report(_peer(writer), f"{len(event.data)} bytes that are neither "
+                                  f"PJL nor a print language (start "
+                                  f"{event.data[:8].hex(' ')}); connection closed")
             return False
         settings = settings_from_pjl(session.job_lines)
         session.end_job()
@@ -326,3 +352,8 @@ class JetDirectServer:
             log.info("port 9100: DLM %s %s accepted", name, version)
         else:
             log.warning("port 9100: DLM %s %s rejected: %s", name or "?", version or "?", reason)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"

@@ -44,9 +44,11 @@ from device_direct.model import (
     PowerState,
     PrintJob,
     PrintResult,
+    Property,
 )
 from emulator.errors import StateStorageError
 from emulator.model import snapshot as views
+from emulator.model.console import Console
 from emulator.model.errors import DeviceCommandError, DeviceStateError
 from emulator.model.plan import Plan, plan_for
 from emulator.model.power import PowerEvent, is_powered, next_state
@@ -80,7 +82,7 @@ class EmulatedDevice:
     """One emulated printer. Implements ``device_direct.model.DeviceModel``."""
 
     __slots__ = ("_clock", "_gen", "_lock", "_network", "_plan", "_power", "_seed_base",
-                 "_serial", "_state", "_store", "last_report")
+                 "_serial", "_state", "_store", "console", "last_report", "revision")
 
     def __init__(
         self,
@@ -131,6 +133,10 @@ class EmulatedDevice:
         self._gen = 0
         self._lock: asyncio.Lock | None = None
         self.last_report = ""
+        # The control panel (display text, PJL RDYMSG/OPMSG), and a number that grows
+        # with every change of state or power, for readers that cache a view (SNMP).
+        self.console = Console()
+        self.revision = 0
         self._store = StateFile(state_dir, fsync=fsync) if state_dir is not None else None
         stored = self._store.read() if self._store is not None else None
         if stored is not None:
@@ -153,6 +159,9 @@ class EmulatedDevice:
 
     def _to(self, event: PowerEvent) -> None:
         self._power = next_state(self._power, event)
+        self.revision += 1
+        if self._power is _S.OFF or self._power is _S.BOOTING:
+            self.console.reset()  # the panel's messages do not survive a power cycle
 
     def _require_powered(self, what: str) -> None:
         if not is_powered(self._power):
@@ -175,6 +184,7 @@ class EmulatedDevice:
         return d
 
     def _persist(self) -> None:
+        self.revision += 1
         if self._store is not None:
             self._store.write(self.export_state())
 
@@ -275,7 +285,9 @@ class EmulatedDevice:
         st, plan = self._state, self._plan
         return DeviceSnapshot(
             taken_at=self._clock.now(), power=self._power, identity=self.identity(),
-            network=self._network, properties=views.properties(st, plan),
+            network=self._network,
+            properties=(*views.properties(st, plan), Property(
+                "console-display", self.console.display(self._power, views.alerts(st, plan)))),
             alerts=views.alerts(st, plan), faults=views.faults(st, plan),
             counters=views.counters(st), supplies=views.supplies(st, plan, self._serial),
             hfsi=views.hfsi(st, plan), nvm=views.nvm(st, plan), firmware=views.firmware(st),
