@@ -48,6 +48,7 @@ from device_direct.model import (
 )
 from emulator.errors import StateStorageError
 from emulator.model import snapshot as views
+from emulator.model.aging import age_device
 from emulator.model.console import Console
 from emulator.model.errors import DeviceCommandError, DeviceStateError
 from emulator.model.plan import Plan, plan_for
@@ -102,12 +103,15 @@ class EmulatedDevice:
         dns_servers: tuple[str, ...] = (),
         powered_on: bool = True,
         fsync: bool = True,
+        age_days: int | None = None,
     ) -> None:
         """Build the device; with ``powered_on`` it is up at once (no boot wait).
 
         ``mac`` and ``ipv4`` default to values derived from the serial (a locally
         administered MAC, an address in 10.0.0.0/8). With a ``state_dir`` holding a
-        state file the device resumes from it.
+        state file the device resumes from it. A new device with ``age_days`` (default:
+        the profile's ``[history] age_days``) starts as a used printer with that many
+        days of its own use behind it (:mod:`emulator.model.aging`).
         """
         if not serial or not serial.isprintable() or len(serial) > 32:
             raise DeviceCommandError(f"serial must be 1..32 printable characters, got {serial!r}")
@@ -151,6 +155,12 @@ class EmulatedDevice:
             self._to(_E.POWER_ON)
             self._begin_boot()
             self._finish_boot()
+        age = profile.history.age_days if age_days is None else age_days
+        if stored is None and age > 0:
+            if not powered_on:
+                raise DeviceCommandError("a used printer (age_days > 0) must be created "
+                                         "powered on: its history is simulated at once")
+            age_device(self, age)
 
     # -- plumbing -----------------------------------------------------------------------
 
