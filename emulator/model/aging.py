@@ -49,11 +49,11 @@ def age_device(device: EmulatedDevice, days: int) -> AgingResult:
     """Give a new ``device`` ``days`` days of its own use, ending yesterday."""
     if not 0 <= days <= MAX_DAYS:
         raise ValueError(f"days must be 0..{MAX_DAYS}, got {days}")
-    st, plan = device._state, device._plan  # noqa: SLF001 (a model module: same room)
+    st, plan = device._state, device._plan
     if st.last_day or st.total or st.fault_log:
         raise DeviceStateError("only a new device can be aged: this one already has a "
                                "history (a resumed state file?)")
-    today = device._clock.now().date()  # noqa: SLF001
+    today = device._clock.now().date()
     first = today - timedelta(days=days)
     if days == 0:
         return AgingResult(first, 0, 0, 0, 0, 0)
@@ -72,6 +72,6 @@ def age_device(device: EmulatedDevice, days: int) -> AgingResult:
             if st.hfsi_count(plan, i) >= h.life:  # the technician's scheduled visit
                 st.replace_part(plan, i, t)
                 parts += 1
-    device._persist()  # noqa: SLF001
+    device._persist()
     return AgingResult(first, days, st.total, len(st.fault_log) // FAULT_FIELDS, parts,
                        sum(st.sup_repl))

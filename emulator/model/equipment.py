@@ -44,6 +44,7 @@ LANGUAGE_FAMILIES: dict[str, tuple[int, str]] = {
     "PDF": (54, "PDF 1.7"),  # langPDF
     "XPS": (60, "XPS"),  # langXPS
 }
+DEFAULT_LANGUAGES = ("PCL", "PCLXL", "POSTSCRIPT")
 # prtLocalizationLanguage/Country (ISO 639 / ISO 3166) -> the PJL LANG name.
 PJL_LANG = {"en": "ENGLISH", "de": "GERMAN", "fr": "FRENCH", "it": "ITALIAN",
             "es": "SPANISH", "nl": "DUTCH", "pt": "PORTUGUESE", "ja": "JAPANESE"}
@@ -102,7 +103,7 @@ class MibSpec:
     device_id: str = ""
     device_id_oid: str = ""
     meters: tuple[tuple[str, str], ...] = ()  # (counter name, OID)
-    languages: tuple[str, ...] = ("PCL", "PCLXL", "POSTSCRIPT")
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES
     panel_language: str = "en-US"
     if_speed_mbps: int = 1000
     memory_kb: int = 2_097_152  # hrMemorySize; PJL INFO MEMORY and CONFIG in bytes
@@ -210,7 +211,7 @@ def read_mib(t: Table | None) -> MibSpec:
     spec = MibSpec(
         sys_descr=t.str("sys_descr", ""), device_id=t.str("device_id", ""),
         device_id_oid=t.str("device_id_oid", ""), meters=meters,
-        languages=t.str_list("languages", MibSpec.languages),
+        languages=t.str_list("languages", DEFAULT_LANGUAGES),
         panel_language=t.str("panel_language", "en-US"),
         if_speed_mbps=t.int("if_speed_mbps", 1000, min=1),
         memory_kb=t.int("memory_kb", 2_097_152, min=1024),

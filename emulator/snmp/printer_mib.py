@@ -15,9 +15,9 @@ PJL INFO STATUS shows), alerts from the model (the same rows the payload carries
 Index choices (RFC 3805 ties every Printer-MIB table to hrDeviceIndex): the printer is
 hrDeviceIndex 1; there is one marker (prtMarkerIndex 1); supplies keep the profile's
 prtMarkerSuppliesIndex; colorants are numbered in the order their first supply
-appears; input trays and output bins are numbered in the equipment's order; media path 1 is the simplex
-path and 2 the duplex path when the engine has one; alert rows keep the model's
-prtAlertIndex (it only grows and resolved alerts leave the table, as the MIB asks).
+appears; input trays and output bins are numbered in the equipment's order; media
+path 1 is the simplex path and 2 the duplex path when the engine has one; alert rows
+keep the model's prtAlertIndex (it only grows and resolved alerts leave the table, as the MIB asks).
 """
 
 from __future__ import annotations
