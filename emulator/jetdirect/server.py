@@ -14,7 +14,8 @@ default refuses ("firmware by print job is disabled"), and the admin switch
 
 With ``@PJL USTATUS DEVICE=ON`` a connection gets ``@PJL USTATUS DEVICE`` whenever
 the status code differs from the last one it was sent (checked after every batch of
-commands and after every job), with ``JOB=ON`` START/END messages around each job,
+commands, after every job, and every ``STATUS_POLL_S`` while the client is quiet, so a
+change in the model reaches it unasked), with ``JOB=ON`` START/END messages around each job,
 with ``PAGE=ON`` one message per printed page, and with ``TIMED=n`` the device status
 every n seconds of the injected clock.
 
@@ -61,6 +62,7 @@ from emulator.snmp.printer_status import status_of_device
 log = logging.getLogger("emulator.jetdirect")
 
 DISABLED_REASON = "firmware by print job is disabled"
+STATUS_POLL_S = 0.5  # real seconds between looks at the model for USTATUS DEVICE
 SWITCHED_OFF_REASON = "firmware updates by print job are switched off by the administrator"
 
 
@@ -222,13 +224,27 @@ class JetDirectServer:
         timed: asyncio.Task[None] | None = None
         timed_every = 0
         try:
+            idle = 0.0
             while splitter.state is not State.CLOSED:
+                # With unsolicited device status on, the model is looked at every
+                # STATUS_POLL_S while the client is quiet, so an alert raised or
+                # cleared in the model reaches it without waiting for its next command.
+                wait = self.config.idle_timeout_s - idle
+                if session.ustatus.device != "OFF":
+                    wait = min(wait, STATUS_POLL_S)
                 try:
-                    async with asyncio.timeout(self.config.idle_timeout_s):
+                    async with asyncio.timeout(wait):
                         chunk = await reader.read(65536)
                 except TimeoutError:
-                    log.info("port 9100: idle for %ss, closing", self.config.idle_timeout_s)
-                    return
+                    idle += wait
+                    if idle >= self.config.idle_timeout_s:
+                        log.info("port 9100: idle for %ss, closing",
+                                 self.config.idle_timeout_s)
+                        return
+                    self._maybe_device_status(session, writer)
+                    await writer.drain()
+                    continue
+                idle = 0.0
                 events = splitter.feed(chunk) if chunk else splitter.eof()
                 for event in events:
                     if not await self._handle(event, session, writer):

@@ -198,6 +198,11 @@ XEROX_TOTAL = "1.3.6.1.4.1.253.8.53.13.2.1.6.1.20.1"
 
 async def test_alert_display_and_job_agree_in_snmp_pjl_and_payload(rig: Rig) -> None:
     device, agent, server = rig
+    # A tool listening for unsolicited status (PJL USTATUS DEVICE=ON) on port 9100.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(UEL + b"@PJL USTATUS DEVICE=ON\r\n")
+    first = await asyncio.wait_for(reader.readuntil(FF), timeout=10)
+    assert b"CODE=10001" in first
     # An alert raised in the model: prtAlertTable, the error bits, PJL and the payload.
     fault = device.jam()
     alert = device.alerts()[0]
@@ -211,6 +216,9 @@ async def test_alert_display_and_job_agree_in_snmp_pjl_and_payload(rig: Rig) -> 
     assert got[DISPLAY] == f'STRING: "{alert.description}"'
     status = await _pjl(server, b"@PJL INFO STATUS\r\n")
     assert b"CODE=42000" in status and f'DISPLAY="{alert.description}"'.encode() in status
+    pushed = await asyncio.wait_for(reader.readuntil(FF), timeout=10)  # unasked
+    assert pushed.startswith(b"@PJL USTATUS DEVICE\r\nCODE=42000\r\n")
+    assert f'DISPLAY="{alert.description}"'.encode() in pushed
     root = _payload(device)
     rows = root.findall("p:Status/p:Alert", NS)
     assert [(r.get("index"), r.get("code"), r.text) for r in rows] == [
@@ -224,6 +232,9 @@ async def test_alert_display_and_job_agree_in_snmp_pjl_and_payload(rig: Rig) -> 
     got = await _snmp(agent, ERROR_STATE, DISPLAY)
     assert got[ERROR_STATE] == "Hex-STRING: 00 00 " and got[DISPLAY] == 'STRING: "Ready to print"'
     assert b"CODE=10001" in await _pjl(server, b"@PJL INFO STATUS\r\n")
+    pushed = await asyncio.wait_for(reader.readuntil(FF), timeout=10)
+    assert pushed.startswith(b"@PJL USTATUS DEVICE\r\nCODE=10001\r\n")
+    writer.close()
     root = _payload(device)
     assert root.findall("p:Status/p:Alert", NS) == []
     assert _console_property(root) == "Ready to print"
