@@ -230,7 +230,8 @@ class SnmpAgent:
         if boot_key != self._boot_key:
             self._boot_key = boot_key
             self._boot_impressions = total
-            self._engine_booted(int(boot_key or 0))
+            if int(boot_key or 0) != self._boots:  # the device booted since last look
+                self._engine_booted(int(boot_key or 0))
         return MibInput(
             now=self.clock.now(), power=snap.power, uptime_ticks=d.uptime_ticks(),
             identity=snap.identity, network=snap.network, counters=snap.counters,

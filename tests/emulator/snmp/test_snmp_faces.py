@@ -305,3 +305,16 @@ async def test_garbage_on_both_ports_logs_no_traceback(
     assert len(snmp) == 1 and "from 127.0.0.1:" in snmp[0], warnings
     assert len(port9100) == 1 and "from 127.0.0.1:" in port9100[0], warnings
     assert agent.bad_input.total >= 100 and server.bad_input.total == 1
+
+
+async def test_engine_boots_and_time_follow_the_device(rig: Rig) -> None:
+    device, agent, _ = rig
+    boots, engine_time = "1.3.6.1.6.3.10.2.1.2.0", "1.3.6.1.6.3.10.2.1.3.0"
+    await asyncio.sleep(1.1)
+    got = await _snmp(agent, boots, engine_time)
+    assert got[boots] == "INTEGER: 1" and int(got[engine_time].split()[-1]) >= 1
+    await device.reboot()  # virtual boot time; the engine's counts real seconds again
+    got = await _snmp(agent, boots, engine_time)
+    assert got[boots] == "INTEGER: 2" and int(got[engine_time].split()[-1]) <= 1
+    result = await run("snmpget", *v3(agent.port), boots)  # v3 resynchronises to it
+    assert result.out.strip().endswith("INTEGER: 2"), result.err
