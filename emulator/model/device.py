@@ -293,12 +293,13 @@ class EmulatedDevice:
 
     def snapshot(self) -> DeviceSnapshot:
         st, plan = self._state, self._plan
+        alerts = views.alerts(st, plan)
         return DeviceSnapshot(
             taken_at=self._clock.now(), power=self._power, identity=self.identity(),
             network=self._network,
             properties=(*views.properties(st, plan), Property(
-                "console-display", self.console.display(self._power, views.alerts(st, plan)))),
-            alerts=views.alerts(st, plan), faults=views.faults(st, plan),
+                "console-display", self.console.display(self._power, alerts))),
+            alerts=alerts, faults=views.faults(st, plan),
             counters=views.counters(st), supplies=views.supplies(st, plan, self._serial),
             hfsi=views.hfsi(st, plan), nvm=views.nvm(st, plan), firmware=views.firmware(st),
             jobs=views.jobs(st))
