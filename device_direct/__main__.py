@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 usage or configuration error (the message names the file and
 key); 3 a runtime error (server unreachable, registration refused, storage failed);
-4 no agent is running (status/send-now); 130 interrupted.
+4 no agent is running (status/send-now); 130 interrupted; 141 (128 + SIGPIPE) the
+reader of the output went away (``device-direct status ... | head -1``), quietly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +32,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_RUNTIME = 3
 EXIT_NOT_RUNNING = 4
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, as the shell reports for any tool stopped so
 EMULATED_MODEL = "emulator.model.plug:make_model"
 
 log = logging.getLogger("device_direct.cli")
@@ -72,7 +75,15 @@ def _model(args: argparse.Namespace, config: AgentConfig, clock: Clock) -> Devic
         raise ConfigError(
             "no device model: set device.profile (an emulated MFP) or pass --model module:function"
         )
-    return load_model_factory(spec)(config, clock)
+    factory = load_model_factory(spec)
+    try:
+        return factory(config, clock)
+    except ConfigError as exc:
+        if exc.path is not None:
+            raise
+        # The factory knows the key (device.profile, say), the CLI knows the file.
+        message = str(exc).removeprefix(f"key '{exc.key}': ")
+        raise ConfigError(message, path=args.config, key=exc.key) from exc
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -129,12 +140,18 @@ async def _status(args: argparse.Namespace) -> int:
 
 def _offline_status(config: AgentConfig) -> dict[str, Any]:
     """What the data directory says when no agent is running (read-only)."""
+    from device_direct.agent import STATE_FILE, identity_state, load_agent_state
     from device_direct.identity import IdentityStore
 
     ident = IdentityStore(config.device.data_dir / "identity")
     outbox = config.device.data_dir / "outbox"
     queued = sorted(p.name for p in outbox.glob("*.zip")) if outbox.is_dir() else []
-    return {"registered": ident.is_registered, "device_id": ident.device_id, "queued": queued}
+    try:
+        why = load_agent_state(config.device.data_dir / STATE_FILE).get("needs_registration")
+    except (OSError, ValueError, KeyError, TypeError):
+        why = None
+    return {"identity": identity_state(ident.is_registered, why), "needs_registration": why,
+            "registered": ident.is_registered, "device_id": ident.device_id, "queued": queued}
 
 
 async def _send_now(args: argparse.Namespace) -> int:
@@ -195,10 +212,34 @@ def build_parser() -> argparse.ArgumentParser:
     sn = sub.add_parser("send-now", help="ask the running agent to sync at once")
     common(sn)
     sn.set_defaults(func=_send_now)
+
+    from device_direct.manager.cli import add_manager_parser
+
+    add_manager_parser(sub)  # the device manager (device_direct/manager/)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``device-direct`` command; returns the exit code."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # --help and usage errors: their output is flushed here too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # while a closed pipe can still be caught
+        return code
+    except BrokenPipeError:
+        # The reader went away (| head -1): no traceback, and nothing left for the
+        # interpreter's own flush at exit to fail on.
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_OUTPUT_CLOSED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     try:
@@ -214,5 +255,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
+    sys.exit(main())

@@ -67,7 +67,7 @@ from device_direct.errors import (
 )
 
 if TYPE_CHECKING:
-    from device_direct.agent import Agent
+    from device_direct.agent_host import AgentHost
     from device_direct.transport import Transport
 
 log = logging.getLogger("device_direct.actions")
@@ -81,7 +81,7 @@ _REPORT_BACKOFF = Backoff(base_s=60.0, cap_s=6 * 3600.0)
 class ActionRunner:
     """Polls and runs the server's actions for one agent; the journal lives on disk."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentHost) -> None:
         self.agent = agent
         self.dir = agent.data_dir / JOURNAL_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ class ActionRunner:
             log.info("managed device: periodic transfer")
             self.agent.send_now("scheduled")
 
-    async def after_sync(self, agent: Agent, transport: Transport, trigger: Trigger) -> None:
+    async def after_sync(self, transport: Transport, trigger: Trigger) -> None:
         """Post-sync hook: poll for actions after every triggered sync."""
         await self.poll(transport)
 

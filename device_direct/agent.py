@@ -11,16 +11,31 @@ loops:
 2. if a sync is due (or was requested), read the model, build the payload (Upload-Id
    and sequence allocated first) and store it in the outbox, durably, before anything
    is sent;
-3. flush the outbox, oldest first: register first if the device has no identity yet;
-   201/200 remove the payload; network errors, TLS errors and 5xx put it back with a
-   capped, fully jittered exponential backoff (reset on success and on reboot); a 4xx
-   is final for that payload: it is recorded as rejected and never sent again as is;
+3. flush the outbox, oldest first, after settling the device's identity (below);
+   201/200 remove the payload; network errors, TLS errors, 5xx and any answer that is
+   not the server's own JSON error (a proxy's or portal's 4xx page) put it back with a
+   capped, fully jittered exponential backoff (reset on success and on reboot); only
+   the contract's JSON 4xx is final for that payload: it is recorded as rejected and
+   never sent again as is;
 4. after a sync with a trigger, run the post-sync hooks: action polling
    (``actions.ActionRunner``) and the daily firmware check (``firmware.FirmwareUpdater``);
 5. background work has its own due times and wakes the loop too: re-sending action
    results, the optional action poll interval, managed-mode transfers, and a firmware
    update in progress (download retry, install at the maintenance window). At start,
    both settle what a restart cut off (a reboot action's result, a trial boot).
+
+Identity: before a session uses the client certificate, the agent renews it in its
+last RENEWAL_MARGIN (a failed renewal is retried later; the old certificate still
+works). When the server refuses the certificate (TLS alert, 401/403 with a
+certificate error code) or it has expired by the device's clock, the payload stays
+queued and the agent renews if the certificate is still valid, else registers again
+with the configured registration key, else enters ``needs-registration``: ``status``
+says so (also when the agent is stopped), an e-mail alert goes out when alerts are
+configured, and every payload is kept until the device is registered again.
+
+The process itself runs under :mod:`device_direct.core.lifecycle`: it never returns on
+its own (a device with services switched off idles), and a step that fails is logged
+and retried after a backoff.
 
 Every decision about time (schedule, backoff, outbox order) is made in
 ``device_direct.core``; this module only carries the decisions out. Every exchange with
@@ -47,6 +62,7 @@ from device_direct.audit import AuditLog
 from device_direct.clock import Clock, run_in_background
 from device_direct.collector import collect
 from device_direct.config import AgentConfig
+from device_direct.core.lifecycle import BACKOFF_STATES, AgentEvent, AgentState, Lifecycle
 from device_direct.core.outbox import OutboxEntry
 from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
 from device_direct.core.privacy import PrivacyPolicy
@@ -55,6 +71,7 @@ from device_direct.core.schedule import DailySchedule
 from device_direct.durable import atomic_write
 from device_direct.errors import (
     AuthError,
+    CertificateRefused,
     DeviceDirectError,
     ModelError,
     PayloadError,
@@ -83,7 +100,7 @@ IDENTITY_DIR = "identity"
 AUDIT_FILE = "audit.log"
 
 # A hook run after each sync with an open transport (actions, firmware: later layers).
-PostSyncHook = Callable[["Agent", Transport, Trigger], Awaitable[None]]
+PostSyncHook = Callable[[Transport, Trigger], Awaitable[None]]
 # Called synchronously at a named point of the agent's work (see Agent.checkpoint).
 Checkpoint = Callable[[str], None]
 # The points the agent itself names; the fleet adds "download" and "install" at the
@@ -93,6 +110,13 @@ CHECKPOINTS = ("build", "write", "upload")
 # Background work that is due again this soon after a run that left it due is held
 # back this long, so a step that keeps failing cannot spin the loop.
 BACKGROUND_RETRY_S = 60.0
+# What a failed step of the agent may raise and the lifecycle catches, logs and backs
+# off from. Anything else is a bug (or a signal from a test harness) and propagates.
+STEP_FAILURES: tuple[type[Exception], ...] = (DeviceDirectError, OSError)
+# The identity states ``status`` reports.
+REGISTERED = "registered"
+UNREGISTERED = "unregistered"
+NEEDS_REGISTRATION = "needs-registration"
 
 
 class _Background(Protocol):
@@ -114,6 +138,8 @@ class SyncStats:
     send_failures: int = 0
     registrations: int = 0
     renewals: int = 0
+    certificate_refusals: int = 0
+    step_failures: int = 0
     bytes_sent: int = 0
     last_error: str = ""
 
@@ -159,8 +185,7 @@ class Agent:
             transport_factory=self._new_transport, audit=self.audit)
         self.actions = ActionRunner(self)
         self.firmware.on_result = self.actions.firmware_result
-        self.post_sync_hooks: list[PostSyncHook] = [self._renew_if_due,
-                                                    self.actions.after_sync,
+        self.post_sync_hooks: list[PostSyncHook] = [self.actions.after_sync,
                                                     self._firmware_after_sync]
         proxy_cfg = config.proxy
         self.proxy: ProxyDetector | None = None
@@ -181,7 +206,13 @@ class Agent:
         self._wakeup: asyncio.Event | None = None
         self.next_sync: datetime | None = None
         self._register_not_before: datetime | None = None
-        self.last_run: datetime | None = self._load_state().get("last_run")
+        self._renew_not_before: datetime | None = None
+        # Why the server last refused the client certificate (None: it did not).
+        self._certificate_refused: str | None = None
+        state = self._load_state()
+        self.last_run: datetime | None = state.get("last_run")
+        self.needs_registration: str | None = state.get("needs_registration")
+        self.lifecycle = Lifecycle(self.backoff)
         # QA seam: called at "build" (before a payload is built), "write" (between the
         # outbox allocation and the durable add) and "upload" (just before the request
         # goes out). A fault scenario raises there to cut the power at that exact
@@ -200,6 +231,9 @@ class Agent:
         """A JSON-able summary of the agent's state."""
         reg = self.identity.registration
         return {
+            "state": self.lifecycle.state.value,
+            "identity": identity_state(reg is not None, self.needs_registration),
+            "needs_registration": self.needs_registration,
             "registered": reg is not None,
             "device_id": reg.device_id if reg else None,
             "certificate_not_after": reg.not_after.isoformat() if reg else None,
@@ -215,26 +249,71 @@ class Agent:
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled. Call once per boot."""
+        """Run until cancelled; never returns on its own. Call once per boot.
+
+        The lifecycle (:mod:`device_direct.core.lifecycle`) supervises the steps: a
+        failure is logged and the step retried after a backoff; with remote services
+        switched off the agent idles (and still answers status and send-now)."""
         self._wakeup = asyncio.Event()
         self.backoff = self.backoff.reset()  # a reboot starts the retry bands again
+        self.lifecycle = Lifecycle(self.backoff)
         self.next_sync = self.schedule.on_boot(self.clock.now(), self.last_run)
         log.info("agent started; next sync %s", self.next_sync.isoformat())
-        if not self.config.services.enabled:
-            log.info("remote services are switched off; the agent stays idle")
-            await self._wait_until(None)
-            return
-        # Firmware first: settling a trial boot may finish an upgrade_firmware action.
-        self.firmware.on_boot()
-        self.actions.on_boot(self.clock.now())
-        # Alerts run beside the loop: a slow or dead SMTP server never delays an upload.
-        mailer = run_in_background(self.mailer.run()) if self.mailer is not None else None
+        mailer: asyncio.Task[Any] | None = None
         try:
             while True:
-                await self.step()
+                state = self.lifecycle.state
+                if state is AgentState.STARTING:
+                    mailer = self._start(mailer)
+                elif state is AgentState.IDLE:
+                    await self._wait_until(None)
+                    if self._send_now_trigger is not None:
+                        self._send_now_trigger = None
+                        log.info("send-now ignored: remote services are switched off")
+                    self._lifecycle(AgentEvent.WAKE)
+                elif state in BACKOFF_STATES:
+                    await self._wait_until(self.lifecycle.retry_at)
+                    self._lifecycle(AgentEvent.RETRY)
+                else:
+                    try:
+                        await self.step()
+                    except STEP_FAILURES as exc:
+                        self._step_failed("step", exc)
+                    else:
+                        self._lifecycle(AgentEvent.STEP_DONE)
         finally:
             if mailer is not None:
                 mailer.cancel()
+
+    def _start(self, mailer: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
+        """The STARTING state: settle what a restart cut off, start the side tasks."""
+        if not self.config.services.enabled:
+            log.info("remote services are switched off; the agent stays idle")
+            self._lifecycle(AgentEvent.SERVICES_OFF)
+            return mailer
+        try:
+            # Firmware first: settling a trial boot may finish an upgrade_firmware action.
+            self.firmware.on_boot()
+            self.actions.on_boot(self.clock.now())
+        except STEP_FAILURES as exc:
+            self._step_failed("start", exc)
+            return mailer
+        if mailer is None and self.mailer is not None:
+            # Alerts run beside the loop: a slow or dead SMTP server never delays an upload.
+            mailer = run_in_background(self.mailer.run())
+        self._lifecycle(AgentEvent.BOOTED)
+        return mailer
+
+    def _lifecycle(self, event: AgentEvent) -> None:
+        self.lifecycle.handle(event, self.clock.now(), self.rng)
+
+    def _step_failed(self, what: str, exc: BaseException) -> None:
+        self.stats.step_failures += 1
+        self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self._lifecycle(AgentEvent.FAILED)
+        retry_at = self.lifecycle.retry_at
+        log.error("agent %s failed (%s): %s; retry at %s", what, type(exc).__name__, exc,
+                  retry_at.isoformat() if retry_at else "?")
 
     async def step(self) -> None:
         """One pass: wait for the next thing to do, then do it."""
@@ -296,6 +375,8 @@ class Agent:
                     except DeviceDirectError as exc:
                         log.warning("background step (%s) failed: %s", name, exc)
                         self.stats.last_error = str(exc)
+                        if isinstance(exc, CertificateRefused):
+                            self._certificate_refused = exc.code
         finally:
             if transport is not None:
                 await transport.close()
@@ -330,27 +411,7 @@ class Agent:
         """Upload what is due in the outbox now (registering first if needed)."""
         return await self._flush(transport)
 
-    async def _renew_if_due(self, agent: Agent, transport: Transport, trigger: Trigger) -> None:
-        """Renew the client certificate in the last RENEWAL_MARGIN before it expires."""
-        now = self.clock.now()
-        if not self.identity.needs_renewal(now):
-            return
-        try:
-            await self._via_proxy(transport, transport.renew)
-        except DeviceDirectError as exc:
-            self.audit.record(now, "renew", ok=False, error=str(exc))
-            log.warning("certificate renewal failed (%s): %s; tried again after the next sync",
-                        _cause(exc), exc)
-            return
-        reg = self.identity.registration
-        self.stats.renewals += 1
-        self.audit.record(now, "renew", ok=True,
-                          not_after=reg.not_after.isoformat() if reg else None)
-        log.info("client certificate renewed; valid until %s",
-                 reg.not_after.isoformat() if reg else "?")
-
-    async def _firmware_after_sync(self, agent: Agent, transport: Transport,
-                                   trigger: Trigger) -> None:
+    async def _firmware_after_sync(self, transport: Transport, trigger: Trigger) -> None:
         await self.firmware.after_sync(transport, scheduled=trigger == "scheduled")
 
     def queue_payload(self, trigger: Trigger) -> str | None:
@@ -408,7 +469,7 @@ class Agent:
             if ok and trigger is not None:
                 for hook in self.post_sync_hooks:
                     try:
-                        await hook(self, transport, trigger)
+                        await hook(transport, trigger)
                     except DeviceDirectError as exc:
                         log.warning("post-sync step failed: %s", exc)
             return ok
@@ -473,8 +534,86 @@ class Agent:
             self.audit.record(now, "register", ok=False, error=str(exc))
             raise
         self.stats.registrations += 1
+        self._certificate_refused = None
+        self._set_needs_registration(None)
         self.audit.record(now, "register", ok=True, device_id=device_id)
         log.info("registered as device %s", device_id)
+
+    async def _settle_identity(self, transport: Transport) -> None:
+        """Make sure the session has a certificate the server should take (see the
+        module text, "Identity"). Raises what stops the session from going on."""
+        now = self.clock.now()
+        reg = self.identity.registration
+        if reg is not None and self._certificate_refused is None and now < reg.not_after:
+            if self.identity.needs_renewal(now) and (
+                    self._renew_not_before is None or now >= self._renew_not_before):
+                await self._renew(transport, now, must=False)
+            return
+        if reg is not None and now < reg.not_after:
+            # Refused although still valid by our clock: a renewal may be all it takes;
+            # a revoked or unknown certificate is refused for that too.
+            try:
+                await self._renew(transport, now, must=True)
+                return
+            except CertificateRefused as exc:
+                log.warning("renewal refused too (%s): registering again", exc.code)
+        why = (f"the server refused the client certificate ({self._certificate_refused})"
+               if self._certificate_refused is not None and reg is not None
+               else f"the client certificate expired at {reg.not_after.isoformat()}"
+               if reg is not None else "the device is not registered")
+        if not self.config.server.registration_key:
+            if reg is not None:
+                self._set_needs_registration(why)
+            raise AuthError(f"{why}, and no registration key is configured: register the "
+                            "device again (device-direct register with a new key)")
+        if reg is not None:
+            log.warning("%s: registering again with the configured key", why)
+            self.identity.clear_registration()
+        try:
+            await self._ensure_registered(transport)
+        except AuthError as exc:
+            # The key itself was refused (used, expired): a person must act.
+            self._set_needs_registration(f"{why}; registering again failed: {exc}")
+            raise
+
+    async def _renew(self, transport: Transport, now: datetime, *, must: bool) -> None:
+        """Renew the client certificate; a failure raises only when ``must``."""
+        try:
+            await self._via_proxy(transport, transport.renew)
+        except DeviceDirectError as exc:
+            self.audit.record(now, "renew", ok=False, error=str(exc))
+            delay = Backoff(base_s=self.config.retry.base_s, cap_s=self.config.retry.cap_s,
+                            attempt=4).next_delay(self.rng)
+            self._renew_not_before = now + timedelta(seconds=delay)
+            if must or isinstance(exc, CertificateRefused):
+                raise
+            log.warning("certificate renewal failed (%s): %s; tried again in %.0f s",
+                        _cause(exc), exc, delay)
+            return
+        reg = self.identity.registration
+        self.stats.renewals += 1
+        self._renew_not_before = None
+        self._certificate_refused = None
+        self._set_needs_registration(None)
+        self.audit.record(now, "renew", ok=True,
+                          not_after=reg.not_after.isoformat() if reg else None)
+        log.info("client certificate renewed; valid until %s",
+                 reg.not_after.isoformat() if reg else "?")
+
+    def _set_needs_registration(self, why: str | None) -> None:
+        """Enter or leave ``needs-registration`` (persisted, so status shows it stopped)."""
+        if why == self.needs_registration:
+            return
+        self.needs_registration = why
+        self._save_state()
+        if why is None:
+            log.info("the device is registered again")
+            return
+        log.error("the device needs registering again: %s; payloads are kept", why)
+        if self.mailer is not None:
+            self.mailer.agent_alert(
+                f"Device Direct cannot reach its server: {why}. Register the device again; "
+                "its data is kept until then.")
 
     async def _flush(self, transport: Transport) -> bool:
         if not await self._registered(transport):
@@ -510,21 +649,20 @@ class Agent:
             log.info("payload %s %s (%d bytes)", entry.upload_id, result.status, len(data))
 
     async def _registered(self, transport: Transport) -> bool:
-        """Register if needed. A failure backs off on its own timer: payloads stay queued
-        untouched (a refused registration says nothing about the payloads)."""
-        if self.identity.is_registered:
-            return True
+        """Settle the identity (register, renew, register again). A failure backs off on
+        its own timer: payloads stay queued untouched (the identity is at fault, not
+        the payloads)."""
         now = self.clock.now()
         if self._register_not_before is not None and now < self._register_not_before:
             return False
         try:
-            await self._ensure_registered(transport)
+            await self._settle_identity(transport)
         except DeviceDirectError as exc:
             delay = self.backoff.next_delay(self.rng)
             self.backoff = self.backoff.increment()
             self._register_not_before = now + timedelta(seconds=delay)
-            self.stats.last_error = f"register {_cause(exc)}: {exc}"
-            log.error("registration failed (%s): %s; retry in %.0f s", _cause(exc), exc, delay)
+            self.stats.last_error = f"identity {_cause(exc)}: {exc}"
+            log.error("identity not settled (%s): %s; retry in %.0f s", _cause(exc), exc, delay)
             return False
         self._register_not_before = None
         return True
@@ -533,6 +671,16 @@ class Agent:
         """Record a failed send. Returns True when the flush may go on with the next one."""
         cause = _cause(exc)
         self.stats.last_error = f"{cause}: {exc}"
+        if isinstance(exc, CertificateRefused):
+            # The identity is refused, not the payload: it is due again as soon as the
+            # identity is settled (renewed or registered again) at the next session.
+            self._certificate_refused = exc.code
+            self.stats.certificate_refusals += 1
+            self.outbox.mark_failed(entry, f"{cause}: {exc}"[:200], now, 0.0)
+            self.audit.record(now, "upload", upload_id=entry.upload_id, result="failed",
+                              cause=cause, error=str(exc)[:300])
+            log.error("upload of %s: %s", entry.upload_id, exc)
+            return False
         if classify_error(exc) is Disposition.FINAL and isinstance(exc, ServerRejected):
             self.outbox.mark_rejected(entry, exc.status, f"{exc.error}: {exc.detail}"[:200], now)
             self.stats.uploads_rejected += 1
@@ -574,12 +722,10 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
 
-    def _load_state(self) -> dict[str, datetime]:
+    def _load_state(self) -> dict[str, Any]:
         path = self.data_dir / STATE_FILE
         try:
-            raw = json.loads(path.read_bytes())
-            return {"last_run": datetime.fromisoformat(raw["last_run"])} if raw.get(
-                "last_run") else {}
+            return load_agent_state(path)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -587,11 +733,35 @@ class Agent:
             return {}
 
     def _save_state(self) -> None:
-        doc = {"last_run": self.last_run.isoformat() if self.last_run else None}
+        doc = {"last_run": self.last_run.isoformat() if self.last_run else None,
+               "needs_registration": self.needs_registration}
         try:
             atomic_write(self.data_dir / STATE_FILE, json.dumps(doc).encode())
         except OSError as exc:
             log.error("agent state not saved: %s", exc)
+
+
+def load_agent_state(path: Path) -> dict[str, Any]:
+    """agent-state.json: ``last_run`` (datetime) and ``needs_registration`` (str), when set.
+
+    Raises OSError or ValueError/KeyError/TypeError for a missing or corrupt file."""
+    raw = json.loads(path.read_bytes())
+    out: dict[str, Any] = {}
+    if raw.get("last_run"):
+        out["last_run"] = datetime.fromisoformat(raw["last_run"])
+    why = raw.get("needs_registration")
+    if why is not None:
+        if not isinstance(why, str):
+            raise TypeError("needs_registration is not a string")
+        out["needs_registration"] = why
+    return out
+
+
+def identity_state(registered: bool, needs_registration: str | None) -> str:
+    """The identity state ``status`` shows: registered, unregistered, needs-registration."""
+    if needs_registration is not None:
+        return NEEDS_REGISTRATION
+    return REGISTERED if registered else UNREGISTERED
 
 
 def _cause(exc: DeviceDirectError) -> str:

@@ -15,7 +15,9 @@ Sending uses stdlib :mod:`smtplib` in a worker thread (port 25 by default). STAR
 certificate check (RFC 7435: better than plain text, and a mail relay on a LAN rarely
 has a certificate the device could check); ``required`` refuses a server that does not
 offer it and checks its certificate and host name against ``ca_bundle`` (or the system
-store). AUTH is only sent over TLS unless STARTTLS is ``off`` by configuration.
+store). Credentials are only ever sent over a verified channel: with a username
+configured, ``opportunistic`` checks the certificate as ``required`` does (and sends
+nothing to a server that offers no STARTTLS), and ``off`` is refused by the config.
 
 The mail holds model, serial number and the alerts, and nothing personal: descriptions
 are scrubbed of e-mail addresses, IP addresses and the user and job names in the job
@@ -41,7 +43,7 @@ from device_direct.config import AlertsConfig
 from device_direct.core.alerts import AlertPlanner, AlertPolicy, MailPlan
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
 from device_direct.errors import NetworkError
-from device_direct.model import DeviceModel, Identity
+from device_direct.model import Alert, DeviceModel, Identity, Severity
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,10 @@ class SmtpSender:
         self._ca_bundle = ca_bundle
 
     def _tls_context(self) -> ssl.SSLContext:
-        if self._config.starttls == "required":
+        # A password goes over a verified channel only: with credentials, the server's
+        # certificate is checked whatever the mode; without, opportunistic encrypts
+        # without a check (RFC 7435).
+        if self._config.starttls == "required" or self._config.username is not None:
             ctx = ssl.create_default_context(
                 cafile=str(self._ca_bundle) if self._ca_bundle is not None else None
             )
@@ -174,7 +179,7 @@ class SmtpSender:
                             reason="starttls",
                         )
                 if cfg.username is not None:
-                    if not encrypted and cfg.starttls != "off":
+                    if not encrypted:
                         raise MailError(
                             f"{where}: not sending the password without TLS (the server "
                             "offers no STARTTLS)",
@@ -240,6 +245,15 @@ class AlertMailer:
             self._sender = SmtpSender(config, ca_bundle=ca_bundle)
         self.sent = 0
         self.last_error: MailError | None = None
+        self._agent_alerts: list[Alert] = []
+
+    def agent_alert(self, description: str) -> None:
+        """Raise an alert of the agent itself (not of the printer), mailed as critical
+        with the printer's own alerts; it stays raised until the agent restarts."""
+        alert = Alert(index=10_000 + len(self._agent_alerts), severity=Severity.CRITICAL,
+                      code=1, group=1, group_index=0, location=len(self._agent_alerts),
+                      description=description, raised_at=self._clock.now())
+        self._agent_alerts.append(alert)
 
     @property
     def enabled(self) -> bool:
@@ -255,7 +269,7 @@ class AlertMailer:
         if not self.enabled or self._sender is None:
             return False
         now = self._clock.now()
-        self.planner.observe(now, self._model.alerts())
+        self.planner.observe(now, [*self._model.alerts(), *self._agent_alerts])
         plan = self.planner.due(now)
         if plan is None:
             return False

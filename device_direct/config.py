@@ -17,7 +17,7 @@ Example (every key, with its default where it has one)::
     [device]
     data_dir = "/var/lib/device-direct"     # outbox, identity, state
     time_zone = "Europe/Berlin"             # IANA name; default "UTC"
-    # profile = "color-mfp"                 # emulator device profile (optional)
+    # profile = "office-color"              # emulated MFP: office-color | office-mono | production
 
     [schedule]
     upload_time = "02:00"                   # device-local HH:MM
@@ -57,8 +57,8 @@ Example (every key, with its default where it has one)::
     # smtp_host = "mail.example.com"        # required when there are recipients
     smtp_port = 25
     starttls = "opportunistic"              # opportunistic | required | off
-    # username = "dd"
-    # password = "secret"
+    # username = "dd"                       # sent only over STARTTLS with a checked certificate
+    # password = "secret"                   # (so not with starttls = "off")
     severities = ["critical"]               # critical | warning | warning-binary-change | other
     min_interval_s = 3600                   # at most one mail per alert per interval
 """
@@ -379,6 +379,9 @@ class AlertsConfig:
             _choice("alerts.severities", severity, SEVERITIES)
         if self.password is not None and self.username is None:
             raise _invalid("alerts.password", "given without alerts.username")
+        if self.username is not None and self.starttls == "off":
+            raise _invalid("alerts.username", 'a password is never sent without TLS: set '
+                           'alerts.starttls to "required" (or "opportunistic")')
         if self.min_interval_s < 0:
             raise _invalid("alerts.min_interval_s", f"must be >= 0, got {self.min_interval_s}")
 

@@ -48,6 +48,19 @@ class TimeoutError_(NetworkError):
     """The server did not answer in time."""
 
 
+class ForeignAnswer(NetworkError):
+    """A 4xx answer that is not the communication server's JSON error.
+
+    A proxy, load balancer or captive portal answered in the server's place (an HTML
+    404, an nginx 413, a portal's 403): it says nothing about the payload, so the
+    request is retried with backoff, never taken as a final rejection.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class ProxyError(NetworkError):
     """The proxy refused the tunnel (for example 407) or could not be reached."""
 
@@ -66,6 +79,19 @@ class TLSError(NetworkError):
 
 class AuthError(DeviceDirectError):
     """The server refused our identity (registration key, client certificate)."""
+
+
+class CertificateRefused(AuthError):
+    """The server refused the device's client certificate (expired, revoked, unknown).
+
+    ``code`` is the server's error code (``certificate_revoked``, ...) or the TLS alert
+    (``SSLV3_ALERT_CERTIFICATE_EXPIRED``, ...). The payloads are not at fault: the agent
+    renews, registers again, or reports that the device needs registering.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 # -- protocol ---------------------------------------------------------------------------

@@ -9,17 +9,22 @@ Layout of ``<data_dir>/outbox/``::
 
     000000000042-<upload-id>.zip   one payload; sequence and Upload-Id live in the name
     meta.json                      sequence counter, attempts, transfer history
+    sequence                       the sequence high-water mark alone (survives meta.json)
     *.tmp                          a write in progress (deleted on open)
     quarantine/                    corrupt or unknown files moved aside, never deleted
 
 Every file is written atomically: temp file, write, ``fsync``, ``os.replace``, ``fsync``
 of the directory. The order of steps is what makes a crash harmless:
 
-* ``allocate()`` reserves the sequence number and Upload-Id in memory only; ``add()``
-  persists the advanced counter with the entry. A crash in between leaves nothing that
-  carries the number (the payload was neither stored nor sent), so it is used again:
-  no number is ever used by two payloads that left the device, and the server sees no
-  false gap for a payload that never existed;
+* ``allocate()`` names the next sequence number and an Upload-Id without taking the
+  number; ``add()`` takes it, persisting the advanced counter with the entry. A build
+  that fails, a full disk or a crash in between leaves nothing that carries the
+  number (the payload was neither stored nor sent), so it is used again: no number is
+  ever used by two payloads that left the device, and the server sees no false gap
+  for a payload that never existed;
+* after ``meta.json`` the counter is also written to ``sequence``: if ``meta.json`` is
+  lost or corrupt, the counter restarts from the higher of that file and the payload
+  files left, never below a number the server already holds;
 * ``add()`` writes the payload file first, then the metadata. A payload file without
   metadata is recovered on open from its file name (attempts start at 0), and the
   counter moves past it;
@@ -27,7 +32,9 @@ of the directory. The order of steps is what makes a crash harmless:
   delete the file after. A file whose Upload-Id the history already records as final
   (stored, duplicate, rejected, dropped) is deleted on open, not sent again;
 * anything unreadable is moved to ``quarantine/`` with a logged error, and recorded as
-  a ``dropped`` transfer when it was a payload; the other entries are unaffected.
+  a ``dropped`` transfer when it was a payload; the other entries are unaffected. A
+  payload file that vanished while the agent was stopped is logged and recorded as
+  ``dropped`` on open, as it is when the agent finds it missing while running.
 
 ``OSError`` (disk full, read-only file system, I/O error) becomes :class:`StorageError`
 at this edge. ``add()`` raises it (the caller must know its payload is not stored); the
@@ -66,6 +73,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_DIR = "outbox"
 META_NAME = "meta.json"
+SEQUENCE_NAME = "sequence"
 QUARANTINE_DIR = "quarantine"
 META_VERSION = 1
 _PAYLOAD_NAME = re.compile(
@@ -121,10 +129,12 @@ class _Meta:
         next_sequence: int = 0,
         entries: dict[str, dict[str, Any]] | None = None,
         history: list[TransferRecord] | None = None,
+        delivered_before: datetime | None = None,
     ) -> None:
         self.next_sequence = next_sequence
         self.entries = entries or {}
         self.history = history or []
+        self.delivered_before = delivered_before
 
     @classmethod
     def parse(cls, raw: bytes) -> _Meta:
@@ -148,44 +158,33 @@ class _Meta:
                 if when.tzinfo is None:
                     raise ValueError(f"naive {key} for {upload_id}")
         history = [_record_from_json(d) for d in doc["history"]]
-        return cls(next_sequence, entries, history)
+        delivered = doc.get("delivered_before")  # absent in files of older agents
+        delivered_before = datetime.fromisoformat(delivered) if delivered else None
+        if delivered_before is not None and delivered_before.tzinfo is None:
+            raise ValueError("naive delivered_before")
+        return cls(next_sequence, entries, history, delivered_before)
 
 
-def _dumps(value: Any) -> str:
-    # No indent: with it json falls back to its pure-Python encoder, and this file is
-    # written several times per payload (a fleet writes it thousands of times a second).
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _meta_bytes(box: Outbox, records: dict[int, tuple[TransferRecord, str]]) -> bytes:
-    """meta.json: the same bytes as one ``json.dumps(doc, sort_keys=True)``.
-
-    Transfer records never change once made, and the history (up to 50 of them) is
-    rewritten with every change of state; ``records`` keeps each one's JSON text under
-    its ``id()`` (with the record, so that the id cannot be reused while it is there;
-    hashing a record by value costs more than writing its JSON again).
-    """
-    entries = {
-        e.upload_id: {
-            "attempts": e.attempts,
-            "created_at": e.created_at.isoformat(),
-            "next_attempt_at": e.next_attempt_at.isoformat(),
-            "last_error": e.last_error,
-        }
-        for e in box.entries
+def _meta_bytes(box: Outbox) -> bytes:
+    """meta.json: the outbox's state as compact JSON."""
+    doc = {
+        "version": META_VERSION,
+        "next_sequence": box.next_sequence,
+        "entries": {
+            e.upload_id: {
+                "attempts": e.attempts,
+                "size": e.size,
+                "created_at": e.created_at.isoformat(),
+                "next_attempt_at": e.next_attempt_at.isoformat(),
+                "last_error": e.last_error,
+            }
+            for e in box.entries
+        },
+        "history": [_record_to_json(r) for r in box.records()],
+        "delivered_before": (
+            box.delivered_before.isoformat() if box.delivered_before is not None else None),
     }
-    history = []
-    for r in box.history:
-        known = records.get(id(r))
-        if known is None or known[0] is not r:
-            known = records[id(r)] = (r, _dumps(_record_to_json(r)))
-        history.append(known[1])
-    if len(records) > 2 * len(history):  # forget records that left the history
-        keep = {id(r) for r in box.history}
-        for key in [key for key in records if key not in keep]:
-            del records[key]
-    return (f'{{"entries":{_dumps(entries)},"history":[{",".join(history)}],'
-            f'"next_sequence":{box.next_sequence},"version":{META_VERSION}}}').encode()
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -196,11 +195,9 @@ class OutboxStore:
 
     def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: random.Random) -> None:
         self.directory = directory
-        self._dir = os.fspath(directory)  # str joins on the send path: pathlib costs more
         self._box = box
         self._clock = clock
         self._rng = rng
-        self._record_json: dict[int, tuple[TransferRecord, str]] = {}
 
     @classmethod
     def open(
@@ -243,6 +240,10 @@ class OutboxStore:
         """The transfer history for the next payload, oldest first."""
         return self._box.history
 
+    def undelivered(self) -> tuple[TransferRecord, ...]:
+        """Drops and rejections the server has not been told of yet."""
+        return self._box.undelivered()
+
     def next_due(self, now: datetime) -> OutboxEntry | None:
         """The entry to send at ``now``, if any (oldest first, after its backoff)."""
         return self._box.next_due(now)
@@ -252,10 +253,8 @@ class OutboxStore:
         return self._box.next_wakeup()
 
     def path_of(self, entry: OutboxEntry) -> Path:
+        """Where ``entry``'s payload file lives."""
         return self.directory / payload_name(entry.sequence, entry.upload_id)
-
-    def _file_of(self, entry: OutboxEntry) -> str:
-        return os.path.join(self._dir, payload_name(entry.sequence, entry.upload_id))
 
     def read(self, entry: OutboxEntry) -> bytes:
         """The zip bytes of ``entry``."""
@@ -266,12 +265,8 @@ class OutboxStore:
     # -- changing ------------------------------------------------------------------------
 
     def allocate(self) -> Allocation:
-        """Reserve an Upload-Id and sequence number (persisted by :meth:`add`)."""
+        """The next payload's Upload-Id and sequence number (taken by :meth:`add`)."""
         return self._box.allocate(self._rng)
-
-    def allocate_sequence(self) -> int:
-        """Reserve a sequence number only (the Upload-Id comes with :meth:`allocate`)."""
-        return self.allocate().sequence
 
     def add(self, zip_bytes: bytes, meta: PayloadMeta) -> OutboxEntry:
         """Store a built payload durably and queue it.
@@ -286,7 +281,7 @@ class OutboxStore:
         now = self._clock.now()
         work = self._box.copy()
         result = work.add(meta.upload_id, meta.sequence, len(zip_bytes), now)
-        path = os.path.join(self._dir, payload_name(meta.sequence, meta.upload_id))
+        path = self.directory / payload_name(meta.sequence, meta.upload_id)
         if result.entry is not None:
             with _storage_errors("write the payload", path):
                 atomic_write(path, zip_bytes)
@@ -300,6 +295,7 @@ class OutboxStore:
                     os.unlink(path)
             raise
         self._box = work
+        self._save_sequence(work.next_sequence)
         for gone in result.dropped:
             log.warning(
                 "outbox over budget: dropped payload %s (seq %d)", gone.upload_id, gone.sequence
@@ -323,7 +319,7 @@ class OutboxStore:
         problem = ""
         data = b""
         try:
-            data = _read_bytes(self._file_of(live))
+            data = self.path_of(live).read_bytes()
         except FileNotFoundError:
             problem = "payload file is missing"
         except OSError as exc:
@@ -351,7 +347,7 @@ class OutboxStore:
         work = self._box.copy()
         record = work.acknowledge(entry.upload_id, result, at)
         self._commit(work, raise_errors=False)
-        self._unlink_quietly(self._file_of(entry))
+        self._unlink_quietly(self.path_of(entry))
         return record
 
     def mark_failed(
@@ -394,15 +390,24 @@ class OutboxStore:
         self._box = work
 
     def _persist(self, box: Outbox) -> None:
-        path = os.path.join(self._dir, META_NAME)
+        path = self.directory / META_NAME
         with _storage_errors("write the outbox metadata", path):
-            atomic_write(path, _meta_bytes(box, self._record_json))
+            atomic_write(path, _meta_bytes(box))
 
-    def _unlink_quietly(self, path: str | Path) -> None:
+    def _save_sequence(self, next_sequence: int) -> None:
+        # A second copy of the counter, for when meta.json is lost. The payload is
+        # already stored and queued: failing here only loses the spare copy.
+        path = self.directory / SEQUENCE_NAME
+        try:
+            atomic_write(path, f"{next_sequence}\n".encode())
+        except OSError as exc:
+            log.error("outbox: spare sequence counter %s not saved: %s", path, exc)
+
+    def _unlink_quietly(self, path: Path) -> None:
         # The outcome is already recorded; a file left behind is deleted on next open.
         try:
             os.unlink(path)
-            fsync_dir(self._dir)
+            fsync_dir(self.directory)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -418,14 +423,6 @@ class OutboxStore:
         if removed:
             fsync_dir(self.directory)
 
-    def _quarantine(self, path: Path, reason: str) -> None:
-        _quarantine(self.directory, path, reason)
-
-
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
-
 
 def _quarantine(directory: Path, path: Path, reason: str) -> None:
     """Move ``path`` to quarantine/ (never overwriting) and log why."""
@@ -438,6 +435,18 @@ def _quarantine(directory: Path, path: Path, reason: str) -> None:
     log.error("outbox: moved %s to %s: %s", path.name, target, reason)
     os.replace(path, target)
     fsync_dir(directory)
+
+
+def _read_sequence(path: Path) -> int:
+    """The spare counter; 0 if it is absent or unreadable (meta.json and files remain)."""
+    try:
+        value = int(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.error("outbox: spare sequence counter %s unreadable (%s); ignored", path, exc)
+        return 0
+    return max(value, 0)
 
 
 def _recover(
@@ -459,7 +468,7 @@ def _recover(
     entries: list[OutboxEntry] = []
     corrupt: list[TransferRecord] = []
     for path in sorted(directory.iterdir()):
-        if path.name in (META_NAME, QUARANTINE_DIR):
+        if path.name in (META_NAME, QUARANTINE_DIR, SEQUENCE_NAME):
             continue
         match = _PAYLOAD_NAME.match(path.name)
         if match is None or not path.is_file():
@@ -493,14 +502,25 @@ def _recover(
                 last_error=str(saved.get("last_error", "")) if saved else "",
             )
         )
-    if set(meta.entries) - {e.upload_id for e in entries}:
-        changed = True  # metadata of entries whose files are gone
+    found = {e.upload_id for e in entries} | {r.upload_id for r in corrupt}
+    for upload_id, saved in meta.entries.items():
+        if upload_id in found or upload_id in finished:
+            continue
+        # Its file vanished while the agent was stopped: the same as finding it
+        # missing while running (begin_send): logged and recorded as dropped.
+        log.error("outbox: payload %s is missing; recorded as dropped", upload_id)
+        detail = "payload file is missing; dropped"
+        corrupt.append(TransferRecord(now, "dropped", int(saved.get("size", 0)), upload_id,
+                                      detail))
+        changed = True
+    spare = _read_sequence(directory / SEQUENCE_NAME)
     box = Outbox(
         budget_bytes=budget_bytes,
         max_entries=max_entries,
-        next_sequence=meta.next_sequence,
+        next_sequence=max(meta.next_sequence, spare),
         entries=entries,
         history=[*meta.history, *corrupt],
+        delivered_before=meta.delivered_before,
     )
     if box.next_sequence != meta.next_sequence:
         changed = True

@@ -20,9 +20,11 @@ naming the endpoint.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import json
+import re
 import ssl
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -41,9 +43,12 @@ from device_direct import __version__
 from device_direct.clock import Clock
 from device_direct.errors import (
     AuthError,
+    CertificateRefused,
     ConfigError,
     ConnectError,
+    ForeignAnswer,
     LocalProtocolError,
+    NetworkError,
     ProxyError,
     RemoteProtocolError,
     ServerRejected,
@@ -116,6 +121,13 @@ def tls_reason(verify_code: int | None, ssl_reason: str | None) -> str:
 
 
 API_BASE = "/dd/v1"
+# The server's error codes that refuse the client certificate itself (device_api.py):
+# the device's identity must be renewed or registered again, the payload is not at fault.
+CERTIFICATE_REFUSALS = frozenset(
+    {"client_certificate_required", "certificate_unknown", "certificate_revoked",
+     "certificate_expired", "device_mismatch"}
+)
+_ERROR_CODE = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +187,12 @@ def map_exceptions(endpoint: str) -> Iterator[None]:
     except TimeoutError as exc:
         raise TimeoutError_(f"{endpoint}: the server did not answer in time") from exc
     except aiohttp.ClientConnectorError as exc:
+        if exc.ssl and isinstance(exc.os_error, ConnectionResetError | BrokenPipeError):
+            # Cut during the TLS handshake without an alert (an asyncio TLS server that
+            # refuses our versions does this): say so; the caller may find out why.
+            raise HandshakeCut(
+                f"{endpoint}: the server closed the connection during the TLS handshake "
+                f"({type(exc.os_error).__name__})") from exc
         raise ConnectError(f"{endpoint}: cannot connect: {exc.os_error}") from exc
     except aiohttp.ClientOSError as exc:
         if isinstance(exc.__cause__, ssl.SSLError):
@@ -197,6 +215,41 @@ def map_exceptions(endpoint: str) -> Iterator[None]:
         raise ConnectError(f"{endpoint}: {exc}") from exc
 
 
+class HandshakeCut(ConnectError):
+    """The server closed the connection in the TLS handshake, without saying why."""
+
+
+async def probe_tls_version(host: str, port: int, server_name: str,
+                            timeout: float) -> str | None:
+    """The TLS version the server completes a handshake with when older ones are allowed
+    (``"TLSv1.1"``), or None when it cannot be found out.
+
+    Only a diagnosis after a handshake that was cut: nothing is sent but the hello, the
+    connection is closed at once, and the answer only names the cause in the error."""
+    import asyncio
+    import warnings
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_name),
+            timeout)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    ssl_object = writer.get_extra_info("ssl_object")
+    version = ssl_object.version() if ssl_object is not None else None
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return version if isinstance(version, str) else None
+
+
 def _from_ssl_error(endpoint: str, error: BaseException | None, outer: BaseException) -> Exception:
     ssl_reason = getattr(error, "reason", None)
     if isinstance(error, ssl.SSLCertVerificationError):
@@ -204,9 +257,9 @@ def _from_ssl_error(endpoint: str, error: BaseException | None, outer: BaseExcep
         detail = error.verify_message or str(error)
         return TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({detail})", reason=reason)
     if isinstance(ssl_reason, str) and ssl_reason.upper() in _CLIENT_CERT_ALERTS:
-        return AuthError(
-            f"{endpoint}: the server refused the device's client certificate ({ssl_reason}); "
-            "the device may need to register again"
+        return CertificateRefused(
+            f"{endpoint}: the server refused the device's client certificate in the TLS "
+            f"handshake ({ssl_reason})", code=ssl_reason.upper()
         )
     reason = tls_reason(None, ssl_reason)
     return TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({error or outer})", reason=reason)
@@ -619,6 +672,19 @@ class Transport:
             total=total or self._timeouts.request, connect=self._timeouts.connect
         )
         session = self._get_session()
+        try:
+            return await self._request(session, method, path, endpoint, json_body=json_body,
+                                       data=data, headers=headers, params=params,
+                                       timeout=timeout, device=device,
+                                       allow_empty=allow_empty)
+        except HandshakeCut as exc:
+            raise await self._diagnose(exc) from exc
+
+    async def _request(self, session: aiohttp.ClientSession, method: str, path: str,
+                       endpoint: str, *, json_body: Any, data: bytes | None,
+                       headers: Mapping[str, str] | None, params: Mapping[str, str] | None,
+                       timeout: aiohttp.ClientTimeout, device: bool,
+                       allow_empty: bool) -> tuple[int, dict[str, Any]]:
         with map_exceptions(endpoint):
             async with session.request(
                 method,
@@ -640,6 +706,18 @@ class Transport:
                     return response.status, {}
                 return response.status, _json_object(body, endpoint)
 
+    async def _diagnose(self, exc: HandshakeCut) -> NetworkError:
+        """Why a handshake was cut: a server that only speaks TLS < 1.2 is named as such."""
+        host, port = self._base.host, self._base.port
+        if self._proxy is not None or host is None or port is None:
+            return exc
+        version = await probe_tls_version(host, port, self._server_name,
+                                          self._timeouts.connect)
+        if version in ("TLSv1", "TLSv1.1", "SSLv3"):
+            return TLSError(f"{exc} (the server only speaks {version}; "
+                            f"{_REASON_HINTS['tls-version']})", reason="tls-version")
+        return exc
+
     def _request_options(self, *, device: bool) -> dict[str, Any]:
         if device and not self._identity.is_registered:
             raise AuthError("the device is not registered yet: register before device calls")
@@ -660,15 +738,33 @@ class Transport:
             body = await self._read_limited(response, endpoint)
         except RemoteProtocolError:
             body = b""  # the status says enough; an oversized error body is dropped
-        error, detail = _error_fields(body, response.reason or "")
+        contract = contract_error(response.content_type, body)
         if status >= 500:
+            error, detail = contract or (response.reason or "", "")
             raise ServerUnavailable(status, f"{endpoint}: {error} {detail}".strip())
+        if status >= 400 and contract is None:
+            # Only the server's own JSON error is a verdict on the request; anything
+            # else came from something in between and is retried.
+            raise ForeignAnswer(
+                status,
+                f"{endpoint}: {status} {response.reason or ''} answered by something other "
+                f"than the communication server ({response.content_type or 'no body'}; "
+                "a proxy, load balancer or captive portal?)",
+            )
+        if contract is None:
+            raise RemoteProtocolError(
+                f"{endpoint}: unexpected status {status} (redirects are refused)")
+        error, detail = contract
         if status in (401, 403):
-            what = "the device's credentials" if device else "the registration"
-            raise AuthError(f"{endpoint}: the server refused {what} ({status} {error}): {detail}")
-        if status >= 400:
-            raise ServerRejected(status, error, f"{endpoint}: {detail}".rstrip(": "))
-        raise RemoteProtocolError(f"{endpoint}: unexpected status {status} (redirects are refused)")
+            if device and (status == 401 or error in CERTIFICATE_REFUSALS):
+                raise CertificateRefused(
+                    f"{endpoint}: the server refused the device's client certificate "
+                    f"({status} {error}): {detail}", code=error)
+            if not device:
+                raise AuthError(
+                    f"{endpoint}: the server refused the registration ({status} {error}): "
+                    f"{detail}")
+        raise ServerRejected(status, error, f"{endpoint}: {detail}".rstrip(": "))
 
     async def _read_limited(self, response: aiohttp.ClientResponse, endpoint: str) -> bytes:
         limit = self._json_limit
@@ -773,17 +869,23 @@ def _json_object(body: bytes, endpoint: str) -> dict[str, Any]:
     return data
 
 
-def _error_fields(body: bytes, fallback: str) -> tuple[str, str]:
-    """(error, detail) from a JSON error body; the reason phrase if the body is not one."""
+def contract_error(content_type: str, body: bytes) -> tuple[str, str] | None:
+    """(error, detail) if ``body`` is the contract's JSON error, else None.
+
+    The contract (docs/protocol.md): ``application/json``, an object whose ``error`` is
+    a machine code (lower-case letters, digits, ``_`` or ``-``), and whose ``detail`` is text.
+    """
+    if content_type != "application/json":
+        return None
     try:
-        data = json.loads(body) if body else None
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        detail = data.get("detail")
-        return (
-            error if isinstance(error, str) and error else fallback,
-            detail if isinstance(detail, str) else "",
-        )
-    return fallback, ""
+        return None
+    if not isinstance(data, dict):
+        return None
+    error, detail = data.get("error"), data.get("detail")
+    if not isinstance(error, str) or not _ERROR_CODE.fullmatch(error):
+        return None
+    if not isinstance(detail, str):
+        return None
+    return error, detail

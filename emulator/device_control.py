@@ -28,19 +28,39 @@ import sys
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
+from device_direct.agent import Agent
 from device_direct.errors import DeviceDirectError
 from device_direct.model import JobKind, PrintJob
 from emulator.errors import EmulatorError
+from emulator.model.device import EmulatedDevice
 
-if TYPE_CHECKING:
-    from emulator.device_runner import DeviceRunner
 
-RUNNER: web.AppKey[DeviceRunner] = web.AppKey("runner")
+class ControlledDevice(Protocol):
+    """What the control API drives: a running emulated device and its agent.
+
+    ``device_runner.DeviceRunner`` is one; this module never imports it (the runner's
+    command line uses :func:`serve_control`, so the dependency goes that way only).
+    """
+
+    @property
+    def device(self) -> EmulatedDevice | None: ...
+
+    @property
+    def agent(self) -> Agent | None: ...
+
+    async def power_off(self) -> None: ...
+
+    async def power_on(self) -> None: ...
+
+    async def power_loss(self) -> None: ...
+
+
+RUNNER: web.AppKey[ControlledDevice] = web.AppKey("runner")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -58,7 +78,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def state_of(runner: DeviceRunner) -> dict[str, Any]:
+def state_of(runner: ControlledDevice) -> dict[str, Any]:
     """The device (and agent) state as JSON."""
     assert runner.device is not None
     snap = runner.device.snapshot()
@@ -165,7 +185,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _fail(409, str(exc))
 
 
-def make_app(runner: DeviceRunner) -> web.Application:
+def make_app(runner: ControlledDevice) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
     app[RUNNER] = runner
     app.router.add_get("/state", _state)
@@ -178,7 +198,7 @@ def make_app(runner: DeviceRunner) -> web.Application:
     return app
 
 
-async def serve_control(runner: DeviceRunner, port: int = 0) -> tuple[web.AppRunner, int]:
+async def serve_control(runner: ControlledDevice, port: int = 0) -> tuple[web.AppRunner, int]:
     """Serve the control API on 127.0.0.1:``port``; returns the runner and the port."""
     app_runner = web.AppRunner(make_app(runner), access_log=None)
     await app_runner.setup()

@@ -31,7 +31,9 @@ from device_direct.agent import Agent
 from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
 from device_direct.errors import ConfigError
+from emulator.closed_output import run_with_closed_output_quiet
 from emulator.device_control import serve_control
+from emulator.errors import ProfileError
 from emulator.jetdirect import JetDirectConfig, JetDirectServer
 from emulator.jetdirect.dlm_install import dlm_installer
 from emulator.jetdirect.server import FirmwareHandler, reject_firmware
@@ -250,6 +252,10 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
     def bad(option: str, message: str) -> ConfigError:
         return ConfigError(message, key=option)
 
+    try:
+        load_profile(args.profile)  # a wrong --profile is a usage error, found before start
+    except ProfileError as exc:
+        raise bad("--profile", str(exc)) from None
     if args.no_agent and args.server:
         raise bad("--server", "give either --server (with --ca) or --no-agent, not both")
     if not args.no_agent and not args.server:
@@ -325,16 +331,19 @@ async def _serve(options: DeviceOptions) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m emulator.device_runner ...``: the same as ``python -m emulator device``."""
-    parser = argparse.ArgumentParser(prog="python -m emulator")
-    add_device_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["device", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return run_device_cli(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    def run() -> int:
+        parser = argparse.ArgumentParser(prog="python -m emulator")
+        add_device_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["device", *(sys.argv[1:] if argv is None else argv)])
+        try:
+            return run_device_cli(args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return 130
+
+    return run_with_closed_output_quiet(run)
 
 
 if __name__ == "__main__":

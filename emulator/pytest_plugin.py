@@ -3,7 +3,12 @@
 Install ``device-direct[test]`` and the fixtures are there (entry point ``pytest11``
 named ``emulator.pytest_plugin``, so ``-p emulator.pytest_plugin`` and ``pytest_plugins =
 ["emulator.pytest_plugin"]`` in a root ``conftest.py`` find it already loaded). They
-need pytest-asyncio; use them from ``async def`` tests.
+run on pytest-asyncio; use them from ``async def`` tests. No configuration is needed:
+an ``async def`` test that asks for a ``dd_*`` fixture is run by pytest-asyncio even in
+its default strict mode (the plugin marks it ``asyncio``), and when the project has not
+chosen ``asyncio_default_fixture_loop_scope`` the plugin chooses ``function`` (the
+default pytest-asyncio announces), so pytest-asyncio has nothing to warn about. A value
+the project sets wins. The user's guide is docs/pytest-plugin.md.
 
 ``dd_clock``
     A :class:`~emulator.clock.VirtualClock` for the test. The test itself holds time:
@@ -242,6 +247,45 @@ class DeviceDirectWaiter:
         if self.server is None:
             raise AssertionError("this helper needs the dd_server fixture")
         return self.server
+
+
+# -- making the fixtures work with no configuration -----------------------------------------
+
+_LOOP_SCOPE_INI = "asyncio_default_fixture_loop_scope"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Before pytest-asyncio reads it: an unset fixture loop scope becomes ``function``."""
+    try:
+        chosen = config.getini(_LOOP_SCOPE_INI)
+    except ValueError:  # pytest-asyncio is not installed: nothing to configure
+        return
+    if chosen:
+        return
+    # pytest has no public way for a plugin to give another plugin's ini option a value;
+    # getini() has just cached "unset" here, and pytest-asyncio reads the same cache.
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache[_LOOP_SCOPE_INI] = "function"
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object
+                              ) -> Iterator[Any]:
+    """Mark ``async def`` tests that use a ``dd_*`` fixture as asyncio tests.
+
+    ``trylast``: this wrapper sits inside pytest-asyncio's, so the mark is there when
+    pytest-asyncio turns marked coroutine functions into its own test items."""
+    result = yield
+    items: list[Any] = (result if isinstance(result, list)
+                        else [result] if result is not None else [])
+    for item in items:
+        if (isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj)
+                and any(f.startswith("dd_") for f in item.fixturenames)
+                and item.get_closest_marker("asyncio") is None):
+            item.add_marker(pytest.mark.asyncio)
+    return result
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -17,8 +17,20 @@ An entry moves through::
 Every transition is in :data:`TRANSITIONS`; a pair missing from it is a bug on our side
 and raises :class:`LocalProtocolError`. DONE, REJECTED and DROPPED are terminal: the
 entry leaves the outbox and a :class:`TransferRecord` in the transfer history says what
-happened to it (failed attempts are recorded too). The history keeps the last 50
-records and goes into the next payloads.
+happened to it. The history goes into the next payloads.
+
+Transfer history: final outcomes (stored, duplicate, rejected, dropped) and failed
+attempts are kept apart. Failed attempts keep only the last ``FAILURE_LIMIT``, so a
+week of retries can never push a final outcome out. The last ``history_limit`` final
+outcomes are kept, and a drop or a rejection is kept beyond that until a payload that
+carried it was acknowledged (``delivered_before``: records made before the acknowledged
+payload was built reached the server in it), so the server learns of every drop.
+
+Sequence numbers: :meth:`Outbox.allocate` names the number the next payload will
+carry without taking it; :meth:`Outbox.add` takes it. A payload that was never added
+(its build failed, the disk was full) leaves the number for the next one, so the
+server never sees a gap for a payload that did not exist. A payload added but dropped
+at once (bigger than the budget) takes its number: the gap is real and recorded.
 
 Order and pacing: oldest (lowest sequence) first, one upload at a time. Only the head
 of the queue is considered; while it waits out its backoff the others wait behind it,
@@ -44,11 +56,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from device_direct.core.payload import TransferRecord, is_upload_id, new_upload_id
+from device_direct.core.payload import MAX_TRANSFERS, TransferRecord, is_upload_id, new_upload_id
 from device_direct.errors import LocalProtocolError
 
 HISTORY_LIMIT = 50
+# Failed attempts kept for the transfer history (the newest ones).
+FAILURE_LIMIT = 20
 DEFAULT_MAX_ENTRIES = 500
+_UNDELIVERED = frozenset({"dropped", "rejected"})
 
 
 class EntryState(enum.Enum):
@@ -140,8 +155,9 @@ class Outbox:
 
     __slots__ = (
         "_entries",
-        "_history",
+        "_records",
         "budget_bytes",
+        "delivered_before",
         "history_limit",
         "max_entries",
         "next_sequence",
@@ -156,6 +172,7 @@ class Outbox:
         next_sequence: int = 0,
         entries: Iterable[OutboxEntry] = (),
         history: Iterable[TransferRecord] = (),
+        delivered_before: datetime | None = None,
     ) -> None:
         for name, value, minimum in (
             ("budget_bytes", budget_bytes, 1),
@@ -180,7 +197,12 @@ class Outbox:
             raise ValueError("two outbox entries share a sequence number")
         # The counter must stay ahead of everything on record, whatever was persisted.
         self.next_sequence = max([next_sequence, *(s + 1 for s in sequences)])
-        self._history: list[TransferRecord] = list(history)[-history_limit:]
+        if delivered_before is not None and delivered_before.tzinfo is None:
+            raise ValueError("Outbox delivered_before must be an aware datetime")
+        self.delivered_before = delivered_before
+        self._records: list[TransferRecord] = []
+        for record in history:
+            self._record(record)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -191,8 +213,26 @@ class Outbox:
 
     @property
     def history(self) -> tuple[TransferRecord, ...]:
-        """The transfer history, oldest first (at most ``history_limit`` records)."""
-        return tuple(self._history)
+        """The transfer history for the next payload, oldest first.
+
+        Final outcomes and the last failed attempts, merged by time; at most
+        MAX_TRANSFERS records (what a payload carries), failed attempts and delivered
+        outcomes giving way first."""
+        records = list(self._records)
+        while len(records) > MAX_TRANSFERS:
+            gone = next((i for i, r in enumerate(records) if r.result == "failed"), None)
+            if gone is None:
+                gone = next((i for i, r in enumerate(records) if not self._undelivered(r)), 0)
+            del records[gone]
+        return tuple(records)
+
+    def records(self) -> tuple[TransferRecord, ...]:
+        """Every record kept (for persistence), oldest first."""
+        return tuple(self._records)
+
+    def undelivered(self) -> tuple[TransferRecord, ...]:
+        """Drops and rejections no acknowledged payload has carried to the server yet."""
+        return tuple(r for r in self._records if self._undelivered(r))
 
     @property
     def used_bytes(self) -> int:
@@ -236,13 +276,17 @@ class Outbox:
             history_limit=self.history_limit,
             next_sequence=self.next_sequence,
             entries=self._entries.values(),
-            history=self._history,
+            history=self._records,
+            delivered_before=self.delivered_before,
         )
 
     # -- changing --------------------------------------------------------------------------
 
     def allocate(self, rng: random.Random) -> Allocation:
-        """Reserve the next sequence number and a fresh Upload-Id.
+        """The sequence number the next payload will carry, and a fresh Upload-Id.
+
+        The number is taken only by :meth:`add`: until then, allocating again gives
+        the same number (with a new Upload-Id).
 
         The id mixes ``rng`` with the sequence number, so even a device whose generator
         restarts from the same seed after a reboot never repeats the id of a payload it
@@ -250,7 +294,6 @@ class Outbox:
         Real devices pass ``random.SystemRandom()``.
         """
         sequence = self.next_sequence
-        self.next_sequence += 1
         digest = hashlib.sha256(f"{rng.getrandbits(128)}:{sequence}".encode()).digest()
         return Allocation(new_upload_id(int.from_bytes(digest[:16], "big")), sequence)
 
@@ -258,10 +301,11 @@ class Outbox:
         """Queue a built payload, applying the drop rule (see the module docstring)."""
         if upload_id in self._entries:
             raise LocalProtocolError(f"upload id {upload_id} is already in the outbox")
-        if not 0 <= sequence < self.next_sequence:
-            raise LocalProtocolError(f"sequence {sequence} was not allocated by this outbox")
-        if any(e.sequence == sequence for e in self._entries.values()):
-            raise LocalProtocolError(f"sequence {sequence} is already in the outbox")
+        if sequence != self.next_sequence:
+            raise LocalProtocolError(
+                f"sequence {sequence} was not allocated by this outbox (next is "
+                f"{self.next_sequence})")
+        self.next_sequence = sequence + 1
         entry = OutboxEntry(upload_id, sequence, size, created_at=now, next_attempt_at=now)
         in_flight = self.sending()
         # Decide before dropping anything: a payload that could not fit even in an
@@ -321,6 +365,10 @@ class Outbox:
         event = OutboxEvent.ACK_STORED if result == "stored" else OutboxEvent.ACK_DUPLICATE
         entry = self.get(upload_id)
         self._apply(entry, event)
+        # The payload carried the history as it was when it was built: what was
+        # recorded before then has reached the server.
+        if self.delivered_before is None or entry.created_at > self.delivered_before:
+            self.delivered_before = entry.created_at
         return self._record(TransferRecord(now, result, entry.size, upload_id))
 
     def fail(self, upload_id: str, now: datetime, delay_s: float, error: str) -> OutboxEntry:
@@ -362,7 +410,23 @@ class Outbox:
             del self._entries[entry.upload_id]
         return updated
 
+    def _undelivered(self, record: TransferRecord) -> bool:
+        return record.result in _UNDELIVERED and (
+            self.delivered_before is None or record.at >= self.delivered_before)
+
     def _record(self, record: TransferRecord) -> TransferRecord:
-        self._history.append(record)
-        del self._history[: -self.history_limit]
+        records = self._records
+        records.append(record)
+        failures = [i for i, r in enumerate(records) if r.result == "failed"]
+        if len(failures) > FAILURE_LIMIT:
+            del records[failures[0]]
+        finals = [i for i, r in enumerate(records) if r.result != "failed"]
+        if len(finals) > self.history_limit:
+            # The oldest delivered outcome goes; undelivered drops and rejections stay
+            # (up to what one payload can carry beside the failed attempts).
+            delivered = [i for i in finals if not self._undelivered(records[i])]
+            if delivered:
+                del records[delivered[0]]
+            elif len(finals) > max(self.history_limit, MAX_TRANSFERS - FAILURE_LIMIT):
+                del records[finals[0]]
         return record

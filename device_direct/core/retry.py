@@ -7,9 +7,13 @@ uniformly random time in ``[floor_s, band(n)]`` with ``band(n) = min(cap_s, base
 jitter draw of 0 from turning a broken server into a tight loop.
 
 :func:`classify_status` and :func:`classify_error` sort outcomes: 2xx is done; network
-errors, timeouts, 5xx, 408 and 429 are retried; other 4xx are final (the server looked
-at the data and refused it: sending the same bytes again cannot help, the rejection is
-reported in the transfer history instead).
+errors, timeouts, 5xx, 408 and 429 are retried; other 4xx are final when they are the
+communication server's own JSON error (the transport raises :class:`ServerRejected`
+for those only: the server looked at the data and refused it, sending the same bytes
+again cannot help, the rejection is reported in the transfer history instead). A 4xx
+in any other form came from something in between (a proxy's, load balancer's or
+captive portal's page) and is a :class:`~device_direct.errors.ForeignAnswer`, a network
+error: retried.
 """
 
 from __future__ import annotations
@@ -108,10 +112,10 @@ def classify_error(exc: BaseException) -> Disposition:
     """Sort an exception raised while sending.
 
     Network trouble (connect, timeout, TLS, proxy, 5xx) and garbled answers are retried.
-    A 4xx rejection is final unless its status says "later". An :class:`AuthError` is
-    retried too: the identity is wrong, not the payload, so the payload waits while the
-    agent re-registers. Local bugs and anything unknown are final, so a programming
-    error cannot keep a payload spinning.
+    A 4xx rejection (the server's JSON error) is final unless its status says "later".
+    An :class:`AuthError` is retried too: the identity is wrong, not the payload, so the
+    payload waits while the agent renews or registers again. Local bugs and anything
+    unknown are final, so a programming error cannot keep a payload spinning.
     """
     if isinstance(exc, ServerRejected):
         return classify_status(exc.status) if 400 <= exc.status <= 599 else Disposition.FINAL

@@ -67,7 +67,7 @@ def age_device(device: EmulatedDevice, days: int) -> AgingResult:
     for n in range(days):
         day = first + timedelta(days=n)
         device.run_day(day)
-        t = plan.day_start(day) + plan.office_seconds
+        t = device._cal.day_start(day.toordinal()) + plan.office_seconds
         for i, h in enumerate(hfsi):
             if st.hfsi_count(plan, i) >= h.life:  # the technician's scheduled visit
                 st.replace_part(plan, i, t)

@@ -10,8 +10,10 @@ import os
 
 from device_direct.clock import Clock
 from device_direct.config import AgentConfig
+from device_direct.errors import ConfigError
+from emulator.errors import ProfileError
 from emulator.model.device import EmulatedDevice
-from emulator.model.profile import load_profile
+from emulator.model.profile import available_profiles, load_profile
 
 
 def emulated_serial(config: AgentConfig) -> str:
@@ -25,9 +27,16 @@ def emulated_serial(config: AgentConfig) -> str:
 
 def make_model(config: AgentConfig, clock: Clock) -> EmulatedDevice:
     """An emulated MFP of ``device.profile`` whose state lives next to the agent's data."""
-    profile = config.device.profile or "office-color"
+    name = config.device.profile or "office-color"
+    try:
+        profile = load_profile(name)
+    except ProfileError as exc:
+        # A config mistake: the CLI adds the file name and exits 2.
+        known = ", ".join(available_profiles()) or "none"
+        raise ConfigError(f"no device profile {name!r} ({exc}); known profiles: {known}",
+                          key="device.profile") from exc
     return EmulatedDevice(
-        load_profile(profile),
+        profile,
         serial=emulated_serial(config),
         clock=clock,
         rng_seed=0,

@@ -27,6 +27,7 @@ from tlsfixtures import TestCA, server_context
 
 from device_direct.alerts import AlertMailer, MailError, SmtpSender
 from device_direct.config import AlertsConfig
+from device_direct.errors import ConfigError
 from device_direct.model import Alert, DeviceSnapshot, Severity
 from emulator.clock import VirtualClock
 
@@ -198,6 +199,26 @@ async def test_starttls_required_verifies_the_server_and_logs_in(tmp_path: Path)
         opp = mailer(config(port, smtp_host="localhost", starttls="opportunistic"), model, clock)
         assert await opp.check(), opp.last_error
     assert [(r.tls, r.login) for r in inbox.mail] == [(True, "dd"), (True, None)]
+
+
+async def test_credentials_never_go_over_an_unverified_channel(tmp_path: Path) -> None:
+    # Opportunistic STARTTLS to a server whose certificate the device cannot check:
+    # without credentials the mail goes (encrypted); with them, nothing is sent.
+    ca = TestCA("Mail CA")
+    tls = server_context(None, ca.issue_server_cert(tmp_path, ("localhost",)))
+    inbox, model, clock = Inbox(), Model(), VirtualClock(T0)
+    model.active = [TONER_EMPTY]
+    async with smtp_server(inbox, tls=tls) as port:
+        cfg = config(port, smtp_host="localhost", starttls="opportunistic", username="dd",
+                     password="pw")
+        m = mailer(cfg, model, clock)  # the system trust store: this CA is not in it
+        assert not await m.check()
+        assert m.last_error is not None and m.last_error.reason == "tls"
+        trusted = mailer(cfg, model, clock, ca_bundle=ca.write_cert(tmp_path / "ca.pem"))
+        assert await trusted.check(), trusted.last_error
+    assert [(r.tls, r.login) for r in inbox.mail] == [(True, "dd")]
+    with pytest.raises(ConfigError, match=r"alerts\.username"):
+        config(port, starttls="off", username="dd", password="pw")
 
 
 async def test_required_starttls_that_is_not_offered_sends_nothing() -> None:

@@ -272,3 +272,26 @@ def test_the_shipped_example_file_loads_and_matches_the_docstring(tmp_path: Path
     assert "[alerts]" in text and all(
         line.strip() in text for line in doc.split("::\n", 1)[1].splitlines() if line.strip()
     ), "fixtures/agent.example.toml and the config.py docstring have drifted apart"
+
+
+def test_an_unknown_profile_is_a_config_error_naming_file_key_and_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # issue 17.1: a traceback and exit 1 before; exit 2 naming the file, the key and
+    # the profiles there are.
+    from device_direct.__main__ import EXIT_USAGE, main
+
+    path = write(tmp_path, MINIMAL.replace("[device]", '[device]\nprofile = "color-mfp"'))
+    assert main(["register", "--config", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(path) in err and "device.profile" in err and "color-mfp" in err
+    assert "office-color" in err and "Traceback" not in err
+
+
+def test_the_example_names_a_real_profile() -> None:
+    from emulator.model.profile import available_profiles
+
+    shipped = Path(__file__).resolve().parents[2] / "fixtures" / "agent.example.toml"
+    (line,) = [ln for ln in shipped.read_text().splitlines() if "profile =" in ln]
+    name = line.split("=", 1)[1].split("#", 1)[0].strip().strip('"')
+    assert name in available_profiles()

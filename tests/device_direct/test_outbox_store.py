@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import random
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,13 @@ import pytest
 from device_direct import outbox_store
 from device_direct.core.payload import NAMESPACE, PayloadMeta, pack_zip, read_payload
 from device_direct.errors import PayloadError, StorageError
-from device_direct.outbox_store import META_NAME, OUTBOX_DIR, QUARANTINE_DIR, OutboxStore
+from device_direct.outbox_store import (
+    META_NAME,
+    OUTBOX_DIR,
+    QUARANTINE_DIR,
+    SEQUENCE_NAME,
+    OutboxStore,
+)
 from emulator.clock import VirtualClock
 
 T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
@@ -60,7 +67,8 @@ def test_round_trip_and_reopen(tmp_path: Path) -> None:
     assert [r.result for r in again.history()] == ["stored"]
     assert again.allocate().sequence == 2
     files = sorted(p.name for p in (tmp_path / OUTBOX_DIR).iterdir())
-    assert files == sorted([META_NAME, QUARANTINE_DIR, f"{1:012d}-{b.upload_id}.zip"])
+    assert files == sorted([META_NAME, QUARANTINE_DIR, SEQUENCE_NAME,
+                            f"{1:012d}-{b.upload_id}.zip"])
 
 
 def test_failed_attempts_and_backoff_survive_a_restart(tmp_path: Path) -> None:
@@ -230,18 +238,14 @@ def test_unreadable_payload_is_dropped_not_retried_forever(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store(tmp_path)
-    a, _ = add_one(store)
+    add_one(store)
     b, _ = add_one(store)
     entry = store.next_due(T0)
     assert entry is not None
-    real = outbox_store._read_bytes
-
-    def broken(path: str) -> bytes:
-        if a.upload_id in path:
-            raise OSError(errno.EIO, "Input/output error")
-        return real(path)
-
-    monkeypatch.setattr(outbox_store, "_read_bytes", broken)
+    # A payload "file" that cannot be read: a directory in its place (EISDIR).
+    path = store.path_of(entry)
+    path.unlink()
+    path.mkdir()
     with pytest.raises(StorageError, match="cannot be read"):
         store.begin_send(entry, T0)
     nxt = store.next_due(T0)
@@ -370,11 +374,11 @@ def test_crash_at_every_write_step_loses_and_duplicates_nothing(
         check_after_crash(path, log, strict=error == "kill")
 
 
-def test_metadata_is_exactly_what_json_dumps_writes(tmp_path: Path) -> None:
-    # meta.json is assembled from cached pieces; it must stay one plain JSON document.
+def test_metadata_round_trips_and_keeps_outcomes_apart_from_failures(tmp_path: Path) -> None:
     import json
 
-    from device_direct.outbox_store import META_VERSION, _dumps
+    from device_direct.core.outbox import FAILURE_LIMIT
+    from device_direct.outbox_store import META_VERSION
 
     store = open_store(tmp_path)
     for i in range(60):  # more than the history keeps
@@ -388,10 +392,95 @@ def test_metadata_is_exactly_what_json_dumps_writes(tmp_path: Path) -> None:
             store.mark_failed(entry, 'timeout "x"\n', T0, delay=0)
     raw = (tmp_path / OUTBOX_DIR / META_NAME).read_bytes()
     doc = json.loads(raw)
-    assert raw == _dumps(doc).encode()
-    assert doc["version"] == META_VERSION and len(doc["history"]) == 50
+    assert doc["version"] == META_VERSION
+    results = [r["result"] for r in doc["history"]]
+    assert results.count("stored") == 40 and results.count("failed") == FAILURE_LIMIT
     assert doc["next_sequence"] == 60
-    assert len(store._record_json) <= 100  # records that left the history are forgotten
     again = open_store(tmp_path)
     assert again.history() == store.history()
     assert again.entries() == store.entries()
+
+
+# -- sequence numbers and drops under field failures (issue 16 item 3, issue 17 11/12) ------
+
+
+def test_losing_meta_json_does_not_restart_the_counter(tmp_path: Path) -> None:
+    # Everything sent and deleted, then meta.json is lost: the server already holds
+    # numbers 0..2, so the next payload must carry 3, not 0.
+    store = open_store(tmp_path)
+    for _ in range(3):
+        add_one(store)
+        entry = store.next_due(T0)
+        assert entry is not None
+        store.begin_send(entry, T0)
+        store.mark_sent(entry, "stored", T0)
+    (tmp_path / OUTBOX_DIR / META_NAME).unlink()
+    assert open_store(tmp_path).allocate().sequence == 3
+    # Corrupt rather than missing: quarantined, and still no number reused.
+    (tmp_path / OUTBOX_DIR / META_NAME).write_text("{torn")
+    assert open_store(tmp_path).allocate().sequence == 3
+
+
+def test_a_full_disk_takes_no_sequence_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(tmp_path)
+    add_one(store)
+    real = outbox_store.atomic_write
+
+    def full(path: object, data: bytes, **kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outbox_store, "atomic_write", full)
+    for _ in range(3):  # three days of a full disk
+        with pytest.raises(StorageError, match="disk is full"):
+            add_one(store)
+    monkeypatch.setattr(outbox_store, "atomic_write", real)
+    meta, _ = add_one(store)
+    assert meta.sequence == 1, "payloads never stored took sequence numbers (false gaps)"
+    assert [e.sequence for e in open_store(tmp_path).entries()] == [0, 1]
+
+
+def test_a_payload_deleted_while_stopped_is_logged_and_recorded_as_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(tmp_path)
+    a, size = add_one(store)
+    b, _ = add_one(store)
+    store.path_of(store.entries()[0]).unlink()  # the agent is stopped
+    with caplog.at_level("ERROR", logger="device_direct.outbox_store"):
+        again = open_store(tmp_path)
+    assert [e.upload_id for e in again.entries()] == [b.upload_id]
+    (record,) = [r for r in again.history() if r.upload_id == a.upload_id]
+    assert record.result == "dropped" and record.bytes == size
+    assert a.upload_id in caplog.text and "missing" in caplog.text
+    # It stays recorded (meta.json was rewritten), not re-discovered at every open.
+    assert [r.result for r in open_store(tmp_path).history()] == ["dropped"]
+
+
+def test_failed_attempts_never_push_a_drop_out_of_the_history(tmp_path: Path) -> None:
+    # A week-long outage with a 10-minute retry cap: ~1000 failed attempts after a drop.
+    size = len(payload(str(uuid.UUID(int=0))))
+    store = open_store(tmp_path, budget=size * 2 + size // 2)
+    first, _ = add_one(store)
+    add_one(store)
+    add_one(store)  # over budget: the first is dropped
+    assert [r.result for r in store.history()] == ["dropped"]
+    for i in range(1000):
+        entry = store.next_due(T0 + timedelta(days=8))
+        assert entry is not None
+        store.begin_send(entry, T0 + timedelta(minutes=10 * i))
+        store.mark_failed(entry, "503", T0 + timedelta(minutes=10 * i), delay=0)
+    history = open_store(tmp_path).history()
+    assert [r.upload_id for r in history if r.result == "dropped"] == [first.upload_id]
+    # Once a payload built after the drop is acknowledged, the drop has reached the
+    # server and may age out like any other outcome.
+    later = T0 + timedelta(days=9)
+    store = OutboxStore.open(tmp_path, budget_bytes=1 << 20, clock=VirtualClock(later),
+                             rng=random.Random(5))
+    add_one(store)
+    while (entry := store.next_due(later)) is not None:
+        store.begin_send(entry, later)
+        assert store.undelivered() != ()  # built before the drop, or not acknowledged yet
+        store.mark_sent(entry, "stored", later)
+    assert store.undelivered() == ()

@@ -902,3 +902,17 @@ async def test_register_upload_actions_firmware_and_logs_against_the_reference_s
 
             await transport.upload_logs("fuser warm-up took 41 s\n")
             assert transport.server_time() is not None
+
+
+async def test_a_tls_1_1_server_that_cuts_the_handshake_is_named_as_such(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    # issue 17.9: an asyncio TLS server that only speaks TLS 1.1 closes the connection
+    # without an alert; the error used to be "cannot connect: " with an empty cause.
+    legacy = server_context(
+        None, ca.issue_server_cert(tmp_path), max_version=ssl.TLSVersion.TLSv1_1
+    )
+    async with serve(_plain_app(), legacy) as running:
+        error = await _tls_failure(running.url, bundle, tmp_path / "id")
+    assert error.reason == "tls-version"
+    assert "TLSv1.1" in str(error) and "TLS 1.2 or newer" in str(error)

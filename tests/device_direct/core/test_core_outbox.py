@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -127,20 +128,36 @@ def test_restart_puts_the_in_flight_upload_back() -> None:
 def test_upload_ids_differ_even_with_a_restarted_generator() -> None:
     box = Outbox(budget_bytes=10_000)
     a = box.allocate(random.Random(1))
+    box.add(a.upload_id, a.sequence, 10, T0)
     b = box.allocate(random.Random(1))
     assert a.upload_id != b.upload_id and a.sequence + 1 == b.sequence
+
+
+def test_a_number_is_taken_only_when_its_payload_is_added() -> None:
+    # A build that failed after allocate() must not leave the server a false gap.
+    box = Outbox(budget_bytes=10_000)
+    lost = box.allocate(random.Random(1))  # the build fails: never added
+    again = box.allocate(random.Random(2))
+    assert again.sequence == lost.sequence == 0
+    box.add(again.upload_id, again.sequence, 10, T0)
+    assert box.allocate(random.Random(3)).sequence == 1
+    with pytest.raises(LocalProtocolError, match="not allocated"):
+        box.add(lost.upload_id, lost.sequence, 10, T0)
 
 
 # -- stateful --------------------------------------------------------------------------------
 
 
 class OutboxMachine(RuleBasedStateMachine):
-    """Random adds, sends, answers and crashes against a model of what must hold."""
+    """Random adds, failed builds, sends, answers, crashes and lost metadata against a
+    model of what must hold: no payload lost without a drop record that reaches the
+    server, no sequence number used twice, no gap the server cannot explain."""
 
     def __init__(self) -> None:
         super().__init__()
         self.budget = 5000
-        self.box = Outbox(budget_bytes=self.budget, max_entries=6, history_limit=1000)
+        # A short history, so that outcomes age out of it during a run.
+        self.box = Outbox(budget_bytes=self.budget, max_entries=6, history_limit=3)
         self.rng = random.Random(0)
         self.now = T0
         self.added: dict[str, int] = {}  # upload id -> sequence
@@ -149,11 +166,17 @@ class OutboxMachine(RuleBasedStateMachine):
         self.dropped: set[str] = set()
         self.sequences: list[int] = []
         self.in_flight: str | None = None
+        self.carried: dict[str, set[str]] = {}  # payload -> drops in its history
+        self.server_knows: set[str] = set()  # drops the server learned of
+        self.lost_with_meta: set[str] = set()  # drops whose record went with meta.json
 
     @rule(size=st.integers(1, 3000))
     def add(self, size: int) -> None:
         alloc = self.box.allocate(self.rng)
         self.sequences.append(alloc.sequence)
+        # The payload carries the history as it is when it is built.
+        self.carried[alloc.upload_id] = {
+            r.upload_id for r in self.box.history if r.result == "dropped" and r.upload_id}
         result = self.box.add(alloc.upload_id, alloc.sequence, size, self.now)
         self.added[alloc.upload_id] = alloc.sequence
         for gone in result.dropped:
@@ -182,6 +205,7 @@ class OutboxMachine(RuleBasedStateMachine):
     def ack(self, duplicate: bool) -> None:
         assert self.in_flight is not None
         self.box.acknowledge(self.in_flight, "duplicate" if duplicate else "stored", self.now)
+        self.server_knows |= self.carried[self.in_flight]
         self.acked.add(self.in_flight)
         self.in_flight = None
 
@@ -205,10 +229,42 @@ class OutboxMachine(RuleBasedStateMachine):
         self.box = Outbox(
             budget_bytes=self.budget,
             max_entries=6,
-            history_limit=1000,
+            history_limit=3,
             next_sequence=self.box.next_sequence,
             entries=self.box.entries,
-            history=self.box.history,
+            history=self.box.records(),
+            delivered_before=self.box.delivered_before,
+        )
+        self.box.restart()
+        self.in_flight = None
+
+    @rule()
+    def build_fails(self) -> None:
+        # allocate() and then the build (model, XML, zip) or the disk fails.
+        before = self.box.next_sequence
+        self.box.allocate(self.rng)
+        assert self.box.next_sequence == before, "a payload never stored took a number"
+
+    @rule(times=st.integers(1, 60))
+    def outage(self, times: int) -> None:
+        # Many failed attempts in a row (a long outage with a short retry cap).
+        for _ in range(times):
+            entry = self.box.next_due(self.now)
+            if entry is None or self.in_flight is not None:
+                return
+            self.box.start(entry.upload_id, self.now)
+            self.box.fail(entry.upload_id, self.now, 0, "timeout")
+
+    @rule()
+    def lose_meta_json(self) -> None:
+        # meta.json is lost: the store rebuilds the entries from the payload files and
+        # the counter from its spare copy; the history is gone with the file.
+        undelivered = {r.upload_id for r in self.box.undelivered() if r.upload_id}
+        self.lost_with_meta |= undelivered - self.server_knows
+        self.box = Outbox(
+            budget_bytes=self.budget, max_entries=6, history_limit=3,
+            next_sequence=self.box.next_sequence,
+            entries=[replace(e, attempts=0) for e in self.box.entries],
         )
         self.box.restart()
         self.in_flight = None
@@ -230,8 +286,16 @@ class OutboxMachine(RuleBasedStateMachine):
         fates = [live, self.acked, self.rejected, self.dropped]
         for upload_id in self.added:
             assert sum(upload_id in fate for fate in fates) == 1, upload_id
+        # Every drop has reached the server, or will with the next payload.
         recorded = {r.upload_id for r in self.box.history if r.result == "dropped"}
-        assert self.dropped <= recorded
+        for upload_id in self.dropped - self.lost_with_meta:
+            assert upload_id in self.server_knows or upload_id in recorded, upload_id
+
+    @invariant()
+    def no_false_gap(self) -> None:
+        # Every number below the counter was taken by a payload that was stored or
+        # recorded as dropped: a gap the server sees is one it is told of.
+        assert sorted(self.added.values()) == list(range(self.box.next_sequence))
 
     @invariant()
     def sequences_strictly_increase(self) -> None:

@@ -125,9 +125,13 @@ def test_hfsi_saturates_at_maximum_until_replaced() -> None:
     base = load_profile("office-mono")
     small = HfsiSpec(id="950-803", name="Tray 1 Feed Roll", life=100, rule="sheets",
                      maximum=150)
-    prof = dataclasses.replace(base, hfsi=(small,))
+    # The profile's links to its other HFSI items go with them.
+    prof = dataclasses.replace(
+        base, hfsi=(small,),
+        supplies=tuple(dataclasses.replace(s, hfsi="") for s in base.supplies),
+        faults=tuple(dataclasses.replace(f, parts=()) for f in base.faults))
     dev = make_device(prof)
-    for day in days_from(date(2026, 1, 5), 5):
+    for day in days_from(date(2026, 1, 5), 5):  # the maintenance visit is 5 working days out
         dev.run_day(day)
     item = dev.snapshot().hfsi[0]
     assert item.count == 150

@@ -101,8 +101,10 @@ async def test_life_count_follows_print_jobs(rig: Rig) -> None:
 
 async def test_supply_levels_and_alert_table_follow_the_model(rig: Rig) -> None:
     device, agent = rig
-    for _ in range(4):
-        await device.print_job(PrintJob(pages=500, coverage=0.5, color=True))
+    # A heavy colour job runs the colour toners empty (critical: marking stops there,
+    # the job does not complete); a black one then leaves the black toner low (warning).
+    await device.print_job(PrintJob(pages=500, coverage=0.5, color=True))
+    await device.print_job(PrintJob(pages=180, coverage=0.5, color=False))
     snap = device.snapshot()
     result = await run("snmpbulkwalk", *v2c(agent.port), "1.3.6.1.2.1.43.11.1.1.9")
     levels = {oid[-1]: value for oid, value in parse_walk(result.out)}
