@@ -365,51 +365,7 @@ class SnmpAgent:
         return int(next((p.value for p in props if p.name == "power-on-count"), "0") or 0)
 
     def _guard(self, eng: Any) -> None:
-        """Wrap pysnmp's message dispatcher: count traffic, and turn anything a datagram
-        makes it raise into one rate-limited warning (see module doc)."""
-        dispatcher = eng.message_dispatcher
-        receive = dispatcher.receive_message
-        builder = eng.get_mib_builder()
-        parse_errs, bad_versions = builder.import_symbols(
-            "__SNMPv2-MIB", "snmpInASNParseErrs", "snmpInBadVersions")
-        io, bad_input = self.io, self.bad_input
-
-        def guarded_receive(engine: Any, domain: Any, address: Any, whole: Any) -> Any:
-            size = len(whole)
-            io["in_pkts"] += 1
-            io["in_octets"] += size
-            before = (int(parse_errs.syntax), int(bad_versions.syntax))
-            failed = False
-            try:
-                return receive(engine, domain, address, whole)
-            except Exception as exc:  # third-party edge: pysnmp raising on a datagram
-                failed = True
-                parse_errs.syntax = parse_errs.syntax + 1
-                bad_input.report(address, f"{size}-byte datagram that pysnmp cannot "
-                                 f"process ({type(exc).__name__}: {exc}; starts "
-                                 f"{bytes(whole[:8]).hex(' ')})")
-                return None
-            finally:
-                after = (int(parse_errs.syntax), int(bad_versions.syntax))
-                if failed:
-                    pass
-                elif after[1] > before[1]:
-                    bad_input.report(address, f"{size}-byte datagram of an unsupported "
-                                     f"SNMP version")
-                elif after[0] > before[0]:
-                    bad_input.report(address, f"{size}-byte datagram that is not an SNMP "
-                                     f"message (BER decoding failed)")
-
-        dispatcher.receive_message = guarded_receive
-        transport = eng.transport_dispatcher
-        send = transport.send_message
-
-        def counted_send(message: Any, domain: Any, address: Any) -> Any:
-            io["out_pkts"] += 1
-            io["out_octets"] += len(message)
-            return send(message, domain, address)
-
-        transport.send_message = counted_send
+        guard_engine(eng, io=self.io, bad_input=self.bad_input)
 
     def _configure_access(self, eng: Any) -> None:
         for i, community in enumerate(self.config.communities, start=1):
@@ -432,3 +388,52 @@ class SnmpAgent:
         eng, self._engine = self._engine, None
         if eng is not None:
             eng.close_dispatcher()
+
+
+def guard_engine(eng: Any, *, io: dict[str, int], bad_input: BadInputLog) -> None:
+    """Wrap the message dispatcher of pysnmp engine ``eng``: count datagrams and octets
+    in ``io`` (in_pkts, in_octets, out_pkts, out_octets), and turn anything a datagram
+    makes pysnmp raise, or reject as unparsable, into one rate-limited warning (module
+    doc). Any engine serving emulated printers can use it (the LAN's shared one too)."""
+    dispatcher = eng.message_dispatcher
+    receive = dispatcher.receive_message
+    builder = eng.get_mib_builder()
+    parse_errs, bad_versions = builder.import_symbols(
+        "__SNMPv2-MIB", "snmpInASNParseErrs", "snmpInBadVersions")
+
+    def guarded_receive(engine: Any, domain: Any, address: Any, whole: Any) -> Any:
+        size = len(whole)
+        io["in_pkts"] += 1
+        io["in_octets"] += size
+        before = (int(parse_errs.syntax), int(bad_versions.syntax))
+        failed = False
+        try:
+            return receive(engine, domain, address, whole)
+        except Exception as exc:  # third-party edge: pysnmp raising on a datagram
+            failed = True
+            parse_errs.syntax = parse_errs.syntax + 1
+            bad_input.report(address, f"{size}-byte datagram that pysnmp cannot "
+                             f"process ({type(exc).__name__}: {exc}; starts "
+                             f"{bytes(whole[:8]).hex(' ')})")
+            return None
+        finally:
+            after = (int(parse_errs.syntax), int(bad_versions.syntax))
+            if failed:
+                pass
+            elif after[1] > before[1]:
+                bad_input.report(address, f"{size}-byte datagram of an unsupported "
+                                 f"SNMP version")
+            elif after[0] > before[0]:
+                bad_input.report(address, f"{size}-byte datagram that is not an SNMP "
+                                 f"message (BER decoding failed)")
+
+    dispatcher.receive_message = guarded_receive
+    transport = eng.transport_dispatcher
+    send = transport.send_message
+
+    def counted_send(message: Any, domain: Any, address: Any) -> Any:
+        io["out_pkts"] += 1
+        io["out_octets"] += len(message)
+        return send(message, domain, address)
+
+    transport.send_message = counted_send
