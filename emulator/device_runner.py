@@ -75,10 +75,15 @@ class DeviceOptions:
     control_port: int = 0  # the QA control API (127.0.0.1 only); 0: any free port
     web_port: int | None = 0  # the embedded web pages (emulator/web); None: none
     admin_password: str | None = None  # their admin login; None: the serial number
+    # A used printer: days of its own use simulated before it starts (None: the
+    # profile's [history] age_days). Only a new state is aged.
+    age_days: int | None = None
 
     def __post_init__(self) -> None:
         if not self.serial or not self.serial.isprintable() or len(self.serial) > 32:
             raise ValueError(f"serial must be 1..32 printable characters, got {self.serial!r}")
+        if self.age_days is not None and not 0 <= self.age_days <= 7320:
+            raise ValueError(f"--age-days must be 0..7320, got {self.age_days}")
 
 
 class DeviceRunner:
@@ -111,7 +116,8 @@ class DeviceRunner:
         state = self.state_dir
         state.mkdir(parents=True, exist_ok=True)
         self.device = EmulatedDevice(load_profile(o.profile), serial=o.serial, clock=self.clock,
-                                     rng_seed=o.seed, state_dir=state / "model")
+                                     rng_seed=o.seed, state_dir=state / "model",
+                                     age_days=o.age_days)
         self.snmp = SnmpAgent(self.device, clock=self.clock, config=o.snmp,
                               settings_path=state / "snmp-settings.json")
         on_firmware = self._on_firmware
@@ -257,6 +263,10 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--server-name", default="", help="TLS name of the server (default: URL host)")
     p.add_argument("--registration-key", help="one-time registration key")
     p.add_argument("--time-zone", default="UTC", help="device time zone (IANA name)")
+    p.add_argument("--age-days", type=int, default=None, metavar="DAYS",
+                   help="start as a used printer with DAYS days of its own use simulated "
+                        "(meters, wear counters, supplies, fault history); default: the "
+                        "profile's [history] age_days")
     p.add_argument("--no-agent", action="store_true", help="run without Device Direct")
     p.add_argument("--state-dir", type=Path, help="keep the device's state here "
                    "(default: a temporary directory, removed at exit)")
@@ -308,7 +318,8 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
                              state_dir=args.state_dir, firmware_key=firmware_key,
                              control_port=args.control_port,
                              web_port=None if args.web_port < 0 else args.web_port,
-                             admin_password=args.admin_password)
+                             admin_password=args.admin_password,
+                             age_days=args.age_days)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
