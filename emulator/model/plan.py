@@ -62,9 +62,9 @@ class Plan:
         "_day_start_cache", "color", "day_rate", "day_sigma", "fault_is_day", "fault_parts",
         "fault_rate", "hfsi_cap", "hfsi_div", "hfsi_due_raw", "hfsi_life_raw", "hfsi_rule",
         "hfsi_share", "hfsi_sup", "job_cum", "job_sizes", "mix", "office_seconds", "profile",
-        "sheet_rate", "sup_alert", "sup_coverage_idx", "sup_critical", "sup_critical_idx",
-        "sup_drive", "sup_factor", "sup_hfsi", "sup_low_used", "sup_milli_life",
-        "sup_order_used", "sup_toner", "tz", "waste_critical",
+        "sheet_rate", "sup_alert", "sup_colour", "sup_coverage_idx", "sup_critical",
+        "sup_critical_idx", "sup_drive", "sup_factor", "sup_hfsi", "sup_low_used",
+        "sup_milli_life", "sup_order_used", "sup_toner", "tz", "waste_critical",
     )
 
     def __init__(self, profile: Profile) -> None:
@@ -83,6 +83,7 @@ class Plan:
                 drive.append(DRIVE_IMPRESSIONS)
         self.sup_drive = tuple(drive)
         self.sup_toner = tuple(s.rule == "coverage" for s in profile.supplies)
+        self.sup_colour = tuple(d == DRIVE_COLOR for d in self.sup_drive)
         self.sup_factor = self.factors(usage.coverage)
         self.sup_milli_life = tuple(s.life * 1000 for s in profile.supplies)
         low_used = []

@@ -69,16 +69,25 @@ class DeviceTraits:
         if self.lead_time_days < 0 or self.service_extra_days < 0:
             raise ValueError("day counts must be >= 0")
 
-    def day_factors(self, plan: Plan, rng: random.Random) -> tuple[int, ...]:
-        """Milli units per driving count of each supply today: coverage varies per
-        colorant per day around the device's own coverage."""
+    def day_factors(self, plan: Plan, rng: random.Random
+                    ) -> tuple[tuple[int, ...], tuple[int, int]]:
+        """Milli units per driving count of each supply today (coverage varies per
+        colorant per day around the device's own coverage), and the toner used per
+        impression and per colour impression (``Plan.toner_per_impression``)."""
         base = plan.sup_factor
         sigma = self.coverage_day_sigma
         out = list(base)
         gauss = rng.gauss
+        coverage = self.coverage
+        per_imp = per_color = 0
+        colour = plan.sup_colour
         for i in plan.sup_coverage_idx:
-            out[i] = round(base[i] * self.coverage[i] * math.exp(gauss(0.0, sigma)))
-        return tuple(out)
+            f = out[i] = round(base[i] * coverage[i] * math.exp(gauss(0.0, sigma)))
+            if colour[i]:
+                per_color += f
+            else:
+                per_imp += f
+        return tuple(out), (per_imp, per_color)
 
 
 def draw_traits(plan: Plan, rng: random.Random) -> DeviceTraits:

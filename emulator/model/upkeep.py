@@ -49,11 +49,12 @@ def power_cycle(st: DeviceState, t: float, why: str) -> None:
 
 def schedule(st: DeviceState, plan: Plan, cal: WorkCalendar, traits: DeviceTraits) -> None:
     """Set the delivery day of new orders and the day of the next technician visit."""
-    if any(st.sup_order_at):
+    if st.unscheduled:
         lead = traits.lead_time_days
         for i, at in enumerate(st.sup_order_at):
             if at and not st.sup_due[i]:
                 st.sup_due[i] = cal.add_working_days(cal.local_ordinal(at), lead)
+        st.unscheduled = False
     if st.active_fault < 0 and not any(st.hfsi_due_at):
         return
     wanted = 0

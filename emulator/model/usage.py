@@ -180,7 +180,8 @@ def _minus(v: Run, w: Run) -> Run:
 
 
 def mark_window(st: DeviceState, plan: Plan, traits: DeviceTraits, day: Run, t_a: float,
-                t_b: float, factors: tuple[int, ...]) -> tuple[int, float]:
+                t_b: float, factors: tuple[int, ...],
+                rates: tuple[int, int] | None = None) -> tuple[int, float]:
     """Print ``day`` evenly from ``t_a`` to ``t_b``, stopping for empty supplies.
 
     Returns (impressions printed, share of the window the engine could mark).
@@ -190,7 +191,6 @@ def mark_window(st: DeviceState, plan: Plan, traits: DeviceTraits, day: Run, t_a
     t_cur = t_a
     printed = 0
     colour_ok = True
-    rates = plan.toner_per_impression(factors) if plan.waste_critical else None
     for _ in range(2 * len(drive) + 2):
         if todo[0] <= 0:
             return printed, 1.0
@@ -293,9 +293,9 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     t_end = t_first + int(span_left * stop_at)
     printed, marked = imps, 1.0
     if imps:
-        factors = traits.day_factors(plan, rng)
+        factors, rates = traits.day_factors(plan, rng)
         run: Run = (imps, color, sheets, large, large_color, large_sheets, duplex, pp, cp, fp)
-        printed, marked = mark_window(st, plan, traits, run, t_first, t_end, factors)
+        printed, marked = mark_window(st, plan, traits, run, t_first, t_end, factors, rates)
     unprinted = imps - printed
     if unprinted:
         st.pages_unprinted += unprinted
