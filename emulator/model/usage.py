@@ -307,6 +307,8 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     users = usage.users
     marked_end = t_first + int(span_left * stop_at * marked)
     for kind, n in ((KIND_PRINT, pp), (KIND_COPY, cp), (KIND_FAX, fp), (KIND_SCAN, sp)):
+        if kind != KIND_SCAN and printed < imps:
+            n = n * printed // imps  # the held jobs were cancelled: not in the log
         if n:
             size = min(n, plan.job_size(r()))
             end = t_end if kind == KIND_SCAN else marked_end
