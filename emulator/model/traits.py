@@ -75,14 +75,15 @@ class DeviceTraits:
         colorant per day around the device's own coverage), and the toner used per
         impression and per colour impression (``Plan.toner_per_impression``)."""
         base = plan.sup_factor
-        sigma = self.coverage_day_sigma
+        noise = plan.coverage_noise
+        steps = len(noise)
         out = list(base)
-        gauss = rng.gauss
+        r = rng.random
         coverage = self.coverage
         per_imp = per_color = 0
         colour = plan.sup_colour
         for i in plan.sup_coverage_idx:
-            f = out[i] = round(base[i] * coverage[i] * math.exp(gauss(0.0, sigma)))
+            f = out[i] = round(base[i] * coverage[i] * noise[int(r() * steps)])
             if colour[i]:
                 per_color += f
             else:

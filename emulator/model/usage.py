@@ -31,7 +31,7 @@ from datetime import date
 
 from emulator.model import upkeep
 from emulator.model.calendar import WorkCalendar
-from emulator.model.plan import DRIVE_COLOR, Plan
+from emulator.model.plan import DRIVE_COLOR, NOISE_STEPS, Plan
 from emulator.model.state import DeviceState
 from emulator.model.traits import DeviceTraits, day_volume_factor
 
@@ -250,8 +250,7 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     span_left = max(0, span - offset)
     activity *= span_left / plan.office_seconds
     mean = usage.pages_per_day * traits.volume * activity
-    sigma = plan.day_sigma
-    pages = int(mean * math.exp(rng.gauss(-sigma * sigma / 2, sigma))) if mean > 0 else 0
+    pages = int(mean * plan.day_noise[int(r() * NOISE_STEPS)]) if mean > 0 else 0
     mix = plan.mix
     marking_share = 1.0 - mix[3]
     # Sheets fed, estimated before the split, set the jam rate.
