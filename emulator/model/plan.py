@@ -61,7 +61,7 @@ class Plan:
 
     __slots__ = (
         "_day_start_cache", "color", "coverage_noise", "day_noise", "day_rate",
-        "day_sigma", "fault_is_day", "fault_parts",
+        "fault_is_day", "fault_parts",
         "fault_rate", "hfsi_cap", "hfsi_div", "hfsi_due_raw", "hfsi_life_raw", "hfsi_rule",
         "hfsi_share", "hfsi_sup", "job_cum", "job_sizes", "mix", "office_seconds", "profile",
         "sheet_rate", "sup_alert", "sup_colour", "sup_coverage_idx", "sup_critical",
@@ -137,8 +137,6 @@ class Plan:
         self.mix = usage.job_mix
         self.tz = ZoneInfo(usage.timezone)
         self.office_seconds = (usage.office_end_hour - usage.office_start_hour) * 3600
-        # Day-to-day volume is log-normal with the profile's coefficient of variation.
-        self.day_sigma = math.sqrt(math.log1p(usage.day_to_day_cv ** 2))
         # Day-to-day noise on volume and on coverage per colorant: log-normal with mean
         # 1, as NOISE_STEPS quantiles picked by one uniform draw (a table lookup costs
         # a fraction of a gauss() and an exp() per draw, five times a device-day).

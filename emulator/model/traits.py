@@ -61,7 +61,6 @@ class DeviceTraits:
     service_extra_days: int  # added to the profile's service response (0 or 1)
     power_cycle_rate: float  # probability per working day of a power cycle
     day_off_rate: float  # probability that a working day has no printing
-    coverage_day_sigma: float
 
     def __post_init__(self) -> None:
         if self.volume < 0 or not 0 <= self.color_share <= 1:
@@ -117,7 +116,6 @@ def draw_traits(plan: Plan, rng: random.Random) -> DeviceTraits:
         service_extra_days=1 if rng.random() < 0.3 else 0,
         power_cycle_rate=min(1.0, cycles / 21.0),
         day_off_rate=min(1.0, usage.days_off_per_year / 250.0 * _lognormal_unit(rng, 0.5)),
-        coverage_day_sigma=math.sqrt(math.log1p(usage.coverage_day_cv ** 2)),
     )
 
 
