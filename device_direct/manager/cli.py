@@ -79,6 +79,10 @@ def add_snmp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=1, help="retries per request (default 1)")
     p.add_argument("--concurrency", type=int, default=32,
                    help="printers read at the same time (default 32)")
+    p.add_argument("--probe-window", type=int, default=4096,
+                   help="addresses probed at the same time (default 4096: every silent "
+                        "address of a scan then costs one timeout round in all; lower it "
+                        "when many agents share one slow host)")
 
 
 def scan_options(args: argparse.Namespace) -> Any:
@@ -92,7 +96,8 @@ def scan_options(args: argparse.Namespace) -> Any:
             creds.append(Credential(user=args.v3_user, auth_key=args.v3_auth_key,
                                     priv_key=args.v3_priv_key))
         return ScanOptions(credentials=tuple(creds), timeout=args.timeout,
-                           retries=args.retries, concurrency=args.concurrency)
+                           retries=args.retries, concurrency=args.concurrency,
+                           probe_window=args.probe_window)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

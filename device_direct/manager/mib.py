@@ -62,11 +62,22 @@ PROBE_SCALARS: tuple[Oid, ...] = ((*SYSTEM, 1), (*SYSTEM, 2))
 # ... and the first rows of these columns tell a printer from other hosts.
 PROBE_COLUMNS: tuple[Oid, ...] = (HR_DEVICE_TYPE, (*PRT_GENERAL, 1))
 
-# Phase 2: the subtrees read from every printer, in one multi-column walk.
+# Phase 2: the columns read from every printer, in one multi-column walk: only what the
+# reading uses (a whole table entry would cost the agent twice the instances).
+def _cols(entry: Oid, *columns: int) -> tuple[Oid, ...]:
+    return tuple((*entry, c) for c in columns)
+
+
 READ_SUBTREES: tuple[Oid, ...] = (
-    SYSTEM, IF_TYPE, IF_PHYS_ADDRESS, HR_STORAGE, HR_DEVICE, HR_PRINTER, PRT_GENERAL,
-    PRT_INPUT, PRT_MARKER, PRT_SUPPLIES, PRT_COLORANT, PRT_CONSOLE, PRT_ALERT, IC_KEY,
-    IC_IMPRESSION)
+    SYSTEM, IF_TYPE, IF_PHYS_ADDRESS,
+    *_cols(HR_DEVICE, 2, 3, 5), *_cols(HR_PRINTER, 1, 2),
+    *_cols(PRT_GENERAL, 16, 17),
+    *_cols(PRT_INPUT, 9, 10, 12, 13, 18),
+    *_cols(PRT_MARKER, 2, 3, 4),
+    *_cols(PRT_SUPPLIES, 3, 4, 5, 6, 7, 8, 9),
+    *_cols(PRT_COLORANT, 4), *_cols(PRT_CONSOLE, 2),
+    *_cols(PRT_ALERT, 2, 4, 5, 7, 8),
+    *_cols(IC_KEY, 2), *_cols(IC_IMPRESSION, 4, 5, 7))
 READ_SCALARS: tuple[Oid, ...] = (HR_MEMORY_SIZE,)
 
 

@@ -50,8 +50,10 @@ class ScanOptions:
     def __post_init__(self) -> None:
         if not self.credentials:
             raise ValueError("give at least one community or v3 user")
-        if self.timeout <= 0 or self.retries < 0 or self.concurrency < 1 or self.max_rows < 1:
-            raise ValueError("timeout > 0, retries >= 0, concurrency >= 1, max_rows >= 1")
+        if (self.timeout <= 0 or self.retries < 0 or self.concurrency < 1 or self.max_rows < 1
+                or self.probe_window < 1):
+            raise ValueError("timeout > 0, retries >= 0, concurrency >= 1, probe window >= 1, "
+                             "max_rows >= 1")
 
 
 @dataclass(frozen=True, slots=True)
