@@ -26,6 +26,7 @@ class _End:
 
 
 END = _End()
+MAX_TEXT = 512  # longest device string kept (DisplayString is at most 255 octets)
 
 MIB2 = (1, 3, 6, 1, 2, 1)
 SYSTEM = (*MIB2, 1)
@@ -112,8 +113,8 @@ def text_of(value: Value | None) -> str | None:
     """A DisplayString as text (invalid UTF-8 replaced, control characters dropped)."""
     if not isinstance(value, bytes):
         return None
-    s = value.decode("utf-8", errors="replace")
-    return "".join(ch for ch in s if ch.isprintable() or ch == " ").strip()
+    s = value[:MAX_TEXT * 4].decode("utf-8", errors="replace")
+    return "".join(ch for ch in s if ch.isprintable() or ch == " ").strip()[:MAX_TEXT]
 
 
 def int_of(value: Value | None) -> int | None:

@@ -59,7 +59,7 @@ class ScanOptions:
 @dataclass(frozen=True, slots=True)
 class ScanError:
     address: str
-    kind: str  # timeout | protocol | local
+    kind: str  # timeout | protocol | local | internal
     message: str
     phase: str  # probe | read
 
@@ -135,6 +135,9 @@ class Scanner:
                     report.no_answer.append(str(t))
                 except SnmpError as exc:
                     report.errors.append(ScanError(str(t), exc.kind, exc.message, "probe"))
+                except Exception as exc:  # a bug must cost one address, not the scan
+                    report.errors.append(ScanError(str(t), "internal",
+                                                   f"{type(exc).__name__}: {exc}", "probe"))
                 else:
                     if hit is not None and is_printer(hit[1]):
                         found.append((t, *hit))
@@ -152,7 +155,11 @@ class Scanner:
         async def read(t: Target, cred: Credential, probed: dict[mib.Oid, mib.Value]) -> None:
             nonlocal read_done
             async with slots:
-                reading, error = await self._read(t, cred, probed)
+                try:
+                    reading, error = await self._read(t, cred, probed)
+                except Exception as exc:  # a bug must cost one address, not the scan
+                    reading, error = None, ScanError(str(t), "internal",
+                                                     f"{type(exc).__name__}: {exc}", "read")
             if reading is not None:
                 report.printers.append(reading)
             if error is not None:
