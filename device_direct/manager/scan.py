@@ -31,7 +31,7 @@ from device_direct.clock import Clock, SystemClock
 from device_direct.manager import mib
 from device_direct.manager.errors import SnmpError, SnmpTimeout
 from device_direct.manager.reading import PrinterReading, interpret, is_printer
-from device_direct.manager.snmp import Credential, SnmpClient, walk
+from device_direct.manager.snmp import Credential, SnmpClient, walk_exact
 from device_direct.manager.targets import Target
 from device_direct.manager.vendors import VendorCatalog
 
@@ -206,11 +206,13 @@ class Scanner:
         sys_object_id = oid if isinstance(oid, tuple) else None
         vendor = self.catalog.match(sys_object_id)
         try:
-            got, problems = await walk(self.client, t.host, t.port, cred, mib.READ_SUBTREES,
-                                       max_rows=self.options.max_rows)
+            extra = (*mib.READ_SCALARS, *(vendor.private_oids() if vendor else ()))
+            got, problems, left = await walk_exact(
+                self.client, t.host, t.port, cred, mib.READ_SUBTREES, exact=extra,
+                max_rows=self.options.max_rows)
             values.update(got)
-            extra = [*mib.READ_SCALARS, *(vendor.private_oids() if vendor else ())]
-            values.update(await self.client.get(t.host, t.port, cred, extra))
+            if left:
+                values.update(await self.client.get(t.host, t.port, cred, left))
         except SnmpError as exc:
             error = ScanError(str(t), exc.kind, exc.message, "read")
         if problems and error is None:
