@@ -210,9 +210,10 @@ def run_b(args: argparse.Namespace, small_rss_mib: float | None) -> dict[str, An
             for proc, _ in lans:
                 stop(proc)
         found = len(doc["printers"])
-        print(f"(b) {args.big} printers: found {found}, {doc['no_answer']} without answer "
-              f"(the emulated LAN's two processes too slow to answer in time), "
-              f"{len(doc['errors'])} errors; scan {doc['wall_s']:.1f} s, "
+        slow = (" (the emulated LAN's two processes did not answer them in time)"
+                if doc["no_answer"] else "")
+        print(f"(b) {args.big} printers: found {found}, {doc['no_answer']} without answer"
+              f"{slow}, {len(doc['errors'])} errors; scan {doc['wall_s']:.1f} s, "
               f"{doc['snmp_requests']} requests, manager peak RSS "
               f"{doc['rss_kib'] / 1024:.1f} MiB")
         if small_rss_mib is not None:
