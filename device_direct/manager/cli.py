@@ -33,8 +33,11 @@ def add_manager_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "manager", help="the device manager: find printers over SNMP, read and report them",
         description="The device manager (second data path): discovers printers of any vendor "
-                    "over SNMP, reads identity, status, meters and supplies, and reports them "
-                    "to the communication server. Needs the 'manager' extra (pysnmp).")
+                    "over SNMP and reads identity, status, meters and supplies. Uploading "
+                    "them to the communication server (manager run) is not built yet. "
+                    "Needs the 'manager' extra (pysnmp).",
+        epilog="Exit codes: 0 ok, 1 no printer found, 2 usage or configuration error, "
+               "3 runtime error. See docs/manager.md.")
     sub = p.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
     scan = sub.add_parser(
         "scan", help="find and read printers now (table or JSON)",
