@@ -7,7 +7,7 @@ its port. JSON over HTTP:
 GET      /state             power, identity, meters, supplies, alerts, faults, firmware,
                             and the agent's status
 POST     /fault             ``{"code": "075-135"}`` a catalog fault, or ``{}`` a jam
-POST     /clear             clear the active fault (operator at the panel)
+POST     /clear             clear the active fault and press Continue (operator at the panel)
 POST     /power             ``{"state": "off" | "on"}`` an orderly power off / on
 POST     /power-loss        the plug is pulled: nothing unpersisted survives; the
                             device comes back up (and its agent restarts from disk)
@@ -128,6 +128,7 @@ async def _clear(request: web.Request) -> web.Response:
     runner = request.app[RUNNER]
     assert runner.device is not None
     runner.device.clear_fault()
+    runner.device.console.press_continue()  # an operator message (PJL OPMSG) goes too
     return web.json_response({"power": runner.device.power.value})
 
 
@@ -219,7 +220,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub.add_parser("state", help="print the device's state as JSON")
     f = sub.add_parser("fault", help="inject a fault (a jam when no code is given)")
     f.add_argument("code", nargs="?", help="chain-link code from the profile's catalog")
-    sub.add_parser("clear", help="clear the active fault")
+    sub.add_parser("clear", help="clear the active fault and press Continue on the panel")
     pw = sub.add_parser("power", help="power the device off or on")
     pw.add_argument("state", choices=("off", "on"))
     sub.add_parser("power-loss", help="pull the plug (and come back up)")

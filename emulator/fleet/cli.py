@@ -31,6 +31,7 @@ from emulator.fleet.cli_common import (
     EXIT_USAGE,
     fresh_work_dir,
 )
+from emulator.fleet.html_report import RunRecorder, write_html_report
 from emulator.fleet.live_sinks import FROM_ENV, LiveSinks
 from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
 from emulator.fleet.loop import run as run_on_loop
@@ -220,6 +221,9 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                              "code")
     parser.add_argument("reports", nargs="*", type=Path, metavar="REPORT",
                         help=argparse.SUPPRESS)
+    run.add_argument("--html-report", type=Path, metavar="FILE",
+                     help="write one self-contained HTML page: summary, expectations, plots "
+                          "(uploads per virtual day, retries and faults, request latency)")
     bar = run.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="draw the progress bar even when stderr is not a terminal")
@@ -316,6 +320,7 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     bar = ProgressBar(enabled=args.progress, unit="device-days delivered")
     stats = live.update if live.active else None
+    recorder = RunRecorder.start() if args.html_report is not None else None
     try:
         if args.cluster is not None:
             from emulator.fleet.dask_cluster import run_cluster
@@ -341,11 +346,20 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     finally:
         live.close()
+        if recorder is not None:
+            recorder.stop()
+            recorder.read_server(work_dir)
         if remove:
             shutil.rmtree(work_dir, ignore_errors=True)
         elif args.work_dir is None:
             print(f"work directory kept: {work_dir}", file=sys.stderr)
     bar.close()
+    if recorder is not None:
+        try:
+            write_html_report(report, args.html_report, recorder)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     return _finish(report, args.report)
 
 

@@ -44,17 +44,20 @@ from device_direct.model import (
     PowerState,
     PrintJob,
     PrintResult,
+    Property,
 )
 from emulator.errors import StateStorageError
 from emulator.model import snapshot as views
+from emulator.model.aging import age_device
 from emulator.model.calendar import WorkCalendar, calendar_for
+from emulator.model.console import Console
 from emulator.model.errors import DeviceCommandError, DeviceStateError
 from emulator.model.plan import Plan, plan_for
 from emulator.model.power import PowerEvent, is_powered, next_state
 from emulator.model.profile import Profile
 from emulator.model.report import configuration_report
 from emulator.model.snapshot import Replacement
-from emulator.model.state import REPL_FIELDS, REPL_SUPPLY, DeviceState
+from emulator.model.state import DeviceState
 from emulator.model.storage import StateFile
 from emulator.model.traits import DeviceTraits, draw_traits
 from emulator.model.usage import (
@@ -84,7 +87,8 @@ class EmulatedDevice:
     """One emulated printer. Implements ``device_direct.model.DeviceModel``."""
 
     __slots__ = ("_cal", "_clock", "_gen", "_lock", "_network", "_plan", "_power",
-                 "_seed_base", "_serial", "_state", "_store", "_traits", "last_report")
+                 "_seed_base", "_serial", "_state", "_store", "_traits", "console",
+                 "last_report", "revision")
 
     def __init__(
         self,
@@ -106,6 +110,7 @@ class EmulatedDevice:
         fsync: bool = True,
         time_zone: str | None = None,
         country: str | None = None,
+        age_days: int | None = None,
     ) -> None:
         """Build the device; with ``powered_on`` it is up at once (no boot wait).
 
@@ -114,7 +119,9 @@ class EmulatedDevice:
         state file the device resumes from it. ``time_zone`` is where the device
         stands (default: the profile's); its working hours, weekends, public holidays
         (of ``country``, default: the zone's country), faults, supply swaps and
-        service visits all happen in that local time.
+        service visits all happen in that local time. A new device with ``age_days``
+        (default: the profile's ``[history] age_days``) starts as a used printer with
+        that many days of its own use behind it (:mod:`emulator.model.aging`).
         """
         if not serial or not serial.isprintable() or len(serial) > 32:
             raise DeviceCommandError(f"serial must be 1..32 printable characters, got {serial!r}")
@@ -150,6 +157,10 @@ class EmulatedDevice:
         self._gen = 0
         self._lock: asyncio.Lock | None = None
         self.last_report = ""
+        # The control panel (display text, PJL RDYMSG/OPMSG), and a number that grows
+        # with every change of state or power, for readers that cache a view (SNMP).
+        self.console = Console()
+        self.revision = 0
         self._store = StateFile(state_dir, fsync=fsync) if state_dir is not None else None
         stored = self._store.read() if self._store is not None else None
         if stored is not None:
@@ -166,6 +177,12 @@ class EmulatedDevice:
             self._to(_E.POWER_ON)
             self._begin_boot()
             self._finish_boot()
+        age = profile.history.age_days if age_days is None else age_days
+        if stored is None and age > 0:
+            if not powered_on:
+                raise DeviceCommandError("a used printer (age_days > 0) must be created "
+                                         "powered on: its history is simulated at once")
+            age_device(self, age)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -174,6 +191,9 @@ class EmulatedDevice:
 
     def _to(self, event: PowerEvent) -> None:
         self._power = next_state(self._power, event)
+        self.revision += 1
+        if self._power is _S.OFF or self._power is _S.BOOTING:
+            self.console.reset()  # the panel's messages do not survive a power cycle
 
     def _require_powered(self, what: str) -> None:
         if not is_powered(self._power):
@@ -196,6 +216,7 @@ class EmulatedDevice:
         return d
 
     def _persist(self) -> None:
+        self.revision += 1
         if self._store is not None:
             self._store.write(self.export_state())
 
@@ -275,19 +296,7 @@ class EmulatedDevice:
 
     def replacements(self) -> tuple[Replacement, ...]:
         """The newest replacements (supplies swapped, parts replaced), newest first."""
-        log, plan = self._state.repl_log, self._plan
-        out = []
-        for k in range(0, len(log), REPL_FIELDS):
-            kind, i, t, total, old, order_at, due = log[k:k + REPL_FIELDS]
-            supply = kind == REPL_SUPPLY
-            out.append(Replacement(
-                kind="supply" if supply else "part",
-                name=plan.profile.supplies[i].name if supply else plan.profile.hfsi[i].id,
-                index=i + 1 if supply else i,
-                at=views.when(t), total_impressions=total, old_unit_count=old,
-                ordered_at=views.when(order_at) if order_at else None,
-                due=date.fromordinal(due) if due else None))
-        return tuple(out)
+        return views.replacements(self._state, self._plan)
 
     @property
     def last_day(self) -> date | None:
@@ -330,10 +339,13 @@ class EmulatedDevice:
 
     def snapshot(self) -> DeviceSnapshot:
         st, plan = self._state, self._plan
+        alerts = views.alerts(st, plan)
         return DeviceSnapshot(
             taken_at=self._clock.now(), power=self._power, identity=self.identity(),
-            network=self._network, properties=views.properties(st, plan),
-            alerts=views.alerts(st, plan), faults=views.faults(st, plan),
+            network=self._network,
+            properties=(*views.properties(st, plan), Property(
+                "console-display", self.console.display(self._power, alerts))),
+            alerts=alerts, faults=views.faults(st, plan),
             counters=views.counters(st), supplies=views.supplies(st, plan, self._serial),
             hfsi=views.hfsi(st, plan), nvm=views.nvm(st, plan), firmware=views.firmware(st),
             jobs=views.jobs(st))
@@ -616,6 +628,23 @@ class EmulatedDevice:
         if not 1 <= index <= n:
             raise DeviceCommandError(f"supply index must be 1..{n}, got {index}")
         self._state.replace_supply(self._plan, index - 1, self._now())
+        self._persist()
+
+    def set_supply_level(self, index: int, level: int) -> None:
+        """Set supply ``index`` (1-based) to ``level`` in its own unit (QA)."""
+        supplies = self._plan.profile.supplies
+        if not 1 <= index <= len(supplies):
+            raise DeviceCommandError(f"supply index must be 1..{len(supplies)}, got {index}")
+        cap = supplies[index - 1].capacity
+        if not 0 <= level <= cap:
+            raise DeviceCommandError(f"level of {supplies[index - 1].name} must be 0..{cap}, "
+                                     f"got {level}")
+        self._state.set_supply_level(self._plan, index - 1, level, self._now())
+        self._persist()
+
+    def set_door(self, open_: bool) -> None:
+        """Open or close the front door (QA): an open door is a critical doorOpen alert."""
+        self._state.set_door(open_, self._now())
         self._persist()
 
     def replace_part(self, hfsi_id: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,14 @@ from device_direct.errors import ConfigError
 from device_direct.model import CHAIN_LINK
 from device_direct.tomlreader import Table, load_toml
 from emulator.errors import ProfileError
+from emulator.model.equipment import (
+    Equipment,
+    HistorySpec,
+    MibSpec,
+    equipment,
+    read_history,
+    read_mib,
+)
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "devices"
 
@@ -318,9 +326,18 @@ class Profile:
     faults: tuple[FaultSpec, ...]
     nvm: tuple[NvmSpec, ...]
     usage: UsagePattern
+    # [web] admin_password: the embedded web pages' admin password for devices of this
+    # profile (None: each device's serial number, as many printers ship).
+    admin_password: str | None = None
+    # How the printer presents itself on the network, and the age of a used one
+    # (optional [mib] and [history] tables; see emulator/model/equipment.py).
+    mib: MibSpec = field(default_factory=MibSpec)
+    history: HistorySpec = field(default_factory=HistorySpec)
 
     def __post_init__(self) -> None:
         _need(len(self.supplies) >= 1, "at least one supply is required")
+        _need(self.admin_password is None or 4 <= len(self.admin_password) <= 128,
+              "web.admin_password must be 4-128 characters")
         for kind, ids in (("supply name", [s.name for s in self.supplies]),
                           ("HFSI id", [h.id for h in self.hfsi]),
                           ("fault code", [f.code for f in self.faults]),
@@ -338,6 +355,12 @@ class Profile:
             _need(self.usage.color_share == 0, "a mono engine needs usage.color_share = 0")
             _need(all(s.colorant in ("black", "") for s in self.supplies),
                   "a mono engine has only black or colorless supplies")
+
+    @property
+    def equipment(self) -> Equipment:
+        """Trays, bins, languages and vendor objects as the network faces report them."""
+        return equipment(self.mib, trays=self.engine.trays,
+                         a3="a3" in self.identity.features)
 
     def fault(self, code: str) -> FaultSpec:
         """The catalog entry for ``code``; KeyError names the known codes."""
@@ -526,9 +549,18 @@ def read_profile(path: Path | str, *, name: str | None = None) -> Profile:
         faults = tuple(_fault(t) for t in root.tables("faults", []))
         nvm = tuple(_nvm(t) for t in root.tables("nvm", []))
         usage = _usage(root.table("usage"))
+        web = root.table("web", None)
+        admin_password = web.str("admin_password", None) if web is not None else None
+        if web is not None:
+            web.done()
+        mib_t, history_t = root.table("mib", None), root.table("history", None)
+        mib = _checked(mib_t, lambda: read_mib(mib_t)) if mib_t else MibSpec()
+        history = (_checked(history_t, lambda: read_history(history_t)) if history_t
+                   else HistorySpec())
         profile = _checked(root, lambda: Profile(
             name=profile_name, source=str(p), identity=identity, engine=engine,
-            supplies=supplies, hfsi=hfsi, faults=faults, nvm=nvm, usage=usage))
+            supplies=supplies, hfsi=hfsi, faults=faults, nvm=nvm, usage=usage,
+            admin_password=admin_password, mib=mib, history=history))
     except ConfigError as exc:
         raise ProfileError(str(exc)) from exc
     return profile

@@ -46,6 +46,8 @@ JOB_KIND_CODES = ("print", "copy", "fax", "scan", "report")
 SRC_SUPPLY = 0
 SRC_FAULT = 1
 SRC_HFSI = 2  # preventive maintenance overdue for an HFSI item
+SRC_DOOR = 3  # a cover or door left open (QA): Printer-MIB doorOpen(501), cover group
+ALERT_DOOR_OPEN, ALERT_GROUP_COVER, SEVERITY_CRITICAL = 501, 6, 3
 
 # Supply status codes.
 OK, LOW, OUT = 0, 1, 2
@@ -77,7 +79,7 @@ class DeviceState:
         "power_on_count", "print_imps", "repl_log", "report_imps", "scan_images", "sheets",
         "sup_due", "sup_imps", "sup_installed", "sup_order_at", "sup_repl", "sup_spare",
         "sup_spare_due", "sup_spare_order", "sup_status", "sup_used", "switched_off", "trial",
-        "trial_boots", "visit_day",
+        "trial_boots", "unscheduled", "visit_day",
     )
 
     def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
@@ -127,6 +129,9 @@ class DeviceState:
         self.last_day = 0
         self.cmd_seq = 0
         self.boot_epoch = float(install_epoch)  # volatile: not persisted
+        # Volatile: an order may lack its delivery day (set by the upkeep, which has
+        # the calendar). True after loading, to be safe.
+        self.unscheduled = True
 
     # -- derived ------------------------------------------------------------------------
 
@@ -178,6 +183,7 @@ class DeviceState:
         """Order a unit of supply ``i`` at ``t`` (delivery day set by the upkeep)."""
         self.sup_order_at[i] = int(t)
         self.sup_due[i] = 0
+        self.unscheduled = True
         self.log(t, f"supply {i + 1} {plan.profile.supplies[i].name} ordered")
 
     def _hfsi_due(self, plan: Plan, i: int, t: float) -> None:
@@ -230,8 +236,8 @@ class DeviceState:
                 used[i] += toner
                 self.sup_imps[i] += imps
             u = used[i]
-            if u >= order_used[i] and not self.sup_order_at[i] and not self.sup_spare[i] \
-                    and before[i] < order_used[i]:
+            if u >= order_used[i] > before[i] and not self.sup_order_at[i] \
+                    and not self.sup_spare[i]:
                 self.order(plan, i, t)
             s = 2 if u >= life[i] else 1 if u >= low_used[i] else 0
             if s != status[i]:
@@ -361,6 +367,25 @@ class DeviceState:
         h = plan.sup_hfsi[i]
         if linked and h >= 0:
             self.replace_part(plan, h, t, linked=False)
+
+    def set_supply_level(self, plan: Plan, i: int, level: int, t: float) -> None:
+        """Set supply ``i`` to ``level`` (its own unit, 0..capacity); status follows."""
+        cap = plan.profile.supplies[i].capacity
+        life = plan.sup_milli_life[i]
+        self.sup_used[i] = -(-(cap - level) * life // cap)  # ceil: reads back as level
+        u = self.sup_used[i]
+        s = OUT if u >= life else LOW if u >= plan.sup_low_used[i] else OK
+        if s != self.sup_status[i]:
+            self._supply_status_changed(plan, i, s, t)
+        self.log(t, f"supply {i + 1} {plan.profile.supplies[i].name} set to {level}")
+
+    def set_door(self, open_: bool, t: float) -> None:
+        """Open (raise a critical doorOpen alert) or close the front door."""
+        self.drop_alerts(SRC_DOOR, 0)
+        if open_:
+            self.raise_alert(t, SRC_DOOR, 0, ALERT_DOOR_OPEN, SEVERITY_CRITICAL,
+                             ALERT_GROUP_COVER, 1)
+        self.log(t, f"front door {'opened' if open_ else 'closed'}")
 
     def replace_part(self, plan: Plan, i: int, t: float, *, linked: bool = True) -> None:
         """Replace the part counted by HFSI item ``i``: its counter is cleared, its

@@ -145,6 +145,12 @@ class Storage:
         except sqlite3.Error as exc:
             raise StateStorageError(f"server database {self.path}: {exc}") from exc
 
+    def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """Rows of a read-only SELECT, for reports (the dashboard's queries)."""
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("Storage.query runs SELECT statements only")
+        return self._rows(sql, *args)
+
     # -- registration keys ----------------------------------------------------------------
 
     def add_registration_key(self, key_hash: str, *, now: datetime, expires_at: datetime) -> None:

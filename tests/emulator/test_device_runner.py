@@ -58,7 +58,7 @@ async def test_cli_prints_its_ports_serves_and_stops_on_sigterm(tmp_path: Path) 
         out, _ = await snmp.communicate()
         assert out.decode().strip().endswith('STRING: "CLI0001"')
         answer = await _pjl(info["jetdirect_port"], b"@PJL INFO ID\r\n")
-        assert b'"ColorWorks C8045"' in answer
+        assert b'"WorkCentre 7545"' in answer
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

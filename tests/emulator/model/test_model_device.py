@@ -94,7 +94,7 @@ async def test_configuration_report_counts_one_impression() -> None:
     dev = make_device()
     text = await dev.print_configuration_report()
     assert dev.last_report == text
-    assert "ColorWorks C8045" in text and "SN0001" in text and "100.002.057.09608" in text
+    assert "WorkCentre 7545" in text and "SN0001" in text and "100.002.057.09608" in text
     c = dev.counters()
     assert (c.total_impressions, c.report_impressions) == (1, 1)
 
