@@ -319,7 +319,7 @@ class ActionRunner:
 
     async def _send_meters_now(self, transport: Transport) -> Result:
         agent = self.agent
-        upload_id = agent.queue_payload("action")
+        upload_id = await agent.queue_payload("action")
         if upload_id is None:
             return Result("failed", {"message": "no payload could be built (device off, or "
                                                 f"storage): {agent.stats.last_error}"})

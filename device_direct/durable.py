@@ -6,12 +6,38 @@ it over the target, then ``fsync`` the directory so the rename itself is on disk
 Leftover ``*.tmp`` files are a write that did not finish; their owners delete them on
 open. Raises ``OSError``: each caller translates it at its own edge (``StorageError``
 naming what it was writing).
+
+:func:`off_loop` runs such work in the one storage thread of the process: an ``fsync``
+takes milliseconds on ext4 and far more on eMMC, and every device of a fleet shares
+its event loop. One thread, first in first out, keeps the writes serialised as they
+were on the loop (the outbox's calls never overlap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_STORAGE: ThreadPoolExecutor | None = None
+
+
+async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in the storage thread; the loop goes on meanwhile.
+
+    Cancelling the caller does not cut the work short: a write that started finishes
+    (it is durable or it is not, never half done)."""
+    global _STORAGE
+    if _STORAGE is None:
+        _STORAGE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dd-storage")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_STORAGE, functools.partial(fn, *args, **kwargs))
 
 TMP_SUFFIX = ".tmp"
 

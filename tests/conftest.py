@@ -3,10 +3,30 @@
 Hypothesis: these machines are shared and noisy (2 cores), so its timing-based checks
 (per-example deadline, slow-generation health check) would fail tests for reasons that
 have nothing to do with the code. The properties and example counts are unchanged.
+
+The loop guard (after python-zeroconf and aioesphomeapi): every async test of the
+device code (``tests/device_direct/``) fails if a callback held the event loop for more
+than ``LOOP_BLOCK_LIMIT_S``, or if the test left tasks running behind it. On a printer
+the agent shares its loop with the device's other work, and in the fleet thousands of
+agents share one: a blocking call (an fsync, a sync socket, a big hash) stalls all of
+them. The time a callback spent waiting for a CPU (the machine is shared) is not
+counted: ``/proc/thread-self/schedstat`` gives the run-queue wait, so only time the
+callback itself ran or blocked in a system call is. A test that must block on purpose
+says so with ``@pytest.mark.allow_loop_blocking``; one that hands a task on to a later
+test (none should) with ``@pytest.mark.allow_leftover_tasks``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -15,3 +35,105 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("device-direct")
+
+LOOP_BLOCK_LIMIT_S = 0.050
+GUARDED = Path(__file__).parent / "device_direct"
+_SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "allow_loop_blocking: the loop guard does not fail this test for a "
+        "callback that held the event loop")
+    config.addinivalue_line(
+        "markers", "allow_leftover_tasks: the loop guard does not fail this test for "
+        "tasks still running at its end")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The loop guard for every async test under tests/device_direct/."""
+    for item in items:
+        path = Path(str(getattr(item, "path", "")))
+        if GUARDED in path.parents and item.get_closest_marker("asyncio") is not None:
+            names: list[str] = getattr(item, "fixturenames", [])
+            if "loop_guard" not in names:
+                names.insert(0, "loop_guard")
+
+
+class _BlockWatch:
+    """Times every callback the event loop runs in this thread (Handle._run)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.blocked: list[tuple[float, str]] = []
+        self._fd = os.open(_SCHEDSTAT, os.O_RDONLY)
+        self._original: Callable[[asyncio.Handle], None] = asyncio.Handle._run  # type: ignore[attr-defined]
+
+    def _waited_ns(self) -> int:
+        return int(os.pread(self._fd, 64, 0).split()[1])
+
+    def install(self) -> None:
+        original, watch = self._original, self
+
+        def _run(handle: asyncio.Handle) -> None:
+            if threading.get_ident() != watch.thread:
+                original(handle)
+                return
+            start = time.perf_counter()
+            waited = watch._waited_ns()
+            try:
+                original(handle)
+            finally:
+                wall = time.perf_counter() - start
+                if wall > LOOP_BLOCK_LIMIT_S:
+                    held = wall - (watch._waited_ns() - waited) / 1e9
+                    if held > LOOP_BLOCK_LIMIT_S:
+                        watch.blocked.append((held, _describe(handle)))
+
+        asyncio.Handle._run = _run  # type: ignore[attr-defined]
+
+    def remove(self) -> None:
+        asyncio.Handle._run = self._original  # type: ignore[attr-defined]
+        os.close(self._fd)
+
+
+def _describe(handle: asyncio.Handle) -> str:
+    """What a handle ran: for a task step, the task's coroutine and where it is now."""
+    import gc
+
+    callback = getattr(handle, "_callback", None)
+    for ref in gc.get_referents(callback) if callback is not None else ():
+        if isinstance(ref, asyncio.Task):
+            return repr(ref)[:300]
+    return repr(handle)[:300]
+
+
+@pytest.fixture
+async def loop_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail the test on a callback that held the loop too long, or tasks left behind."""
+    watch = _BlockWatch()
+    before = set(asyncio.all_tasks())
+    watch.install()
+    try:
+        yield
+    finally:
+        watch.remove()
+    # The test's own fixtures are torn down by now; give cancelled tasks a few turns.
+    current = asyncio.current_task()
+    left: set[asyncio.Task[Any]] = set()
+    for _ in range(20):
+        left = {t for t in asyncio.all_tasks() - before if t is not current and not t.done()}
+        if not left:
+            break
+        await asyncio.sleep(0.01)
+    problems = []
+    if watch.blocked and request.node.get_closest_marker("allow_loop_blocking") is None:
+        worst = sorted(watch.blocked, reverse=True)[:3]
+        problems.append("the event loop was blocked: " + "; ".join(
+            f"{held * 1000:.0f} ms in {what}" for held, what in worst))
+    if left and request.node.get_closest_marker("allow_leftover_tasks") is None:
+        for task in left:
+            task.cancel()
+        problems.append("tasks left running: " + "; ".join(repr(t)[:200] for t in left))
+    if problems:
+        pytest.fail(" / ".join(problems), pytrace=False)

@@ -83,7 +83,7 @@ async def test_signed_newer_image_is_installed_trial_booted_checked_and_committe
     assert rig.device.firmware().banks[1].sha256 == hashlib.sha256(IMAGE).hexdigest()
     assert not (tmp_path / "data" / "firmware" / "image.part").exists()
     # The next upload reports the new firmware.
-    rig.agent.queue_payload("on-demand")
+    await rig.agent.queue_payload("on-demand")
     assert await rig.agent.sync(None)
     assert "trial bank B was not committed" not in rig.device.engineering_log()
 
@@ -295,7 +295,7 @@ async def test_customer_opt_out_keeps_firmware_but_not_other_services(
     rig = await fw_rig(tmp_path, server, clock, extra="auto_firmware = false\n")
     server.publish_firmware(model_name(rig), NEW, IMAGE)
     aid = rig.enqueue("get_status")
-    rig.agent.queue_payload("scheduled")
+    await rig.agent.queue_payload("scheduled")
     assert await rig.agent.sync("scheduled")  # the daily sync: check, but no install
     assert result(rig, aid)[0] == "succeeded"
     assert_runs(rig, OLD)
@@ -311,7 +311,7 @@ async def test_automatic_update_installs_at_the_maintenance_window(
                        extra='auto_firmware = true\nmaintenance_window = "01:00-03:00"\n')
     assert rig.config.services.maintenance_window == MaintenanceWindow.parse("01:00-03:00")
     server.publish_firmware(model_name(rig), NEW, IMAGE)
-    rig.agent.queue_payload("scheduled")
+    await rig.agent.queue_payload("scheduled")
     assert await rig.agent.sync("scheduled")
     assert rig.agent.firmware.record.state.value == "ready"
     assert banks(rig)["B"] == NEW
