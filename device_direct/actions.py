@@ -133,7 +133,8 @@ class ActionRunner:
             self.managed["last"] = now.isoformat()
             self._save_managed()
             log.info("managed device: periodic transfer")
-            self.agent.send_now("scheduled")
+            # Asked for by the server's start_managed action: not the day's transfer.
+            self.agent.send_now("action")
 
     async def after_sync(self, transport: Transport, trigger: Trigger) -> None:
         """Post-sync hook: poll for actions after every triggered sync."""

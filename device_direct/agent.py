@@ -52,7 +52,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -65,9 +65,7 @@ from device_direct.config import AgentConfig
 from device_direct.core.lifecycle import BACKOFF_STATES, AgentEvent, AgentState, Lifecycle
 from device_direct.core.outbox import OutboxEntry
 from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
-from device_direct.core.privacy import PrivacyPolicy
-from device_direct.core.retry import Backoff, Disposition, classify_error
-from device_direct.core.schedule import DailySchedule
+from device_direct.core.retry import Disposition, classify_error
 from device_direct.durable import atomic_write, off_loop
 from device_direct.errors import (
     AuthError,
@@ -168,15 +166,9 @@ class Agent:
             data_dir, budget_bytes=config.outbox.budget_bytes, clock=clock, rng=self.rng
         )
         self.audit = AuditLog(data_dir / AUDIT_FILE)
-        self.schedule = DailySchedule(
-            at=config.schedule.upload_time, tz=config.device.zone, missed=config.schedule.missed
-        )
-        self.policy = PrivacyPolicy(
-            send_job_data=config.services.consent_job_data,
-            send_engineering=config.services.consent_engineering,
-            locked_down=config.services.security_mode == "locked-down",
-        )
-        self.backoff = Backoff(base_s=config.retry.base_s, cap_s=config.retry.cap_s)
+        self.schedule = config.schedule.daily(config.device.zone)
+        self.policy = config.services.privacy
+        self.backoff = config.retry.backoff()
         self.stats = SyncStats()
         self.proxy_route: ProxyRoute | None = None
         self._transport_factory = transport_factory or _default_transport
@@ -583,8 +575,7 @@ class Agent:
             await self._via_proxy(transport, transport.renew)
         except DeviceDirectError as exc:
             self.audit.record(now, "renew", ok=False, error=str(exc))
-            delay = Backoff(base_s=self.config.retry.base_s, cap_s=self.config.retry.cap_s,
-                            attempt=4).next_delay(self.rng)
+            delay = replace(self.config.retry.backoff(), attempt=4).next_delay(self.rng)
             self._renew_not_before = now + timedelta(seconds=delay)
             if must or isinstance(exc, CertificateRefused):
                 raise

@@ -54,6 +54,7 @@ from device_direct.core.firmware import (
 from device_direct.core.retry import Backoff
 from device_direct.durable import atomic_write
 from device_direct.errors import (
+    BodyTooLong,
     DeviceDirectError,
     FirmwareError,
     ModelError,
@@ -278,8 +279,8 @@ class FirmwareUpdater:
             return self._abort(Result("failed", self._detail(
                 message=f"cannot store the download: {exc}", check="storage")))
         except (RemoteProtocolError, ServerRejected) as exc:
-            # The transport stops one byte past the limit and says "longer than".
-            check = ("size" if received >= manifest.size or "longer than" in str(exc)
+            # The transport stops one byte past the limit (BodyTooLong).
+            check = ("size" if received >= manifest.size or isinstance(exc, BodyTooLong)
                      else "download")
             return self._abort(Result("failed", self._detail(
                 message=f"download refused: {exc}", check=check)))

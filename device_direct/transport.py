@@ -43,6 +43,7 @@ from device_direct import __version__
 from device_direct.clock import Clock
 from device_direct.errors import (
     AuthError,
+    BodyTooLong,
     CertificateRefused,
     ConfigError,
     ConnectError,
@@ -625,9 +626,9 @@ class Transport:
                     raise RemoteProtocolError(f"{endpoint}: unexpected status {response.status}")
                 length = response.content_length
                 if length is not None and length - skip > max_bytes:
-                    raise RemoteProtocolError(
+                    raise BodyTooLong(
                         f"{endpoint}: body of {length - skip} bytes is longer than the "
-                        f"{max_bytes} allowed"
+                        f"{max_bytes} allowed", limit=max_bytes
                     )
                 received = 0
                 while True:
@@ -646,8 +647,9 @@ class Transport:
                         return
                     received += len(chunk)
                     if received > max_bytes:
-                        raise RemoteProtocolError(
-                            f"{endpoint}: body is longer than the {max_bytes} bytes allowed"
+                        raise BodyTooLong(
+                            f"{endpoint}: body is longer than the {max_bytes} bytes allowed",
+                            limit=max_bytes,
                         )
                     yield chunk
 

@@ -13,6 +13,7 @@ number is stored twice, and the server recorded no gap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -135,10 +136,8 @@ async def start_agent(agent: AgentProc) -> None:
 
 
 async def send_now(agent: AgentProc) -> None:
-    try:
+    with contextlib.suppress(ConnectError):  # being killed or started: nothing was asked
         await call(agent.data_dir, "send-now", timeout=2)
-    except ConnectError:
-        pass  # it is being killed or started: nothing was asked
 
 
 def log_size(agent: AgentProc) -> int:
