@@ -53,8 +53,6 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically and durably; the file gets ``mode``."""
-    # Plain strings: a fleet makes thousands of these writes a second, and pathlib's
-    # joins and conversions were a visible share of each.
     target = os.fspath(path)
     tmp = target + TMP_SUFFIX
     try:

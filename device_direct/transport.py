@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import json
 import re
@@ -293,7 +292,6 @@ def build_ssl_context(
     return ctx
 
 
-@functools.lru_cache(maxsize=16)  # a busy second gives many answers the same Date
 def parse_http_date(value: str | None) -> datetime | None:
     """An RFC 9110 ``Date`` header as an aware UTC datetime; None if absent or unreadable."""
     if not value:
