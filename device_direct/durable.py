@@ -20,8 +20,10 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,6 +37,8 @@ async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     (it is durable or it is not, never half done)."""
     global _STORAGE
     if _STORAGE is None:
+        from concurrent.futures import ThreadPoolExecutor  # on first use: not at import
+
         _STORAGE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dd-storage")
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_STORAGE, functools.partial(fn, *args, **kwargs))
