@@ -30,6 +30,15 @@ T = TypeVar("T")
 _STORAGE: ThreadPoolExecutor | None = None
 
 
+def settle() -> None:
+    """Wait (blocking) until the storage thread has finished what it was given.
+
+    For whoever opens a store: the work of an agent that was just stopped (cancelled
+    while its write ran on) must not race the new one's recovery of the same files."""
+    if _STORAGE is not None:
+        _STORAGE.submit(int).result()
+
+
 async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)`` in the storage thread; the loop goes on meanwhile.
 
