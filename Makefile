@@ -4,8 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 # Debian tools that tests talk to as real peers: openssl (s_time), net-snmp's
-# snmpwalk/snmpget (SNMP agent tests), tinyproxy (proxy tests).
-DEB_TOOLS := openssl snmpwalk:snmp tinyproxy:tinyproxy
+# snmpwalk/snmpget (SNMP agent tests), tinyproxy (proxy tests), headless Chromium and
+# its WebDriver (the web pages' browser tests).
+DEB_TOOLS := openssl snmpwalk:snmp tinyproxy:tinyproxy chromium:chromium chromedriver:chromium-driver
 
 .PHONY: demo test lint bench clean venv debs
 

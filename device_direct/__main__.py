@@ -167,6 +167,28 @@ async def _send_now(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _audit(args: argparse.Namespace) -> int:
+    from device_direct.agent import AUDIT_FILE
+    from device_direct.audit import AuditLog
+    from device_direct.audit_report import rows_of, to_csv, to_html
+
+    config = _load(args)
+    rows = rows_of(AuditLog(config.device.data_dir / AUDIT_FILE).read())
+    if args.format == "csv":
+        text = to_csv(rows)
+    else:
+        text = to_html(rows, title="Device Direct audit log",
+                       subtitle=f"data directory {config.device.data_dir}")
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--output: cannot write {args.output}: {exc}") from exc
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="device-direct",
@@ -212,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     sn = sub.add_parser("send-now", help="ask the running agent to sync at once")
     common(sn)
     sn.set_defaults(func=_send_now)
+
+    from device_direct.manager.cli import add_manager_parser
+
+    add_manager_parser(sub)  # the device manager (device_direct/manager/)
+    au = sub.add_parser("audit", help="export what remote services sent and received "
+                                      "(the audit log) as CSV or HTML")
+    common(au)
+    au.add_argument("--format", choices=("csv", "html"), default="csv",
+                    help="csv (default) or one self-contained HTML page")
+    au.add_argument("--output", "-o", type=Path, help="write to this file (default stdout)")
+    au.set_defaults(func=_audit)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 Subcommands import what they need lazily so ``--help`` is quick.
 Exit codes: 0 success, 1 an expectation failed, 2 usage or configuration error,
-3 a runtime error (server could not start, state unusable).
+3 a runtime error (server could not start, state unusable); 130 interrupted (Ctrl-C),
+141 the reader of the output went away (``... | head -1``), without a traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Emulated networked printers, the reference communication server they upload "
             "to, and a fleet runner on a virtual clock."
         ),
-        epilog="Exit codes: 0 ok, 1 expectation failed, 2 usage/config error, 3 runtime error.",
+        epilog="Exit codes: 0 ok, 1 expectation failed, 2 usage/config error, 3 runtime error "
+               "(130 interrupted, 141 output closed).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -73,10 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_control_parser(sub).set_defaults(func=run_control_cli)
 
     add_server_parser(sub).set_defaults(func=run_server_cli)
+
+    from emulator.lan.cli import add_lan_parser, run_lan_cli
+
+    add_lan_parser(sub).set_defaults(func=run_lan_cli)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m emulator`` and ``dd-emulator``: run one command; its exit status."""
+    from emulator.closed_output import run_with_closed_output_quiet
+
+    return run_with_closed_output_quiet(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from device_direct.errors import ConfigError, DeviceDirectError

@@ -7,7 +7,7 @@ its port. JSON over HTTP:
 GET      /state             power, identity, meters, supplies, alerts, faults, firmware,
                             and the agent's status
 POST     /fault             ``{"code": "075-135"}`` a catalog fault, or ``{}`` a jam
-POST     /clear             clear the active fault (operator at the panel)
+POST     /clear             clear the active fault and press Continue (operator at the panel)
 POST     /power             ``{"state": "off" | "on"}`` an orderly power off / on
 POST     /power-loss        the plug is pulled: nothing unpersisted survives; the
                             device comes back up (and its agent restarts from disk)
@@ -28,19 +28,39 @@ import sys
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
+from device_direct.agent import Agent
 from device_direct.errors import DeviceDirectError
 from device_direct.model import JobKind, PrintJob
 from emulator.errors import EmulatorError
+from emulator.model.device import EmulatedDevice
 
-if TYPE_CHECKING:
-    from emulator.device_runner import DeviceRunner
 
-RUNNER: web.AppKey[DeviceRunner] = web.AppKey("runner")
+class ControlledDevice(Protocol):
+    """What the control API drives: a running emulated device and its agent.
+
+    ``device_runner.DeviceRunner`` is one; this module never imports it (the runner's
+    command line uses :func:`serve_control`, so the dependency goes that way only).
+    """
+
+    @property
+    def device(self) -> EmulatedDevice | None: ...
+
+    @property
+    def agent(self) -> Agent | None: ...
+
+    async def power_off(self) -> None: ...
+
+    async def power_on(self) -> None: ...
+
+    async def power_loss(self) -> None: ...
+
+
+RUNNER: web.AppKey[ControlledDevice] = web.AppKey("runner")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -58,7 +78,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def state_of(runner: DeviceRunner) -> dict[str, Any]:
+def state_of(runner: ControlledDevice) -> dict[str, Any]:
     """The device (and agent) state as JSON."""
     assert runner.device is not None
     snap = runner.device.snapshot()
@@ -108,6 +128,7 @@ async def _clear(request: web.Request) -> web.Response:
     runner = request.app[RUNNER]
     assert runner.device is not None
     runner.device.clear_fault()
+    runner.device.console.press_continue()  # an operator message (PJL OPMSG) goes too
     return web.json_response({"power": runner.device.power.value})
 
 
@@ -164,7 +185,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _fail(409, str(exc))
 
 
-def make_app(runner: DeviceRunner) -> web.Application:
+def make_app(runner: ControlledDevice) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
     app[RUNNER] = runner
     app.router.add_get("/state", _state)
@@ -177,7 +198,7 @@ def make_app(runner: DeviceRunner) -> web.Application:
     return app
 
 
-async def serve_control(runner: DeviceRunner, port: int = 0) -> tuple[web.AppRunner, int]:
+async def serve_control(runner: ControlledDevice, port: int = 0) -> tuple[web.AppRunner, int]:
     """Serve the control API on 127.0.0.1:``port``; returns the runner and the port."""
     app_runner = web.AppRunner(make_app(runner), access_log=None)
     await app_runner.setup()
@@ -199,7 +220,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub.add_parser("state", help="print the device's state as JSON")
     f = sub.add_parser("fault", help="inject a fault (a jam when no code is given)")
     f.add_argument("code", nargs="?", help="chain-link code from the profile's catalog")
-    sub.add_parser("clear", help="clear the active fault")
+    sub.add_parser("clear", help="clear the active fault and press Continue on the panel")
     pw = sub.add_parser("power", help="power the device off or on")
     pw.add_argument("state", choices=("off", "on"))
     sub.add_parser("power-loss", help="pull the plug (and come back up)")

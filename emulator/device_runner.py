@@ -31,13 +31,16 @@ from device_direct.agent import Agent
 from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
 from device_direct.errors import ConfigError
+from emulator.closed_output import run_with_closed_output_quiet
 from emulator.device_control import serve_control
+from emulator.errors import ProfileError
 from emulator.jetdirect import JetDirectConfig, JetDirectServer
 from emulator.jetdirect.dlm_install import dlm_installer
 from emulator.jetdirect.server import FirmwareHandler, reject_firmware
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
 from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, UsmUser
+from emulator.web import PrinterWebServer, with_saved_settings
 
 log = logging.getLogger("emulator.device")
 
@@ -70,10 +73,17 @@ class DeviceOptions:
     # without it firmware by print job is refused.
     firmware_key: str | None = None
     control_port: int = 0  # the QA control API (127.0.0.1 only); 0: any free port
+    web_port: int | None = 0  # the embedded web pages (emulator/web); None: none
+    admin_password: str | None = None  # their admin login; None: the serial number
+    # A used printer: days of its own use simulated before it starts (None: the
+    # profile's [history] age_days). Only a new state is aged.
+    age_days: int | None = None
 
     def __post_init__(self) -> None:
         if not self.serial or not self.serial.isprintable() or len(self.serial) > 32:
             raise ValueError(f"serial must be 1..32 printable characters, got {self.serial!r}")
+        if self.age_days is not None and not 0 <= self.age_days <= 7320:
+            raise ValueError(f"--age-days must be 0..7320, got {self.age_days}")
 
 
 class DeviceRunner:
@@ -90,6 +100,7 @@ class DeviceRunner:
         self.jetdirect: JetDirectServer | None = None
         self.agent: Agent | None = None
         self._agent_task: asyncio.Task[None] | None = None
+        self.web: PrinterWebServer | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -105,7 +116,8 @@ class DeviceRunner:
         state = self.state_dir
         state.mkdir(parents=True, exist_ok=True)
         self.device = EmulatedDevice(load_profile(o.profile), serial=o.serial, clock=self.clock,
-                                     rng_seed=o.seed, state_dir=state / "model")
+                                     rng_seed=o.seed, state_dir=state / "model",
+                                     age_days=o.age_days)
         self.snmp = SnmpAgent(self.device, clock=self.clock, config=o.snmp,
                               settings_path=state / "snmp-settings.json")
         on_firmware = self._on_firmware
@@ -117,6 +129,10 @@ class DeviceRunner:
             await self.snmp.start()
             await self.jetdirect.start()
             self._start_agent()
+            if o.web_port is not None:
+                self.web = PrinterWebServer(self, host=o.host, port=o.web_port,
+                                            admin_password=o.admin_password)
+                await self.web.start()
         except BaseException:
             await self.stop()
             raise
@@ -127,8 +143,9 @@ class DeviceRunner:
         if o.agent is None:
             return
         assert self.device is not None
-        self.agent = Agent(_agent_config(o.agent, self.state_dir / "device-direct"),
-                           self.device, clock=self.clock, rng=random.Random(o.seed))
+        config = _agent_config(o.agent, self.state_dir / "device-direct")
+        config = with_saved_settings(config, self.state_dir)  # changed on the web pages
+        self.agent = Agent(config, self.device, clock=self.clock, rng=random.Random(o.seed))
         self._agent_task = asyncio.create_task(self.agent.run())
 
     async def _stop_agent(self) -> None:
@@ -137,6 +154,15 @@ class DeviceRunner:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def stop_agent(self) -> None:
+        """Stop the agent task (the device stays up)."""
+        await self._stop_agent()
+
+    async def restart_agent(self) -> None:
+        """Restart the agent task from its data directory, as a boot does."""
+        await self._stop_agent()
+        self._start_agent()
 
     async def power_off(self) -> None:
         """An orderly power off: the agent stops, then the device."""
@@ -166,10 +192,14 @@ class DeviceRunner:
             "host": self.options.host, "snmp_port": self.snmp.port,
             "jetdirect_port": self.jetdirect.port, "agent": self.agent is not None,
             "state_dir": str(self.state_dir),
+            "web_port": self.web.port if self.web is not None else None,
         }
 
     async def stop(self) -> None:
-        """Stop the agent, close both ports (safe to call twice)."""
+        """Stop the agent, close the ports (safe to call twice)."""
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
         await self._stop_agent()
         if self.jetdirect is not None:
             await self.jetdirect.stop()
@@ -224,11 +254,19 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--firmware-key", type=Path,
                    help="Ed25519 public key (PEM) DLM firmware on port 9100 must be signed "
                         "with (default: firmware by print job is refused)")
+    p.add_argument("--web-port", type=int, default=0,
+                   help="port of the embedded web pages (default: any free port; -1: none)")
+    p.add_argument("--admin-password", help="admin password of the web pages "
+                   "(default: the serial number)")
     p.add_argument("--server", help="communication server URL (https://...)")
     p.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate")
     p.add_argument("--server-name", default="", help="TLS name of the server (default: URL host)")
     p.add_argument("--registration-key", help="one-time registration key")
     p.add_argument("--time-zone", default="UTC", help="device time zone (IANA name)")
+    p.add_argument("--age-days", type=int, default=None, metavar="DAYS",
+                   help="start as a used printer with DAYS days of its own use simulated "
+                        "(meters, wear counters, supplies, fault history); default: the "
+                        "profile's [history] age_days")
     p.add_argument("--no-agent", action="store_true", help="run without Device Direct")
     p.add_argument("--state-dir", type=Path, help="keep the device's state here "
                    "(default: a temporary directory, removed at exit)")
@@ -240,6 +278,10 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
     def bad(option: str, message: str) -> ConfigError:
         return ConfigError(message, key=option)
 
+    try:
+        load_profile(args.profile)  # a wrong --profile is a usage error, found before start
+    except ProfileError as exc:
+        raise bad("--profile", str(exc)) from None
     if args.no_agent and args.server:
         raise bad("--server", "give either --server (with --ca) or --no-agent, not both")
     if not args.no_agent and not args.server:
@@ -274,7 +316,10 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
         return DeviceOptions(profile=args.profile, serial=args.serial, seed=args.seed,
                              host=args.host, snmp=snmp, jetdirect=jetdirect, agent=agent,
                              state_dir=args.state_dir, firmware_key=firmware_key,
-                             control_port=args.control_port)
+                             control_port=args.control_port,
+                             web_port=None if args.web_port < 0 else args.web_port,
+                             admin_password=args.admin_password,
+                             age_days=args.age_days)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -315,16 +360,19 @@ async def _serve(options: DeviceOptions) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m emulator.device_runner ...``: the same as ``python -m emulator device``."""
-    parser = argparse.ArgumentParser(prog="python -m emulator")
-    add_device_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["device", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return run_device_cli(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    def run() -> int:
+        parser = argparse.ArgumentParser(prog="python -m emulator")
+        add_device_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["device", *(sys.argv[1:] if argv is None else argv)])
+        try:
+            return run_device_cli(args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return 130
+
+    return run_with_closed_output_quiet(run)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@
 Install ``device-direct[test]`` and the fixtures are there (entry point ``pytest11``
 named ``emulator.pytest_plugin``, so ``-p emulator.pytest_plugin`` and ``pytest_plugins =
 ["emulator.pytest_plugin"]`` in a root ``conftest.py`` find it already loaded). They
-need pytest-asyncio; use them from ``async def`` tests.
+run on pytest-asyncio; use them from ``async def`` tests. No configuration is needed:
+an ``async def`` test that asks for a ``dd_*`` fixture is run by pytest-asyncio even in
+its default strict mode (the plugin marks it ``asyncio``), and when the project has not
+chosen ``asyncio_default_fixture_loop_scope`` the plugin chooses ``function`` (the
+default pytest-asyncio announces), so pytest-asyncio has nothing to warn about. A value
+the project sets wins. The user's guide is docs/pytest-plugin.md.
 
 ``dd_clock``
     A :class:`~emulator.clock.VirtualClock` for the test. The test itself holds time:
@@ -18,6 +23,7 @@ need pytest-asyncio; use them from ``async def`` tests.
     An emulated printer (:class:`~emulator.model.device.EmulatedDevice`) with its real
     ``device_direct`` agent running, wired to ``dd_server`` (own key, certificate and
     data directory). ``dd_make_device(profile=..., serial=...)`` makes more.
+    ``await device.start_web()`` serves its web pages (docs/web.md) and returns the URL.
 ``dd_wait``
     Helpers that wait for events: ``await dd_wait.uploads(n, device)`` (n uploads
     stored), ``await dd_wait.action(action_id)`` (its result reported),
@@ -41,7 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
@@ -60,6 +66,9 @@ from emulator.fleet.scenario_report import ScenarioReport
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
 from emulator.server.app import ReferenceServer
+
+if TYPE_CHECKING:
+    from emulator.web import PrinterWebServer
 
 try:
     import pytest_asyncio
@@ -89,6 +98,7 @@ class DeviceUnderTest:
         self.server = server
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self.web: PrinterWebServer | None = None  # see start_web()
 
     @property
     def serial(self) -> str:
@@ -136,8 +146,54 @@ class DeviceUnderTest:
                                  "dd_wait.registered(device) first")
         return self.server.enqueue_action(self.device_id, type, params)
 
+    async def start_web(self, admin_password: str | None = None) -> str:
+        """Start the printer's web pages (``emulator.web``) on 127.0.0.1; their base URL.
+
+        The admin password defaults to the serial number; stopped with the device."""
+        from emulator.web import PrinterWebServer
+
+        if self.web is None:
+            self.web = PrinterWebServer(_WebHost(self), admin_password=admin_password)
+            await self.web.start()
+        return self.web.base_url
+
     def __repr__(self) -> str:
         return f"<DeviceUnderTest {self.serial} ({self.model.profile.name})>"
+
+
+class _WebHost:
+    """A :class:`DeviceUnderTest` as the web pages see a device (no SNMP, no port 9100)."""
+
+    snmp = None
+    jetdirect = None
+
+    def __init__(self, dut: DeviceUnderTest) -> None:
+        self._dut = dut
+        self.device: EmulatedDevice | None = dut.model
+        self.clock = dut.clock
+
+    @property
+    def agent(self) -> Agent | None:
+        return self._dut.agent
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self._dut.agent.data_dir).parent
+
+    async def stop_agent(self) -> None:
+        await self._dut.stop()
+
+    async def restart_agent(self) -> None:
+        await self._dut.stop()
+        self._dut.start()
+
+    async def power_off(self) -> None:
+        await self._dut.stop()
+        await self._dut.model.power_off()
+
+    async def power_on(self) -> None:
+        await self._dut.model.power_on()
+        self._dut.start()
 
 
 class DeviceDirectWaiter:
@@ -244,6 +300,45 @@ class DeviceDirectWaiter:
         return self.server
 
 
+# -- making the fixtures work with no configuration -----------------------------------------
+
+_LOOP_SCOPE_INI = "asyncio_default_fixture_loop_scope"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Before pytest-asyncio reads it: an unset fixture loop scope becomes ``function``."""
+    try:
+        chosen = config.getini(_LOOP_SCOPE_INI)
+    except ValueError:  # pytest-asyncio is not installed: nothing to configure
+        return
+    if chosen:
+        return
+    # pytest has no public way for a plugin to give another plugin's ini option a value;
+    # getini() has just cached "unset" here, and pytest-asyncio reads the same cache.
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache[_LOOP_SCOPE_INI] = "function"
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object
+                              ) -> Iterator[Any]:
+    """Mark ``async def`` tests that use a ``dd_*`` fixture as asyncio tests.
+
+    ``trylast``: this wrapper sits inside pytest-asyncio's, so the mark is there when
+    pytest-asyncio turns marked coroutine functions into its own test items."""
+    result = yield
+    items: list[Any] = (result if isinstance(result, list)
+                        else [result] if result is not None else [])
+    for item in items:
+        if (isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj)
+                and any(f.startswith("dd_") for f in item.fixturenames)
+                and item.get_closest_marker("asyncio") is None):
+            item.add_marker(pytest.mark.asyncio)
+    return result
+
+
 # -- fixtures ---------------------------------------------------------------------------------
 
 
@@ -313,6 +408,8 @@ async def dd_make_device(tmp_path: Path, dd_server: ReferenceServer, dd_clock: V
         yield make
     finally:
         for device in made:
+            if device.web is not None:
+                await device.web.stop()
             await device.stop()
 
 

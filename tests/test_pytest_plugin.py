@@ -3,6 +3,12 @@ use only the plugin's fixtures, run by pytester."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -76,3 +82,47 @@ def test_plugin_loads_from_a_conftest_and_documents_its_fixtures(
         "dd_clock*", "*virtual clock*", "dd_server*", "*reference communication server*",
         "dd_device*", "dd_make_device*", "dd_wait*", "*Wait helpers*", "dd_fleet*",
         "dd_scenario*"])
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "pytest-plugin.md"
+
+
+def _doc_example() -> tuple[str, str]:
+    """The complete example test file of docs/pytest-plugin.md: (file name, code)."""
+    found = re.search(r"<!-- example: (\S+) .*?-->\n```python\n(.*?)```", DOC.read_text(),
+                      re.S)
+    assert found, f"{DOC} lost its marked example"
+    return found.group(1), found.group(2)
+
+
+def _fresh_project(tmp_path: Path, *files: tuple[str, str], quiet: bool = True
+                   ) -> subprocess.CompletedProcess[str]:
+    """``pytest`` in a new directory holding only ``files``, as a user would run it."""
+    project = tmp_path / "user-project"
+    project.mkdir()
+    for name, text in files:
+        (project / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    return subprocess.run([sys.executable, "-m", "pytest", *(["-q"] if quiet else []), "-rw"],
+                          cwd=project,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_documented_first_test_passes_with_no_configuration_and_no_warning(
+        tmp_path: Path) -> None:
+    name, code = _doc_example()
+    done = _fresh_project(tmp_path, (name, code))
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert re.search(r"\b4 passed\b", out), out
+    assert "warning" not in out.lower(), out
+
+
+def test_a_projects_own_loop_scope_choice_wins(tmp_path: Path) -> None:
+    done = _fresh_project(
+        tmp_path, ("pytest.ini", "[pytest]\nasyncio_default_fixture_loop_scope = module\n"),
+        ("test_one.py", "async def test_clock(dd_clock, dd_server):\n"
+                        "    assert dd_server.port\n"), quiet=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "1 passed" in out, out
+    assert "asyncio_default_fixture_loop_scope=module" in out, out  # pytest-asyncio's header

@@ -534,7 +534,8 @@ def read_payload_id(
         raise PayloadError(f"payload must be bytes, got {type(data).__name__}")
     try:
         zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError) as exc:
+        # NotImplementedError: an entry claims a zip version newer than zipfile reads.
         raise PayloadError(f"payload is not a zip archive ({exc})") from exc
     with zf:
         names = zf.namelist()
@@ -549,7 +550,9 @@ def read_payload_id(
             with zf.open(info) as entry:
                 # The header's size can lie (zip bomb): never read past the limit.
                 xml = entry.read(max_xml_bytes + 1)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
+                NotImplementedError) as exc:
+            # RuntimeError: encrypted entry; NotImplementedError: unknown compression.
             raise PayloadError(f"'{ENTRY_NAME}' cannot be decompressed: {exc}") from exc
     if len(xml) > max_xml_bytes:
         raise PayloadError(f"'{ENTRY_NAME}' is larger than the limit of {max_xml_bytes} bytes")
@@ -603,7 +606,8 @@ def read_payload_head_id(data: bytes) -> str:
                     f"payload zip must hold exactly '{ENTRY_NAME}', found {zf.namelist()!r}")
             with zf.open(ENTRY_NAME) as entry:
                 head = entry.read(_HEAD_BYTES)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
+            NotImplementedError) as exc:
         raise PayloadError(f"payload is not a zip archive, or cannot be read ({exc})") from exc
     parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start",))
     root: ET.Element | None = None

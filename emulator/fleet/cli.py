@@ -17,18 +17,28 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from device_direct.errors import DeviceDirectError
 from emulator.errors import EmulatorError
+from emulator.fleet.ci_matrix import merge_files, shard_from_env
+from emulator.fleet.cli_common import (
+    EXIT_EXPECTATION,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    fresh_work_dir,
+)
+from emulator.fleet.html_report import RunRecorder, write_html_report
+from emulator.fleet.live_sinks import FROM_ENV, LiveSinks
 from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
 from emulator.fleet.loop import run as run_on_loop
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, summary_table, write_report
 from emulator.fleet.runner import DEFAULT_CONCURRENCY, ServerTarget, run_fleet
+from emulator.fleet.scenario_cli import run_scenario_cli
 from emulator.fleet.spec import (
     DEFAULT_MIX,
     DEFAULT_ZONES,
@@ -41,7 +51,6 @@ from emulator.fleet.spec import (
     parse_mix,
 )
 
-EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 DEMO_DEVICES, DEMO_DAYS = 50, 7
 # What the demo's server asks of its printers, per device-day: a few of every kind a
 # fleet run can issue, so the summary shows the action path too.
@@ -55,6 +64,10 @@ examples:
   python -m emulator fleet --devices 200 --days 3 --server https://dd.test:8443 \\
       --ca ca.pem --key-file keys.txt --firmware-key fw.pem
   python -m emulator fleet --devices 1000 --days 30 --shard 2/4 ...   (on machine 2 of 4)
+  python -m emulator fleet --devices 100000 --days 30 --cluster tcp://sched:8786 \
+      --embedded-host client.example --metrics-port 9108 --stats-csv run.csv
+  python -m emulator fleet --devices 1000 --days 30 --shard --report part.json  (CI matrix job)
+  python -m emulator fleet merge-reports part-*.json --report fleet.json
   python -m emulator fleet --scenario fixtures/scenarios/power-cut-at-upload-hour.toml
 
 Identities (serial, MAC, time zone, upload time, profile) derive from --seed and the
@@ -162,10 +175,24 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                              "agents skip the daily firmware check")
     run = parser.add_argument_group("running")
     part = run.add_mutually_exclusive_group()
-    part.add_argument("--shard", type=_type(Shard.parse), default=Shard(), metavar="i/K",
-                      help="run only part i of K (i from 1): K runs cover the fleet once")
+    part.add_argument("--shard", type=_type(Shard.parse), default=Shard(), nargs="?",
+                      const=FROM_ENV, metavar="i/K",
+                      help="run only part i of K (i from 1): K runs cover the fleet once. "
+                           "Without i/K: from the CI matrix's environment "
+                           "(JOB_COMPLETION_INDEX with --shard-count, or GitLab's "
+                           "CI_NODE_INDEX/CI_NODE_TOTAL)")
     part.add_argument("--processes", type=_positive, default=1, metavar="K",
-                      help="run K shards as local processes (about one per core) and merge")
+                      help="run K shards as local processes (about one per core) and merge; "
+                           "with --cluster: K shard tasks (default: one per worker thread)")
+    run.add_argument("--shard-count", type=_positive, metavar="K",
+                     help="number of shards, for --shard from JOB_COMPLETION_INDEX")
+    run.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                     help="run the shards on the Dask cluster whose scheduler is at this "
+                          "address (see docs/fleet.md)")
+    run.add_argument("--embedded-host", default="127.0.0.1", metavar="HOST",
+                     help="with --cluster and no --server: the name or address the workers "
+                          "reach this machine's embedded server at (default 127.0.0.1: "
+                          "workers on this machine)")
     run.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
                      metavar="C", help="at most C devices talk to the server at once "
                                        f"(per process; default {DEFAULT_CONCURRENCY})")
@@ -178,6 +205,25 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                           "removed at the end unless --keep")
     run.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    run.add_argument("--metrics-port", type=int, metavar="P",
+                     help="serve Prometheus metrics of the run on http://HOST:P/metrics "
+                          "while it runs (0: any free port, printed on stderr)")
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                     help="address the metrics endpoint listens on (default 127.0.0.1)")
+    run.add_argument("--stats-csv", type=Path, metavar="FILE",
+                     help="write the run's running totals to FILE, one CSV row a second")
+    # A shard process of --processes: where its parent reads its live figures.
+    run.add_argument("--live-stats-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs="?", choices=("merge-reports",),
+                        metavar="merge-reports REPORT...",
+                        help="merge the --report files of shards "
+                             "run on several machines into one summary, report and exit "
+                             "code")
+    parser.add_argument("reports", nargs="*", type=Path, metavar="REPORT",
+                        help=argparse.SUPPRESS)
+    run.add_argument("--html-report", type=Path, metavar="FILE",
+                     help="write one self-contained HTML page: summary, expectations, plots "
+                          "(uploads per virtual day, retries and faults, request latency)")
     bar = run.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="draw the progress bar even when stderr is not a terminal")
@@ -238,30 +284,25 @@ def target_from_args(args: argparse.Namespace) -> ServerTarget | None:
     return target
 
 
-def _fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
-    """(work dir, whether to remove it at the end)."""
-    if args.work_dir is not None:
-        path: Path = args.work_dir
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FleetSpecError(f"--work-dir {path}: must be a new or empty directory "
-                                 "(device data of another run would mix with this one)")
-        path.mkdir(parents=True, exist_ok=True)
-        return path, False
-    shm = Path("/dev/shm")
-    # A RAM disk when there is one: every payload is fsync'ed by the outbox, and a
-    # thousand simulated devices need not wear a real disk.
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="dd-fleet-", dir=base)), not args.keep
-
-
 def run_fleet_cli(args: argparse.Namespace) -> int:
     """Carry out a parsed ``fleet`` command; returns the exit status."""
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "merge-reports":
+        return _merge_cli(args)
+    if args.reports:
+        print(f"error: unexpected arguments: {' '.join(map(str, args.reports))}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.scenario is not None:
-        from emulator.fleet.scenario_cli import run_scenario_cli
-
         return run_scenario_cli(args)
+    live: LiveSinks | None = None
     try:
+        if args.shard is FROM_ENV:
+            args.shard = shard_from_env(os.environ, args.shard_count)
+        elif args.shard_count is not None:
+            raise FleetSpecError("--shard-count goes with --shard (no i/K), in a CI matrix")
+        if args.cluster is not None and args.shard != Shard():
+            raise FleetSpecError("--cluster runs the whole fleet; it does not take --shard")
         spec = spec_from_args(args)
         target = target_from_args(args)
         if args.processes > 1 and args.processes > spec.devices:
@@ -270,20 +311,31 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         if args.shard.count > spec.devices:
             raise FleetSpecError(f"--shard {args.shard}: more shards than devices")
         loop = resolve(args.loop)
-        work_dir, remove = _fresh_work_dir(args)
+        live = LiveSinks.from_args(args)
+        work_dir, remove = fresh_work_dir(args)
     except (FleetSpecError, LoopUnavailable) as exc:
+        if live is not None:
+            live.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     bar = ProgressBar(enabled=args.progress, unit="device-days delivered")
+    stats = live.update if live.active else None
+    recorder = RunRecorder.start() if args.html_report is not None else None
     try:
-        if args.processes > 1:
+        if args.cluster is not None:
+            from emulator.fleet.dask_cluster import run_cluster
+
+            report = run_on_loop(run_cluster(spec, args, target, work_dir, progress=bar,
+                                             stats=stats), loop)
+        elif args.processes > 1:
             from emulator.fleet.processes import run_processes
 
-            report = run_on_loop(run_processes(spec, args, target, work_dir, progress=bar),
-                                 loop)
+            report = run_on_loop(run_processes(spec, args, target, work_dir, progress=bar,
+                                               stats=stats), loop)
         else:
             report = run_on_loop(run_fleet(spec, work_dir, shard=args.shard, target=target,
-                                           concurrency=args.concurrency, progress=bar), loop)
+                                           concurrency=args.concurrency, progress=bar,
+                                           stats=stats), loop)
     except FleetSpecError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -293,18 +345,42 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     finally:
+        live.close()
+        if recorder is not None:
+            recorder.stop()
+            recorder.read_server(work_dir)
         if remove:
             shutil.rmtree(work_dir, ignore_errors=True)
         elif args.work_dir is None:
             print(f"work directory kept: {work_dir}", file=sys.stderr)
     bar.close()
+    if recorder is not None:
+        try:
+            write_html_report(report, args.html_report, recorder)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+    return _finish(report, args.report)
+
+
+def _merge_cli(args: argparse.Namespace) -> int:
+    """``fleet merge-reports REPORT...``: one summary, one report, one exit code."""
+    try:
+        report = merge_files(args.reports)
+    except FleetSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return _finish(report, args.report)
 
 
 def _finish(report: FleetReport, path: Path | None) -> int:
     print(summary_table(report))
     if path is not None:
-        write_report(report, str(path))
+        try:
+            write_report(report, str(path))
+        except OSError as exc:
+            print(f"error: --report {path}: cannot write the report: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     return EXIT_OK if report.ok else EXIT_EXPECTATION
 
 

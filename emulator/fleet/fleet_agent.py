@@ -10,7 +10,13 @@ composition-friendly overrides of its public methods, nothing of its logic repla
   :meth:`step` raises :class:`DeviceDone` instead of waiting for the next day (payloads
   a ``send_meters_now`` action asked for are delivered too, but are not days);
 * a :class:`CountingTransport` (through the agent's ``transport_factory``), which
-  counts action polls, action results and firmware checks for the fleet report.
+  counts action polls, action results, firmware checks and failed requests (by cause)
+  for the fleet report, and times each request for the latency histogram;
+* Upload-Ids from a generator of their own (``upload_rng``, seeded from the device's
+  identity), not the one the retry jitter draws from: the k-th payload of a device gets
+  the same Upload-Id in every run of the same seed, however many retries came before.
+  A shard run again after its Dask worker died replays its payloads under the ids the
+  server already holds (acknowledged as duplicates), so nothing is stored twice.
 
 Each sync does what a real device does daily on one connection: the upload, then the
 agent's own post-sync hooks (the action poll and the firmware check among them).
@@ -20,16 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from device_direct.agent import Agent
-from device_direct.clock import Clock
+from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig
 from device_direct.core.payload import Trigger
+from device_direct.errors import DeviceDirectError
 from device_direct.model import DeviceModel
-from device_direct.transport import Transport
+from device_direct.outbox_store import OutboxStore
+from device_direct.transport import Transport, UploadResult
+from emulator.fleet.live_stats import Latency
+
+T = TypeVar("T")
+_WALL = SystemClock()  # request latency is real time, whatever clock the device runs on
 
 
 class DeviceDone(Exception):  # a signal, not an error
@@ -47,18 +60,40 @@ class FleetCounters:
     actions_refused: int = 0  # results rejected or expired
     firmware_checks: int = 0
     firmware_offers: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # failed requests by cause
 
 
 class CountingTransport(Transport):
     """The agent's real :class:`Transport`, counting what it is asked to do."""
 
-    def __init__(self, counters: FleetCounters, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, counters: FleetCounters, *args: Any, latency: Latency | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counters = counters
+        self.latency = latency
         counters.sessions += 1
 
+    async def _timed(self, call: Awaitable[T]) -> T:
+        started = _WALL.monotonic()
+        try:
+            return await call
+        except DeviceDirectError as exc:
+            self.counters.errors[type(exc).__name__] += 1
+            raise
+        finally:
+            if self.latency is not None:
+                self.latency.observe(_WALL.monotonic() - started)
+
+    async def register(self, serial: str, model: str, mac: str, firmware: Mapping[str, str],
+                       registration_key: str) -> str:
+        return await self._timed(super().register(serial, model, mac, firmware,
+                                                  registration_key))
+
+    async def upload(self, zip_bytes: bytes, upload_id: str) -> UploadResult:
+        return await self._timed(super().upload(zip_bytes, upload_id))
+
     async def poll_actions(self) -> list[dict[str, Any]]:
-        actions = await super().poll_actions()
+        actions = await self._timed(super().poll_actions())
         self.counters.action_polls += 1
         self.counters.actions_seen += len(actions)
         return actions
@@ -66,14 +101,14 @@ class CountingTransport(Transport):
     async def report_action(
         self, action_id: str, status: str, detail: Mapping[str, Any] | str = ""
     ) -> None:
-        await super().report_action(action_id, status, detail)
+        await self._timed(super().report_action(action_id, status, detail))
         if status in ("succeeded", "failed"):
             self.counters.actions_run += 1
         else:
             self.counters.actions_refused += 1
 
     async def check_firmware(self, model: str, version: str) -> dict[str, Any] | None:
-        offer = await super().check_firmware(model, version)
+        offer = await self._timed(super().check_firmware(model, version))
         self.counters.firmware_checks += 1
         if offer is not None:
             self.counters.firmware_offers += 1
@@ -81,10 +116,12 @@ class CountingTransport(Transport):
 
 
 def _counting_transport(agent: Agent) -> Transport:
-    counters = agent.fleet if isinstance(agent, FleetAgent) else FleetCounters()
+    fleet = agent if isinstance(agent, FleetAgent) else None
+    counters = fleet.fleet if fleet is not None else FleetCounters()
     cfg = agent.config.server
     return CountingTransport(counters, cfg.url, cfg.ca_bundle, cfg.server_name,
-                             agent.identity, agent.clock)
+                             agent.identity, agent.clock,
+                             latency=fleet.latency if fleet is not None else None)
 
 
 class FleetAgent(Agent):
@@ -100,14 +137,21 @@ class FleetAgent(Agent):
         gate: asyncio.Semaphore,
         target: int,
         transport_factory: Callable[[Agent], Transport] | None = None,
+        upload_rng: random.Random | None = None,
+        latency: Latency | None = None,
     ) -> None:
         self.fleet = FleetCounters()
+        self.latency = latency
         self.daily_built = 0  # payloads of the daily schedule (not action-triggered ones)
         self.action_built = 0  # payloads a send_meters_now action asked for
         super().__init__(config, model, clock=clock, rng=rng,
                          transport_factory=transport_factory or _counting_transport)
         self.gate = gate
         self.target = target
+        if upload_rng is not None:  # the same directory again, with the ids' own generator
+            self.outbox = OutboxStore.open(self.data_dir,
+                                           budget_bytes=config.outbox.budget_bytes,
+                                           clock=clock, rng=upload_rng)
 
     @property
     def finished(self) -> bool:

@@ -6,7 +6,9 @@ registration key per device and hands each shard the same key file (device i use
 line i+1, whichever shard runs it). Each shard is ``python -m emulator.fleet --shard
 i/K`` writing a JSON report; the parent merges them, reads the server's upload counts
 and checks the whole fleet. Keys and tokens go through files, never the command line,
-where any local user could read them.
+where any local user could read them. When the parent shows live figures
+(``--metrics-port``, ``--stats-csv``), each shard also writes its latest snapshot to a
+file the parent reads.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import emulator
 from device_direct.clock import SystemClock
+from emulator.fleet.live_stats import merge_snapshots
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, merge_reports
 from emulator.fleet.runner import FleetRunError, ServerTarget, server_upload_counts
@@ -37,7 +42,7 @@ def _private(path: Path, text: str) -> Path:
 
 
 def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[str],
-                   work_dir: Path, i: int, k: int) -> list[str]:
+                   work_dir: Path, i: int, k: int, live: bool = False) -> list[str]:
     return [
         sys.executable, "-m", "emulator.fleet",
         "--devices", str(spec.devices), "--days", str(spec.days), "--seed", str(spec.seed),
@@ -47,7 +52,22 @@ def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[
         "--no-progress", "--log-level", args.log_level, "--loop", args.loop, *server_args,
         "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
         "--report", str(work_dir / f"shard-{i}.json"),
+        *(["--live-stats-file", str(_stats_file(work_dir, i))] if live else []),
     ]
+
+
+def _stats_file(work_dir: Path, i: int) -> Path:
+    return work_dir / f"shard-{i}.stats.json"
+
+
+def _read_stats(work_dir: Path, k: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(1, k + 1):
+        try:
+            out.append(json.loads(_stats_file(work_dir, i).read_text("utf-8")))
+        except (OSError, ValueError):
+            continue  # not written yet
+    return out
 
 
 def _server_args(args: argparse.Namespace, target: ServerTarget, work_dir: Path) -> list[str]:
@@ -69,7 +89,9 @@ def _server_args(args: argparse.Namespace, target: ServerTarget, work_dir: Path)
 
 async def run_processes(spec: FleetSpec, args: argparse.Namespace,
                         target: ServerTarget | None, work_dir: Path, *,
-                        progress: ProgressBar) -> FleetReport:
+                        progress: ProgressBar,
+                        stats: Callable[[dict[str, Any]], None] | None = None
+                        ) -> FleetReport:
     """Run ``args.processes`` shards of ``spec`` as child processes; the merged report."""
     wall = SystemClock()
     started = wall.monotonic()
@@ -95,16 +117,21 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
         server_args = _server_args(args, target, work_dir)
         for i in range(1, k + 1):
             procs.append(await asyncio.create_subprocess_exec(
-                *_shard_command(spec, args, server_args, work_dir, i, k),
+                *_shard_command(spec, args, server_args, work_dir, i, k, stats is not None),
                 stdout=asyncio.subprocess.DEVNULL, env=env))
         waits = [asyncio.ensure_future(p.wait()) for p in procs]
         while True:
             # Uploads stored stand for device-days (action payloads may add a few).
             done_uploads = server.storage.uploads_count() if server is not None else 0
             progress(min(done_uploads, spec.device_days), spec.device_days, None)
+            live = _read_stats(work_dir, k) if stats is not None else []
+            if stats is not None and live:
+                stats(merge_snapshots(live))
             _, pending = await asyncio.wait(waits, timeout=0.25)
             if not pending:
                 break
+        if stats is not None:
+            stats(merge_snapshots(_read_stats(work_dir, k)))
         codes = [w.result() for w in waits]
         failed = [f"{i + 1}/{k} (exit {c})" for i, c in enumerate(codes) if c not in (0, 1)]
         if failed:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-REPORT_VERSION = 1
+from emulator.fleet.report_schema import check_envelope, envelope, expectation
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,27 +100,26 @@ class FleetReport:
     def to_json(self) -> dict[str, Any]:
         """The report as a JSON-ready dict (``--report FILE``)."""
         rate = self.device_days / self.wall_s if self.wall_s > 0 else 0.0
-        return {
-            "version": REPORT_VERSION,
-            "ok": self.ok,
-            "fleet": {"devices": self.devices, "days": self.days, "seed": self.seed,
-                      "mix": self.mix, "actions": self.actions, "shards": list(self.shards),
-                      "loop": self.loop},
-            "totals": self.totals(),
-            "wall_s": round(self.wall_s, 3),
+        data = envelope(
+            "fleet", ok=self.ok,
+            fleet={"devices": self.devices, "days": self.days, "seed": self.seed,
+                   "mix": self.mix, "actions": self.actions, "shards": list(self.shards),
+                   "loop": self.loop},
+            totals=self.totals(), wall_s=self.wall_s,
+            expectations=[expectation(e.name, e.ok, e.detail) for e in self.expectations])
+        data.update({
             "device_days": self.device_days,
             "device_days_per_s": round(rate, 2),
-            "expectations": [asdict(e) for e in self.expectations],
             "server_uploads": dict(self.server_uploads) if self.server_uploads is not None
             else None,
             "devices": [asdict(o) for o in self.outcomes],
-        }
+        })
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FleetReport:
         """Read back what :meth:`to_json` wrote (a shard's report file)."""
-        if data.get("version") != REPORT_VERSION:
-            raise ValueError(f"report version {data.get('version')!r} is not {REPORT_VERSION}")
+        check_envelope(data, "fleet")
         fleet = data["fleet"]
         server = data.get("server_uploads")
         return cls(
@@ -129,7 +128,8 @@ class FleetReport:
             outcomes=tuple(DeviceOutcome(**d) for d in data["devices"]),
             wall_s=float(data["wall_s"]),
             server_uploads=dict(server) if server is not None else None,
-            expectations=tuple(Expectation(**e) for e in data["expectations"]),
+            expectations=tuple(Expectation(str(e["name"]), bool(e["ok"]), str(e["detail"]))
+                               for e in data["expectations"]),
             actions=str(fleet.get("actions", "")),
             loop=str(fleet.get("loop", "")),
         )

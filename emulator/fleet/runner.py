@@ -36,6 +36,7 @@ import heapq
 import logging
 import random
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ from emulator.clock import VirtualClock
 from emulator.errors import EmulatorError
 from emulator.fleet.fleet_agent import DeviceDone, FleetAgent
 from emulator.fleet.identities import DeviceIdentity, fleet_identities
+from emulator.fleet.live_stats import DEVICE_STATES, Latency
 from emulator.fleet.report import DeviceOutcome, FleetReport, check
 from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard, format_actions, format_mix
 from emulator.model.device import EmulatedDevice
@@ -74,6 +76,8 @@ ACTION_TTL_S = 2 * 86400  # an issued action is polled the next morning; spare a
 
 # (device-days delivered, device-days of the shard, virtual now) -> None
 ProgressFn = Callable[[int, int, datetime], None]
+# a live_stats snapshot of the shard -> None (metrics, --stats-csv, a Dask client)
+StatsFn = Callable[[dict[str, Any]], None]
 # (device id, action type) -> None: has the server queue one action for the device
 IssueFn = Callable[[str, str], Awaitable[None]]
 
@@ -144,7 +148,9 @@ class Fleet:
         self.jams = [0] * len(self.identities)
         self.actions_issued = [0] * len(self.identities)
         self.tasks: list[asyncio.Task[None]] = []
+        self.task_of: dict[int, asyncio.Task[None]] = {}  # device position -> its agent
         self.gate = asyncio.Semaphore(concurrency)
+        self.latency = Latency()
         self._profiles: dict[str, Profile] = {}
 
     def build(self, endpoint: _Endpoint, key_for: Callable[[DeviceIdentity], str]) -> None:
@@ -157,7 +163,7 @@ class Fleet:
                 profile = self._profiles[ident.profile] = load_profile(ident.profile)
             model = EmulatedDevice(profile, serial=ident.serial, clock=self.clock,
                                    rng_seed=ident.model_seed, state_dir=None, mac=ident.mac,
-                                   fsync=False)
+                                   fsync=False, time_zone=ident.time_zone)
             config = AgentConfig(
                 server=ServerConfig(url=endpoint.url, ca_bundle=endpoint.ca_bundle,
                                     server_name=endpoint.server_name,
@@ -170,14 +176,18 @@ class Fleet:
             self.models.append(model)
             self.agents.append(FleetAgent(config, model, clock=self.clock,
                                           rng=random.Random(ident.agent_seed), gate=self.gate,
-                                          target=self.spec.days))
+                                          target=self.spec.days, latency=self.latency,
+                                          upload_rng=random.Random(
+                                              f"upload-ids/{ident.agent_seed}")))
 
     def start_agent(self, i: int) -> None:
         """Boot device ``i``'s agent as a participant of the clock."""
         clock = self.clock
         if isinstance(clock, VirtualClock):
             clock.register()
-        self.tasks.append(asyncio.create_task(self._run_agent(i)))
+        task = asyncio.create_task(self._run_agent(i))
+        self.tasks.append(task)
+        self.task_of[i] = task
 
     async def _run_agent(self, i: int) -> None:
         agent = self.agents[i]
@@ -191,6 +201,38 @@ class Fleet:
         finally:
             if isinstance(self.clock, VirtualClock):
                 self.clock.unregister()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The shard's live figures now (``live_stats.py``): one pass over its agents."""
+        uploads = {"stored": 0, "duplicate": 0, "rejected": 0}
+        actions = {"issued": sum(self.actions_issued), "run": 0, "refused": 0}
+        errors: Counter[str] = Counter()
+        states = dict.fromkeys(DEVICE_STATES, 0)
+        retries = delivered = 0
+        for n, agent in enumerate(self.agents):
+            s = agent.stats
+            uploads["stored"] += s.uploads_stored
+            uploads["duplicate"] += s.uploads_duplicate
+            uploads["rejected"] += s.uploads_rejected
+            retries += s.send_failures
+            actions["run"] += agent.fleet.actions_run
+            actions["refused"] += agent.fleet.actions_refused
+            errors.update(agent.fleet.errors)
+            delivered += agent.days_delivered
+            task = self.task_of.get(n)
+            if task is None:
+                states["waiting"] += 1  # not booted yet (its first evening is to come)
+            elif agent.finished:
+                states["finished"] += 1
+            elif task.done():
+                states["crashed"] += 1  # ended unfinished: crashed, or stopped at the end
+            else:
+                states["running"] += 1
+        return {"device_days": len(self.agents) * self.spec.days, "delivered": delivered,
+                "uploads": uploads, "retries": retries, "errors": dict(errors),
+                "actions": actions, "devices": states,
+                "virtual_time": self.clock.now().timestamp(),
+                "latency": self.latency.to_json()}
 
     def days_delivered(self) -> int:
         """Daily payloads the server has acknowledged, over all devices (progress)."""
@@ -267,11 +309,17 @@ async def _issue_actions(fleet: Fleet, n: int, types: tuple[str, ...], issue: Is
         fleet.actions_issued[n] += 1
 
 
-async def _ticker(fleet: Fleet, progress: ProgressFn, wall: Clock) -> None:
+async def _ticker(fleet: Fleet, progress: ProgressFn | None, stats: StatsFn | None,
+                  wall: Clock) -> None:
     # Real time, not a participant: it only looks.
+    tick = 0
     while True:
-        progress(fleet.days_delivered(), len(fleet.agents) * fleet.spec.days,
-                 fleet.clock.now())
+        if progress is not None:
+            progress(fleet.days_delivered(), len(fleet.agents) * fleet.spec.days,
+                     fleet.clock.now())
+        if stats is not None and tick % 2 == 0:  # every 0.5 s: a pass over all agents
+            stats(fleet.snapshot())
+        tick += 1
         await wall.sleep(0.25)
 
 
@@ -284,10 +332,12 @@ async def run_fleet(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: ProgressFn | None = None,
     wall: Clock | None = None,
+    stats: StatsFn | None = None,
 ) -> FleetReport:
     """Run one shard of the fleet and return its checked report.
 
     ``target`` None: an embedded reference server under ``work_dir/server``.
+    ``stats``: called with a live snapshot twice a second and once at the end.
     """
     wall = wall or SystemClock()
     started = wall.monotonic()
@@ -332,17 +382,17 @@ async def run_fleet(
                     raise FleetSpecError("actions: issuing actions on your server needs its "
                                          "admin API (--admin-token-file)")
                 issue = functools.partial(issue_action, target)
-        if progress is not None:
-            ticker = asyncio.create_task(_ticker(fleet, progress, wall))
+        if progress is not None or stats is not None:
+            ticker = asyncio.create_task(_ticker(fleet, progress, stats, wall))
         clock.register()
         office = asyncio.create_task(
             _office(fleet, clock, last + timedelta(days=1) + GRACE, issue))
         await office
         await asyncio.gather(*fleet.tasks, return_exceptions=True)
-        if ticker is not None:
-            progress_fn = progress
-            assert progress_fn is not None
-            progress_fn(fleet.days_delivered(), len(fleet.agents) * spec.days, clock.now())
+        if progress is not None:
+            progress(fleet.days_delivered(), len(fleet.agents) * spec.days, clock.now())
+        if stats is not None:
+            stats(fleet.snapshot())
         if server is not None:
             counts: dict[str, int] | None = {
                 d["serial"]: int(d["uploads"]) for d in server.storage.devices()}

@@ -95,7 +95,10 @@ class DeviceSlot:
             if isinstance(value, int):
                 self.totals[name] += value
         for name in FleetCounters.__slots__:
-            self.totals[name] += getattr(agent.fleet, name)
+            value = getattr(agent.fleet, name)
+            if isinstance(value, int):
+                self.totals[name] += value
+        self.totals["request_errors"] += sum(agent.fleet.errors.values())
         if agent.stats.last_error:
             self.last_error = agent.stats.last_error
 

@@ -17,10 +17,15 @@ from dataclasses import replace
 from device_direct.errors import DeviceDirectError
 from emulator.errors import EmulatorError, ScenarioError
 from emulator.faults.scenario import Scenario, load_scenario
+from emulator.fleet.cli_common import (
+    EXIT_EXPECTATION,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    fresh_work_dir,
+)
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.spec import DEFAULT_MIX, DEFAULT_ZONES, FleetSpecError, Shard
-
-EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
 
 def _refuse_fleet_options(args: argparse.Namespace) -> None:
@@ -29,7 +34,9 @@ def _refuse_fleet_options(args: argparse.Namespace) -> None:
         ("--mix", args.mix is not DEFAULT_MIX), ("--zones", args.zones is not DEFAULT_ZONES),
         ("--upload-window", str(args.upload_window) != "01:00-05:00"),
         ("--server", args.server is not None), ("--shard", args.shard != Shard()),
-        ("--processes", args.processes != 1)) if v]
+        ("--processes", args.processes != 1), ("--cluster", args.cluster is not None),
+        ("--metrics-port", args.metrics_port is not None),
+        ("--stats-csv", args.stats_csv is not None)) if v]
     if given:
         raise FleetSpecError(f"{', '.join(given)}: the scenario file describes the fleet and "
                              "runs it against an embedded server in one process")
@@ -46,18 +53,18 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def run_scenario_cli(args: argparse.Namespace) -> int:
     """Carry out ``fleet --scenario FILE``; returns the exit status."""
-    from emulator.fleet.cli import _fresh_work_dir
     from emulator.fleet.scenario_run import run_scenario
 
     try:
         scenario = scenario_from_args(args)
-        work_dir, remove = _fresh_work_dir(args)
+        work_dir, remove = fresh_work_dir(args)
     except (FleetSpecError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     bar = ProgressBar(enabled=args.progress, unit="virtual days")
     try:
-        report = asyncio.run(run_scenario(scenario, work_dir, progress=bar))
+        report = asyncio.run(run_scenario(scenario, work_dir, progress=bar,
+                                           quiet_faults=args.log_level != "debug"))
     except ScenarioError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -74,5 +81,10 @@ def run_scenario_cli(args: argparse.Namespace) -> int:
     bar.close()
     print("\n".join(report.lines()))
     if args.report is not None:
-        report.write(str(args.report))
+        try:
+            report.write(str(args.report))
+        except OSError as exc:
+            print(f"error: --report {args.report}: cannot write the report: {exc}",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
     return EXIT_OK if report.ok else EXIT_EXPECTATION

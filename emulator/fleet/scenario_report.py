@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.faults.expect import CheckResult
+from emulator.fleet.report_schema import envelope, expectation
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class ScenarioReport:
     not_built_disk_full: int = 0
     reboots: int = 0
     wall_s: float = 0.0
+    # kind -> warning/error log lines the injected faults caused (see fault_logs.py)
+    expected_fault_logs: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if min(self.payloads_queued, self.uploads_stored, self.payloads_lost,
@@ -74,6 +77,12 @@ class ScenarioReport:
                 f"uploads stored   {self.uploads_stored}",
                 f"retries          {t.get('send_failures', 0)}",
                 f"duplicates acked {t.get('uploads_duplicate', 0)}"]
+        logs = sum(self.expected_fault_logs.values())
+        if logs:
+            kinds = len(self.expected_fault_logs)
+            out.append(f"fault log lines  {logs} expected ({kinds} kind"
+                       f"{'s' if kinds != 1 else ''}; --log-level info shows one per kind, "
+                       "debug each)")
         if self.not_built_disk_full:
             out.append(f"not built (disk) {self.not_built_disk_full}")
         out += [f"payloads lost    {self.payloads_lost}",
@@ -85,11 +94,26 @@ class ScenarioReport:
         return [line for line in out if line]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (``--report FILE``)."""
-        data = asdict(self)
-        data["ok"] = self.ok
-        data["faults_injected"] = self.faults_injected
-        data["checks"] = [asdict(c) for c in self.checks]
+        """JSON-ready dict (``--report FILE``), in the layout of ``report_schema.py``."""
+        totals = {**self.totals, "payloads_queued": self.payloads_queued,
+                  "uploads_stored": self.uploads_stored, "payloads_lost": self.payloads_lost,
+                  "stored_twice": self.stored_twice, "reboots": self.reboots,
+                  "faults_injected": self.faults_injected,
+                  "not_built_disk_full": self.not_built_disk_full,
+                  "expected_fault_logs": sum(self.expected_fault_logs.values())}
+        data = envelope(
+            "scenario", ok=self.ok,
+            fleet={"devices": self.devices, "days": self.days, "seed": self.seed},
+            totals=totals, wall_s=self.wall_s,
+            expectations=[expectation(c.name, c.ok, c.detail, c.failures)
+                          for c in self.checks])
+        data["scenario"] = {
+            "name": self.scenario, "description": self.description, "source": self.source,
+            "injected": dict(self.injected), "skipped": dict(self.skipped),
+            "armed_not_fired": dict(self.armed_not_fired),
+            "devices_lost": list(self.devices_lost), "devices_twice": list(self.devices_twice),
+            "expected_fault_logs": dict(self.expected_fault_logs),
+        }
         return data
 
     def write(self, path: str) -> None:

@@ -37,6 +37,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -67,6 +68,7 @@ from emulator.faults.netproxy import FaultProxy
 from emulator.faults.scenario import Scenario
 from emulator.faults.server_faults import ServerFaults
 from emulator.faults.timeline import Step, Timeline, expand
+from emulator.fleet.fault_logs import ExpectedFaultLogs
 from emulator.fleet.fleet_agent import DeviceDone
 from emulator.fleet.identities import fleet_identities
 from emulator.fleet.runner import WHOLE_FLEET, Fleet, _office
@@ -115,7 +117,7 @@ class ScenarioFleet(Fleet):
             clock = SkewedClock(self.clock)
             model = ScenarioDevice(profile, serial=ident.serial, clock=clock,
                                    rng_seed=ident.model_seed, state_dir=None, mac=ident.mac,
-                                   fsync=False)
+                                   fsync=False, time_zone=ident.time_zone)
             proxy = proxies.get(pos)
             port = proxy.port if proxy is not None else server.port
             config = AgentConfig(
@@ -172,6 +174,11 @@ class ScenarioFleet(Fleet):
                         return
                     reason = exc
                 await self._reboot(slot, reason)
+        except Exception as exc:  # a bug of the harness: the report must say so
+            slot.crashed = f"supervisor crashed: {type(exc).__name__}: {exc}"
+            log.error("%s: %s", slot.ident.serial, slot.crashed, exc_info=exc)
+            if slot.task is not None and slot.task.done() and not slot.task.cancelled():
+                slot.task.exception()  # seen: asyncio need not log it again at exit
         finally:
             slot.task = None
             self.vclock.unregister()
@@ -405,9 +412,20 @@ def _check_codes(scenario: Scenario, fleet: ScenarioFleet, timeline: Timeline) -
 
 
 async def run_scenario(scenario: Scenario, work_dir: Path, *, wall: Clock | None = None,
-                       progress: Callable[[int, int, datetime], None] | None = None
-                       ) -> ScenarioReport:
-    """Run ``scenario`` with an embedded reference server under ``work_dir``."""
+                       progress: Callable[[int, int, datetime], None] | None = None,
+                       quiet_faults: bool = True) -> ScenarioReport:
+    """Run ``scenario`` with an embedded reference server under ``work_dir``.
+
+    The warnings and errors the injected faults cause are counted by kind in the report;
+    ``quiet_faults`` keeps them off the log (one INFO line per kind instead)."""
+    with ExpectedFaultLogs(quiet=quiet_faults).installed() as fault_logs:
+        report = await _run_scenario(scenario, work_dir, wall=wall, progress=progress)
+    return replace(report, expected_fault_logs=dict(fault_logs.counts.most_common()))
+
+
+async def _run_scenario(scenario: Scenario, work_dir: Path, *, wall: Clock | None,
+                        progress: Callable[[int, int, datetime], None] | None
+                        ) -> ScenarioReport:
     wall = wall or SystemClock()
     started = wall.monotonic()
     spec = scenario.fleet

@@ -11,7 +11,17 @@ Status codes (PJL INFO STATUS / USTATUS DEVICE) come from the same
 :class:`emulator.snmp.printer_status.PrinterStatus` the SNMP agent reports:
 10001 ready, 10002 offline, 10003 warming up, 10006 toner low, 10023 printing,
 40000 operator intervention (door open, toner empty), 41000 load paper,
-42000 paper jam, 50000 hardware error (needs service).
+42000 paper jam, 50000 hardware error (needs service). ``DISPLAY=`` is the panel's
+text (:mod:`emulator.model.console`), the same text as SNMP's
+prtConsoleDisplayBufferText; RDYMSG, OPMSG and STMSG change the panel, so both faces
+follow them.
+
+INFO CONFIG, MEMORY, PRODINFO and FILESYS, and the LANG variable, describe the same
+equipment the SNMP agent serves (:mod:`emulator.model.equipment`): the trays and bins
+by the names prtInputName/prtOutputName give them, the languages of
+prtInterpreterTable (PJL itself, the job control language, is not listed among the
+LANGUAGES a job may select), the memory of hrMemorySize, the panel language of
+prtLocalizationTable.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ import re
 from dataclasses import dataclass, field, replace
 
 from device_direct.model import PowerState
+from emulator.model.console import DISPLAY_LINES, MAX_CHARS, clean
+from emulator.model.equipment import Equipment, MibSpec, equipment
 from emulator.snmp.printer_status import Condition, PrinterStatus
 
 FF = "\x0c"
@@ -40,7 +52,11 @@ class DeviceView:
     trays: int
     duplex: bool
     a3: bool
-    ready_message: str = ""
+    equipment: Equipment | None = None  # None: trays and a3 give the defaults
+    serial: str = ""
+    product_code: str = ""
+    options: tuple[str, ...] = ()
+    firmware: tuple[tuple[str, str], ...] = ()  # (sysDescr label, version)
 
     def __post_init__(self) -> None:
         if self.page_count < 0 or not 1 <= self.trays <= 12:
@@ -81,6 +97,7 @@ class Outcome:
 
     reply: str = ""
     ready_message: str | None = None  # set by RDYMSG ("" clears it)
+    operator_message: str | None = None  # set by OPMSG / STMSG (the printer goes off line)
 
 
 def pjl_status(view: DeviceView) -> PjlStatus:
@@ -89,29 +106,26 @@ def pjl_status(view: DeviceView) -> PjlStatus:
     if view.power is PowerState.BOOTING:
         return PjlStatus(10003, "WARMING UP", False)
     if Condition.JAMMED in c:
-        return PjlStatus(42000, _upper(st.display, "PAPER JAM"), False)
+        return PjlStatus(42000, _shown(st.display, "PAPER JAM"), False)
     if Condition.NO_PAPER in c:
-        return PjlStatus(41000, "LOAD PAPER", False)
+        return PjlStatus(41000, _shown(st.display, "LOAD PAPER"), False)
     if Condition.DOOR_OPEN in c:
-        return PjlStatus(40000, "CLOSE DOOR", False)
+        return PjlStatus(40000, _shown(st.display, "CLOSE DOOR"), False)
     if Condition.NO_TONER in c:
-        return PjlStatus(40000, "REPLACE TONER", False)
+        return PjlStatus(40000, _shown(st.display, "REPLACE TONER"), False)
     if Condition.OFFLINE in c:
-        return PjlStatus(10002, "OFFLINE", False)
+        return PjlStatus(10002, _shown(st.display, "OFFLINE"), False)
     if st.critical:
-        return PjlStatus(50000, _upper(st.display, "SERVICE REQUIRED"), False)
+        return PjlStatus(50000, _shown(st.display, "SERVICE REQUIRED"), False)
     if view.power is PowerState.PRINTING:
-        return PjlStatus(10023, "PROCESSING JOB", True)
+        return PjlStatus(10023, _shown(st.display, "PROCESSING JOB"), True)
     if Condition.LOW_TONER in c:
-        return PjlStatus(10006, "TONER LOW", True)
-    if view.power is PowerState.SLEEPING:
-        return PjlStatus(10001, "POWERSAVE ON", True)
-    return PjlStatus(10001, view.ready_message or "00 READY", True)
+        return PjlStatus(10006, _shown(st.display, "TONER LOW"), True)
+    return PjlStatus(10001, _shown(st.display, "READY"), True)
 
 
-def _upper(text: str, fallback: str) -> str:
-    clean = text.replace('"', "'").upper()[:40]
-    return clean or fallback
+def _shown(display: str, fallback: str) -> str:
+    return clean(display) or fallback
 
 
 def answer(request: str, lines: list[str]) -> str:
@@ -168,11 +182,13 @@ class PjlSession:
             return Outcome()
         if verb == "USTATUS":
             return Outcome(self._set_ustatus(text[4:].strip()[7:]))
-        if verb == "RDYMSG":
+        if verb in ("RDYMSG", "OPMSG", "STMSG"):
             pairs = {k.upper(): (q if v.startswith('"') else v)
                      for k, v, q in _ASSIGN.findall(text)}
-            message = pairs.get("DISPLAY", "")
-            return Outcome(ready_message=message.replace('"', "'")[:40])
+            message = clean(pairs.get("DISPLAY", ""))
+            if verb == "RDYMSG":
+                return Outcome(ready_message=message)
+            return Outcome(operator_message=message)
         if verb in ("SET", "JOB"):
             self.job_lines.append(text)
         elif verb in ("EOJ", "RESET"):
@@ -219,6 +235,13 @@ class PjlSession:
             ])
         if category == "CONFIG":
             return answer(request, _config(view))
+        if category == "MEMORY":
+            total = _equipment(view).mib.memory_kb * 1024
+            return answer(request, [f"TOTAL={total}", f"LARGEST={total * 7 // 8}"])
+        if category == "PRODINFO":
+            return answer(request, _prodinfo(view))
+        if category == "FILESYS":
+            return answer(request, _filesys(view))
         if category == "VARIABLES":
             out = []
             for name, (value, choices) in _variables(view).items():
@@ -228,34 +251,67 @@ class PjlSession:
         return answer(request, ["?"])
 
 
+def _equipment(view: DeviceView) -> Equipment:
+    if view.equipment is not None:
+        return view.equipment
+    return equipment(MibSpec(), trays=view.trays, a3=view.a3)
+
+
+def _prodinfo(view: DeviceView) -> list[str]:
+    lines = [f'MODEL="{view.model}"', f'PRODUCTNUMBER="{view.product_code}"',
+             f'SERIALNUMBER="{view.serial}"']
+    lines += [f'FIRMWARE {label}="{version}"' for label, version in view.firmware]
+    return lines
+
+
+def _filesys(view: DeviceView) -> list[str]:
+    """The volumes: RAM disk 0:, and the hard disk 1: when an HDD option is installed."""
+    ram = _equipment(view).mib.memory_kb * 1024 // 4
+    lines = ["VOLUME\tTOTAL SIZE\tFREE SPACE\tLOCATION\tLABEL\tSTATUS",
+             f"0:\t{ram}\t{ram * 9 // 10}\tRAM\t?\tREAD-WRITE"]
+    for option in view.options:
+        m = re.match(r"^HDD-(\d+)GB$", option)
+        if m:
+            size = int(m.group(1)) * 1_000_000_000
+            lines.append(f"1:\t{size}\t{size * 4 // 5}\tDISK\t?\tREAD-WRITE")
+    return lines
+
+
 def _papers(view: DeviceView) -> list[str]:
     return ["A4", "LETTER", "LEGAL", "A5", "EXECUTIVE"] + (["A3", "LEDGER"] if view.a3 else [])
 
 
 def _config(view: DeviceView) -> list[str]:
-    trays = [f"\tINTRAY{i}" for i in range(1, view.trays + 1)]
+    eq = _equipment(view)
+    trays = [f"\t{t.name.upper()}" for t in eq.trays]
+    bins = [f"\t{b.name.upper()}" for b in eq.bins]
     papers = _papers(view)
     lines = [f"IN TRAYS [{len(trays)} ENUMERATED]", *trays,
-             "OUTPUT BINS [1 ENUMERATED]", "\tUPPER"]
+             f"OUTPUT BINS [{len(bins)} ENUMERATED]", *bins]
     if view.duplex:
         lines.append("DUPLEX")
     lines += [f"PAPERS [{len(papers)} ENUMERATED]", *(f"\t{p}" for p in papers),
-              "LANGUAGES [3 ENUMERATED]", "\tPCL", "\tPCLXL", "\tPOSTSCRIPT",
+              f"LANGUAGES [{len(eq.languages)} ENUMERATED]",
+              *(f"\t{lang}" for lang in eq.languages),
               "USTATUS [4 ENUMERATED]", "\tDEVICE", "\tJOB", "\tPAGE", "\tTIMED",
-              "MEMORY=2097152", "DISPLAY LINES=1", "DISPLAY CHARACTER SIZE=40"]
+              f"MEMORY={eq.mib.memory_kb * 1024}", f"DISPLAY LINES={DISPLAY_LINES}",
+              f"DISPLAY CHARACTER SIZE={MAX_CHARS}"]
     return lines
 
 
 def _variables(view: DeviceView) -> dict[str, tuple[str, list[str]]]:
     """name -> (current value, [type marker, choices...]) as INFO VARIABLES lists them."""
     papers = _papers(view)
+    eq = _equipment(view)
     out: dict[str, tuple[str, list[str]]] = {
         "COPIES": ("1", ["[2 RANGE]", "1", "999"]),
         "PAPER": ("A4", [f"[{len(papers)} ENUMERATED]", *papers]),
         "ORIENTATION": ("PORTRAIT", ["[2 ENUMERATED]", "PORTRAIT", "LANDSCAPE"]),
         "RESOLUTION": ("600", ["[2 ENUMERATED]", "600", "1200"]),
-        "PERSONALITY": ("AUTO", ["[4 ENUMERATED]", "AUTO", "PCL", "PCLXL", "POSTSCRIPT"]),
+        "PERSONALITY": ("AUTO", [f"[{len(eq.languages) + 1} ENUMERATED]", "AUTO",
+                                 *eq.languages]),
         "TIMEOUT": ("15", ["[2 RANGE]", "5", "300"]),
+        "LANG": (eq.mib.pjl_lang, ["[1 ENUMERATED]", eq.mib.pjl_lang]),
     }
     if view.duplex:
         out["DUPLEX"] = ("OFF", ["[2 ENUMERATED]", "OFF", "ON"])

@@ -14,14 +14,20 @@ default refuses ("firmware by print job is disabled"), and the admin switch
 
 With ``@PJL USTATUS DEVICE=ON`` a connection gets ``@PJL USTATUS DEVICE`` whenever
 the status code differs from the last one it was sent (checked after every batch of
-commands and after every job), with ``JOB=ON`` START/END messages around each job,
+commands, after every job, and every ``STATUS_POLL_S`` while the client is quiet, so a
+change in the model reaches it unasked), with ``JOB=ON`` START/END messages around each job,
 with ``PAGE=ON`` one message per printed page, and with ``TIMED=n`` the device status
 every n seconds of the injected clock.
 
 Limits: concurrent connections (extra ones are closed at once), idle time (real
 seconds: it guards a socket, so it runs on the event loop's timer, not on the
 device's clock, which may be virtual), PJL line length and job size. Bytes that are
-neither PJL nor a print language, and any limit broken, end the connection cleanly.
+neither PJL nor a print language, and any limit broken, end the connection cleanly
+with one rate-limited warning naming the peer and the cause
+(:class:`emulator.snmp.bad_input.BadInputLog`), never a traceback.
+
+The panel (RDYMSG, OPMSG, STMSG) is the device's (:attr:`EmulatedDevice.console`),
+so SNMP's display text and status follow what a PJL client sets here.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,11 +56,13 @@ from emulator.jetdirect.jobs import (
 )
 from emulator.jetdirect.stream import JobData, Limits, PjlCommand, State, StreamSplitter
 from emulator.model.device import EmulatedDevice
-from emulator.snmp.printer_status import printer_status
+from emulator.snmp.bad_input import BadInputLog
+from emulator.snmp.printer_status import status_of_device
 
 log = logging.getLogger("emulator.jetdirect")
 
 DISABLED_REASON = "firmware by print job is disabled"
+STATUS_POLL_S = 0.5  # real seconds between looks at the model for USTATUS DEVICE
 SWITCHED_OFF_REASON = "firmware updates by print job are switched off by the administrator"
 
 
@@ -85,6 +94,7 @@ class JetDirectConfig:
     idle_timeout_s: float = 300.0
     limits: Limits = field(default_factory=Limits)
     firmware_by_print_job: bool = True  # the admin switch (see module doc)
+    bad_input_interval_s: float = 60.0  # at most one warning line per this many seconds
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -124,8 +134,9 @@ class JetDirectServer:
         self.config = config
         self.on_firmware = on_firmware
         self.firmware_by_print_job = config.firmware_by_print_job
-        self.ready_message = ""
         self.stats = JetDirectStats()
+        self.bad_input = BadInputLog(log, "port 9100", time.monotonic,
+                                     interval_s=config.bad_input_interval_s)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._port = 0
@@ -159,16 +170,26 @@ class JetDirectServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
 
+    @property
+    def ready_message(self) -> str:
+        """The panel's ready message (``@PJL RDYMSG``)."""
+        return self.device.console.ready_message
+
     def view(self) -> pjl.DeviceView:
         """The device as PJL answers describe it, now."""
         d = self.device
         profile = d.profile
+        ident = d.identity()
+        labels = {m.name: m.label for m in profile.identity.firmware}
         return pjl.DeviceView(
-            model=d.identity().model, status=printer_status(d.power, d.alerts()),
+            model=ident.model, status=status_of_device(d),
             power=d.power, page_count=d.counters().total_impressions,
             color=profile.engine.color, trays=profile.engine.trays,
             duplex="duplex" in profile.identity.features,
-            a3="a3" in profile.identity.features, ready_message=self.ready_message)
+            a3="a3" in profile.identity.features, equipment=profile.equipment,
+            serial=ident.serial, product_code=ident.product_code,
+            options=ident.installed_options,
+            firmware=tuple((labels.get(k, k), v) for k, v in ident.firmware.items()))
 
     # -- connections -------------------------------------------------------------------
 
@@ -185,7 +206,10 @@ class JetDirectServer:
         try:
             await self._serve(reader, writer)
         except (ConnectionError, OSError) as exc:
-            log.info("port 9100: connection lost: %s", exc)
+            log.info("port 9100: connection from %s lost: %s", _peer(writer), exc)
+        except Exception as exc:  # a bug must cost one connection, not the port
+            self.bad_input.report(_peer(writer), f"connection failed: "
+                                  f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
             pass
         finally:
@@ -200,13 +224,27 @@ class JetDirectServer:
         timed: asyncio.Task[None] | None = None
         timed_every = 0
         try:
+            idle = 0.0
             while splitter.state is not State.CLOSED:
+                # With unsolicited device status on, the model is looked at every
+                # STATUS_POLL_S while the client is quiet, so an alert raised or
+                # cleared in the model reaches it without waiting for its next command.
+                wait = self.config.idle_timeout_s - idle
+                if session.ustatus.device != "OFF":
+                    wait = min(wait, STATUS_POLL_S)
                 try:
-                    async with asyncio.timeout(self.config.idle_timeout_s):
+                    async with asyncio.timeout(wait):
                         chunk = await reader.read(65536)
                 except TimeoutError:
-                    log.info("port 9100: idle for %ss, closing", self.config.idle_timeout_s)
-                    return
+                    idle += wait
+                    if idle >= self.config.idle_timeout_s:
+                        log.info("port 9100: idle for %ss, closing",
+                                 self.config.idle_timeout_s)
+                        return
+                    self._maybe_device_status(session, writer)
+                    await writer.drain()
+                    continue
+                idle = 0.0
                 events = splitter.feed(chunk) if chunk else splitter.eof()
                 for event in events:
                     if not await self._handle(event, session, writer):
@@ -231,14 +269,17 @@ class JetDirectServer:
         if isinstance(event, PjlCommand):
             outcome = session.command(event.line, self.view())
             if outcome.ready_message is not None:
-                self.ready_message = outcome.ready_message
+                self.device.console.set_ready_message(outcome.ready_message)
+            if outcome.operator_message is not None:
+                self.device.console.set_operator_message(outcome.operator_message)
             if outcome.reply:
                 writer.write(outcome.reply.encode("latin-1", "replace"))
             return True
         if isinstance(event, JobData):
             return await self._job(event, session, writer)
         self.stats.violations += 1
-        log.warning("port 9100: closing the connection: %s", getattr(event, "reason", event))
+        self.bad_input.report(_peer(writer), f"{getattr(event, 'reason', event)}; "
+                              f"connection closed")
         return False
 
     def _maybe_device_status(self, session: pjl.PjlSession,
@@ -267,8 +308,9 @@ class JetDirectServer:
             return True
         if language is Language.GARBAGE:
             self.stats.garbage += 1
-            log.warning("port 9100: %d bytes that are neither PJL nor a print language; "
-                        "closing", len(event.data))
+            self.bad_input.report(_peer(writer), f"{len(event.data)} bytes that are neither "
+                                  f"PJL nor a print language (start "
+                                  f"{event.data[:8].hex(' ')}); connection closed")
             return False
         settings = settings_from_pjl(session.job_lines)
         session.end_job()
@@ -326,3 +368,8 @@ class JetDirectServer:
             log.info("port 9100: DLM %s %s accepted", name, version)
         else:
             log.warning("port 9100: DLM %s %s rejected: %s", name or "?", version or "?", reason)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"

@@ -44,16 +44,22 @@ from device_direct.model import (
     PowerState,
     PrintJob,
     PrintResult,
+    Property,
 )
 from emulator.errors import StateStorageError
 from emulator.model import snapshot as views
+from emulator.model.aging import age_device
+from emulator.model.calendar import WorkCalendar, calendar_for
+from emulator.model.console import Console
 from emulator.model.errors import DeviceCommandError, DeviceStateError
 from emulator.model.plan import Plan, plan_for
 from emulator.model.power import PowerEvent, is_powered, next_state
 from emulator.model.profile import Profile
 from emulator.model.report import configuration_report
-from emulator.model.state import DeviceState
+from emulator.model.snapshot import Replacement
+from emulator.model.state import REPL_FIELDS, REPL_SUPPLY, DeviceState
 from emulator.model.storage import StateFile
+from emulator.model.traits import DeviceTraits, draw_traits
 from emulator.model.usage import (
     KIND_COPY,
     KIND_FAX,
@@ -68,6 +74,7 @@ from emulator.model.usage import (
 _RNG = random.Random()  # scratch generator, reseeded before every use (see module doc)
 _STREAM_DAY = 1
 _STREAM_JOB = 2
+_STREAM_TRAITS = 3
 _FLASH_BYTES_PER_S = 20_000_000
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _KIND_CODE = {JobKind.PRINT: KIND_PRINT, JobKind.COPY: KIND_COPY, JobKind.FAX: KIND_FAX,
@@ -79,8 +86,9 @@ _E = PowerEvent
 class EmulatedDevice:
     """One emulated printer. Implements ``device_direct.model.DeviceModel``."""
 
-    __slots__ = ("_clock", "_gen", "_lock", "_network", "_plan", "_power", "_seed_base",
-                 "_serial", "_state", "_store", "last_report")
+    __slots__ = ("_cal", "_clock", "_gen", "_lock", "_network", "_plan", "_power",
+                 "_seed_base", "_serial", "_state", "_store", "_traits", "console",
+                 "last_report", "revision")
 
     def __init__(
         self,
@@ -100,12 +108,20 @@ class EmulatedDevice:
         dns_servers: tuple[str, ...] = (),
         powered_on: bool = True,
         fsync: bool = True,
+        time_zone: str | None = None,
+        country: str | None = None,
+        age_days: int | None = None,
     ) -> None:
         """Build the device; with ``powered_on`` it is up at once (no boot wait).
 
         ``mac`` and ``ipv4`` default to values derived from the serial (a locally
         administered MAC, an address in 10.0.0.0/8). With a ``state_dir`` holding a
-        state file the device resumes from it.
+        state file the device resumes from it. ``time_zone`` is where the device
+        stands (default: the profile's); its working hours, weekends, public holidays
+        (of ``country``, default: the zone's country), faults, supply swaps and
+        service visits all happen in that local time. A new device with ``age_days``
+        (default: the profile's ``[history] age_days``) starts as a used printer with
+        that many days of its own use behind it (:mod:`emulator.model.aging`).
         """
         if not serial or not serial.isprintable() or len(serial) > 32:
             raise DeviceCommandError(f"serial must be 1..32 printable characters, got {serial!r}")
@@ -122,7 +138,17 @@ class EmulatedDevice:
         self._serial = serial
         self._clock = clock
         self._plan: Plan = plan_for(profile)
+        usage = profile.usage
+        zone = time_zone or usage.timezone
+        try:
+            self._cal: WorkCalendar = calendar_for(
+                zone, usage.office_start_hour, usage.office_end_hour,
+                country if country is not None else usage.country)
+        except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+            raise DeviceCommandError(f"unknown time zone {zone!r}: {exc}") from None
         self._seed_base = (rng_seed << 32) ^ zlib.crc32(serial.encode())
+        _RNG.seed(self._seed(_STREAM_TRAITS, 0))
+        self._traits: DeviceTraits = draw_traits(self._plan, _RNG)
         self._network = NetworkInfo(
             mac=mac, ipv4=ipv4, subnet_mask=subnet_mask, gateway=gateway,
             hostname=hostname if hostname is not None else f"mfp-{serial.lower()}",
@@ -131,6 +157,10 @@ class EmulatedDevice:
         self._gen = 0
         self._lock: asyncio.Lock | None = None
         self.last_report = ""
+        # The control panel (display text, PJL RDYMSG/OPMSG), and a number that grows
+        # with every change of state or power, for readers that cache a view (SNMP).
+        self.console = Console()
+        self.revision = 0
         self._store = StateFile(state_dir, fsync=fsync) if state_dir is not None else None
         stored = self._store.read() if self._store is not None else None
         if stored is not None:
@@ -140,11 +170,19 @@ class EmulatedDevice:
                 self._plan, install_epoch=int(self._now()),
                 system_version=profile.identity.firmware[0].version)
             self._state.log(self._now(), f"installed: {profile.identity.model} serial {serial}")
+            if self._traits.keeps_spare:  # the customer starts with a spare of each unit
+                self._state.sup_spare = [usage.spare_units] * len(profile.supplies)
             self._persist()
         if powered_on:
             self._to(_E.POWER_ON)
             self._begin_boot()
             self._finish_boot()
+        age = profile.history.age_days if age_days is None else age_days
+        if stored is None and age > 0:
+            if not powered_on:
+                raise DeviceCommandError("a used printer (age_days > 0) must be created "
+                                         "powered on: its history is simulated at once")
+            age_device(self, age)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -153,6 +191,9 @@ class EmulatedDevice:
 
     def _to(self, event: PowerEvent) -> None:
         self._power = next_state(self._power, event)
+        self.revision += 1
+        if self._power is _S.OFF or self._power is _S.BOOTING:
+            self.console.reset()  # the panel's messages do not survive a power cycle
 
     def _require_powered(self, what: str) -> None:
         if not is_powered(self._power):
@@ -175,6 +216,7 @@ class EmulatedDevice:
         return d
 
     def _persist(self) -> None:
+        self.revision += 1
         if self._store is not None:
             self._store.write(self.export_state())
 
@@ -233,6 +275,42 @@ class EmulatedDevice:
         return self._plan.profile
 
     @property
+    def time_zone(self) -> str:
+        """The IANA zone the device stands in (its local time)."""
+        return self._cal.zone
+
+    @property
+    def calendar(self) -> WorkCalendar:
+        """The device's working calendar (zone, office hours, public holidays)."""
+        return self._cal
+
+    @property
+    def traits(self) -> DeviceTraits:
+        """This device's own figures, drawn from its class (seed and serial)."""
+        return self._traits
+
+    @property
+    def pages_unprinted(self) -> int:
+        """Impressions not made because a blocking supply was empty (jobs cancelled)."""
+        return self._state.pages_unprinted
+
+    def replacements(self) -> tuple[Replacement, ...]:
+        """The newest replacements (supplies swapped, parts replaced), newest first."""
+        log, plan = self._state.repl_log, self._plan
+        out = []
+        for k in range(0, len(log), REPL_FIELDS):
+            kind, i, t, total, old, order_at, due = log[k:k + REPL_FIELDS]
+            supply = kind == REPL_SUPPLY
+            out.append(Replacement(
+                kind="supply" if supply else "part",
+                name=plan.profile.supplies[i].name if supply else plan.profile.hfsi[i].id,
+                index=i + 1 if supply else i,
+                at=views.when(t), total_impressions=total, old_unit_count=old,
+                ordered_at=views.when(order_at) if order_at else None,
+                due=date.fromordinal(due) if due else None))
+        return tuple(out)
+
+    @property
     def last_day(self) -> date | None:
         """The last day run by :meth:`run_day` (a fleet resumes after it)."""
         return date.fromordinal(self._state.last_day) if self._state.last_day else None
@@ -273,10 +351,13 @@ class EmulatedDevice:
 
     def snapshot(self) -> DeviceSnapshot:
         st, plan = self._state, self._plan
+        alerts = views.alerts(st, plan)
         return DeviceSnapshot(
             taken_at=self._clock.now(), power=self._power, identity=self.identity(),
-            network=self._network, properties=views.properties(st, plan),
-            alerts=views.alerts(st, plan), faults=views.faults(st, plan),
+            network=self._network,
+            properties=(*views.properties(st, plan), Property(
+                "console-display", self.console.display(self._power, alerts))),
+            alerts=alerts, faults=views.faults(st, plan),
             counters=views.counters(st), supplies=views.supplies(st, plan, self._serial),
             hfsi=views.hfsi(st, plan), nvm=views.nvm(st, plan), firmware=views.firmware(st),
             jobs=views.jobs(st))
@@ -361,9 +442,13 @@ class EmulatedDevice:
             fault_index = pick_fault(plan, rng, sheets, day_faults=False)
             if plan.profile.faults[fault_index].stops_machine:
                 done = int(rng.random() * sheets)
-        imps = done * sides
         factors = (plan.sup_factor if job.coverage == plan.profile.usage.coverage
                    else plan.factors(job.coverage))
+        # A blocking supply that runs out mid-job stops the engine: the rest waits.
+        room, _ = st.room(plan, done * sides, done * sides if color else 0, done, factors)
+        if room < 1.0:
+            done = min(done, math.ceil(done * room))  # the last sheet empties it
+        imps = done * sides
         st.mark(plan, t, imps, imps if color else 0, done, imps if job.large else 0,
                 imps if job.large and color else 0, done if job.large else 0, factors)
         if job.duplex:
@@ -382,7 +467,7 @@ class EmulatedDevice:
         fault = None
         if fault_index >= 0:
             st.record_fault(plan, fault_index, t, st.black + st.color,
-                            day=self._clock.now().date().toordinal())
+                            day=self._cal.local_ordinal(t))
             fault = views.faults(st, plan)[0]
         self._persist()
         gen = self._gen
@@ -506,7 +591,7 @@ class EmulatedDevice:
             self._persist()
             return DayResult(day, 0, 0, 0, 0, 0, stopped=False, ran=False)
         _RNG.seed(self._seed(_STREAM_DAY, ordinal))
-        result = run_day(st, self._plan, day, _RNG)
+        result = run_day(st, self._plan, day, _RNG, self._cal, self._traits, self._now())
         power = self._power
         if st.active_fault >= 0:
             if power is _S.READY or power is _S.SLEEPING:
@@ -528,7 +613,7 @@ class EmulatedDevice:
             raise DeviceCommandError(str(exc.args[0])) from None
         index = plan.profile.faults.index(spec)
         stops = st.record_fault(plan, index, self._now(), st.black + st.color,
-                                day=self._clock.now().date().toordinal())
+                                day=self._cal.local_ordinal(self._now()))
         if stops and self._power is not _S.PRINTING and self._power is not _S.FAULTED:
             self._to(_E.FAULT)
         self._persist()
@@ -558,6 +643,23 @@ class EmulatedDevice:
         if not 1 <= index <= n:
             raise DeviceCommandError(f"supply index must be 1..{n}, got {index}")
         self._state.replace_supply(self._plan, index - 1, self._now())
+        self._persist()
+
+    def set_supply_level(self, index: int, level: int) -> None:
+        """Set supply ``index`` (1-based) to ``level`` in its own unit (QA)."""
+        supplies = self._plan.profile.supplies
+        if not 1 <= index <= len(supplies):
+            raise DeviceCommandError(f"supply index must be 1..{len(supplies)}, got {index}")
+        cap = supplies[index - 1].capacity
+        if not 0 <= level <= cap:
+            raise DeviceCommandError(f"level of {supplies[index - 1].name} must be 0..{cap}, "
+                                     f"got {level}")
+        self._state.set_supply_level(self._plan, index - 1, level, self._now())
+        self._persist()
+
+    def set_door(self, open_: bool) -> None:
+        """Open or close the front door (QA): an open door is a critical doorOpen alert."""
+        self._state.set_door(open_, self._now())
         self._persist()
 
     def replace_part(self, hfsi_id: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -39,6 +40,11 @@ _SUPPLY_ALERTS: dict[str, tuple[int, int]] = {
 }
 _LIFE_ALERTS = (10, 11)  # subunitLifeAlmostOver / subunitLifeOver
 ALERT_GROUP_SUPPLIES = 11
+ALERT_GROUP_GENERAL = 5
+# An HFSI item at or past this share of its life is replaced by a visiting technician
+# (the visit is there anyway; a second trip for a part at 95 % costs more than it saves).
+HFSI_DUE_SHARE = 0.9
+ALERT_CODE_LIFE_OVER = 11  # subunitLifeOver: preventive maintenance overdue
 
 
 def _milli_factor(spec: SupplySpec, coverage: float) -> int:
@@ -53,10 +59,12 @@ class Plan:
     """Derived, shared, read-only view of a :class:`Profile` for fast simulation."""
 
     __slots__ = (
-        "_day_start_cache", "color", "day_rate", "fault_is_day", "fault_rate",
-        "hfsi_cap", "hfsi_div", "hfsi_rule", "hfsi_share", "job_cum", "job_sizes", "mix",
-        "office_seconds", "profile", "sheet_rate", "sup_alert", "sup_critical", "sup_drive",
-        "sup_factor", "sup_low_used", "sup_milli_life", "sup_toner", "tz",
+        "_day_start_cache", "color", "day_rate", "day_sigma", "fault_is_day", "fault_parts",
+        "fault_rate", "hfsi_cap", "hfsi_div", "hfsi_due_raw", "hfsi_life_raw", "hfsi_rule",
+        "hfsi_share", "hfsi_sup", "job_cum", "job_sizes", "mix", "office_seconds", "profile",
+        "sheet_rate", "sup_alert", "sup_coverage_idx", "sup_critical", "sup_critical_idx",
+        "sup_drive", "sup_factor", "sup_hfsi", "sup_low_used", "sup_milli_life",
+        "sup_order_used", "sup_toner", "tz", "waste_critical",
     )
 
     def __init__(self, profile: Profile) -> None:
@@ -84,21 +92,38 @@ class Plan:
             low_level = s.capacity * s.low_percent // 100
             low_used.append(-(-(s.capacity - low_level) * life // s.capacity))
         self.sup_low_used = tuple(low_used)
+        self.sup_order_used = tuple(
+            -(-(s.capacity - s.capacity * s.order_percent // 100) * life // s.capacity)
+            for s, life in zip(profile.supplies, self.sup_milli_life, strict=True))
         alerts = []
         critical = []
         for s in profile.supplies:
             low, out = _SUPPLY_ALERTS.get(s.type, _LIFE_ALERTS)
             # Printing stops without toner or with a full waste bottle; a worn drum or
-            # fuser only warns (the image degrades first).
-            stops = s.type in ("toner", "tonerCartridge", "wasteToner")
+            # fuser only warns (the image degrades first) unless the profile says so.
+            stops = s.stops_marking
             alerts.append((low, out))
             critical.append(stops)
         self.sup_alert = tuple(alerts)
         self.sup_critical = tuple(critical)
+        self.sup_critical_idx = tuple(i for i, c in enumerate(critical) if c)
+        self.waste_critical = any(drive[i] == DRIVE_TONER for i in self.sup_critical_idx)
         self.hfsi_rule = tuple(_HFSI_RULE[h.rule] for h in profile.hfsi)
         self.hfsi_share = tuple(round(h.share * 100) for h in profile.hfsi)
         self.hfsi_div = tuple(h.per * 100 for h in profile.hfsi)
         self.hfsi_cap = tuple(h.maximum * h.per * 100 for h in profile.hfsi)
+        # Raw counts at the item's life (preventive maintenance overdue) and at the
+        # share of its life from which a visiting technician replaces it anyway.
+        self.hfsi_life_raw = tuple(h.life * h.per * 100 for h in profile.hfsi)
+        self.hfsi_due_raw = tuple(int(h.life * HFSI_DUE_SHARE) * h.per * 100
+                                  for h in profile.hfsi)
+        ids = [h.id for h in profile.hfsi]
+        self.sup_hfsi = tuple(ids.index(s.hfsi) if s.hfsi else -1 for s in profile.supplies)
+        self.hfsi_sup = tuple(self.sup_hfsi.index(i) if i in self.sup_hfsi else -1
+                              for i in range(len(ids)))
+        self.fault_parts = tuple(tuple(ids.index(p) for p in f.parts) for f in profile.faults)
+        self.sup_coverage_idx = tuple(i for i, s in enumerate(profile.supplies)
+                                      if s.rule == "coverage")
         self.fault_is_day = tuple(f.per == "day" for f in profile.faults)
         self.fault_rate = tuple(f.rate for f in profile.faults)
         self.sheet_rate = sum(f.rate for f in profile.faults if f.per != "day") / 1000.0
@@ -109,6 +134,8 @@ class Plan:
         self.mix = usage.job_mix
         self.tz = ZoneInfo(usage.timezone)
         self.office_seconds = (usage.office_end_hour - usage.office_start_hour) * 3600
+        # Day-to-day volume is log-normal with the profile's coefficient of variation.
+        self.day_sigma = math.sqrt(math.log1p(usage.day_to_day_cv ** 2))
         self._day_start_cache: dict[int, int] = {}
 
     def factors(self, coverage: float) -> tuple[int, ...]:

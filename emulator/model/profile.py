@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,14 @@ from device_direct.errors import ConfigError
 from device_direct.model import CHAIN_LINK
 from device_direct.tomlreader import Table, load_toml
 from emulator.errors import ProfileError
+from emulator.model.equipment import (
+    Equipment,
+    HistorySpec,
+    MibSpec,
+    equipment,
+    read_history,
+    read_mib,
+)
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "devices"
 
@@ -108,14 +116,19 @@ class EngineSpec:
     trays: int
     boot_seconds: float = 90.0
     shutdown_seconds: float = 5.0
-    # A fault that needs a technician stays until the visit on this many days later.
+    # A fault that needs a technician stays until the visit this many working days
+    # later (device-local calendar); the visit power-cycles the machine.
     service_response_days: int = 1
+    # Working days from an overdue preventive-maintenance alert (an HFSI item at its
+    # life) to the technician's visit that replaces the due items.
+    maintenance_response_days: int = 5
 
     def __post_init__(self) -> None:
         _need(self.ppm >= 1, "ppm must be >= 1")
         _need(1 <= self.trays <= 12, "trays must be 1..12")
         _need(self.boot_seconds >= 0 and self.shutdown_seconds >= 0, "times must be >= 0")
         _need(self.service_response_days >= 0, "service_response_days must be >= 0")
+        _need(self.maintenance_response_days >= 0, "maintenance_response_days must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +147,13 @@ class SupplySpec:
     reference_coverage: float = 0.05
     low_percent: int = 10
     supply_class: int = 3
+    # Supplies replenishment orders a unit when this much is left (at the latest when
+    # the low alert comes): the courier's lead time has to fit before the unit is out.
+    order_percent: int = 40
+    hfsi: str = ""  # the HFSI item counting the same part: a swap clears its counter
+    # Empty (or full, for a receptacle) stops marking. None: by type (toner and waste
+    # toner stop the engine; a worn drum or fuser only warns).
+    blocks: bool | None = None
 
     def __post_init__(self) -> None:
         _need(self.type in SUPPLY_TYPE_CODES, f"type must be one of {sorted(SUPPLY_TYPE_CODES)}")
@@ -144,9 +164,16 @@ class SupplySpec:
         _need(self.life >= 1, "life must be >= 1")
         _need(0 < self.reference_coverage <= 1, "reference_coverage must be in (0, 1]")
         _need(0 <= self.low_percent < 100, "low_percent must be 0..99")
+        _need(0 <= self.order_percent < 100, "order_percent must be 0..99")
         _need(self.supply_class in (3, 4), "class must be 3 (consumed) or 4 (filled)")
         _need((self.rule == "waste") == (self.supply_class == 4),
               "rule 'waste' goes with class 4 (receptacleThatIsFilled) and only with it")
+
+    @property
+    def stops_marking(self) -> bool:
+        if self.blocks is not None:
+            return self.blocks
+        return self.type in ("toner", "tonerCartridge", "wasteToner")
 
     @property
     def type_code(self) -> int:
@@ -186,6 +213,7 @@ class FaultSpec:
     clears: str  # operator | auto | service
     alert_code: int  # prtAlertCode, e.g. jam(8)
     alert_group: int  # prtAlertGroup, e.g. mediaPath(13)
+    parts: tuple[str, ...] = ()  # HFSI ids the technician replaces for this fault
 
     def __post_init__(self) -> None:
         _need(bool(CHAIN_LINK.match(self.code)),
@@ -232,6 +260,21 @@ class UsagePattern:
     timezone: str = "UTC"
     users: int = 25
     fax_sent_share: float = 0.1  # share of scanned images that are sent as fax
+    # How devices of the class differ (drawn once per device, see traits.py):
+    volume_spread: float = 0.5  # sigma of ln(device volume / class median)
+    color_share_spread: float = 0.1  # standard deviation of a device's colour share
+    coverage_spread: float = 0.25  # sigma of ln(device coverage / class), per colorant
+    coverage_day_cv: float = 0.3  # day-to-day variation of coverage, per colorant
+    # How days differ: the last days of a month, months, days nobody prints.
+    month_end_factor: float = 1.3  # volume on the last 3 days of a month
+    month_factors: tuple[float, ...] = (1.0,) * 12  # Jan..Dec, northern hemisphere
+    days_off_per_year: float = 3.0  # working days with no printing (office closed)
+    power_cycles_per_month: float = 0.5  # class mean; drawn per device
+    # Replenishment: share of customers keeping a spare unit; courier lead time.
+    spare_share: float = 0.35
+    spare_units: int = 1  # units a spare-keeping customer orders (and keeps) at a time
+    lead_time_days: tuple[int, int] = (2, 5)  # working days, drawn per device
+    country: str | None = None  # holidays of this country instead of the zone's
 
     def __post_init__(self) -> None:
         _need(self.pages_per_day >= 0, "pages_per_day must be >= 0")
@@ -250,6 +293,20 @@ class UsagePattern:
         _need(0 <= self.office_start_hour < self.office_end_hour <= 24,
               "office hours need 0 <= start < end <= 24")
         _need(self.users >= 1, "users must be >= 1")
+        for name in ("volume_spread", "coverage_spread", "coverage_day_cv"):
+            _need(0 <= getattr(self, name) <= 2, f"{name} must be in [0, 2]")
+        _need(0 <= self.color_share_spread < 0.5, "color_share_spread must be in [0, 0.5)")
+        _need(0 < self.month_end_factor <= 5, "month_end_factor must be in (0, 5]")
+        _need(len(self.month_factors) == 12 and all(0 <= f <= 5 for f in self.month_factors),
+              "month_factors needs 12 values in [0, 5] (January first)")
+        _need(0 <= self.days_off_per_year <= 100, "days_off_per_year must be in [0, 100]")
+        _need(0 <= self.power_cycles_per_month <= 60, "power_cycles_per_month must be 0..60")
+        _need(0 <= self.spare_share <= 1, "spare_share must be in [0, 1]")
+        _need(1 <= self.spare_units <= 20, "spare_units must be 1..20")
+        _need(0 <= self.lead_time_days[0] <= self.lead_time_days[1] <= 60,
+              "lead_time_days needs [min, max] working days with 0 <= min <= max <= 60")
+        _need(self.country is None or bool(re.match(r"^[A-Z]{2}$", self.country)),
+              "country must be an ISO 3166 alpha-2 code such as DE")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -269,19 +326,41 @@ class Profile:
     faults: tuple[FaultSpec, ...]
     nvm: tuple[NvmSpec, ...]
     usage: UsagePattern
+    # [web] admin_password: the embedded web pages' admin password for devices of this
+    # profile (None: each device's serial number, as many printers ship).
+    admin_password: str | None = None
+    # How the printer presents itself on the network, and the age of a used one
+    # (optional [mib] and [history] tables; see emulator/model/equipment.py).
+    mib: MibSpec = field(default_factory=MibSpec)
+    history: HistorySpec = field(default_factory=HistorySpec)
 
     def __post_init__(self) -> None:
         _need(len(self.supplies) >= 1, "at least one supply is required")
+        _need(self.admin_password is None or 4 <= len(self.admin_password) <= 128,
+              "web.admin_password must be 4-128 characters")
         for kind, ids in (("supply name", [s.name for s in self.supplies]),
                           ("HFSI id", [h.id for h in self.hfsi]),
                           ("fault code", [f.code for f in self.faults]),
                           ("NVM id", [n.id for n in self.nvm])):
             dup = {i for i in ids if ids.count(i) > 1}
             _need(not dup, f"duplicate {kind}: {sorted(dup)}")
+        hfsi_ids = {h.id for h in self.hfsi}
+        for s in self.supplies:
+            _need(not s.hfsi or s.hfsi in hfsi_ids,
+                  f"supply {s.name!r}: hfsi {s.hfsi!r} is not an HFSI item of this profile")
+        for f in self.faults:
+            unknown = [p for p in f.parts if p not in hfsi_ids]
+            _need(not unknown, f"fault {f.code}: parts {unknown} are not HFSI items")
         if not self.engine.color:
             _need(self.usage.color_share == 0, "a mono engine needs usage.color_share = 0")
             _need(all(s.colorant in ("black", "") for s in self.supplies),
                   "a mono engine has only black or colorless supplies")
+
+    @property
+    def equipment(self) -> Equipment:
+        """Trays, bins, languages and vendor objects as the network faces report them."""
+        return equipment(self.mib, trays=self.engine.trays,
+                         a3="a3" in self.identity.features)
 
     def fault(self, code: str) -> FaultSpec:
         """The catalog entry for ``code``; KeyError names the known codes."""
@@ -333,6 +412,7 @@ def _engine(t: Table) -> EngineSpec:
         boot_seconds=t.float("boot_seconds", 90.0, min=0),
         shutdown_seconds=t.float("shutdown_seconds", 5.0, min=0),
         service_response_days=t.int("service_response_days", 1, min=0),
+        maintenance_response_days=t.int("maintenance_response_days", 5, min=0),
     ))
 
 
@@ -356,6 +436,9 @@ def _supply(t: Table, index: int) -> SupplySpec:
             reference_coverage=t.float("reference_coverage", 0.05, min=0.001, max=1),
             low_percent=t.int("low_percent", 10, min=0, max=99),
             supply_class=t.int("class", 3),
+            order_percent=t.int("order_percent", 40, min=0, max=99),
+            hfsi=t.str("hfsi", ""),
+            blocks=t.bool("blocks") if t.raw("blocks", None) is not None else None,
         )
     return _checked(t, build)
 
@@ -372,7 +455,8 @@ def _fault(t: Table) -> FaultSpec:
         code=t.str("code"), subsystem=t.str("subsystem"), description=t.str("description"),
         rate=t.float("rate", min=0), per=t.choice("per", FAULT_RATE_UNITS),
         stops_machine=t.bool("stops_machine"), clears=t.choice("clears", FAULT_CLEARS),
-        alert_code=t.int("alert_code", min=1), alert_group=t.int("alert_group")))
+        alert_code=t.int("alert_code", min=1), alert_group=t.int("alert_group"),
+        parts=t.str_list("parts", ())))
 
 
 def _nvm(t: Table) -> NvmSpec:
@@ -394,6 +478,22 @@ def _job_sizes(t: Table) -> tuple[tuple[int, float], ...]:
             raise t.error("job_sizes", f"each entry must be [pages, weight], got {item!r}")
         out.append((int(item[0]), float(item[1])))
     return tuple(out)
+
+
+def _floats(t: Table, key: str, default: tuple[float, ...], n: int) -> tuple[float, ...]:
+    raw = t.raw(key, list(default))
+    if (not isinstance(raw, list) or len(raw) != n
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
+        raise t.error(key, f"expected a list of {n} numbers, got {raw!r}")
+    return tuple(float(v) for v in raw)
+
+
+def _int_pair(t: Table, key: str, default: tuple[int, int]) -> tuple[int, int]:
+    raw = t.raw(key, list(default))
+    if (not isinstance(raw, list) or len(raw) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)):
+        raise t.error(key, f"expected [min, max] whole numbers, got {raw!r}")
+    return raw[0], raw[1]
 
 
 def _usage(t: Table) -> UsagePattern:
@@ -420,6 +520,18 @@ def _usage(t: Table) -> UsagePattern:
             timezone=t.str("timezone", "UTC"),
             users=t.int("users", 25, min=1),
             fax_sent_share=t.float("fax_sent_share", 0.1, min=0, max=1),
+            volume_spread=t.float("volume_spread", 0.5, min=0, max=2),
+            color_share_spread=t.float("color_share_spread", 0.1, min=0, max=0.49),
+            coverage_spread=t.float("coverage_spread", 0.25, min=0, max=2),
+            coverage_day_cv=t.float("coverage_day_cv", 0.3, min=0, max=2),
+            month_end_factor=t.float("month_end_factor", 1.3, min=0.01, max=5),
+            month_factors=_floats(t, "month_factors", (1.0,) * 12, 12),
+            days_off_per_year=t.float("days_off_per_year", 3.0, min=0, max=100),
+            power_cycles_per_month=t.float("power_cycles_per_month", 0.5, min=0, max=60),
+            spare_share=t.float("spare_share", 0.35, min=0, max=1),
+            spare_units=t.int("spare_units", 1, min=1, max=20),
+            lead_time_days=_int_pair(t, "lead_time_days", (2, 5)),
+            country=t.str("country", "") or None,
         )
     return _checked(t, build)
 
@@ -437,9 +549,18 @@ def read_profile(path: Path | str, *, name: str | None = None) -> Profile:
         faults = tuple(_fault(t) for t in root.tables("faults", []))
         nvm = tuple(_nvm(t) for t in root.tables("nvm", []))
         usage = _usage(root.table("usage"))
+        web = root.table("web", None)
+        admin_password = web.str("admin_password", None) if web is not None else None
+        if web is not None:
+            web.done()
+        mib_t, history_t = root.table("mib", None), root.table("history", None)
+        mib = _checked(mib_t, lambda: read_mib(mib_t)) if mib_t else MibSpec()
+        history = (_checked(history_t, lambda: read_history(history_t)) if history_t
+                   else HistorySpec())
         profile = _checked(root, lambda: Profile(
             name=profile_name, source=str(p), identity=identity, engine=engine,
-            supplies=supplies, hfsi=hfsi, faults=faults, nvm=nvm, usage=usage))
+            supplies=supplies, hfsi=hfsi, faults=faults, nvm=nvm, usage=usage,
+            admin_password=admin_password, mib=mib, history=history))
     except ConfigError as exc:
         raise ProfileError(str(exc)) from exc
     return profile

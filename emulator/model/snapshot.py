@@ -9,6 +9,7 @@ drawn by the seeded RNG, so it costs no memory per job and replays exactly.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from device_direct.model import (
@@ -32,6 +33,8 @@ from emulator.model.state import (
     JOB_KIND_CODES,
     LOW,
     OK,
+    SRC_DOOR,
+    SRC_HFSI,
     SRC_SUPPLY,
     DeviceState,
 )
@@ -44,6 +47,26 @@ _LAST = ("Adler", "Brandt", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "
 _TITLES = ("Quarterly report", "Invoice", "Meeting minutes", "Contract draft", "Price list",
            "Travel expenses", "Project plan", "Delivery note", "Board slides", "Payslip")
 _EXT = (".pdf", ".docx", ".xlsx", ".pptx", ".txt")
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """One unit swapped or part replaced, as the device logged it."""
+
+    kind: str  # supply | part
+    name: str  # the supply's name, or the HFSI id
+    index: int  # supply index (1-based) or HFSI position (0-based)
+    at: datetime
+    total_impressions: int  # the billing meter at the swap
+    old_unit_count: int  # impressions of the old unit, or the part's HFSI count
+    ordered_at: datetime | None  # the order that brought the new unit (None: none)
+    due: date | None  # the local day that order was due
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("supply", "part"):
+            raise ValueError(f"kind must be supply or part, got {self.kind!r}")
+        if self.total_impressions < 0 or self.old_unit_count < 0:
+            raise ValueError("counts must be >= 0")
 
 
 def when(t: int) -> datetime:
@@ -112,6 +135,11 @@ def alerts(st: DeviceState, plan: Plan) -> tuple[Alert, ...]:
                     1111: "near end of life", 1112: "at end of life",
                     10: "near end of life", 11: "at end of life"}.get(code, "needs attention")
             text = f"{spec.name} {word}"
+        elif source == SRC_HFSI:
+            h = plan.profile.hfsi[src_i]
+            text = f"{h.id} {h.name}: preventive maintenance overdue"
+        elif source == SRC_DOOR:
+            text = "Front door open"
         else:
             f = plan.profile.faults[src_i]
             text = f"{f.code} {f.description}"

@@ -2,19 +2,24 @@
 
 Theory of operation
 -------------------
-A day is not simulated page by page. From the profile's usage pattern and a seeded
-``random.Random`` we draw the day's page total (normal around the working-day mean,
-scaled down at weekends), split it by job kind and into colour, duplex and large
-shares with stochastic rounding (``int(x + u)``: unbiased, one draw each), draw the
-number of faults from a Poisson law whose mean follows the sheets fed, and apply the
-whole day to the counters with a handful of integer operations. A fault that needs a
-technician stops the machine at its time of day: only the share of the day before it
-is printed. The same seed, plan and starting state give the same day, bit for bit.
+A day is not simulated page by page. Everything runs in the device's local calendar
+(``calendar.py``). From the class figures, the device's own traits (``traits.py``) and
+a seeded ``random.Random`` we draw the day's page total (log-normal around the device's
+working-day volume times the day's factor: weekends, public holidays, month-end peaks,
+the month's seasonal factor, the odd day nobody prints), split it by job kind and into
+colour, duplex and large shares with stochastic rounding (``int(x + u)``: unbiased, one
+draw each), draw the day's coverage per colorant, draw the number of faults from a
+Poisson law whose mean follows the sheets fed (faults counted per day scale with the
+day's activity), and apply the day to the counters with a handful of integer operations.
 
-Upkeep at the start of a day stands in for the people around the machine: the first
-user clears a jam left from yesterday, empty supplies are swapped for the spare that
-supplies replenishment sent, and a technician visit clears a service fault once
-``service_response_days`` have passed.
+Marking stops when a blocking supply runs out: the day's pages are laid evenly over
+office hours, and :func:`mark_window` finds the instant the first blocking supply would
+go empty. With a unit on site it is swapped there and printing goes on; an empty colour
+toner stops the colour pages only; otherwise the rest of the day's jobs wait and are
+cancelled at the end of the day (held-job timeout): they are not counted, and the
+empty alert stays until a unit is delivered and swapped (``upkeep.py``). A fault that
+needs a technician stops the machine at its time of day the same way. The same seed,
+plan, calendar and starting state give the same day, bit for bit.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ import random
 from dataclasses import dataclass
 from datetime import date
 
-from emulator.model.plan import Plan
-from emulator.model.state import OUT, DeviceState
+from emulator.model import upkeep
+from emulator.model.calendar import WorkCalendar
+from emulator.model.plan import DRIVE_COLOR, Plan
+from emulator.model.state import DeviceState
+from emulator.model.traits import DeviceTraits, day_volume_factor
 
 KIND_PRINT, KIND_COPY, KIND_FAX, KIND_SCAN, KIND_REPORT = 0, 1, 2, 3, 4
 
@@ -42,9 +50,11 @@ class DayResult:
     jams: int
     stopped: bool  # a stopping service fault ended the day early
     ran: bool = True  # False when the device was off or waiting for a technician
+    unprinted: int = 0  # impressions not made: a blocking supply was empty
 
     def __post_init__(self) -> None:
-        if min(self.pages, self.impressions, self.sheets, self.faults, self.jams) < 0:
+        if min(self.pages, self.impressions, self.sheets, self.faults, self.jams,
+               self.unprinted) < 0:
             raise ValueError("day counts must be >= 0")
 
 
@@ -87,47 +97,172 @@ def pick_fault(plan: Plan, rng: random.Random, sheets: float, *, day_faults: boo
     return last  # u landed on the rounding edge of the total
 
 
-def morning_upkeep(st: DeviceState, plan: Plan, ordinal: int, t: float) -> None:
-    """What people do before the first job: clear faults, swap empty supplies."""
-    if st.active_fault >= 0:
-        spec = plan.profile.faults[st.active_fault]
-        if spec.clears != "service":
-            st.clear_fault(plan, t, "by the operator" if spec.clears == "operator" else "auto")
-        elif ordinal >= st.active_fault_day + plan.profile.engine.service_response_days:
-            st.clear_fault(plan, t, "service visit")
-    for i, s in enumerate(st.sup_status):
-        if s == OUT:
-            st.replace_supply(plan, i, t)
+# A day's marking: (impressions, colour, sheets, large, large colour, large sheets,
+# duplex sheets, print, copy, fax impressions).
+Run = tuple[int, int, int, int, int, int, int, int, int, int]
+PRESENT_WEEKEND = 0.2  # a weekend factor from which someone is in at weekends too
+SWAP_S = 10 * 60  # an empty unit is swapped for the one on site within ten minutes
 
 
-def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random) -> DayResult:
+def _part(v: Run, k: int) -> Run:
+    """The first ``k`` impressions of run ``v`` (every count in proportion)."""
+    n = v[0]
+    if k >= n:
+        return v
+    if k <= 0:
+        return (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    color = v[1] * k // n
+    duplex = v[6] * k // n
+    large = v[3] * k // n
+    lc = v[4] * k // n
+    ls = v[5] * k // n
+    pp = v[7] * k // n
+    cp = v[8] * k // n
+    fp = v[9] * k // n
+    rest = k - pp - cp - fp  # rounding: to the biggest kind
+    if v[7] >= v[8] and v[7] >= v[9]:
+        pp += rest
+    elif v[8] >= v[9]:
+        cp += rest
+    else:
+        fp += rest
+    if color > pp + cp:
+        color = pp + cp
+    if lc > color:
+        lc = color
+    return (k, color, k - duplex, large, lc, ls, duplex, pp, cp, fp)
+
+
+def _mono(v: Run) -> Run:
+    """Run ``v`` without its colour pages (what still prints with a colour toner out)."""
+    n, color = v[0], v[1]
+    m = n - color
+    if not color or n <= 0:
+        return v
+    duplex = v[6] * m // n
+    sheets = m - duplex
+    large = v[3] - v[4]
+    ls = min(v[5] * m // n, sheets, large)
+    pc = v[7] + v[8]
+    from_pp = color * v[7] // pc if pc else 0
+    return (m, 0, sheets, large, 0, ls, duplex, v[7] - from_pp, v[8] - (color - from_pp),
+            v[9])
+
+
+def _apply(st: DeviceState, plan: Plan, v: Run, t_a: float, t_b: float,
+           factors: tuple[int, ...]) -> None:
+    if v[0] <= 0:
+        return
+    st.mark(plan, t_b, v[0], v[1], v[2], v[3], v[4], v[5], factors, t_start=t_a)
+    st.duplex_sheets += v[6]
+    st.print_imps += v[7]
+    st.copy_imps += v[8]
+    st.fax_imps += v[9]
+
+
+def _minus(v: Run, w: Run) -> Run:
+    """What is left of run ``v`` after its first part ``w``."""
+    n = v[0] - w[0]
+    color = max(0, v[1] - w[1])
+    duplex = max(0, v[6] - w[6])
+    if duplex * 2 > n:
+        duplex = n // 2
+    sheets = n - duplex
+    large = min(n, max(0, v[3] - w[3]))
+    pp, cp = max(0, v[7] - w[7]), max(0, v[8] - w[8])
+    fp = n - pp - cp
+    if fp < 0:
+        pp, fp = pp + fp, 0
+    color = min(color, pp + cp)
+    lc = min(max(0, v[4] - w[4]), color, large)
+    ls = min(max(0, v[5] - w[5]), sheets, large)
+    return (n, color, sheets, large, lc, ls, duplex, pp, cp, fp)
+
+
+def mark_window(st: DeviceState, plan: Plan, traits: DeviceTraits, day: Run, t_a: float,
+                t_b: float, factors: tuple[int, ...]) -> tuple[int, float]:
+    """Print ``day`` evenly from ``t_a`` to ``t_b``, stopping for empty supplies.
+
+    Returns (impressions printed, share of the window the engine could mark).
+    """
+    drive = plan.sup_drive
+    todo = day
+    t_cur = t_a
+    printed = 0
+    colour_ok = True
+    rates = plan.toner_per_impression(factors) if plan.waste_critical else None
+    for _ in range(2 * len(drive) + 2):
+        if todo[0] <= 0:
+            return printed, 1.0
+        share, i = st.room(plan, todo[0], todo[1], todo[2], factors, colour_blocks=colour_ok,
+                           toner_rates=rates)
+        if share >= 1.0:
+            _apply(st, plan, todo, t_cur, t_b, factors)
+            return printed + todo[0], 1.0
+        part = _part(todo, math.ceil(todo[0] * share))  # the last page empties it
+        t_out = t_cur + (t_b - t_cur) * share
+        _apply(st, plan, part, t_cur, t_out, factors)
+        printed += part[0]
+        todo = _minus(todo, part)
+        t_cur = t_out
+        if st.sup_spare[i]:
+            upkeep.swap_from_stock(st, plan, i, min(t_out + SWAP_S, t_b), traits)
+        elif drive[i] == DRIVE_COLOR and colour_ok:
+            colour_ok = False  # colour jobs wait; black-and-white ones go on
+            todo = _mono(todo)
+        else:
+            break
+    return printed, (t_cur - t_a) / (t_b - t_a) if t_b > t_a else 0.0
+
+
+def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
+            cal: WorkCalendar, traits: DeviceTraits, now: float | None = None) -> DayResult:
     """Simulate the working hours of ``day`` (device-local) on a powered-on device.
 
     The caller has seeded ``rng`` for this day and checks the power state; this
     function only changes ``st``. Returns what happened for reports and tests.
+    With ``now`` inside the day's office hours, the day ends at ``now``: nothing is
+    stamped later than the instant the day was applied (a payload built then cannot
+    hold the evening's jobs). A ``now`` before the day begins leaves the whole day
+    (fast-forward runs with no clock to speak of).
     """
     ordinal = day.toordinal()
-    t0 = plan.day_start(day)
+    t0, working, _ = cal.day(ordinal)
     span = plan.office_seconds
-    morning_upkeep(st, plan, ordinal, t0)
+    usage = plan.profile.usage
+    present = working or usage.weekend_factor >= PRESENT_WEEKEND
+    offset = upkeep.morning(st, plan, cal, traits, ordinal, t0, present, rng)
     st.last_day = ordinal
     if st.active_fault >= 0:  # still waiting for the technician
+        upkeep.schedule(st, plan, cal, traits)
         return DayResult(day, 0, 0, 0, 0, 0, stopped=False, ran=False)
-    usage = plan.profile.usage
-    mean = usage.pages_per_day * (usage.weekend_factor if day.weekday() >= 5 else 1.0)
-    pages = int(rng.gauss(mean, mean * usage.day_to_day_cv)) if mean > 0 else 0
-    if pages < 0:
-        pages = 0
+    r = rng.random
+    activity = day_volume_factor(plan, cal, day, working)
+    if working and r() < traits.day_off_rate:
+        activity = 0.0  # nobody prints today (office closed, everyone out): switched off
+        st.switched_off = 1
+        st.log(t0, "switched off: nobody in today")
+    if offset >= span:
+        activity = 0.0
+    if now is not None and t0 + offset <= now < t0 + span:
+        span = int(now) - t0  # the rest of the day has not happened yet
+    t_first = t0 + offset
+    span_left = max(0, span - offset)
+    activity *= span_left / plan.office_seconds
+    mean = usage.pages_per_day * traits.volume * activity
+    sigma = plan.day_sigma
+    pages = int(mean * math.exp(rng.gauss(-sigma * sigma / 2, sigma))) if mean > 0 else 0
     mix = plan.mix
     marking_share = 1.0 - mix[3]
     # Sheets fed, estimated before the split, set the jam rate.
     est_sheets = pages * marking_share * (1.0 - usage.duplex_share / 2)
-    n_faults = poisson(rng, est_sheets * plan.sheet_rate + plan.day_rate)
+    n_faults = poisson(rng, est_sheets * plan.sheet_rate
+                       + plan.day_rate * (activity if activity < 1.0 else 1.0))
     events: list[tuple[float, int]] = []
     stop_at = 1.0
     for _ in range(n_faults):
         idx = pick_fault(plan, rng, est_sheets, day_faults=True)
-        events.append((rng.random(), idx))
+        events.append((r(), idx))
     if events:
         events.sort()
         for frac, idx in events:
@@ -137,13 +272,12 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random) -> DayRe
                 break
         if stop_at < 1.0:
             pages = int(pages * stop_at)
-    r = rng.random
     pp = int(pages * mix[0] + r())
     cp = int(pages * mix[1] + r())
     fp = int(pages * mix[2] + r())
     sp = int(pages * mix[3] + r())
     imps = pp + cp + fp
-    color = int((pp + cp) * usage.color_share + r()) if plan.color else 0
+    color = int((pp + cp) * traits.color_share + r()) if plan.color else 0
     if color > pp + cp:
         color = pp + cp
     duplex = int(imps * usage.duplex_share / 2 + r())
@@ -156,37 +290,51 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random) -> DayRe
     large_sheets = large * sheets // imps if imps else 0
     large_color = large * color // imps if imps else 0
     start_total = st.black + st.color
-    t_end = t0 + int(span * stop_at)
+    t_end = t_first + int(span_left * stop_at)
+    printed, marked = imps, 1.0
     if imps:
-        st.mark(plan, t_end, imps, color, sheets, large, large_color, large_sheets,
-                plan.sup_factor)
-        st.duplex_sheets += duplex
-        st.print_imps += pp
-        st.copy_imps += cp
-        st.fax_imps += fp
+        factors = traits.day_factors(plan, rng)
+        run: Run = (imps, color, sheets, large, large_color, large_sheets, duplex, pp, cp, fp)
+        printed, marked = mark_window(st, plan, traits, run, t_first, t_end, factors)
+    unprinted = imps - printed
+    if unprinted:
+        st.pages_unprinted += unprinted
+        st.log(t_end, f"{unprinted} impressions not printed: jobs held for an empty "
+                      f"supply were cancelled at the end of the day")
     if sp:
         st.scan_images += sp
         st.fax_sent += int(sp * usage.fax_sent_share + r())
     users = usage.users
+    marked_end = t_first + int(span_left * stop_at * marked)
     for kind, n in ((KIND_PRINT, pp), (KIND_COPY, cp), (KIND_FAX, fp), (KIND_SCAN, sp)):
         if n:
             size = min(n, plan.job_size(r()))
-            st.log_job(kind, t0 + int(span * stop_at * r()), size,
+            end = t_end if kind == KIND_SCAN else marked_end
+            st.log_job(kind, t_first + int((end - t_first) * r()), size,
                        0 if kind == KIND_SCAN else size, int(r() * users))
     recorded = jams = 0
     stopped = False
+    total_now = st.black + st.color
     for frac, idx in events:
         if frac > stop_at:
             break
-        at_imps = start_total + (int(imps * frac / stop_at) if stop_at > 0 else 0)
-        stops = st.record_fault(plan, idx, t0 + int(span * frac), at_imps, day=ordinal)
-        recorded += 1
         spec = plan.profile.faults[idx]
+        if not plan.fault_is_day[idx] and frac > stop_at * marked:
+            continue  # a paper-path fault needs paper moving: the engine had stopped
+        at_imps = start_total + (int(imps * frac / stop_at) if stop_at > 0 else 0)
+        if at_imps > total_now:
+            at_imps = total_now
+        at = t_first + int(span_left * frac)
+        stops = st.record_fault(plan, idx, at, at_imps, day=ordinal)
+        recorded += 1
         jams += spec.is_jam
         if stops and spec.clears != "service":
             # Cleared within minutes by whoever was at the machine.
-            st.clear_fault(plan, t0 + int(span * frac) + 300,
+            st.clear_fault(plan, min(at + 300, t_first + span_left),
                            "by the operator" if spec.clears == "operator" else "auto")
         elif stops:
             stopped = True
-    return DayResult(day, pp + cp + fp + sp, imps, sheets, recorded, jams, stopped)
+    upkeep.schedule(st, plan, cal, traits)
+    return DayResult(day, pp + cp + fp + sp, printed, sheets if printed == imps else
+                     printed - (duplex * printed // imps if imps else 0), recorded, jams,
+                     stopped, unprinted=unprinted)

@@ -75,6 +75,21 @@ async def list_uploads(request: web.Request) -> web.Response:
                               "sequence_gaps": storage.sequence_gaps(device_id)})
 
 
+async def upload_zip(request: web.Request) -> web.Response:
+    """GET /admin/v1/uploads/{upload_id} -> the zip byte for byte as the device sent it."""
+    storage = server_of(request).storage
+    upload_id = request.match_info["upload_id"]
+    record = storage.upload_record(upload_id)
+    body = storage.upload_zip(upload_id) if record is not None else None
+    if record is None or body is None:
+        raise ApiError(404, "unknown_upload", f"no upload {upload_id}")
+    return web.Response(body=body, content_type="application/zip", headers={
+        "Content-SHA256": record["sha256"], "Upload-Id": record["upload_id"],
+        "Device-Id": record["device_id"],
+        "Content-Disposition": f'attachment; filename="{record["device_id"]}-'
+                               f'{int(record["sequence"]):08d}.zip"'})
+
+
 async def meter_history(request: web.Request) -> web.Response:
     """GET /admin/v1/devices/{id}/meters[?name=] -> {"meters": [...]}."""
     storage = server_of(request).storage
@@ -184,6 +199,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/admin/v1/registration-keys", create_keys)
     r.add_get("/admin/v1/devices", list_devices)
     r.add_get("/admin/v1/devices/{id}/uploads", list_uploads)
+    r.add_get("/admin/v1/uploads/{upload_id}", upload_zip)
     r.add_get("/admin/v1/devices/{id}/meters", meter_history)
     r.add_post("/admin/v1/devices/{id}/actions", enqueue_action)
     r.add_get("/admin/v1/devices/{id}/actions", list_actions)

@@ -1,44 +1,35 @@
 """The reference communication server: one object to start, stop and drive from Python.
 
-``ReferenceServer`` owns the state directory (``pki/``, ``firmware/``,
-``server.sqlite3``, ``admin-token``), the TLS listener and the aiohttp application.
-The device API (``device_api.py``) and the admin API (``admin_api.py``) are routes on
-the same port; the Python methods here are what the admin API calls too, so tests and
-the fleet runner can skip HTTP for set-up.
-
-Two clocks: ``clock`` (injected; may be virtual) decides protocol time - key, action
-and manifest expiry, last contact, the ``Date`` header. Certificates and request
-durations use the real clock, because OpenSSL checks validity against real time and a
-log line's duration is real work.
+:class:`ReferenceServer` is the server's state (:class:`~emulator.server.state.
+ServerState`: state directory, keys, database, faults, the Python API tests and the
+fleet runner use for set-up) plus what serves it: the TLS listener and the aiohttp
+application with its middlewares. The device API (``device_api.py``) and the admin API
+(``admin_api.py``) are routes on the same port; their handlers see only the state, so
+this module uses them and they never import it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import logging
-import os
 import random
-import secrets
-import ssl
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 
-from device_direct.clock import Clock, SystemClock
+from device_direct.clock import Clock
 from emulator.errors import ServerError
-from emulator.server import admin_api, device_api, payload_check
-from emulator.server.faults import FaultPlan, TlsFault, decide
-from emulator.server.firmware import make_manifest, sign_manifest
-from emulator.server.firmware_qa import FirmwareQa
+from emulator.server import admin_api, dashboard, device_api, payload_check
+from emulator.server.faults import decide
 from emulator.server.http_common import DEVICE_ID, SERVER_KEY, ApiError, error_response
-from emulator.server.pki import Pki, ServerTlsFiles, _write_private
-from emulator.server.storage import Storage, hash_key
+from emulator.server.pki import ServerTlsFiles
+from emulator.server.state import ServerState
+from emulator.server.tls_listener import AlertingTlsSite
 
 access_log = logging.getLogger("emulator.server.access")
 log = logging.getLogger("emulator.server")
@@ -48,10 +39,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLIENT_MAX_SIZE = 512 << 20  # the biggest firmware image the admin API accepts
 DEVICE_PREFIX = "/dd/v1/"
 ADMIN_PREFIX = "/admin/v1/"
+# How long a client refused mid-body (413) gets to read the answer and hang up before
+# the server cuts the connection (real seconds).
+CLOSE_GRACE_S = 1.0
 
 
-class ReferenceServer:
-    """The reference communication server over TLS, with SQLite state in ``state_dir``."""
+class ReferenceServer(ServerState):
+    """The reference communication server over TLS, with SQLite state in ``state_dir``:
+    the :class:`ServerState` (keys, database, faults, Python API) and its listener."""
 
     def __init__(
         self,
@@ -67,50 +62,41 @@ class ReferenceServer:
         tls_files: ServerTlsFiles | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if cert_days < 1:
-            raise ValueError(f"cert_days must be >= 1, got {cert_days}")
-        if max_upload_bytes < 1024:
-            raise ValueError(f"max_upload_bytes must be >= 1024, got {max_upload_bytes}")
-        self.state_dir = Path(state_dir)
+        super().__init__(state_dir, server_names=server_names, clock=clock,
+                         cert_days=cert_days, max_upload_bytes=max_upload_bytes,
+                         max_log_bytes=max_log_bytes, tls_files=tls_files, rng=rng)
         self.host = host
         self._requested_port = port
         self.port = port
-        self.clock: Clock = clock or SystemClock()
-        self.wall: Clock = SystemClock()
-        self.cert_days = cert_days
-        self.max_upload_bytes = max_upload_bytes
-        self.max_log_bytes = max_log_bytes
-        self.server_names = tuple(dict.fromkeys(("localhost", *server_names)))
-        self.rng = rng or random.Random(0)
-        self.faults = FaultPlan()
-        self.firmware_qa = FirmwareQa()  # forced offers and image faults (QA, tests)
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            (self.state_dir / "firmware").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise ServerError(f"cannot create state directory {self.state_dir}: {exc}") from exc
-        self.pki = Pki(self.state_dir / "pki", server_names=self.server_names,
-                       now=self.wall.now(), tls_files=tls_files)
-        self.storage = Storage(self.state_dir / "server.sqlite3")
-        self.admin_token = self._load_or_make_token()
-        self.ssl_context = self._make_ssl_context()
         self._runner: web.AppRunner | None = None
 
     # -- properties others use ------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        return f"https://localhost:{self.port}"
+        """``https://ADDRESS:PORT`` of the address the server listens on (``--host``).
+
+        A wildcard listener (``0.0.0.0``, ``::``) answers on loopback too, and a URL
+        cannot name "every address": it reports 127.0.0.1, which the server certificate
+        covers. :attr:`listening` lists the sockets themselves.
+        """
+        host = self.host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return f"https://{host}:{self.port}"  # a name, as the operator gave it
+        if address.is_unspecified:
+            return f"https://127.0.0.1:{self.port}"
+        return f"https://[{address}]:{self.port}" if address.version == 6 else (
+            f"https://{address}:{self.port}")
 
     @property
-    def ca_cert_path(self) -> Path:
-        """The PEM bundle devices trust (our CA, plus the operator's if given)."""
-        return self.pki.bundle_path
-
-    @property
-    def firmware_public_key_pem(self) -> bytes:
-        """The Ed25519 public key (PEM) devices pin to check firmware manifests."""
-        return self.pki.firmware_public_key_pem
+    def listening(self) -> list[str]:
+        """The ``address:port`` of every socket the server listens on (empty if stopped)."""
+        if self._runner is None:
+            return []
+        return [f"[{a[0]}]:{a[1]}" if ":" in str(a[0]) else f"{a[0]}:{a[1]}"
+                for a in self._runner.addresses]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -122,8 +108,8 @@ class ReferenceServer:
         payload_check.warm_up()  # before any worker thread compiles its own copy
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port,
-                           ssl_context=self.ssl_context)
+        site = AlertingTlsSite(runner, self.host, self._requested_port,
+                               ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -160,125 +146,8 @@ class ReferenceServer:
         app[SERVER_KEY] = self
         device_api.add_routes(app)
         admin_api.add_routes(app)
+        dashboard.add_routes(app)  # /dashboard/: pages for people (admin-token login)
         return app
-
-    # -- Python API (what the admin API calls too) ----------------------------------------
-
-    def create_registration_key(self, *, ttl_s: int = 86400) -> str:
-        """A new single-use registration key valid for ``ttl_s`` seconds of server time."""
-        if ttl_s < 1:
-            raise ValueError(f"ttl_s must be >= 1, got {ttl_s}")
-        key = secrets.token_urlsafe(18)
-        now = self.clock.now()
-        self.storage.add_registration_key(hash_key(key), now=now,
-                                          expires_at=now + timedelta(seconds=ttl_s))
-        return key
-
-    def enqueue_action(self, device_id: str, type: str, params: dict[str, Any] | None = None,
-                       expires_in_s: int = 86400) -> str:
-        """Queue an action for a registered device; returns the action id."""
-        if self.storage.device(device_id) is None:
-            raise ValueError(f"unknown device {device_id!r}")
-        if not type or len(type) > 64:
-            raise ValueError("action type must be 1-64 characters")
-        if expires_in_s < 1:
-            raise ValueError(f"expires_in_s must be >= 1, got {expires_in_s}")
-        now = self.clock.now()
-        return self.storage.add_action(device_id, type, dict(params or {}), now=now,
-                                       expires_at=now + timedelta(seconds=expires_in_s))
-
-    def publish_firmware(self, model: str, version: str, image: bytes,
-                         expires_in_s: int = 30 * 86400) -> dict[str, Any]:
-        """Store an image and publish its signed manifest; returns the manifest."""
-        if not image:
-            raise ValueError("firmware image is empty")
-        if expires_in_s < 1:
-            raise ValueError(f"expires_in_s must be >= 1, got {expires_in_s}")
-        now = self.clock.now()
-        manifest = make_manifest(model, version, image,
-                                 expires_at=now + timedelta(seconds=expires_in_s))
-        path = self.firmware_image_path(manifest["sha256"])
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(image)
-        os.replace(tmp, path)
-        self.storage.add_firmware(manifest, sign_manifest(manifest, self.pki.firmware_key),
-                                  now=now)
-        return manifest
-
-    def _load_or_make_token(self) -> str:
-        path = self.state_dir / "admin-token"
-        try:
-            if path.exists():
-                token = path.read_text(encoding="ascii").strip()
-                if len(token) < 16:
-                    raise ServerError(f"admin token in {path} is too short; delete the file "
-                                      "to make a new one")
-                return token
-            token = secrets.token_urlsafe(32)
-            _write_private(path, (token + "\n").encode())
-            return token
-        except OSError as exc:
-            raise ServerError(f"cannot read or write admin token {path}: {exc}") from exc
-
-    def firmware_image_path(self, sha256: str) -> Path:
-        return self.state_dir / "firmware" / f"{sha256}.bin"
-
-    def set_fault(self, *, fail_next: int = 0, fail_fraction: float = 0.0,
-                  latency_ms: int = 0, drop_next: int = 0,
-                  tls: TlsFault | str = TlsFault.NONE) -> FaultPlan:
-        """Replace the fault plan (see ``faults.py``); a TLS fault swaps the certificate
-        new connections get."""
-        plan = FaultPlan(fail_next=fail_next, fail_fraction=fail_fraction,
-                         latency_ms=latency_ms, drop_next=drop_next, tls=TlsFault(tls))
-        if plan.tls is not self.faults.tls:
-            self._load_server_cert(plan.tls)
-        self.faults = plan
-        log.warning("server faults set: %s", plan.as_dict())
-        return plan
-
-    def clear_faults(self) -> FaultPlan:
-        """Switch every server-side fault off and serve the good certificate again."""
-        return self.set_fault()
-
-    # -- TLS ------------------------------------------------------------------------------
-
-    def _make_ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        # Optional: /register is reached without a client certificate; device calls
-        # check for one themselves and answer 401 with a JSON body.
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_verify_locations(cafile=str(self.pki.dir / "ca.pem"))
-        ctx.set_alpn_protocols(["http/1.1"])
-        # No session tickets: a device connects once a day, long after a ticket's
-        # lifetime (2 h), and asyncio cannot offer one anyway. Issuing two per handshake
-        # (TLS 1.3's default) cost the server a seventh of its time per daily session,
-        # and each device the work of storing them.
-        ctx.num_tickets = 0
-        ctx.options |= ssl.OP_NO_TICKET
-        ctx.load_cert_chain(str(self.pki.server_cert_path), str(self.pki.server_key_path))
-        return ctx
-
-    def _load_server_cert(self, mode: TlsFault) -> None:
-        # load_cert_chain on the live context: OpenSSL copies the certificate into each
-        # new connection when it is created, so new handshakes get the new one at once
-        # and connections already open keep theirs.
-        if mode is TlsFault.NONE:
-            self.ssl_context.load_cert_chain(str(self.pki.server_cert_path),
-                                             str(self.pki.server_key_path))
-            return
-        now = self.wall.now()
-        if mode is TlsFault.EXPIRED:
-            cert, key = self.pki.make_server_cert(
-                self.server_names, now=now, not_before=now - timedelta(days=30),
-                not_after=now - timedelta(days=1))
-        else:
-            cert, key = self.pki.make_server_cert(("wrong-host.invalid",), now=now,
-                                                  include_loopback=False)
-        cert_path, key_path = self.pki.dir / "fault-server.pem", self.pki.dir / "fault-server.key"
-        cert_path.write_bytes(cert)
-        _write_private(key_path, key)
-        self.ssl_context.load_cert_chain(str(cert_path), str(key_path))
 
     # -- middlewares ----------------------------------------------------------------------
 
@@ -314,7 +183,10 @@ class ReferenceServer:
         try:
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.error, exc.detail, exc.headers)
+            response = error_response(exc.status, exc.error, exc.detail, exc.headers)
+            if exc.close_connection:
+                return await self._answer_and_close(request, response)
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -330,6 +202,31 @@ class ReferenceServer:
                           type(exc).__name__, exc)
             return error_response(500, "internal_error",
                                   f"the server failed on this request ({type(exc).__name__})")
+
+    async def _answer_and_close(self, request: web.Request, response: web.Response
+                                ) -> web.Response:
+        """Send ``response`` with ``Connection: close``, then cut the connection without
+        reading the rest of the request body.
+
+        Left to itself aiohttp would "linger": read and discard the rest of the body for
+        up to 10 s before closing, which for a body refused as too large is the very
+        work the refusal is meant to spare (a 200 MiB stream was read to its end). Here
+        the body is not read at all (aiohttp's flow control stops reading the socket once
+        its small buffer is full, so the sender's window closes): the client, blocked,
+        reads the answer, and the connection is aborted as soon as it hangs up, or after
+        :data:`CLOSE_GRACE_S` if it does not. Aborting at once, with its body still
+        arriving, would reset the connection and could lose the 413 on the way.
+        """
+        response.force_close()
+        response.headers["Date"] = email.utils.format_datetime(self.clock.now(), usegmt=True)
+        await response.prepare(request)
+        await response.write_eof()
+        deadline = self.wall.monotonic() + CLOSE_GRACE_S
+        while request.transport is not None and self.wall.monotonic() < deadline:
+            await self.wall.sleep(0.02)  # real time: the peer's socket runs on it
+        if request.transport is not None:
+            request.transport.abort()
+        return response
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler

@@ -3,8 +3,9 @@
 ``run`` serves until interrupted. The other commands work on the state directory
 directly (SQLite in WAL mode is safe to share with a running server), so they need no
 token and no network: ``make-key``, ``publish-firmware``, ``enqueue``, ``devices``,
-``export-firmware-key``. Server-side faults are switched over the admin API
-(``PUT /admin/v1/faults``) because they live in the running process.
+``export`` (stored uploads back out as zips), ``export-firmware-key``. Server-side
+faults are switched over the admin API (``PUT /admin/v1/faults``) because they live in
+the running process.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.closed_output import run_with_closed_output_quiet
 from emulator.errors import EmulatorError
 from emulator.server.app import ReferenceServer
+from emulator.server.export import export_uploads, open_state, parse_since
 from emulator.server.pki import ServerTlsFiles
 
 DEFAULT_STATE = Path("server-state")
@@ -43,6 +46,9 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--tls-cert", type=Path, help="operator server certificate chain (PEM)")
     run.add_argument("--tls-key", type=Path, help="operator server key (PEM)")
     run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
+    run.add_argument("--metrics-port", type=int, metavar="P",
+                     help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
+                          "(emulator/server/metrics.py)")
 
     key = sub.add_parser("make-key", help="print new single-use registration keys")
     key.add_argument("--count", type=int, default=1)
@@ -63,6 +69,19 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     enq.add_argument("--params", default="{}", help="JSON object")
     enq.add_argument("--expires-in", type=int, default=86400, help="seconds")
 
+    exp = sub.add_parser(
+        "export", help="write stored uploads back out as the zips devices sent",
+        description="Write the stored uploads (all, one device's, or those received since "
+                    "a time) to OUT_DIR/<device id>/<sequence>-<upload id>.zip, byte for "
+                    "byte as received, with an index OUT_DIR/uploads.json. Safe while the "
+                    "server runs.")
+    exp.add_argument("--device", metavar="ID", help="only this device's uploads")
+    exp.add_argument("--since", metavar="T",
+                     help="only uploads the server received at or after T (ISO 8601 date or "
+                          "time; UTC unless a zone is given)")
+    exp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    exp.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+
     sub.add_parser("devices", help="list devices with last contact (JSON)")
     sub.add_parser("export-firmware-key", help="print the firmware public key (PEM)")
     return parser
@@ -74,6 +93,8 @@ def run_server_cli(args: argparse.Namespace) -> int:
         if args.server_command == "run":
             return asyncio.run(_serve(args))
         return _offline(args)
+    except BrokenPipeError:
+        raise  # the reader of our output left: quiet exit (closed_output.py), no "error:"
     except (EmulatorError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -92,16 +113,45 @@ async def _serve(args: argparse.Namespace) -> int:
         args.state_dir, host=args.host, port=args.port,
         server_names=tuple(args.server_name) or ("localhost",), cert_days=args.cert_days,
         max_upload_bytes=args.max_upload_bytes, tls_files=tls)
+    metrics_port: int | None = None
+    if args.metrics_port is not None:
+        from emulator.server.metrics import instrument, serve_metrics
+
+        metrics = instrument(server)
+        metrics_runner, metrics_port = await serve_metrics(metrics, args.metrics_port)
     async with server:
-        print(json.dumps({"base_url": server.base_url, "port": server.port,
+        print(json.dumps({"base_url": server.base_url, "listening": server.listening,
+                          "port": server.port,
                           "ca_cert": str(server.ca_cert_path),
-                          "admin_token_file": str(server.state_dir / "admin-token")}),
+                          "admin_token_file": str(server.state_dir / "admin-token"),
+                          **({"metrics_port": metrics_port} if metrics_port else {})}),
               flush=True)
-        await asyncio.Event().wait()  # until Ctrl-C cancels the run
+        try:
+            await asyncio.Event().wait()  # until Ctrl-C cancels the run
+        finally:
+            if metrics_port is not None:
+                await metrics_runner.cleanup()
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    since = parse_since(args.since) if args.since is not None else None
+    storage = open_state(args.state_dir)
+    try:
+        result = export_uploads(storage, args.out_dir, device_id=args.device, since=since)
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps(result.as_dict(), sort_keys=True))
+    else:
+        print(f"exported {result.uploads} uploads ({result.bytes:,} bytes) of "
+              f"{result.devices} devices to {result.out_dir} (index: uploads.json)")
     return 0
 
 
 def _offline(args: argparse.Namespace) -> int:
+    if args.server_command == "export":
+        return _export(args)
     server = ReferenceServer(args.state_dir)
     try:
         cmd = args.server_command
@@ -130,9 +180,12 @@ def _offline(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m emulator.server.cli server run``)."""
-    parser = argparse.ArgumentParser(prog="emulator")
-    add_server_parser(parser.add_subparsers(dest="command", required=True))
-    return run_server_cli(parser.parse_args(argv))
+    def run() -> int:
+        parser = argparse.ArgumentParser(prog="emulator")
+        add_server_parser(parser.add_subparsers(dest="command", required=True))
+        return run_server_cli(parser.parse_args(argv))
+
+    return run_with_closed_output_quiet(run)
 
 
 if __name__ == "__main__":

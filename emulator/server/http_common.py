@@ -2,27 +2,29 @@
 
 Every error the server sends is JSON ``{"error": "<code>", "detail": "<human text>"}``.
 Handlers raise :class:`ApiError`; the error middleware in ``app.py`` turns it (and
-aiohttp's own 404/405/413) into that shape.
+aiohttp's own 404/405/413) into that shape. Handlers reach the server through
+:func:`server_of`, as a :class:`~emulator.server.state.ServerState`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from emulator.server.app import ReferenceServer
+from emulator.server.state import ServerState
 
 JSON_LIMIT = 64 << 10  # control messages are small; anything bigger is a mistake
-SERVER_KEY: web.AppKey[ReferenceServer] = web.AppKey("reference_server")
+# The server a request arrived at, as its handlers see it: its state and Python API.
+# (app.py's ReferenceServer is a ServerState; this module never imports app.py.)
+SERVER_KEY: web.AppKey[ServerState] = web.AppKey("reference_server")
 # The device a request was authenticated as, for the access log (aiohttp >= 3.12).
 DEVICE_ID: web.RequestKey[str] = web.RequestKey("device_id", str)
 
 
-def server_of(request: web.Request) -> ReferenceServer:
-    """The :class:`ReferenceServer` a request arrived at."""
+def server_of(request: web.Request) -> ServerState:
+    """The state of the server a request arrived at."""
     return request.app[SERVER_KEY]
 
 
@@ -30,11 +32,15 @@ class ApiError(Exception):
     """An HTTP error answer: status, wire code, human detail."""
 
     def __init__(self, status: int, error: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, *,
+                 close_connection: bool = False) -> None:
         self.status = status
         self.error = error
         self.detail = detail
         self.headers = headers or {}
+        # True when the rest of the request body is not worth reading (too large): the
+        # answer goes out with "Connection: close" and the connection is cut after it.
+        self.close_connection = close_connection
         super().__init__(f"{status} {error}: {detail}")
 
 
@@ -49,11 +55,13 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes.
 
     A declared Content-Length over the limit is refused before reading; a chunked body
-    is read up to one byte past the limit, so nothing large is ever buffered.
+    is read up to one byte past the limit, so nothing large is ever buffered. Either
+    way the 413 closes the connection: the rest of the body is never read.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise ApiError(413, "too_large", f"{what} of {declared} bytes exceeds {limit} bytes")
+        raise ApiError(413, "too_large", f"{what} of {declared} bytes exceeds {limit} bytes",
+                       close_connection=True)
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -63,7 +71,8 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, "too_large", f"{what} exceeds {limit} bytes")
+            raise ApiError(413, "too_large", f"{what} exceeds {limit} bytes",
+                           close_connection=True)
     return b"".join(chunks)
 
 

@@ -125,7 +125,8 @@ def read_entry(body: bytes, *, max_xml_bytes: int = MAX_XML_BYTES) -> bytes:
     """The bytes of ``device-data.xml`` from the zip ``body``, after the zip checks."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(body))
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError) as exc:
+        # NotImplementedError: an entry claims a zip version newer than zipfile reads.
         raise PayloadRejected("bad_zip", f"the body is not a zip archive: {exc}") from exc
     with zf:
         infos = zf.infolist()

@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS engineering_logs (
     content_type TEXT NOT NULL, content_encoding TEXT NOT NULL, size INTEGER NOT NULL,
     body BLOB NOT NULL);
 """
+
+
+_UPLOAD_COLUMNS = ("upload_id, device_id, sequence, serial, generated_at, trigger, received_at, "
+                   "size, sha256")
 
 
 def hash_key(key: str) -> str:
@@ -140,6 +144,12 @@ class Storage:
             return [dict(r) for r in self._db.execute(sql, args)]
         except sqlite3.Error as exc:
             raise StateStorageError(f"server database {self.path}: {exc}") from exc
+
+    def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """Rows of a read-only SELECT, for reports (the dashboard's queries)."""
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("Storage.query runs SELECT statements only")
+        return self._rows(sql, *args)
 
     # -- registration keys ----------------------------------------------------------------
 
@@ -304,6 +314,38 @@ class Storage:
         """The raw zip as received."""
         rows = self._rows("SELECT zip FROM uploads WHERE upload_id=?", upload_id)
         return bytes(rows[0]["zip"]) if rows else None
+
+    def upload_record(self, upload_id: str) -> dict[str, Any] | None:
+        """One upload's facts as stored (no zip, no meters), or None when unknown."""
+        rows = self._rows(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id=?",
+                          upload_id)
+        return rows[0] if rows else None
+
+    def iter_upload_zips(self, *, device_id: str | None = None, since: datetime | None = None
+                         ) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """``(record, zip)`` of every upload (of ``device_id``; received at or after
+        ``since``) in the order the server stored them, read one at a time so an export
+        of a large store never holds more than one zip."""
+        where, args = ["n>?"], []
+        if device_id is not None:
+            where.append("device_id=?")
+            args.append(device_id)
+        if since is not None:
+            where.append("received_at>=?")
+            args.append(iso(since.astimezone(UTC)))
+        sql = (f"SELECT n, {_UPLOAD_COLUMNS}, zip FROM uploads WHERE {' AND '.join(where)} "
+               "ORDER BY n LIMIT 1")
+        last = 0
+        while True:  # one row at a time by rowid: no cursor stays open between zips
+            try:
+                row = self._db.execute(sql, (last, *args)).fetchone()
+            except sqlite3.Error as exc:
+                raise StateStorageError(f"server database {self.path}: {exc}") from exc
+            if row is None:
+                return
+            record = dict(row)
+            last = record.pop("n")
+            yield record, bytes(record.pop("zip"))
 
     def meter_history(self, device_id: str, name: str | None = None) -> list[dict[str, Any]]:
         """Meter reads in sequence order: sequence, generated_at, name, value."""

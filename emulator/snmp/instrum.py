@@ -2,10 +2,11 @@
 
 pysnmp does the protocol and the security (v1/v2c communities, v3 USM, VACM); this
 module answers GET, GETNEXT, GETBULK and SET from an :class:`OidTable` instead of
-pysnmp's own MIB tree, whose managed objects hold stored values. The table is built
-from the live model once per request (:meth:`LiveMibInstrum.begin_request`) and
-dropped when the answer is sent, so a GETBULK sees one consistent instant and no
-request sees an older one.
+pysnmp's own MIB tree, whose managed objects hold stored values. The table is asked
+for once per request (:meth:`LiveMibInstrum.begin_request`; the agent hands out its
+snapshot, rebuilt when the model changed) and kept until the answer is sent, so a
+GETBULK sees one consistent instant. Rows named in ``live`` are read at the moment
+they are answered (clocks and counters that move on their own).
 
 pysnmp exceptions are raised here only in the forms its responders expect
 (``pysnmp.smi.error``); nothing else leaks: a broken table build is logged and
@@ -35,6 +36,7 @@ _TO_PYSNMP: dict[Kind, Callable[[Any], Any]] = {
     Kind.TICKS: rfc1902.TimeTicks,
     Kind.COUNTER: rfc1902.Counter32,
     Kind.GAUGE: rfc1902.Gauge32,
+    Kind.IPADDRESS: rfc1902.IpAddress,
 }
 # A GETBULK answer is cut short (RFC 3416 4.2.3 allows it) before it gets near the
 # size a UDP datagram or the requester's msgMaxSize can carry.
@@ -43,6 +45,8 @@ BULK_MAX_VARBINDS = 256
 
 # A SET is checked first and applied only when every binding is acceptable.
 WriteHook = Callable[[dict[Oid, bytes]], None]
+# Rows whose value is read on every request instead of from the table (uptime, counters).
+LiveValues = dict[Oid, Callable[[], MibValue]]
 
 
 def to_pysnmp(value: MibValue) -> Any:
@@ -54,8 +58,10 @@ class LiveMibInstrum(AbstractMibInstrumController):  # type: ignore[misc]
     """Answers from a table built by ``build`` once per request."""
 
     def __init__(self, build: Callable[[], OidTable], write: WriteHook,
-                 writable: frozenset[Oid], writers: frozenset[str]) -> None:
+                 writable: frozenset[Oid], writers: frozenset[str],
+                 live: LiveValues | None = None) -> None:
         self._build = build
+        self._live: LiveValues = live or {}
         self._write = write
         self._writable = writable
         self._writers = writers
@@ -104,7 +110,8 @@ class LiveMibInstrum(AbstractMibInstrumController):  # type: ignore[misc]
                 out.append((name, rfc1905.noSuchInstance if known_object
                             else rfc1905.noSuchObject))
             else:
-                out.append((name, to_pysnmp(value)))
+                fresh = self._live.get(oid)
+                out.append((name, to_pysnmp(fresh() if fresh is not None else value)))
         return out
 
     def read_next_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
@@ -125,7 +132,8 @@ class LiveMibInstrum(AbstractMibInstrumController):  # type: ignore[misc]
                         continue
                 except smi_error.NoAccessError:  # v1 cannot carry it: skip (RFC 2576)
                     continue
-                out.append((pysnmp_name, to_pysnmp(value)))
+                fresh = self._live.get(oid)
+                out.append((pysnmp_name, to_pysnmp(fresh() if fresh is not None else value)))
                 break
         return out
 

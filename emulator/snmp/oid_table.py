@@ -30,6 +30,7 @@ class Kind(enum.Enum):
     TICKS = "TimeTicks"
     COUNTER = "Counter32"
     GAUGE = "Gauge32"
+    IPADDRESS = "IpAddress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,11 @@ class MibValue:
 
     def __post_init__(self) -> None:
         v = self.value
-        if self.kind is Kind.OCTETS:
+        if self.kind is Kind.OCTETS or self.kind is Kind.IPADDRESS:
             if not isinstance(v, bytes):
-                raise TypeError(f"OCTET STRING needs bytes, got {type(v).__name__}")
+                raise TypeError(f"{self.kind.value} needs bytes, got {type(v).__name__}")
+            if self.kind is Kind.IPADDRESS and len(v) != 4:
+                raise ValueError(f"IpAddress needs 4 octets, got {len(v)}")
         elif self.kind is Kind.OID:
             if not isinstance(v, tuple) or len(v) < 2 or not all(
                     isinstance(i, int) and 0 <= i <= _MAX_U32 for i in v):
@@ -87,6 +90,11 @@ def counter(v: int) -> MibValue:
 def gauge(v: int) -> MibValue:
     """A Gauge32, clamped to the type's range."""
     return MibValue(Kind.GAUGE, max(0, min(v, _MAX_U32)))
+
+
+def ip_address(dotted: str) -> MibValue:
+    """An IpAddress from ``"10.0.0.1"``."""
+    return MibValue(Kind.IPADDRESS, bytes(int(p) for p in dotted.split(".")))
 
 
 def parse_oid(dotted: str) -> Oid:

@@ -1,15 +1,23 @@
-"""The MIB view of one printer: system group, HOST-RESOURCES-MIB and Printer-MIB rows.
+"""The MIB view of one printer: every row the agent serves, from one :class:`MibInput`.
 
 Sans-I/O: :func:`build_table` turns one :class:`MibInput` (frozen values read from the
-model at request time) into an :class:`OidTable`. Nothing here is cached or stored,
-so a value read over SNMP is never older than the request that reads it.
+model at one instant) into an :class:`OidTable`: the system, snmp, engine, interface
+and IP rows (:mod:`emulator.snmp.system_mibs`), HOST-RESOURCES-MIB, the Printer-MIB
+(RFC 3805) and the vendor and PWG objects (:mod:`emulator.snmp.vendor_mib`). The agent
+keeps the table as a snapshot until the model changes; the few values that move on
+every request are read live (:data:`emulator.snmp.system_mibs.LIVE`).
+
+Where the Printer-MIB's rows come from: trays, bins and languages from the profile's
+equipment (:mod:`emulator.model.equipment`, the same list PJL INFO CONFIG shows), the
+display text and lights from the panel (:mod:`emulator.model.console`, the same text
+PJL INFO STATUS shows), alerts from the model (the same rows the payload carries).
 
 Index choices (RFC 3805 ties every Printer-MIB table to hrDeviceIndex): the printer is
 hrDeviceIndex 1; there is one marker (prtMarkerIndex 1); supplies keep the profile's
 prtMarkerSuppliesIndex; colorants are numbered in the order their first supply
-appears; input trays are 1..engine.trays; one output bin; media path 1 is the simplex
-path and 2 the duplex path when the engine has one; alert rows keep the model's
-prtAlertIndex (it only grows and resolved alerts leave the table, as the MIB asks).
+appears; input trays and output bins are numbered in the equipment's order; media
+path 1 is the simplex path and 2 the duplex path when the engine has one; alert rows
+keep the model's prtAlertIndex (it only grows and resolved alerts leave the table, as the MIB asks).
 """
 
 from __future__ import annotations
@@ -19,7 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from device_direct.model import Alert, Counters, Identity, NetworkInfo, PowerState, Supply
+from emulator.model.console import DISPLAY_LINES, MAX_CHARS
+from emulator.model.equipment import LANGUAGE_FAMILIES, Equipment
 from emulator.snmp import printer_status as ps
+from emulator.snmp import system_mibs as sm
+from emulator.snmp import vendor_mib as vm
 from emulator.snmp.oid_table import (
     MibValue,
     Oid,
@@ -33,13 +45,15 @@ from emulator.snmp.oid_table import (
     ticks,
 )
 
-SYSTEM = (1, 3, 6, 1, 2, 1, 1)
+SYSTEM = sm.SYSTEM
 HOST_RESOURCES = (1, 3, 6, 1, 2, 1, 25)
 PRINTER_MIB = (1, 3, 6, 1, 2, 1, 43)
-IMAGING_COUNTERS = (1, 3, 6, 1, 4, 1, 2699, 1, 3, 1)  # PWG 5106.3 icMIBObjects
-SYS_CONTACT = (*SYSTEM, 4, 0)
-SYS_NAME = (*SYSTEM, 5, 0)
-SYS_LOCATION = (*SYSTEM, 6, 0)
+IMAGING_COUNTERS = vm.IMAGING_COUNTERS
+SYS_CONTACT = sm.SYS_CONTACT
+SYS_NAME = sm.SYS_NAME
+SYS_LOCATION = sm.SYS_LOCATION
+HR_SYSTEM_DATE = (*HOST_RESOURCES, 1, 2, 0)
+HR_SYSTEM_UPTIME = (*HOST_RESOURCES, 1, 1, 0)
 PRT_MARKER_LIFE_COUNT = (*PRINTER_MIB, 10, 2, 1, 4, 1, 1)
 HR_DEVICE_PRINTER = (1, 3, 6, 1, 2, 1, 25, 3, 1, 5)
 ZERO_DOT_ZERO = (0, 0)
@@ -54,6 +68,13 @@ _TENTHOUSANDTHS_OF_INCHES = 3
 _A4 = (116929, 82677)  # feed, cross-feed in 1/10000 inch (297 x 210 mm)
 _A3 = (165354, 116929)
 _A5 = (82677, 58268)
+_UTF8 = 106  # IANACharset utf-8
+_PRESENT_OFF = 4  # PresentOnOff off (no security feature on the tray or bin)
+_PORTRAIT = 3  # PrtPrintOrientationTC
+_YES, _NO = 3, 4  # PrtInterpreterTwoWayTC
+_CH_LPD, _CH_PORT9100 = 8, 11  # PrtChannelTypeTC
+_CH_PRINT_DATA_ACCEPTED = 3  # PrtChannelStateTC
+_GREEN, _ORANGE = 5, 10  # PrtConsoleColorTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +129,10 @@ class MibInput:
     power_on_impressions: int  # prtMarkerPowerOnCount
     system: SystemText
     hardware: HardwareFacts
+    equipment: Equipment
+    engine: sm.EngineFacts
+    ready_message: str = ""  # PJL RDYMSG (the panel's, emulator.model.console)
+    operator_message: str = ""  # PJL OPMSG: shown, and the printer is off line
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -117,18 +142,14 @@ class MibInput:
             raise ValueError("uptime and counts must be >= 0")
 
 
-def sys_descr(identity: Identity, hardware: HardwareFacts) -> str:
-    """"<Model>; SS 100.002.057.09608, NC ..." (model, then firmware per module)."""
+def sys_descr(identity: Identity, hardware: HardwareFacts, name: str = "") -> str:
+    """"<Model>; SS 100.002.057.09608, NC ..." (model, then firmware per module).
+
+    ``name`` is the model part as the vendor writes it (the profile's
+    ``[mib] sys_descr``); by default manufacturer and model."""
     parts = [f"{label} {identity.firmware[module]}"
              for module, label in hardware.firmware_labels if module in identity.firmware]
-    return f"{identity.manufacturer} {identity.model}; {', '.join(parts)}"
-
-
-def device_id_1284(identity: Identity, hardware: HardwareFacts) -> str:
-    """The IEEE 1284 device id string printers publish."""
-    return (f"MFG:{identity.manufacturer};CMD:PJL,PCL,POSTSCRIPT;MDL:{identity.model};"
-            f"CLS:PRINTER;DES:{identity.manufacturer} {identity.model};"
-            f"CID:{'COLOR' if hardware.color else 'MONO'};SN:{identity.serial};")
+    return f"{name or f'{identity.manufacturer} {identity.model}'}; {', '.join(parts)}"
 
 
 def date_and_time(now: datetime) -> bytes:
@@ -137,11 +158,6 @@ def date_and_time(now: datetime) -> bytes:
     return (t.year.to_bytes(2, "big")
             + bytes((t.month, t.day, t.hour, t.minute, t.second, t.microsecond // 100_000))
             + b"+\x00\x00")
-
-
-def vendor_device_id_oid(hardware: HardwareFacts) -> Oid:
-    """Where the 1284 device id lives under the vendor's enterprise arc."""
-    return (1, 3, 6, 1, 4, 1, hardware.enterprise, 1, 1, 1, 0)
 
 
 def colorants(supplies: tuple[Supply, ...]) -> tuple[str, ...]:
@@ -157,29 +173,27 @@ def build_table(m: MibInput) -> OidTable:
     """All instances the agent serves for ``m``, sorted (see module doc)."""
     rows: list[tuple[Oid, MibValue]] = []
     add = rows.append
-    status = ps.printer_status(m.power, m.alerts)
-    hw = m.hardware
-    ident = m.identity
+    status = ps.printer_status(m.power, m.alerts, ready_message=m.ready_message,
+                               operator_message=m.operator_message)
+    hw, ident, mib = m.hardware, m.identity, m.equipment.mib
 
-    # -- SNMPv2-MIB system group ---------------------------------------------------------
-    add(((*SYSTEM, 1, 0), text(sys_descr(ident, hw))))
-    add(((*SYSTEM, 2, 0), oid_value(hw.sys_object_id)))
-    add(((*SYSTEM, 3, 0), ticks(m.uptime_ticks)))
-    add((SYS_CONTACT, text(m.system.contact)))
-    add((SYS_NAME, text(m.system.name)))
-    add((SYS_LOCATION, text(m.system.location)))
-    add(((*SYSTEM, 7, 0), integer(72)))  # sysServices: applications + end-to-end
+    sm.system_group(add, descr=sys_descr(ident, hw, mib.sys_descr),
+                    object_id=hw.sys_object_id, contact=m.system.contact,
+                    name=m.system.name, location=m.system.location)
+    sm.interfaces(add, m.network, speed_mbps=mib.if_speed_mbps,
+                  up=m.power is not PowerState.OFF)
+    sm.snmp_group(add, m.engine)
 
     # -- HOST-RESOURCES-MIB ----------------------------------------------------------------
     hr = HOST_RESOURCES
-    add(((*hr, 1, 1, 0), ticks(m.uptime_ticks)))
-    add(((*hr, 1, 2, 0), text(date_and_time(m.now))))
+    add((HR_SYSTEM_UPTIME, ticks(m.uptime_ticks)))
+    add((HR_SYSTEM_DATE, text(date_and_time(m.now))))
     add(((*hr, 1, 3, 0), integer(HR_DEV)))  # hrSystemInitialLoadDevice
     add(((*hr, 1, 4, 0), text("")))  # hrSystemInitialLoadParameters
     add(((*hr, 1, 5, 0), gauge(0)))  # hrSystemNumUsers
     add(((*hr, 1, 6, 0), gauge(1)))  # hrSystemProcesses
     add(((*hr, 1, 7, 0), integer(0)))  # hrSystemMaxProcesses
-    add(((*hr, 2, 2, 0), integer(2_097_152)))  # hrMemorySize, KBytes
+    add(((*hr, 2, 2, 0), integer(mib.memory_kb)))  # hrMemorySize, KBytes
     dev = (*hr, 3, 2, 1)
     add(((*dev, 1, HR_DEV), integer(HR_DEV)))
     add(((*dev, 2, HR_DEV), oid_value(HR_DEVICE_PRINTER)))
@@ -193,17 +207,21 @@ def build_table(m: MibInput) -> OidTable:
 
     # -- Printer-MIB -------------------------------------------------------------------------
     _general(m, add)
+    _localization(m, add)
     _covers(m, add)
     _inputs(m, add)
     _outputs(m, add)
     _marker(m, status, add)
     _supplies(m, add)
     _media_paths(m, add)
+    _channels(m, status, add)
     _interpreters(m, add)
     _console(status, add)
+    _lights(m, status, add)
     _alerts(m, add)
-    _imaging_counters(m, add)
-    add((vendor_device_id_oid(hw), text(device_id_1284(ident, hw))))
+    vm.imaging_counters(add, counters=m.counters, power=m.power, services=hw.services)
+    vm.vendor_objects(add, identity=ident, mib=mib, color=hw.color,
+                      enterprise=hw.enterprise, counters=m.counters)
     return OidTable(rows)
 
 
@@ -214,7 +232,7 @@ def _general(m: MibInput, add: _Adder) -> None:
     g = (*PRINTER_MIB, 5, 1, 1)
     for col, value in (
         (1, counter(0)),  # prtGeneralConfigChanges
-        (2, integer(1)),  # prtGeneralCurrentLocalization
+        (2, integer(1)),  # prtGeneralCurrentLocalization: prtLocalizationIndex 1
         (3, integer(3)),  # prtGeneralReset: notResetting
         (4, text("")),  # prtGeneralCurrentOperator
         (5, text("")),  # prtGeneralServicePerson
@@ -222,16 +240,27 @@ def _general(m: MibInput, add: _Adder) -> None:
         (7, integer(1)),  # prtOutputDefaultIndex
         (8, integer(1)),  # prtMarkerDefaultIndex
         (9, integer(1)),  # prtMediaPathDefaultIndex
-        (10, integer(1)),  # prtConsoleLocalization
-        (11, integer(1)),  # prtConsoleNumberOfDisplayLines
-        (12, integer(40)),  # prtConsoleNumberOfDisplayChars
+        (10, integer(1)),  # prtConsoleLocalization: prtLocalizationIndex 1
+        (11, integer(DISPLAY_LINES)),  # prtConsoleNumberOfDisplayLines
+        (12, integer(MAX_CHARS)),  # prtConsoleNumberOfDisplayChars
         (13, integer(3)),  # prtConsoleDisable: enabled
+        (14, integer(4)),  # prtAuxiliarySheetStartupPage: off (NVM 744-220 default)
+        (15, integer(4)),  # prtAuxiliarySheetBannerPage: off
         (16, text(m.identity.model)),  # prtGeneralPrinterName
         (17, text(m.identity.serial)),  # prtGeneralSerialNumber
         (18, counter(m.critical_events)),  # prtAlertCriticalEvents
         (19, counter(m.alert_events)),  # prtAlertAllEvents
     ):
         add(((*g, col, HR_DEV), value))
+
+
+def _localization(m: MibInput, add: _Adder) -> None:
+    """prtLocalizationTable: the one localization the panel and PJL LANG use."""
+    loc = (*PRINTER_MIB, 7, 1, 1)
+    mib = m.equipment.mib
+    for col, value in ((2, text(mib.language_code)), (3, text(mib.country_code)),
+                       (4, integer(_UTF8))):
+        add(((*loc, col, HR_DEV, 1), value))
 
 
 def _in_group(alerts: tuple[Alert, ...], group: int, index: int) -> list[Alert]:
@@ -248,40 +277,58 @@ def _covers(m: MibInput, add: _Adder) -> None:
 def _inputs(m: MibInput, add: _Adder) -> None:
     t = (*PRINTER_MIB, 8, 2, 1)
     avail = ps.AVAILABLE_STANDBY if m.power is PowerState.SLEEPING else ps.AVAILABLE_IDLE
-    for tray in range(1, m.hardware.trays + 1):
-        mine = _in_group(m.alerts, 8, tray)
+    for index, tray in enumerate(m.equipment.trays, start=1):
+        mine = _in_group(m.alerts, 8, index)
         empty = any(a.code == 808 for a in mine)
-        size = _A3 if (m.hardware.a3 and tray == 2) else _A4
+        size = tray.dimensions
         for col, value in (
-            (2, integer(4)),  # prtInputType: sheetFeedAutoNonRemovableTray
+            (2, integer(5 if tray.bypass else 4)),  # sheetFeedManual / AutoNonRemovable
             (3, integer(_TENTHOUSANDTHS_OF_INCHES)),
             (4, integer(size[0])),
             (5, integer(size[1])),
             (6, integer(size[0])),
             (7, integer(size[1])),
             (8, integer(8)),  # prtInputCapacityUnit: sheets
-            (9, integer(520)),
+            (9, integer(tray.capacity)),
             (10, integer(0 if empty else -3)),  # -3: some remains
             (11, integer(ps.subunit_status(avail, mine))),
-            (12, text("iso-a3" if size == _A3 else "iso-a4")),
-            (13, text(f"Tray {tray}")),
-            (18, text(f"Tray {tray}")),
+            (12, text(tray.media)),
+            (13, text(tray.name)),
+            (14, text(m.identity.manufacturer)),  # prtInputVendorName
+            (15, text(m.identity.model)),  # prtInputModel
+            (16, text("")),  # prtInputVersion
+            (17, text("")),  # prtInputSerialNumber
+            (18, text(tray.name)),
+            (19, integer(_PRESENT_OFF)),  # prtInputSecurity
+            (20, integer(80)),  # prtInputMediaWeight: g/m2
+            (21, text("stationery")),  # prtInputMediaType
+            (22, text("white")),  # prtInputMediaColor
+            (23, integer(1)),  # prtInputMediaFormParts
         ):
-            add(((*t, col, HR_DEV, tray), value))
+            add(((*t, col, HR_DEV, index), value))
 
 
 def _outputs(m: MibInput, add: _Adder) -> None:
     o = (*PRINTER_MIB, 9, 2, 1)
-    mine = _in_group(m.alerts, 9, 1)
-    for col, value in (
-        (2, integer(4)),  # prtOutputType: unRemovableBin
-        (3, integer(8)),  # sheets
-        (4, integer(500)),
-        (5, integer(-3)),
-        (6, integer(ps.subunit_status(ps.AVAILABLE_IDLE, mine))),
-        (7, text("Center Output Tray")),
-    ):
-        add(((*o, col, HR_DEV, 1), value))
+    for index, out_bin in enumerate(m.equipment.bins, start=1):
+        mine = _in_group(m.alerts, 9, index)
+        for col, value in (
+            (2, integer(4)),  # prtOutputType: unRemovableBin
+            (3, integer(8)),  # sheets
+            (4, integer(out_bin.capacity)),
+            (5, integer(-3)),  # prtOutputRemainingCapacity: some remains
+            (6, integer(ps.subunit_status(ps.AVAILABLE_IDLE, mine))),
+            (7, text(out_bin.name)),
+            (8, text(m.identity.manufacturer)),  # prtOutputVendorName
+            (9, text(m.identity.model)),  # prtOutputModel
+            (10, text("")),  # prtOutputVersion
+            (11, text("")),  # prtOutputSerialNumber
+            (12, text(out_bin.name)),  # prtOutputDescription
+            (13, integer(_PRESENT_OFF)),  # prtOutputSecurity
+            (19, integer(4)),  # prtOutputStackingOrder: firstToLast
+            (20, integer(4)),  # prtOutputPageDeliveryOrientation: faceDown
+        ):
+            add(((*o, col, HR_DEV, index), value))
 
 
 def _marker(m: MibInput, status: ps.PrinterStatus, add: _Adder) -> None:
@@ -355,20 +402,69 @@ def _media_paths(m: MibInput, add: _Adder) -> None:
             add(((*p, col, HR_DEV, index), value))
 
 
-_INTERPRETERS = ((5, "PJL", "PJL"), (3, "PCL", "PCL 6"), (6, "PostScript", "PostScript 3"))
+def _channels(m: MibInput, status: ps.PrinterStatus, add: _Adder) -> None:
+    """prtChannelTable: port 9100 and LPD, both with PJL as job control language."""
+    c = (*PRINTER_MIB, 14, 1, 1)
+    offline = ps.Condition.OFFLINE in status.conditions
+    state = ps.AVAILABLE_IDLE | (ps.OFF_LINE if offline else 0)
+    for index, (kind, info) in enumerate(((_CH_PORT9100, "Port=9100"),
+                                          (_CH_LPD, "Queue=lp")), start=1):
+        for col, value in (
+            (2, integer(kind)),
+            (3, text("")),  # prtChannelProtocolVersion
+            (4, integer(1)),  # prtChannelCurrentJobCntlLangIndex: PJL
+            (5, integer(2)),  # prtChannelDefaultPageDescLangIndex: the first PDL
+            (6, integer(_CH_PRINT_DATA_ACCEPTED)),
+            (7, integer(sm.IF_INDEX)),  # prtChannelIfIndex
+            (8, integer(state)),  # prtChannelStatus
+            (9, text(info)),  # prtChannelInformation
+        ):
+            add(((*c, col, HR_DEV, index), value))
 
 
 def _interpreters(m: MibInput, add: _Adder) -> None:
+    """prtInterpreterTable: PJL, then the page description languages PJL INFO CONFIG
+    lists, in the same order."""
     t = (*PRINTER_MIB, 15, 1, 1)
     version = m.identity.firmware.get("system", "")
-    for i, (family, level, description) in enumerate(_INTERPRETERS, start=1):
-        for col, value in ((2, integer(family)), (3, text(level)), (4, text(version)),
-                           (5, text(description))):
+    for i, name in enumerate(m.equipment.interpreters, start=1):
+        family, description = LANGUAGE_FAMILIES[name]
+        for col, value in (
+            (2, integer(family)),
+            (3, text(name)),  # prtInterpreterLangLevel
+            (4, text(version)),  # prtInterpreterLangVersion
+            (5, text(description)),
+            (6, text(version)),  # prtInterpreterVersion
+            (7, integer(_PORTRAIT)),  # prtInterpreterDefaultOrientation
+            (8, integer(600)),  # prtInterpreterFeedAddressability (dpi)
+            (9, integer(600)),  # prtInterpreterXFeedAddressability
+            (10, integer(_UTF8)),  # prtInterpreterDefaultCharSetIn
+            (11, integer(_UTF8)),  # prtInterpreterDefaultCharSetOut
+            (12, integer(_YES if name == "PJL" else _NO)),  # prtInterpreterTwoWay
+        ):
             add(((*t, col, HR_DEV, i), value))
 
 
 def _console(status: ps.PrinterStatus, add: _Adder) -> None:
-    add(((*PRINTER_MIB, 16, 5, 1, 2, HR_DEV, 1), text(status.display[:40])))
+    add(((*PRINTER_MIB, 16, 5, 1, 2, HR_DEV, 1), text(status.display[:MAX_CHARS])))
+
+
+def _lights(m: MibInput, status: ps.PrinterStatus, add: _Adder) -> None:
+    """prtConsoleLightTable: Ready (on while it can print), Attention (on for a
+    warning, blinking for a critical alert), Energy Saver (on while asleep).
+    On/off times in ms: (n, 0) steady on, (0, n) off, both set blinking."""
+    on, off, blink = (1000, 0), (0, 1000), (500, 500)
+    ready = on if status.device is not ps.DeviceStatus.DOWN else off
+    attention = (blink if status.device is ps.DeviceStatus.DOWN
+                 else on if status.device is ps.DeviceStatus.WARNING else off)
+    saver = on if m.power is PowerState.SLEEPING else off
+    lights = ((ready, _GREEN, "Ready"), (attention, _ORANGE, "Attention"),
+              (saver, _GREEN, "Energy Saver"))
+    t = (*PRINTER_MIB, 17, 6, 1)
+    for index, ((on_ms, off_ms), color, name) in enumerate(lights, start=1):
+        for col, value in ((2, integer(on_ms)), (3, integer(off_ms)), (4, integer(color)),
+                           (5, text(name))):
+            add(((*t, col, HR_DEV, index), value))
 
 
 def _alerts(m: MibInput, add: _Adder) -> None:
@@ -385,58 +481,3 @@ def _alerts(m: MibInput, add: _Adder) -> None:
             (9, ticks(alert.uptime_ticks)),
         ):
             add(((*a, col, HR_DEV, alert.index), value))
-
-
-# -- PWG-IMAGING-COUNTER-MIB (PWG 5106.3) ----------------------------------------------------
-
-# IcServiceTypeTC values, and the icKeyIndex each service gets here (1 is the totals).
-_IC_SERVICES: tuple[tuple[int, str, int], ...] = (
-    (1, "systemTotals", 3),
-    (2, "print", 11),
-    (3, "copy", 4),
-    (4, "fax", 7),  # faxIn: received faxes are printed
-    (5, "scan", 12),
-)
-_IC_WORK_TOTALS = 3  # IcWorkTypeTC workTotals
-_IC_LIFETIME = 3  # IcPersistenceTC lifetime
-_IC_MAX = 2_147_483_647  # IcCounter32 is Integer32 (0..2^31-1)
-
-
-def _ic(v: int) -> MibValue:
-    return integer(min(max(v, 0), _IC_MAX))
-
-
-def _imaging_counters(m: MibInput, add: _Adder) -> None:
-    """icKeyTable, icServiceTable and lifetime work totals per service.
-
-    The model keeps black/color and sheets for the whole device and impressions per
-    job kind, so the totals row has monochrome/full-color impressions and sheets and
-    the service rows have their total impressions (scan: images). Columns the model
-    has no value for are not instantiated.
-    """
-    ic, c = IMAGING_COUNTERS, m.counters
-    per_service = {"print": c.print_impressions, "copy": c.copy_impressions,
-                   "fax": c.fax_impressions}
-    state = 7 if m.power in (PowerState.OFF, PowerState.FAULTED) else (
-        4 if m.power is PowerState.PRINTING else 3)  # down / processing / idle
-    services = [row for row in _IC_SERVICES
-                if row[1] == "systemTotals" or row[1] in m.hardware.services]
-    add(((*ic, 1, 2, 0), _ic(len(services))))  # icGeneralTotalServiceRecords
-    for key, name, service_type in services:
-        add(((*ic, 2, 1, 1, 2, key), integer(service_type)))  # icKeyServiceType
-        add(((*ic, 2, 1, 1, 3, key), integer(1)))  # icKeyServiceIndex
-        svc = (*ic, 3, 1, 1)
-        add(((*svc, 3, service_type, 1), integer(key)))  # icServiceKey
-        add(((*svc, 4, service_type, 1), text(name)))  # icServiceInfo
-        add(((*svc, 6, service_type, 1), integer(state)))  # icServiceState
-        row = (key, _IC_WORK_TOTALS, _IC_LIFETIME)
-        imp = (*ic, 8, 1, 1)  # icImpressionTable
-        if name == "systemTotals":
-            add(((*imp, 4, *row), _ic(c.total_impressions)))
-            add(((*imp, 5, *row), _ic(c.black_impressions)))
-            add(((*imp, 7, *row), _ic(c.color_impressions)))
-            add(((*ic, 10, 1, 1, 4, *row), _ic(c.sheets)))  # icSheetTotalSheets
-        elif name == "scan":
-            add(((*ic, 7, 1, 1, 4, *row), _ic(c.scan_images)))  # icImageTotalImages
-        else:
-            add(((*imp, 4, *row), _ic(per_service[name])))

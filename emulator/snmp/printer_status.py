@@ -16,6 +16,11 @@ Rules (RFC 2790 hrPrinterDetectedErrorState, RFC 3805 section 2.2.13.2 and appen
   availability (0 idle, 2 standby, 4 active, 3 broken) plus 8 for a non-critical
   alert, 16 for a critical one, 64 while transitioning (booting).
 
+- An operator message (PJL OPMSG, :mod:`emulator.model.console`) holds the printer
+  off line: condition offline, hrDeviceStatus down(5), prtMarkerStatus +32.
+- The display text is :func:`emulator.model.console.display_text`, the one text every
+  face of the printer reports.
+
 The JetDirect port maps the same :class:`PrinterStatus` onto PJL status codes, so the
 two views of one printer never disagree.
 """
@@ -27,6 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from device_direct.model import Alert, PowerState, Severity
+from emulator.model.console import display_text
+from emulator.model.device import EmulatedDevice
 
 
 class Condition(enum.IntEnum):
@@ -153,9 +160,13 @@ def subunit_status(availability: int, alerts: Iterable[Alert]) -> int:
     return value
 
 
-def printer_status(power: PowerState, alerts: tuple[Alert, ...]) -> PrinterStatus:
-    """Apply the status rules (module doc) to ``power`` and the active ``alerts``."""
+def printer_status(power: PowerState, alerts: tuple[Alert, ...], *, ready_message: str = "",
+                   operator_message: str = "") -> PrinterStatus:
+    """Apply the status rules (module doc) to ``power``, the active ``alerts`` and the
+    panel's messages."""
     conditions = conditions_of(alerts)
+    if operator_message and power is not PowerState.OFF:
+        conditions = conditions | {_C.OFFLINE}
     critical = [a for a in alerts if a.severity is Severity.CRITICAL]
     warnings = [a for a in alerts if a.severity is Severity.WARNING]
     faulted = power is PowerState.FAULTED
@@ -190,20 +201,12 @@ def printer_status(power: PowerState, alerts: tuple[Alert, ...]) -> PrinterStatu
     if _C.OFFLINE in conditions:
         marker |= OFF_LINE
     return PrinterStatus(device=device, printer=printer, conditions=conditions,
-                         marker_status=marker, display=_display(power, critical, alerts))
+                         marker_status=marker,
+                         display=display_text(power, alerts, ready_message, operator_message))
 
 
-def _display(power: PowerState, critical: list[Alert], alerts: tuple[Alert, ...]) -> str:
-    if critical:
-        return critical[0].description
-    if power is PowerState.BOOTING:
-        return "Warming up"
-    if power is PowerState.PRINTING:
-        return "Printing"
-    if power is PowerState.SLEEPING:
-        return "Energy saver"
-    if power is PowerState.FAULTED:
-        return "Call for service"
-    if alerts:
-        return f"Ready; {alerts[0].description}"
-    return "Ready to print"
+def status_of_device(device: EmulatedDevice) -> PrinterStatus:
+    """The status of ``device`` now, its panel's messages included."""
+    console = device.console
+    return printer_status(device.power, device.alerts(), ready_message=console.ready_message,
+                          operator_message=console.operator_message)

@@ -34,12 +34,13 @@ def check_display_string(field: str, value: bytes) -> str:
 class SystemSettings:
     """The three writable system strings, persisted to ``path`` when one is given."""
 
-    __slots__ = ("_path", "_values")
+    __slots__ = ("_path", "_values", "revision")
 
     def __init__(self, *, name: str, contact: str = "", location: str = "",
                  path: Path | None = None) -> None:
         self._path = path
         self._values = {"contact": contact, "name": name, "location": location}
+        self.revision = 0  # grows with every update (the agent's snapshot follows it)
         if path is not None and path.exists():
             self._load(path)
 
@@ -56,6 +57,7 @@ class SystemSettings:
         for field, value in changes.items():
             check_display_string(field, value.encode("utf-8"))
         self._values.update(changes)
+        self.revision += 1
         if self._path is not None:
             self._save(self._path)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from closed_pipe import run_with_stdout_closed
 
 from emulator.clock import VirtualClock
 from emulator.device_control import serve_control
@@ -119,6 +120,12 @@ def test_cli_device_and_device_ctl(tmp_path: Path) -> None:
         assert code == 0 and result["impressions"] == 2
         code, _ = ctl("send-now")
         assert code == 1  # refused: this device runs without an agent
+
+        # `device-ctl ... state | head -1`: the reader is gone before the answer comes.
+        closed = run_with_stdout_closed(
+            [sys.executable, "-m", "emulator", "device-ctl", "--port",
+             str(info["control_port"]), "state"])
+        assert (closed.returncode, closed.stderr) == (141, "")
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0

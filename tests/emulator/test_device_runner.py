@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ async def test_cli_prints_its_ports_serves_and_stops_on_sigterm(tmp_path: Path) 
         out, _ = await snmp.communicate()
         assert out.decode().strip().endswith('STRING: "CLI0001"')
         answer = await _pjl(info["jetdirect_port"], b"@PJL INFO ID\r\n")
-        assert b'"ColorWorks C8045"' in answer
+        assert b'"WorkCentre 7545"' in answer
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -104,3 +105,13 @@ async def test_runner_prints_through_9100_and_uploads_through_its_agent(tmp_path
             assert await runner.agent_error() is None
         finally:
             await runner.stop()
+
+
+def test_unknown_profile_is_a_usage_error_naming_the_option_and_the_profiles() -> None:
+    done = subprocess.run([sys.executable, "-m", "emulator", "device", "--profile", "bogus",
+                           "--no-agent"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "key '--profile'" in done.stderr and "'bogus'" in done.stderr
+    assert "office-color" in done.stderr  # what the user could have meant

@@ -87,7 +87,7 @@ async def test_install_checkpoint_cuts_before_the_bank_is_written() -> None:
 async def test_server_fault_windows_overlap_as_layers(tmp_path: Path) -> None:
     server = ReferenceServer(tmp_path / "srv")
     later: list[tuple[float, object]] = []
-    faults = ServerFaults(server, 1, {"office-mono": "MonoWorks B5055"})
+    faults = ServerFaults(server, 1, {"office-mono": "Phaser 4600"})
 
     def step(kind: str, order: int, **params: object) -> Step:
         return Step(server.clock.now(), order, kind, None, params, f"event[{order}]")
@@ -113,12 +113,12 @@ async def test_server_fault_windows_overlap_as_layers(tmp_path: Path) -> None:
 async def test_bad_campaigns_are_forced_offers_and_a_good_one_replaces_them(
         tmp_path: Path) -> None:
     server = ReferenceServer(tmp_path / "srv")
-    faults = ServerFaults(server, 1, {"office-mono": "MonoWorks B5055"})
+    faults = ServerFaults(server, 1, {"office-mono": "Phaser 4600"})
     at = server.clock.now()
     faults.apply(Step(at, 0, "firmware_campaign", None, {
         "version": "102.0", "image": "corrupt", "size_bytes": 4096, "profile": None}, "e"),
         lambda m, a: None)
-    offer = server.firmware_qa.offers["MonoWorks B5055"]
+    offer = server.firmware_qa.offers["Phaser 4600"]
     assert offer["manifest"]["version"] == "102.0"
     served = server.firmware_qa.images[offer["manifest"]["sha256"]]
     assert len(served) == 4096 and __import__("hashlib").sha256(
@@ -126,8 +126,8 @@ async def test_bad_campaigns_are_forced_offers_and_a_good_one_replaces_them(
     faults.apply(Step(at, 1, "firmware_campaign", None, {
         "version": "103.0", "image": "good", "size_bytes": 4096, "profile": None}, "e"),
         lambda m, a: None)
-    assert "MonoWorks B5055" not in server.firmware_qa.offers
-    assert [f["manifest"]["version"] for f in server.storage.firmware("MonoWorks B5055")] \
+    assert "Phaser 4600" not in server.firmware_qa.offers
+    assert [f["manifest"]["version"] for f in server.storage.firmware("Phaser 4600")] \
         == ["103.0"]
     server.storage.close()
 

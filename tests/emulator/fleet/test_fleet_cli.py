@@ -19,7 +19,8 @@ def test_help_reads_well() -> None:
     out = subprocess.run([sys.executable, "-m", "emulator.fleet", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for words in ("--devices N", "--days D", "--mix P:W,...", "--shard i/K", "--processes K",
+    for words in ("--devices N", "--days D", "--mix P:W,...", "--shard [i/K]", "--processes K",
+                  "--cluster tcp://HOST:PORT", "merge-reports REPORT...", "--metrics-port P",
                   "--server URL", "--registration-key KEY", "--key-file FILE", "--report FILE",
                   "embedded reference server", "Exit codes"):
         assert words in out.stdout, words
@@ -82,7 +83,8 @@ def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     out = subprocess.run(
         [sys.executable, "-m", "emulator.fleet", "--devices", "4", "--days", "2",
-         "--processes", "2", "--report", str(report), "--work-dir", str(tmp_path / "w")],
+         "--processes", "2", "--report", str(report), "--work-dir", str(tmp_path / "w"),
+         "--stats-csv", str(tmp_path / "stats.csv")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(report.read_text())
@@ -90,6 +92,9 @@ def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
     assert sorted(d["index"] for d in data["devices"]) == [0, 1, 2, 3]
     assert sum(data["server_uploads"].values()) == 8
     assert all(e["ok"] for e in data["expectations"])
+    # the shards' live figures reach the parent's --stats-csv, summed
+    last = (tmp_path / "stats.csv").read_text().splitlines()[-1].split(",")
+    assert last[2:4] == ["8", "8"]  # device_days, device_days_delivered
 
 
 def test_two_processes_issue_actions_through_the_parents_server(tmp_path: Path) -> None:
@@ -160,3 +165,35 @@ async def test_progress_counts_device_days_as_they_are_delivered(tmp_path: Path)
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[-1] == spec.device_days
     assert len({d for d in done if 0 < d < spec.device_days}) >= 3
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, at any depth (function bodies too)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_fleet_cli_uses_scenario_cli_and_not_the_other_way_round() -> None:
+    # Issue 17.14: the two imported each other (scenario_cli took the work-dir helper
+    # from cli inside a function); the shared piece lives in cli_common now.
+    fleet = ROOT / "emulator" / "fleet"
+    assert "emulator.fleet.scenario_cli" in _imports(fleet / "cli.py")
+    assert "emulator.fleet.cli" not in _imports(fleet / "scenario_cli.py")
+    assert "emulator.fleet.cli_common" in _imports(fleet / "scenario_cli.py")
+    assert not {"emulator.fleet.cli", "emulator.fleet.scenario_cli"} & _imports(
+        fleet / "cli_common.py")
+
+
+def test_no_two_fleet_modules_import_each_other() -> None:
+    # Every import counts (function bodies and TYPE_CHECKING too), as for the server.
+    from tests.emulator.test_import_cycles import _cycles, _graph
+
+    paths = sorted((ROOT / "emulator" / "fleet").glob("*.py"))
+    assert _cycles(_graph(paths)) == []

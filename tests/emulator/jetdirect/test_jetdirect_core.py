@@ -144,10 +144,12 @@ def test_dlm_header() -> None:
         parse_dlm(DLM.replace(b"%%OID_ATT_DLM_NAME", b"garbage"))
 
 
-def _view(power: PowerState, *alerts: Alert, msg: str = "") -> DeviceView:
-    return DeviceView(model="ColorWorks C8045", status=printer_status(power, alerts),
-                      power=power, page_count=42, color=True, trays=4, duplex=True, a3=True,
-                      ready_message=msg)
+def _view(power: PowerState, *alerts: Alert, msg: str = "", opmsg: str = "") -> DeviceView:
+    status = printer_status(power, alerts, ready_message=msg, operator_message=opmsg)
+    return DeviceView(model="WorkCentre 7545", status=status, power=power, page_count=42,
+                      color=True, trays=4, duplex=True, a3=True,
+                      options=("HDD-320GB",), serial="S1", product_code="C8045/ASP",
+                      firmware=(("SS", "1.2.3"),))
 
 
 def test_pjl_answers() -> None:
@@ -176,5 +178,18 @@ def test_pjl_answers() -> None:
     assert "IN TRAYS [4 ENUMERATED]" in s.command("@PJL INFO CONFIG",
                                                   _view(PowerState.READY)).reply
     assert "RENDERMODE=COLOR" in s.command("@PJL INFO VARIABLES", _view(PowerState.READY)).reply
+    # OPMSG holds the printer off line with the message on the panel.
+    assert s.command('@PJL OPMSG DISPLAY="CALL IT"', _view(PowerState.READY)).operator_message == (
+        "CALL IT")
+    offline = pjl_status(_view(PowerState.READY, opmsg="CALL IT"))
+    assert (offline.code, offline.display, offline.online) == (10002, "CALL IT", False)
+    # The categories tools ask for are answered, none with "?".
+    for category, expect in (("MEMORY", "TOTAL=2147483648"), ("PRODINFO", 'SERIALNUMBER="S1"'),
+                             ("FILESYS", "1:\t320000000000"),
+                             ("CONFIG", "LANGUAGES [3 ENUMERATED]\r\n\tPCL\r\n\tPCLXL")):
+        reply = s.command(f"@PJL INFO {category}", _view(PowerState.READY)).reply
+        assert expect in reply, reply
+    assert s.command("@PJL DINQUIRE LANG", _view(PowerState.READY)).reply == (
+        "@PJL DINQUIRE LANG\r\nENGLISH\r\n\x0c")
     assert s.command("@PJL INQUIRE COPIES", _view(PowerState.READY)).reply == (
         "@PJL INQUIRE COPIES\r\n1\r\n\x0c")

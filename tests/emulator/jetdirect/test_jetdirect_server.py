@@ -60,16 +60,16 @@ async def send_and_close(server: JetDirectServer, data: bytes) -> bytes:
 
 async def test_info_commands_the_way_tools_send_them(rig: Rig) -> None:
     _, server = rig
-    assert await ask(server, b"@PJL INFO ID\r\n") == b'@PJL INFO ID\r\n"ColorWorks C8045"\r\n\x0c'
+    assert await ask(server, b"@PJL INFO ID\r\n") == b'@PJL INFO ID\r\n"WorkCentre 7545"\r\n\x0c'
     status = await ask(server, b"@PJL INFO STATUS\r\n")
-    assert status == (b'@PJL INFO STATUS\r\nCODE=10001\r\nDISPLAY="00 READY"\r\n'
+    assert status == (b'@PJL INFO STATUS\r\nCODE=10001\r\nDISPLAY="Ready to print"\r\n'
                       b"ONLINE=TRUE\r\n\x0c")
     assert (await ask(server, b"@PJL INFO PAGECOUNT\r\n")).endswith(b"\r\n0\r\n\x0c")
     ustatus = await ask(server, b"@PJL INFO USTATUS\r\n")
     assert b"DEVICE=OFF [3 ENUMERATED]\r\n\tOFF\r\n\tON\r\n\tVERBOSE" in ustatus
     assert b"TIMED=0 [2 RANGE]" in ustatus
     config = await ask(server, b"@PJL INFO CONFIG\r\n")
-    assert b"IN TRAYS [4 ENUMERATED]" in config and config.endswith(b"\x0c")
+    assert b"IN TRAYS [5 ENUMERATED]" in config and config.endswith(b"\x0c")
     variables = await ask(server, b"@PJL INFO VARIABLES\r\n")
     assert b"COPIES=1 [2 RANGE]" in variables
 
@@ -79,7 +79,7 @@ async def test_bare_status_and_nmap_probe(rig: Rig) -> None:
     bare = await send_and_close(server, b"@PJL INFO STATUS\r\n")
     assert bare.startswith(b"@PJL INFO STATUS\r\nCODE=10001\r\n") and bare.endswith(FF)
     nmap = await send_and_close(server, b"\x1b%-12345X@PJL INFO ID\r\n\x1b%-12345X\r\n")
-    assert nmap == b'@PJL INFO ID\r\n"ColorWorks C8045"\r\n\x0c'
+    assert nmap == b'@PJL INFO ID\r\n"WorkCentre 7545"\r\n\x0c'
 
 
 async def test_print_jobs_move_the_meters_by_the_documented_count(rig: Rig) -> None:
@@ -109,7 +109,7 @@ async def test_unsolicited_status(rig: Rig) -> None:
     writer.write(UEL + b"@PJL USTATUS DEVICE=ON\r\n@PJL USTATUS JOB=ON\r\n"
                        b"@PJL USTATUS PAGE=ON\r\n")
     first = await asyncio.wait_for(reader.readuntil(FF), timeout=10)
-    assert first == (b'@PJL USTATUS DEVICE\r\nCODE=10001\r\nDISPLAY="00 READY"\r\n'
+    assert first == (b'@PJL USTATUS DEVICE\r\nCODE=10001\r\nDISPLAY="Ready to print"\r\n'
                      b"ONLINE=TRUE\r\n\x0c")
     device.jam()
     writer.write(UEL + b'@PJL JOB NAME="j"\r\n' + UEL + b"text\x0c" + UEL)
@@ -129,7 +129,7 @@ async def test_rdymsg_changes_the_display(rig: Rig) -> None:
     await ask(server, b'@PJL RDYMSG DISPLAY="INSERT COIN"\r\n')
     assert b'DISPLAY="INSERT COIN"' in await ask(server, b"@PJL INFO STATUS\r\n")
     await ask(server, b'@PJL RDYMSG DISPLAY=""\r\n')
-    assert b'DISPLAY="00 READY"' in await ask(server, b"@PJL INFO STATUS\r\n")
+    assert b'DISPLAY="Ready to print"' in await ask(server, b"@PJL INFO STATUS\r\n")
 
 
 DLM = (b'%%XRXbegin\n%%OID_ATT_JOB_TYPE OID_VAL_JOB_TYPE_DYNAMIC_LOADABLE_MODULE\n'
@@ -175,7 +175,7 @@ async def test_concurrent_clients(rig: Rig) -> None:
                 tag=f"D{n}") for n in range(1, 7)]
     infos = [ask(server, b"@PJL INFO ID\r\n", tag=f"I{n}") for n in range(6)]
     results = await asyncio.gather(*jobs, *infos)
-    assert all(b"ColorWorks C8045" in r for r in results[6:])
+    assert all(b"WorkCentre 7545" in r for r in results[6:])
     assert device.counters().total_impressions == 2 * sum(range(1, 7))
 
 
@@ -194,7 +194,7 @@ async def test_garbage_and_oversize_get_a_clean_close(rig: Rig) -> None:
     for _ in range(20):
         await send_and_close(server, rng.randbytes(rng.randint(1, 300)))
     assert device.counters().total_impressions >= 0
-    assert b"ColorWorks C8045" in await ask(server, b"@PJL INFO ID\r\n")
+    assert b"WorkCentre 7545" in await ask(server, b"@PJL INFO ID\r\n")
 
 
 async def test_idle_connections_are_closed(rig: Rig) -> None:

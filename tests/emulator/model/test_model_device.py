@@ -94,7 +94,7 @@ async def test_configuration_report_counts_one_impression() -> None:
     dev = make_device()
     text = await dev.print_configuration_report()
     assert dev.last_report == text
-    assert "ColorWorks C8045" in text and "SN0001" in text and "100.002.057.09608" in text
+    assert "WorkCentre 7545" in text and "SN0001" in text and "100.002.057.09608" in text
     c = dev.counters()
     assert (c.total_impressions, c.report_impressions) == (1, 1)
 
@@ -125,9 +125,13 @@ def test_hfsi_saturates_at_maximum_until_replaced() -> None:
     base = load_profile("office-mono")
     small = HfsiSpec(id="950-803", name="Tray 1 Feed Roll", life=100, rule="sheets",
                      maximum=150)
-    prof = dataclasses.replace(base, hfsi=(small,))
+    # The profile's links to its other HFSI items go with them.
+    prof = dataclasses.replace(
+        base, hfsi=(small,),
+        supplies=tuple(dataclasses.replace(s, hfsi="") for s in base.supplies),
+        faults=tuple(dataclasses.replace(f, parts=()) for f in base.faults))
     dev = make_device(prof)
-    for day in days_from(date(2026, 1, 5), 5):
+    for day in days_from(date(2026, 1, 5), 5):  # the maintenance visit is 5 working days out
         dev.run_day(day)
     item = dev.snapshot().hfsi[0]
     assert item.count == 150

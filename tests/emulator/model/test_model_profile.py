@@ -47,6 +47,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         (('type = "toner"', 'type = "tonre"'), "supplies[0].type", "must be one of"),
         (('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"'), "usage", "time zone"),
         (("class = 4", "class = 3"), "supplies[10]", "waste"),
+        (("lead_time_days = [2, 5]", "lead_time_days = [5, 2]"), "usage", "lead_time_days"),
+        (("month_factors = [0.95, ", "month_factors = ["), "usage.month_factors",
+         "12 numbers"),
+        (('hfsi = "950-801"', "hfsi = 801"), "supplies[8].hfsi", "expected a string"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path: Path, change: tuple[str, str], key: str,
@@ -74,3 +78,9 @@ def test_missing_table_and_syntax_error(tmp_path: Path) -> None:
 def test_unknown_profile_name_lists_the_known_ones() -> None:
     with pytest.raises(ProfileError, match="office-color"):
         load_profile("office-colour")
+
+
+def test_a_supply_linked_to_an_unknown_hfsi_item_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace('hfsi = "950-801"', 'hfsi = "950-899"', 1))
+    with pytest.raises(ProfileError, match=r"bad\.toml.*Fuser.*950-899.*not an HFSI item"):
+        read_profile(path)

@@ -25,12 +25,13 @@ def test_chaos_fleet_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> N
     assert "payloads lost    0" in out.stdout
     assert "stored twice     0" in out.stdout
     data = json.loads(report.read_text())
-    assert data["ok"] and data["devices"] == 200 and data["days"] == 14
-    assert data["faults_injected"] >= 1000
-    kinds = data["injected"]
+    assert data["ok"] and data["fleet"]["devices"] == 200 and data["fleet"]["days"] == 14
+    totals = data["totals"]
+    assert totals["faults_injected"] >= 1000
+    kinds = data["scenario"]["injected"]
     for kind in ("kill", "power_loss", "net", "server_5xx"):
         assert kinds.get(kind, 0) >= 40, kinds
-    assert data["payloads_lost"] == 0 and data["stored_twice"] == 0
-    assert data["uploads_stored"] == data["payloads_queued"] >= 2000
-    assert data["totals"]["uploads_duplicate"] > 0  # power cut after the answer: re-sent
-    assert data["reboots"] >= 500
+    assert totals["payloads_lost"] == 0 and totals["stored_twice"] == 0
+    assert totals["uploads_stored"] == totals["payloads_queued"] >= 2000
+    assert totals["uploads_duplicate"] > 0  # power cut after the answer: re-sent
+    assert totals["reboots"] >= 500

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import os
+import signal
+import ssl
+import sys
+from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
+from refserver_helpers import payload_zip, register
 
+from emulator.clock import VirtualClock
 from emulator.server import ReferenceServer
 from emulator.server.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_cli_keys_firmware_devices_and_key_export(
@@ -46,3 +58,93 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path,
     assert main(["server", "--state-dir", state, "publish-firmware", "--model", "M",
                  "--version", "one", str(image)]) == 2
     assert "dotted" in capsys.readouterr().err
+
+
+async def test_run_reports_the_address_it_is_bound_to(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "emulator", "server", "--state-dir", str(state), "run",
+        "--host", "127.0.0.1", "--port", "0", cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        if not line:
+            pytest.fail(f"server did not start: {(await proc.stderr.read()).decode()}")
+        info = json.loads(line)
+        assert info["base_url"] == f"https://127.0.0.1:{info['port']}"
+        assert info["listening"] == [f"127.0.0.1:{info['port']}"]
+        # The URL works as printed: TLS verified against the printed CA, JSON answer.
+        ctx = ssl.create_default_context(cafile=info["ca_cert"])
+        async with aiohttp.ClientSession() as s, s.get(
+                info["base_url"] + "/dd/v1/devices/x/actions", ssl=ctx) as r:
+            assert r.status == 401 and (await r.json())["error"]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+    assert code == 0
+
+
+def test_base_url_follows_the_listening_address(tmp_path: Path) -> None:
+    cases = {"127.0.0.1": "https://127.0.0.1:8443", "::1": "https://[::1]:8443",
+             "0.0.0.0": "https://127.0.0.1:8443", "printer-gw.example": "https://printer-gw.example:8443"}
+    for host, url in cases.items():
+        server = ReferenceServer(tmp_path / "state", host=host, port=8443)
+        server.storage.close()
+        assert server.base_url == url, host
+
+
+async def test_export_writes_the_zips_as_received(
+        server: ReferenceServer, vclock: VirtualClock, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    a = await register(server, tmp_path / "a", "EXP-A")
+    b = await register(server, tmp_path / "b", "EXP-B")
+    sent: dict[str, bytes] = {}
+    for dev, seq in ((a, 1), (b, 1), (a, 2)):
+        if seq == 2:
+            vclock.advance_to(vclock.now() + timedelta(days=1))
+        upload_id, zip_ = payload_zip(serial=dev.serial, sequence=seq)
+        assert (await dev.upload(zip_, upload_id))[0] == 201
+        sent[upload_id] = zip_
+    state = str(server.state_dir)
+
+    out = tmp_path / "all"
+    assert main(["server", "--state-dir", state, "export", "--json", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["uploads"], summary["devices"]) == (3, 2)
+    index = json.loads((out / "uploads.json").read_text())
+    assert {r["upload_id"]: (out / r["file"]).read_bytes() for r in index} == sent
+    assert all(hashlib.sha256((out / r["file"]).read_bytes()).hexdigest() == r["sha256"]
+               for r in index)
+    assert not list(out.rglob("*.part"))
+
+    one = tmp_path / "one"
+    assert main(["server", "--state-dir", state, "export", "--device", b.device_id,
+                 str(one)]) == 0
+    assert "exported 1 uploads" in capsys.readouterr().out
+    (only,) = json.loads((one / "uploads.json").read_text())
+    assert only["device_id"] == b.device_id and (one / only["file"]).read_bytes() == sent[
+        only["upload_id"]]
+
+    late = tmp_path / "late"
+    since = (vclock.now() - timedelta(hours=1)).isoformat()
+    assert main(["server", "--state-dir", state, "export", "--since", since, str(late)]) == 0
+    (last,) = json.loads((late / "uploads.json").read_text())
+    assert (last["device_id"], last["sequence"]) == (a.device_id, 2)
+
+
+def test_export_refuses_bad_input_in_one_line(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-such-state"
+    assert main(["server", "--state-dir", str(missing), "export", str(tmp_path / "o")]) == 2
+    assert "no server state" in capsys.readouterr().err and not missing.exists()
+    state = tmp_path / "state"
+    ReferenceServer(state).storage.close()
+    assert main(["server", "--state-dir", str(state), "export", "--since", "yesterday",
+                 str(tmp_path / "o")]) == 2
+    assert "--since" in capsys.readouterr().err
+    assert main(["server", "--state-dir", str(state), "export", "--device", "dd-nobody",
+                 str(tmp_path / "o")]) == 2
+    assert "--device" in capsys.readouterr().err

@@ -187,3 +187,24 @@ def test_corrupted_valid_zips_are_rejected_cleanly(junk: bytes, offset: int) -> 
         assert exc.detail
     else:
         assert facts.upload_id == upload_id  # the corruption hit something unused
+
+
+def _claim_zip_version(body: bytes, version: int) -> bytes:
+    """``body`` with its central directory's "version needed to extract" set to ``version``."""
+    out = bytearray(body)
+    at = out.index(b"PK\x01\x02")
+    out[at + 6: at + 8] = version.to_bytes(2, "little")
+    return bytes(out)
+
+
+def test_a_zip_of_a_version_zipfile_cannot_read_is_rejected_cleanly() -> None:
+    # Hypothesis once found it: a header claiming zip version 11.6 made zipfile raise
+    # NotImplementedError from the constructor, which escaped both readers.
+    from device_direct.core.payload import PayloadError, read_payload
+
+    upload_id, xml = payload_xml()
+    body = _claim_zip_version(make_zip({"device-data.xml": xml}), 116)
+    with pytest.raises(PayloadRejected, match="not a zip"):
+        check_payload(body, upload_id=upload_id)
+    with pytest.raises(PayloadError, match="zip"):
+        read_payload(body)

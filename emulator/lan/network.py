@@ -1,0 +1,274 @@
+"""A simulated office network in one process: printers, other SNMP hosts, silent addresses.
+
+Theory of operation
+-------------------
+:func:`emulator.lan.plan.plan_lan` decides what sits on each address; :class:`EmulatedLan`
+starts it. Every printer is an :class:`EmulatedDevice` with its own SNMP agent and port
+9100 bound to its own loopback address (Linux routes all of 127.0.0.0/8 to ``lo``, so
+127.0.1.17 needs no set-up), all on the same SNMP port, as on a real network where
+every printer answers on 161. A share of the printers also runs its Device Direct
+agent against a communication server (the combination model). Before the network
+opens, each printer lives ``days_of_use`` days, so meters and supply levels differ
+from printer to printer.
+
+Port 0 means "a free port": the first address binds port 0 and every other host then
+binds the port it got; if that port is taken on another address, the whole start is
+retried with a fresh port (a few times).
+
+Everything runs on one event loop; many printers per process are cheap because a
+printer does nothing between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from device_direct.agent import Agent
+from device_direct.clock import Clock, SystemClock
+from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
+from device_direct.model import PowerState
+from emulator.errors import EmulatorError
+from emulator.jetdirect import JetDirectConfig, JetDirectServer
+from emulator.lan.hosts import LanHostError, SilentAddress, StaticSnmpHost, reject_write
+from emulator.lan.multihome import MultiHomedSnmp
+from emulator.lan.plan import HostKind, HostPlan, LanPlan, LanSpec, plan_lan
+from emulator.model.device import EmulatedDevice
+from emulator.model.profile import load_profile
+from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, SnmpAgentError
+from emulator.snmp.instrum import LiveMibInstrum
+
+log = logging.getLogger("emulator.lan")
+
+_PORT_ATTEMPTS = 4
+
+
+class LanStartError(EmulatorError):
+    """The simulated LAN could not start (address or port unavailable); says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class LanAgentOptions:
+    """Where the printers that run Device Direct upload to."""
+
+    server_url: str
+    ca_bundle: Path
+    # One single-use key per printer with an agent, in address order (the server's
+    # keys are single-use); none when the agents' identities are already on disk.
+    registration_keys: tuple[str, ...] = ()
+    server_name: str = ""  # TLS name of the server ("" -> the URL's host)
+    state_dir: Path | None = None  # the agents' data directories live under it
+
+
+@dataclass(frozen=True, slots=True)
+class LanOptions:
+    spec: LanSpec
+    snmp_port: int = 161  # 0: a free port, the same on every address
+    jetdirect_port: int = 9100  # 0: likewise
+    community: str = "public"
+    days_of_use: int = 30
+    agents: LanAgentOptions | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.snmp_port <= 65535 or not 0 <= self.jetdirect_port <= 65535:
+            raise ValueError("ports must be 0..65535")
+        if not 0 <= self.days_of_use <= 3650:
+            raise ValueError(f"days_of_use must be 0..3650, got {self.days_of_use}")
+        if self.spec.agents > 0 and self.agents is None:
+            raise ValueError("a share of printers with agents needs the server options")
+
+
+class LanPrinter:
+    """One printer of the LAN: the model, its SNMP agent, its port 9100, maybe its agent."""
+
+    def __init__(self, plan: HostPlan, *, clock: Clock, options: LanOptions) -> None:
+        self.plan = plan
+        self.address = plan.address
+        self.device = EmulatedDevice(
+            load_profile(plan.profile), serial=plan.serial, clock=clock, rng_seed=plan.seed,
+            state_dir=None, ipv4=plan.address, hostname=f"prn-{plan.address.replace('.', '-')}",
+            domain="lan.example")
+        self.snmp = SnmpAgent(self.device, clock=clock, config=SnmpAgentConfig(
+            host=plan.address, port=options.snmp_port,
+            communities=(Community(options.community),)))
+        self.jetdirect = JetDirectServer(self.device, clock=clock, config=JetDirectConfig(
+            host=plan.address, port=options.jetdirect_port, firmware_by_print_job=False))
+        self.agent: Agent | None = None
+        self._agent_task: asyncio.Task[None] | None = None
+
+    def live(self, days: int, clock: Clock) -> None:
+        """Run ``days`` days of use ending yesterday (device-local day = UTC here)."""
+        today = clock.now().date()
+        for back in range(days, 0, -1):
+            self.device.run_day(today - timedelta(days=back))
+
+    async def start(self, snmp: MultiHomedSnmp, snmp_port: int) -> int:
+        """Answer SNMP through the LAN's engine, open port 9100; returns the SNMP port."""
+        device = self.device
+        port = snmp.add(self.address, snmp_port, self.snmp.instrum,
+                        lambda: device.power is not PowerState.OFF)
+        await self.jetdirect.start()
+        return port
+
+    def start_agent(self, options: LanAgentOptions, key: str | None, state_root: Path,
+                    clock: Clock) -> None:
+        """Boot this printer's Device Direct agent (a participant of a virtual clock)."""
+        data_dir = state_root / self.plan.serial
+        config = AgentConfig(
+            server=ServerConfig(url=options.server_url, ca_bundle=options.ca_bundle,
+                                server_name=options.server_name, registration_key=key),
+            device=DeviceConfig(data_dir=data_dir), source="python -m emulator lan")
+        agent = self.agent = Agent(config, self.device, clock=clock,
+                                   rng=random.Random(self.plan.seed))
+        register, unregister = getattr(clock, "register", None), getattr(clock, "unregister",
+                                                                          None)
+        if register is not None:
+            register()
+
+        async def run() -> None:
+            try:
+                await agent.run()
+            finally:
+                if unregister is not None:
+                    unregister()
+
+        self._agent_task = asyncio.create_task(run())
+
+    async def stop(self) -> None:
+        task, self._agent_task = self._agent_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.jetdirect.stop()
+
+
+class EmulatedLan:
+    """Start and stop every host of a planned LAN. ``async with EmulatedLan(...)`` works."""
+
+    def __init__(self, options: LanOptions, *, clock: Clock | None = None) -> None:
+        self.options = options
+        self.clock: Clock = clock or SystemClock()
+        self.plan: LanPlan = plan_lan(options.spec)
+        self.printers: list[LanPrinter] = []
+        self.others: list[StaticSnmpHost] = []
+        self.silent: list[SilentAddress] = []
+        self.snmp_port = options.snmp_port
+        self.jetdirect_port = options.jetdirect_port
+        self._tmp: Any = None
+        self._snmp: MultiHomedSnmp | None = None
+
+    async def __aenter__(self) -> EmulatedLan:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def printer_at(self, address: str) -> LanPrinter:
+        for p in self.printers:
+            if p.address == address:
+                return p
+        raise KeyError(address)
+
+    async def start(self) -> None:
+        """Bind every address (retrying with new ports when 0 was asked and one collides)."""
+        last: Exception | None = None
+        for _ in range(_PORT_ATTEMPTS):
+            try:
+                await self._start_once()
+                return
+            except LanStartError:
+                await self._stop_hosts()
+                raise
+            except (SnmpAgentError, LanHostError, EmulatorError, OSError) as exc:
+                last = exc
+                await self._stop_hosts()
+                if self.options.snmp_port and self.options.jetdirect_port:
+                    break  # fixed ports: trying again would fail the same way
+        raise LanStartError(f"the simulated LAN could not start: {last}")
+
+    async def _start_once(self) -> None:
+        o = self.options
+        self.snmp_port, self.jetdirect_port = o.snmp_port, o.jetdirect_port
+        self._snmp = snmp = MultiHomedSnmp(o.community)
+        for plan in self.plan.of(HostKind.PRINTER):
+            printer = LanPrinter(plan, clock=self.clock, options=LanOptions(
+                spec=o.spec, snmp_port=self.snmp_port, jetdirect_port=self.jetdirect_port,
+                community=o.community, days_of_use=o.days_of_use, agents=o.agents))
+            printer.live(o.days_of_use, self.clock)
+            self.printers.append(printer)
+            self.snmp_port = await printer.start(snmp, self.snmp_port)
+            self.jetdirect_port = printer.jetdirect.port
+        for i, plan in enumerate(self.plan.of(HostKind.OTHER)):
+            host = StaticSnmpHost(plan.profile, plan.address, self.snmp_port, index=i)
+            self.others.append(host)
+            instrum = LiveMibInstrum(host.table_now, reject_write, frozenset(), frozenset())
+            self.snmp_port = host.port = snmp.add(plan.address, self.snmp_port, instrum,
+                                                  lambda: True)
+        for plan in self.plan.of(HostKind.SILENT):
+            hole = SilentAddress(plan.address, self.snmp_port)
+            self.silent.append(hole)
+            await hole.start()
+            self.snmp_port = hole.port
+        if o.agents is not None:
+            root = o.agents.state_dir
+            if root is None:
+                import tempfile
+
+                self._tmp = tempfile.TemporaryDirectory(prefix="emulated-lan-")
+                root = Path(self._tmp.name)
+            with_agent = [p for p in self.printers if p.plan.agent]
+            keys = o.agents.registration_keys
+            if keys and len(keys) < len(with_agent):
+                raise LanStartError(f"{len(with_agent)} printers run an agent but only "
+                                    f"{len(keys)} registration keys were given (keys are "
+                                    "single-use: give one per agent)")
+            for i, printer in enumerate(with_agent):
+                printer.start_agent(o.agents, keys[i] if keys else None, root, self.clock)
+        log.info("LAN up: %d printers, %d other hosts, %d silent on %s (snmp %d, 9100 %d)",
+                 len(self.printers), len(self.others), len(self.silent), o.spec.subnet,
+                 self.snmp_port, self.jetdirect_port)
+
+    async def _stop_hosts(self) -> None:
+        hosts: list[Any] = [*self.printers, *self.silent]
+        self.printers, self.others, self.silent = [], [], []
+        for host in hosts:
+            with contextlib.suppress(Exception):
+                await host.stop()
+        snmp, self._snmp = self._snmp, None
+        if snmp is not None:
+            snmp.close()
+
+    async def stop(self) -> None:
+        """Stop every host and agent (safe to call twice)."""
+        await self._stop_hosts()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def describe(self) -> dict[str, Any]:
+        """What was started, for people (as a table) and scripts (as JSON)."""
+        hosts: list[dict[str, Any]] = []
+        for p in self.printers:
+            ident = p.device.identity()
+            hosts.append({"address": p.address, "kind": "printer", "profile": p.plan.profile,
+                          "serial": p.plan.serial, "model": ident.model,
+                          "snmp_port": self.snmp_port, "jetdirect_port": p.jetdirect.port,
+                          "agent": p.agent is not None})
+        for h in self.others:
+            hosts.append({"address": h.address, "kind": "other", "profile": h.kind,
+                          "snmp_port": h.port})
+        for s in self.silent:
+            hosts.append({"address": s.address, "kind": "silent", "snmp_port": s.port})
+        hosts.sort(key=lambda h: tuple(int(x) for x in h["address"].split(".")))
+        return {"subnet": self.options.spec.subnet, "snmp_port": self.snmp_port,
+                "jetdirect_port": self.jetdirect_port, "community": self.options.community,
+                "printers": len(self.printers), "non_printers": len(self.others),
+                "silent": len(self.silent), "hosts": hosts}

@@ -1,0 +1,126 @@
+"""CI matrix shards from the environment and merge-reports; live metrics and --stats-csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from emulator.fleet.ci_matrix import shard_from_env
+from emulator.fleet.spec import FleetSpecError, Shard
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _fleet(*args: str) -> list[str]:
+    return [sys.executable, "-m", "emulator", "fleet", "--no-progress", *args]
+
+
+def test_shard_from_the_usual_ci_variables() -> None:
+    assert shard_from_env({"JOB_COMPLETION_INDEX": "0"}, 3) == Shard(1, 3)
+    assert shard_from_env({"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2"}, None) == Shard(2, 2)
+    for env, count, words in (({}, None, "none of JOB_COMPLETION_INDEX"),
+                              ({"JOB_COMPLETION_INDEX": "1"}, None, "--shard-count"),
+                              ({"JOB_COMPLETION_INDEX": "3"}, 3, "index must be 1..3"),
+                              ({"CI_NODE_INDEX": "x", "CI_NODE_TOTAL": "2"}, None,
+                               "not whole numbers")):
+        with pytest.raises(FleetSpecError, match=words):
+            shard_from_env(env, count)
+
+
+def test_shards_run_as_ci_jobs_merge_into_one_report(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("JOB_COMPLETION_INDEX", "CI_NODE_INDEX", "CI_NODE_TOTAL")}
+    jobs = [({"JOB_COMPLETION_INDEX": "0"}, ["--shard-count", "2"], "seed-1-a"),
+            ({"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2"}, [], "seed-1-b"),
+            ({"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2"}, ["--seed", "2"], "seed-2-b")]
+    procs = [subprocess.Popen(_fleet("--devices", "6", "--days", "2", "--shard", *extra,
+                                     "--report", str(tmp_path / f"{name}.json")),
+                              cwd=ROOT, env={**base, **env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for env, extra, name in jobs]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, out + err[-2000:]
+    merged = tmp_path / "merged.json"
+    out = subprocess.run(_fleet("merge-reports", str(tmp_path / "seed-1-a.json"),
+                                str(tmp_path / "seed-1-b.json"), "--report", str(merged)),
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "devices          6 of 6 (shards 1/2, 2/2)" in out.stdout
+    data = json.loads(merged.read_text())
+    assert data["ok"] and [d["index"] for d in data["devices"]] == list(range(6))
+    assert sum(data["server_uploads"].values()) == 12
+    out = subprocess.run(_fleet("merge-reports", str(tmp_path / "seed-1-a.json"),
+                                str(tmp_path / "seed-2-b.json")),
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "seed-2-b.json is of another run" in out.stderr and "seed 2 != 1" in out.stderr
+    # one shard alone merges, but the whole fleet is not there: exit 1
+    out = subprocess.run(_fleet("merge-reports", str(tmp_path / "seed-1-a.json")),
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "[FAIL] every device of the fleet ran once" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_scraped_during_a_run_and_stats_csv(tmp_path: Path) -> None:
+    port = _free_port()
+    stats = tmp_path / "stats.csv"
+    run = subprocess.Popen(
+        _fleet("--devices", "20", "--days", "6", "--metrics-port", str(port),
+               "--stats-csv", str(stats), "--actions", "get_status:0.2"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, float] = {}
+    families: set[str] = set()
+    deadline = time.monotonic() + 90
+    try:
+        while run.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            for family in text_string_to_metric_families(text):
+                families.add(family.name)
+                for sample in family.samples:
+                    key = sample.name + "".join(f",{k}={v}" for k, v in
+                                                sorted(sample.labels.items()))
+                    seen[key] = sample.value
+            if 0 < seen.get("ddfleet_device_days_delivered_total", 0) < 120:
+                break  # scraped in the middle of the run
+            time.sleep(0.05)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, out + err[-2000:]
+    assert 0 < seen.get("ddfleet_device_days_delivered_total", 0) < 120, seen
+    assert {"ddfleet_device_days_delivered", "ddfleet_uploads", "ddfleet_retries",
+            "ddfleet_request_errors", "ddfleet_actions", "ddfleet_request_seconds",
+            "ddfleet_devices", "ddfleet_virtual_time_seconds"} <= families
+    assert seen["ddfleet_device_days"] == 120
+    assert seen["ddfleet_request_seconds_count"] > 0
+    assert seen["ddfleet_uploads_total,outcome=stored"] > 0
+    assert seen["ddfleet_virtual_time_seconds"] > 1.7e9
+    assert sum(v for k, v in seen.items() if k.startswith("ddfleet_devices,")) == 20
+    rows = list(csv.DictReader(stats.open()))
+    assert rows and rows[-1]["device_days_delivered"] == "120"
+    assert int(rows[-1]["actions_issued"]) == int(rows[-1]["actions_run"]) > 0
+    delivered = [int(r["device_days_delivered"]) for r in rows]
+    assert delivered == sorted(delivered)

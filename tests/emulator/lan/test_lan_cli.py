@@ -1,0 +1,66 @@
+"""``python -m emulator lan``: starts, prints table and JSON, answers, stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _snmpget(address: str, port: int, oid: str) -> str:
+    out = subprocess.run(["snmpget", "-v2c", "-cpublic", "-On", "-t", "2", "-r", "1",
+                          f"{address}:{port}", oid], capture_output=True, text=True, timeout=20)
+    return out.stdout + out.stderr
+
+
+def test_lan_cli_serves_until_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "lan", "--printers", "3", "--non-printers", "2",
+         "--silent", "2", "--snmp-port", "0", "--jetdirect-port", "0", "--subnet",
+         "127.0.1.128/27", "--days-of-use", "3"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                err = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"emulator lan exited early: {err}")
+            lines.append(line)
+            if line.startswith("{"):
+                break
+        info = json.loads(lines[-1])
+        table = "".join(lines[:-1])
+        assert info["printers"] == 3 and info["non_printers"] == 2 and info["silent"] == 2
+        assert len(info["hosts"]) == 7
+        for h in info["hosts"]:
+            assert h["address"] in table
+        printer = next(h for h in info["hosts"] if h["kind"] == "printer")
+        other = next(h for h in info["hosts"] if h["kind"] == "other")
+        silent = next(h for h in info["hosts"] if h["kind"] == "silent")
+        port = info["snmp_port"]
+        assert printer["serial"] in _snmpget(printer["address"], port,
+                                             ".1.3.6.1.2.1.43.5.1.1.17.1")
+        assert "OID:" in _snmpget(other["address"], port, ".1.3.6.1.2.1.1.2.0")
+        assert "Timeout" in _snmpget(silent["address"], port, ".1.3.6.1.2.1.1.2.0")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_lan_cli_refuses_a_subnet_too_small() -> None:
+    out = subprocess.run([sys.executable, "-m", "emulator", "lan", "--printers", "40",
+                          "--subnet", "127.0.1.0/28"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert "127.0.1.0/28" in out.stderr and "Traceback" not in out.stderr

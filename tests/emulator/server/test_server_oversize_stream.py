@@ -1,0 +1,75 @@
+"""An oversized chunked upload: the server answers 413 and closes the connection, it does
+not read the rest of the body (a real TLS client streaming 200 MiB must see both long
+before its body ends)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from pathlib import Path
+
+from refserver_helpers import Device, register
+
+from emulator.server import ReferenceServer
+
+STREAM_BYTES = 200 << 20
+CHUNK = b"\x00" * (64 << 10)
+
+
+async def _stream_until_refused(dev: Device, port: int, declared: int | None
+                                ) -> tuple[bytes, int]:
+    """POST an endless-looking body; (the response bytes read to EOF, body bytes sent)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=dev.ctx,
+                                                   server_hostname="localhost")
+    length = (f"Content-Length: {declared}\r\n" if declared is not None
+              else "Transfer-Encoding: chunked\r\n")
+    writer.write((f"POST /dd/v1/devices/{dev.device_id}/uploads HTTP/1.1\r\n"
+                  "Host: localhost\r\nContent-Type: application/zip\r\n"
+                  f"Upload-Id: {uuid.uuid4()}\r\nContent-SHA256: {'0' * 64}\r\n"
+                  f"{length}\r\n").encode())
+
+    async def read_all() -> bytes:
+        data = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                data += chunk
+        return data
+
+    answer = asyncio.create_task(read_all())
+    sent = 0
+    frame = (f"{len(CHUNK):x}\r\n".encode() + CHUNK + b"\r\n") if declared is None else CHUNK
+    try:
+        while sent < STREAM_BYTES and not answer.done():
+            writer.write(frame)
+            await writer.drain()
+            sent += len(CHUNK)
+    except (ConnectionError, OSError):
+        pass  # the server closed: the write side learns it too
+    data = await asyncio.wait_for(answer, timeout=60)
+    writer.transport.abort()
+    return data, sent
+
+
+async def _refused(server: ReferenceServer, tmp_path: Path, declared: int | None) -> None:
+    dev = await register(server, tmp_path / "dev")
+    data, sent = await _stream_until_refused(dev, server.port, declared)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), data[:200]
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"] == "too_large"
+    # The limit is 256 KiB; what the client got out besides is socket buffers, not a
+    # server reading on: far less than the stream it meant to send.
+    assert sent < STREAM_BYTES // 4, f"the server read on: {sent >> 20} MiB sent"
+    assert server.storage.uploads_count() == 0
+
+
+async def test_oversized_chunked_upload_is_refused_and_the_connection_closed(
+        server: ReferenceServer, tmp_path: Path) -> None:
+    await _refused(server, tmp_path, declared=None)
+
+
+async def test_oversized_declared_upload_is_refused_and_the_connection_closed(
+        server: ReferenceServer, tmp_path: Path) -> None:
+    await _refused(server, tmp_path, declared=STREAM_BYTES)

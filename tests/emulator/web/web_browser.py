@@ -1,0 +1,97 @@
+"""Headless Debian Chromium for the web pages' tests, and a loop thread for the servers.
+
+Selenium drives ``/usr/bin/chromium`` through Debian's ``/usr/bin/chromedriver``
+(packages ``chromium`` and ``chromium-driver``, installed by ``make test``): no browser
+or driver is downloaded. Selenium's calls block, so the servers under test run on an
+event loop in a thread of their own (:class:`LoopThread`) and the tests are plain
+functions. Screenshots go to ``test-artifacts/screenshots/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+
+T = TypeVar("T")
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1280,1100")
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
+
+
+def start_chromium(user_data_dir: Path, downloads: Path | None = None, *,
+                   extra: tuple[str, ...] = ()) -> webdriver.Chrome:
+    """A fresh headless Chromium (its own profile directory); fails if it is missing."""
+    for binary, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not Path(binary).exists() and shutil.which(Path(binary).name) is None:
+            pytest.fail(f"{binary} is missing: apt-get install {package} (make test does)")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={user_data_dir}")
+    for flag in extra:
+        options.add_argument(flag)
+    if downloads is not None:
+        options.add_experimental_option("prefs", {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False})
+    try:
+        return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except Exception as exc:  # selenium's own tree; one message naming the browser
+        pytest.fail(f"headless Chromium did not start: {type(exc).__name__}: {exc}")
+
+
+def screenshot(driver: webdriver.Chrome, name: str) -> Path:
+    """Save a PNG of the page a person can open (test-artifacts/screenshots/NAME.png)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """Poll ``predicate`` until it is truthy (real time); AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread: ``run(coro)`` runs a coroutine there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a plain function on the loop's thread (for objects that belong to it)."""
+        async def wrapper() -> T:
+            return fn()
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
