@@ -5,8 +5,9 @@ office-mono 30, production 20) drive the model alone on a virtual clock: each lo
 is applied at the end of its office hours and a snapshot (what a payload holds) is
 taken the next local morning at 02:00. Per class it prints:
 
-- impressions per working day: median and spread (10th-90th percentile) across devices,
-  next to the class figure the profile states (its baseline, from the same files);
+- impressions per working day (weekends and holidays left out): median and spread
+  (10th-90th percentile) across devices, next to the class figure the profile states
+  (pages per working day less the scanned share: the baseline, from the same files);
 - colour share across devices (min, median, max) next to the class figure;
 - days from a supply's low (or empty) reading to the snapshot showing it replaced
   (median, max), and device-days spent with a blocking supply empty;
@@ -56,7 +57,7 @@ def run_device(ident: Any, spec: FleetSpec, *, read_back: bool) -> dict[str, Any
     dev = EmulatedDevice(prof, serial=ident.serial, clock=clock, rng_seed=ident.model_seed,
                          state_dir=None, mac=ident.mac, fsync=False,
                          time_zone=ident.time_zone)
-    jams = working = empty_days = 0
+    jams = working = empty_days = workday_imps = 0
     low_since: dict[int, int] = {}
     low_to_replaced: list[int] = []
     blocking = [i for i, s in enumerate(prof.supplies) if s.stops_marking]
@@ -67,7 +68,9 @@ def run_device(ident: Any, spec: FleetSpec, *, read_back: bool) -> dict[str, Any
         clock.advance_to(end.astimezone(UTC))
         result = dev.run_day(day)
         jams += result.jams
-        working += dev.calendar.is_working_day(day.toordinal())
+        if dev.calendar.is_working_day(day.toordinal()):
+            working += 1
+            workday_imps += result.impressions
         if not read_back:
             continue
         clock.advance_to(datetime.combine(day + timedelta(days=1), time(2), tz)
@@ -86,6 +89,7 @@ def run_device(ident: Any, spec: FleetSpec, *, read_back: bool) -> dict[str, Any
     return {
         "profile": ident.profile, "impressions": c.total_impressions,
         "color": c.color_impressions, "working_days": working, "jams": jams,
+        "workday_impressions": workday_imps,
         "hfsi_replacements": sum(h.replacements for h in snap.hfsi),
         "power_on": int(dict((p.name, p.value) for p in snap.properties)["power-on-count"]),
         "low_to_replaced": low_to_replaced, "empty_days": empty_days,
@@ -116,7 +120,7 @@ def main() -> None:
     print(header)
     for name, group in sorted(by.items()):
         prof = load_profile(name)
-        ppw = [r["impressions"] / max(1, r["working_days"]) for r in group]
+        ppw = [r["workday_impressions"] / max(1, r["working_days"]) for r in group]
         share = [r["color"] / max(1, r["impressions"]) for r in group]
         lows = [d for r in group for d in r["low_to_replaced"]]
         power = [r["power_on"] for r in group]

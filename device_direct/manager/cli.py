@@ -33,8 +33,11 @@ def add_manager_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "manager", help="the device manager: find printers over SNMP, read and report them",
         description="The device manager (second data path): discovers printers of any vendor "
-                    "over SNMP, reads identity, status, meters and supplies, and reports them "
-                    "to the communication server. Needs the 'manager' extra (pysnmp).")
+                    "over SNMP and reads identity, status, meters and supplies. Uploading "
+                    "them to the communication server (manager run) is not built yet. "
+                    "Needs the 'manager' extra (pysnmp).",
+        epilog="Exit codes: 0 ok, 1 no printer found, 2 usage or configuration error, "
+               "3 runtime error. See docs/manager.md.")
     sub = p.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
     scan = sub.add_parser(
         "scan", help="find and read printers now (table or JSON)",
@@ -79,6 +82,10 @@ def add_snmp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=1, help="retries per request (default 1)")
     p.add_argument("--concurrency", type=int, default=32,
                    help="printers read at the same time (default 32)")
+    p.add_argument("--probe-window", type=int, default=4096,
+                   help="addresses probed at the same time (default 4096: every silent "
+                        "address of a scan then costs one timeout round in all; lower it "
+                        "when many agents share one slow host)")
 
 
 def scan_options(args: argparse.Namespace) -> Any:
@@ -92,7 +99,8 @@ def scan_options(args: argparse.Namespace) -> Any:
             creds.append(Credential(user=args.v3_user, auth_key=args.v3_auth_key,
                                     priv_key=args.v3_priv_key))
         return ScanOptions(credentials=tuple(creds), timeout=args.timeout,
-                           retries=args.retries, concurrency=args.concurrency)
+                           retries=args.retries, concurrency=args.concurrency,
+                           probe_window=args.probe_window)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -26,6 +26,7 @@ class _End:
 
 
 END = _End()
+MAX_TEXT = 512  # longest device string kept (DisplayString is at most 255 octets)
 
 MIB2 = (1, 3, 6, 1, 2, 1)
 SYSTEM = (*MIB2, 1)
@@ -62,11 +63,22 @@ PROBE_SCALARS: tuple[Oid, ...] = ((*SYSTEM, 1), (*SYSTEM, 2))
 # ... and the first rows of these columns tell a printer from other hosts.
 PROBE_COLUMNS: tuple[Oid, ...] = (HR_DEVICE_TYPE, (*PRT_GENERAL, 1))
 
-# Phase 2: the subtrees read from every printer, in one multi-column walk.
+# Phase 2: the columns read from every printer, in one multi-column walk: only what the
+# reading uses (a whole table entry would cost the agent twice the instances).
+def _cols(entry: Oid, *columns: int) -> tuple[Oid, ...]:
+    return tuple((*entry, c) for c in columns)
+
+
 READ_SUBTREES: tuple[Oid, ...] = (
-    SYSTEM, IF_TYPE, IF_PHYS_ADDRESS, HR_STORAGE, HR_DEVICE, HR_PRINTER, PRT_GENERAL,
-    PRT_INPUT, PRT_MARKER, PRT_SUPPLIES, PRT_COLORANT, PRT_CONSOLE, PRT_ALERT, IC_KEY,
-    IC_IMPRESSION)
+    SYSTEM, IF_TYPE, IF_PHYS_ADDRESS,
+    *_cols(HR_DEVICE, 2, 3, 5), *_cols(HR_PRINTER, 1, 2),
+    *_cols(PRT_GENERAL, 16, 17),
+    *_cols(PRT_INPUT, 9, 10, 12, 13, 18),
+    *_cols(PRT_MARKER, 2, 3, 4),
+    *_cols(PRT_SUPPLIES, 3, 4, 5, 6, 7, 8, 9),
+    *_cols(PRT_COLORANT, 4), *_cols(PRT_CONSOLE, 2),
+    *_cols(PRT_ALERT, 2, 4, 5, 7, 8),
+    *_cols(IC_KEY, 2), *_cols(IC_IMPRESSION, 4, 5, 7))
 READ_SCALARS: tuple[Oid, ...] = (HR_MEMORY_SIZE,)
 
 
@@ -101,8 +113,8 @@ def text_of(value: Value | None) -> str | None:
     """A DisplayString as text (invalid UTF-8 replaced, control characters dropped)."""
     if not isinstance(value, bytes):
         return None
-    s = value.decode("utf-8", errors="replace")
-    return "".join(ch for ch in s if ch.isprintable() or ch == " ").strip()
+    s = value[:MAX_TEXT * 4].decode("utf-8", errors="replace")
+    return "".join(ch for ch in s if ch.isprintable() or ch == " ").strip()[:MAX_TEXT]
 
 
 def int_of(value: Value | None) -> int | None:

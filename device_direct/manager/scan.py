@@ -31,7 +31,7 @@ from device_direct.clock import Clock, SystemClock
 from device_direct.manager import mib
 from device_direct.manager.errors import SnmpError, SnmpTimeout
 from device_direct.manager.reading import PrinterReading, interpret, is_printer
-from device_direct.manager.snmp import Credential, SnmpClient, walk
+from device_direct.manager.snmp import Credential, SnmpClient, walk_exact
 from device_direct.manager.targets import Target
 from device_direct.manager.vendors import VendorCatalog
 
@@ -50,14 +50,16 @@ class ScanOptions:
     def __post_init__(self) -> None:
         if not self.credentials:
             raise ValueError("give at least one community or v3 user")
-        if self.timeout <= 0 or self.retries < 0 or self.concurrency < 1 or self.max_rows < 1:
-            raise ValueError("timeout > 0, retries >= 0, concurrency >= 1, max_rows >= 1")
+        if (self.timeout <= 0 or self.retries < 0 or self.concurrency < 1 or self.max_rows < 1
+                or self.probe_window < 1):
+            raise ValueError("timeout > 0, retries >= 0, concurrency >= 1, probe window >= 1, "
+                             "max_rows >= 1")
 
 
 @dataclass(frozen=True, slots=True)
 class ScanError:
     address: str
-    kind: str  # timeout | protocol | local
+    kind: str  # timeout | protocol | local | internal
     message: str
     phase: str  # probe | read
 
@@ -133,6 +135,9 @@ class Scanner:
                     report.no_answer.append(str(t))
                 except SnmpError as exc:
                     report.errors.append(ScanError(str(t), exc.kind, exc.message, "probe"))
+                except Exception as exc:  # a bug must cost one address, not the scan
+                    report.errors.append(ScanError(str(t), "internal",
+                                                   f"{type(exc).__name__}: {exc}", "probe"))
                 else:
                     if hit is not None and is_printer(hit[1]):
                         found.append((t, *hit))
@@ -150,7 +155,11 @@ class Scanner:
         async def read(t: Target, cred: Credential, probed: dict[mib.Oid, mib.Value]) -> None:
             nonlocal read_done
             async with slots:
-                reading, error = await self._read(t, cred, probed)
+                try:
+                    reading, error = await self._read(t, cred, probed)
+                except Exception as exc:  # a bug must cost one address, not the scan
+                    reading, error = None, ScanError(str(t), "internal",
+                                                     f"{type(exc).__name__}: {exc}", "read")
             if reading is not None:
                 report.printers.append(reading)
             if error is not None:
@@ -197,11 +206,13 @@ class Scanner:
         sys_object_id = oid if isinstance(oid, tuple) else None
         vendor = self.catalog.match(sys_object_id)
         try:
-            got, problems = await walk(self.client, t.host, t.port, cred, mib.READ_SUBTREES,
-                                       max_rows=self.options.max_rows)
+            extra = (*mib.READ_SCALARS, *(vendor.private_oids() if vendor else ()))
+            got, problems, left = await walk_exact(
+                self.client, t.host, t.port, cred, mib.READ_SUBTREES, exact=extra,
+                max_rows=self.options.max_rows)
             values.update(got)
-            extra = [*mib.READ_SCALARS, *(vendor.private_oids() if vendor else ())]
-            values.update(await self.client.get(t.host, t.port, cred, extra))
+            if left:
+                values.update(await self.client.get(t.host, t.port, cred, left))
         except SnmpError as exc:
             error = ScanError(str(t), exc.kind, exc.message, "read")
         if problems and error is None:

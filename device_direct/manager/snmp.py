@@ -218,15 +218,44 @@ async def walk(client: SnmpClient, host: str, port: int, cred: Credential,
                subtrees: tuple[Oid, ...], *, max_rows: int = 5000,
                budget: int = 120) -> WalkResult:
     """Read every instance under ``subtrees`` (all at once); returns (values, problems)."""
+    values, problems, _ = await walk_exact(client, host, port, cred, subtrees,
+                                           max_rows=max_rows, budget=budget)
+    return values, problems
+
+
+async def walk_exact(client: SnmpClient, host: str, port: int, cred: Credential,
+                     subtrees: tuple[Oid, ...], *, exact: tuple[Oid, ...] = (),
+                     max_rows: int = 5000, budget: int = 120
+                     ) -> tuple[dict[Oid, Value], list[str], list[Oid]]:
+    """:func:`walk`, with ``exact`` instances riding along in the first request.
+
+    Each exact instance is sent as a non-repeater (GETNEXT of its parent): one that
+    comes back as itself is read; one whose parent's first instance lies beyond it
+    does not exist; the rest are returned (third item) for a GET.
+    """
     where = host if port == 161 else f"{host}:{port}"
     values: dict[Oid, Value] = {}
     problems: list[str] = []
+    unresolved: list[Oid] = []
     cursor = {p: p for p in subtrees}
     count = dict.fromkeys(subtrees, 0)
     active = list(subtrees)
-    while active:
-        reps = max(2, min(64, budget // len(active)))
-        got = await client.bulk(host, port, cred, [], [cursor[p] for p in active], reps)
+    scalars = list(exact)
+    while active or scalars:
+        reps = max(2, min(64, budget // max(1, len(active))))
+        got = await client.bulk(host, port, cred, [o[:-1] for o in scalars],
+                                [cursor[p] for p in active], reps)
+        for wanted, (oid, value) in zip(scalars, got, strict=False):
+            if oid == wanted:
+                if isinstance(value, int | bytes | tuple):
+                    values[oid] = value
+            elif oid <= wanted or value is END:
+                unresolved.append(wanted)  # something else first, or not told: GET it
+        unresolved += scalars[len(got):]
+        got = got[len(scalars):]
+        scalars = []
+        if not active:
+            break
         width = len(active)
         closed: set[Oid] = set()
         progress = False
@@ -257,4 +286,4 @@ async def walk(client: SnmpClient, host: str, port: int, cred: Credential,
         if not progress and not closed:
             raise SnmpRemoteError(where, "the agent's GETBULK answers bring nothing new")
         active = [p for p in active if p not in closed]
-    return values, problems
+    return values, problems, unresolved

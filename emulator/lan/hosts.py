@@ -4,9 +4,9 @@ A switch, a Linux server, a UPS, a NAS and a wireless access point answer SNMP v
 (community ``public``) from a fixed table, with their vendors' enterprise numbers in
 sysObjectID and the kind of sysDescr such devices publish. The server and the NAS also
 serve HOST-RESOURCES-MIB device rows (processor, network, disk) so that "answers
-hrDeviceTable" alone does not make a printer. They reuse the printer agent's
-instrumentation (:class:`emulator.snmp.instrum.LiveMibInstrum`) over a table that never
-changes.
+hrDeviceTable" alone does not make a printer. The LAN's SNMP engine answers for
+them with the printer agent's instrumentation (:class:`emulator.snmp.instrum.
+LiveMibInstrum`) over a table that never changes.
 
 A silent address binds the SNMP port and drops every datagram: on a real network an
 empty address gives no answer either (no ICMP reaches an unconnected UDP socket), and
@@ -19,13 +19,7 @@ import asyncio
 import socket
 from typing import Any
 
-from pysnmp.carrier.asyncio.dgram import udp
-from pysnmp.entity import config as snmp_config
-from pysnmp.entity import engine as snmp_engine
-from pysnmp.entity.rfc3413 import context as snmp_context
-
 from emulator.errors import EmulatorError
-from emulator.snmp.instrum import BulkResponder, GetResponder, LiveMibInstrum, NextResponder
 from emulator.snmp.oid_table import MibValue, Oid, OidTable, gauge, integer, oid_value, text, ticks
 
 _SYS = (1, 3, 6, 1, 2, 1, 1)
@@ -102,42 +96,18 @@ def bind_udp(host: str, port: int) -> socket.socket:
 
 
 class StaticSnmpHost:
-    """A non-printer that answers SNMP v2c/v1 (community ``public``) from a fixed table."""
+    """A non-printer of ``kind`` at ``address``: a fixed table, answered through the LAN's
+    SNMP engine (:mod:`emulator.lan.multihome`)."""
 
     def __init__(self, kind: str, address: str, port: int, index: int = 0) -> None:
         self.kind = kind
         self.address = address
         self.port = port
         self.table = host_table(kind, address, index)
-        self._engine: Any = None
 
     def table_now(self) -> OidTable:
         """The table (it never changes)."""
         return self.table
-
-    async def start(self) -> None:
-        sock = bind_udp(self.address, self.port)
-        self.port = sock.getsockname()[1]
-        eng = snmp_engine.SnmpEngine()
-        snmp_config.add_transport(eng, udp.DOMAIN_NAME,
-                                  udp.UdpTransport().open_server_mode(sock=sock))
-        snmp_config.add_v1_system(eng, "community-1", "public")
-        for model in (1, 2):
-            snmp_config.add_vacm_user(eng, model, "community-1", "noAuthNoPriv",
-                                      readSubTree=(1, 3, 6))
-        table = self.table
-        instrum = LiveMibInstrum(lambda: table, reject_write, frozenset(), frozenset())
-        ctx = snmp_context.SnmpContext(eng)
-        ctx.unregister_context_name(b"")
-        ctx.register_context_name(b"", instrum)
-        for responder in (GetResponder, NextResponder, BulkResponder):
-            responder(eng, ctx, (instrum, lambda: True))
-        self._engine = eng
-
-    async def stop(self) -> None:
-        eng, self._engine = self._engine, None
-        if eng is not None:
-            eng.close_dispatcher()
 
 
 class _Drop(asyncio.DatagramProtocol):

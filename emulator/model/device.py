@@ -57,7 +57,7 @@ from emulator.model.power import PowerEvent, is_powered, next_state
 from emulator.model.profile import Profile
 from emulator.model.report import configuration_report
 from emulator.model.snapshot import Replacement
-from emulator.model.state import REPL_FIELDS, REPL_SUPPLY, DeviceState
+from emulator.model.state import DeviceState
 from emulator.model.storage import StateFile
 from emulator.model.traits import DeviceTraits, draw_traits
 from emulator.model.usage import (
@@ -296,19 +296,7 @@ class EmulatedDevice:
 
     def replacements(self) -> tuple[Replacement, ...]:
         """The newest replacements (supplies swapped, parts replaced), newest first."""
-        log, plan = self._state.repl_log, self._plan
-        out = []
-        for k in range(0, len(log), REPL_FIELDS):
-            kind, i, t, total, old, order_at, due = log[k:k + REPL_FIELDS]
-            supply = kind == REPL_SUPPLY
-            out.append(Replacement(
-                kind="supply" if supply else "part",
-                name=plan.profile.supplies[i].name if supply else plan.profile.hfsi[i].id,
-                index=i + 1 if supply else i,
-                at=views.when(t), total_impressions=total, old_unit_count=old,
-                ordered_at=views.when(order_at) if order_at else None,
-                due=date.fromordinal(due) if due else None))
-        return tuple(out)
+        return views.replacements(self._state, self._plan)
 
     @property
     def last_day(self) -> date | None:

@@ -41,4 +41,5 @@ def make_model(config: AgentConfig, clock: Clock) -> EmulatedDevice:
         clock=clock,
         rng_seed=0,
         state_dir=config.device.data_dir / "model",
+        time_zone=config.device.time_zone,  # the printer works where its agent schedules
     )

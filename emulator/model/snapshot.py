@@ -33,6 +33,8 @@ from emulator.model.state import (
     JOB_KIND_CODES,
     LOW,
     OK,
+    REPL_FIELDS,
+    REPL_SUPPLY,
     SRC_DOOR,
     SRC_HFSI,
     SRC_SUPPLY,
@@ -205,6 +207,23 @@ def jobs(st: DeviceState) -> tuple[JobRecord, ...]:
                                                           strict=True))
         out.append(JobRecord(kind=kinds[JOB_KIND_CODES[kind]], at=when(t), pages=pages,
                              impressions=imps, user=login, job_name=name, email=email))
+    return tuple(out)
+
+
+def replacements(st: DeviceState, plan: Plan) -> tuple[Replacement, ...]:
+    """The replacement log, newest first."""
+    log = st.repl_log
+    out = []
+    for k in range(0, len(log), REPL_FIELDS):
+        kind, i, t, total, old, order_at, due = log[k:k + REPL_FIELDS]
+        supply = kind == REPL_SUPPLY
+        out.append(Replacement(
+            kind="supply" if supply else "part",
+            name=plan.profile.supplies[i].name if supply else plan.profile.hfsi[i].id,
+            index=i + 1 if supply else i,
+            at=when(t), total_impressions=total, old_unit_count=old,
+            ordered_at=when(order_at) if order_at else None,
+            due=date.fromordinal(due) if due else None))
     return tuple(out)
 
 

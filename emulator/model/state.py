@@ -79,7 +79,7 @@ class DeviceState:
         "power_on_count", "print_imps", "repl_log", "report_imps", "scan_images", "sheets",
         "sup_due", "sup_imps", "sup_installed", "sup_order_at", "sup_repl", "sup_spare",
         "sup_spare_due", "sup_spare_order", "sup_status", "sup_used", "switched_off", "trial",
-        "trial_boots", "visit_day",
+        "trial_boots", "unscheduled", "visit_day",
     )
 
     def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
@@ -129,6 +129,9 @@ class DeviceState:
         self.last_day = 0
         self.cmd_seq = 0
         self.boot_epoch = float(install_epoch)  # volatile: not persisted
+        # Volatile: an order may lack its delivery day (set by the upkeep, which has
+        # the calendar). True after loading, to be safe.
+        self.unscheduled = True
 
     # -- derived ------------------------------------------------------------------------
 
@@ -180,6 +183,7 @@ class DeviceState:
         """Order a unit of supply ``i`` at ``t`` (delivery day set by the upkeep)."""
         self.sup_order_at[i] = int(t)
         self.sup_due[i] = 0
+        self.unscheduled = True
         self.log(t, f"supply {i + 1} {plan.profile.supplies[i].name} ordered")
 
     def _hfsi_due(self, plan: Plan, i: int, t: float) -> None:
@@ -232,8 +236,8 @@ class DeviceState:
                 used[i] += toner
                 self.sup_imps[i] += imps
             u = used[i]
-            if u >= order_used[i] and not self.sup_order_at[i] and not self.sup_spare[i] \
-                    and before[i] < order_used[i]:
+            if u >= order_used[i] > before[i] and not self.sup_order_at[i] \
+                    and not self.sup_spare[i]:
                 self.order(plan, i, t)
             s = 2 if u >= life[i] else 1 if u >= low_used[i] else 0
             if s != status[i]:

@@ -61,7 +61,6 @@ class DeviceTraits:
     service_extra_days: int  # added to the profile's service response (0 or 1)
     power_cycle_rate: float  # probability per working day of a power cycle
     day_off_rate: float  # probability that a working day has no printing
-    coverage_day_sigma: float
 
     def __post_init__(self) -> None:
         if self.volume < 0 or not 0 <= self.color_share <= 1:
@@ -69,16 +68,26 @@ class DeviceTraits:
         if self.lead_time_days < 0 or self.service_extra_days < 0:
             raise ValueError("day counts must be >= 0")
 
-    def day_factors(self, plan: Plan, rng: random.Random) -> tuple[int, ...]:
-        """Milli units per driving count of each supply today: coverage varies per
-        colorant per day around the device's own coverage."""
+    def day_factors(self, plan: Plan, rng: random.Random
+                    ) -> tuple[tuple[int, ...], tuple[int, int]]:
+        """Milli units per driving count of each supply today (coverage varies per
+        colorant per day around the device's own coverage), and the toner used per
+        impression and per colour impression (``Plan.toner_per_impression``)."""
         base = plan.sup_factor
-        sigma = self.coverage_day_sigma
+        noise = plan.coverage_noise
+        steps = len(noise)
         out = list(base)
-        gauss = rng.gauss
+        r = rng.random
+        coverage = self.coverage
+        per_imp = per_color = 0
+        colour = plan.sup_colour
         for i in plan.sup_coverage_idx:
-            out[i] = round(base[i] * self.coverage[i] * math.exp(gauss(0.0, sigma)))
-        return tuple(out)
+            f = out[i] = round(base[i] * coverage[i] * noise[int(r() * steps)])
+            if colour[i]:
+                per_color += f
+            else:
+                per_imp += f
+        return tuple(out), (per_imp, per_color)
 
 
 def draw_traits(plan: Plan, rng: random.Random) -> DeviceTraits:
@@ -107,7 +116,6 @@ def draw_traits(plan: Plan, rng: random.Random) -> DeviceTraits:
         service_extra_days=1 if rng.random() < 0.3 else 0,
         power_cycle_rate=min(1.0, cycles / 21.0),
         day_off_rate=min(1.0, usage.days_off_per_year / 250.0 * _lognormal_unit(rng, 0.5)),
-        coverage_day_sigma=math.sqrt(math.log1p(usage.coverage_day_cv ** 2)),
     )
 
 

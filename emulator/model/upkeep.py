@@ -49,11 +49,12 @@ def power_cycle(st: DeviceState, t: float, why: str) -> None:
 
 def schedule(st: DeviceState, plan: Plan, cal: WorkCalendar, traits: DeviceTraits) -> None:
     """Set the delivery day of new orders and the day of the next technician visit."""
-    if any(st.sup_order_at):
+    if st.unscheduled:
         lead = traits.lead_time_days
         for i, at in enumerate(st.sup_order_at):
             if at and not st.sup_due[i]:
                 st.sup_due[i] = cal.add_working_days(cal.local_ordinal(at), lead)
+        st.unscheduled = False
     if st.active_fault < 0 and not any(st.hfsi_due_at):
         return
     wanted = 0
@@ -116,11 +117,13 @@ def morning(st: DeviceState, plan: Plan, cal: WorkCalendar, traits: DeviceTraits
 
 def swap_from_stock(st: DeviceState, plan: Plan, i: int, t: float,
                     traits: DeviceTraits) -> None:
-    """Swap supply ``i`` for the unit on site; a customer who keeps a spare reorders."""
+    """Swap supply ``i`` for the unit on site; a customer who keeps spares reorders a
+    carton when half of it is gone (the last unit, for a one-unit spare)."""
     st.sup_spare[i] -= 1
     st.replace_supply(plan, i, t, order_at=st.sup_spare_order[i], due=st.sup_spare_due[i])
     st.sup_spare_order[i] = st.sup_spare_due[i] = 0
-    if traits.keeps_spare and not st.sup_spare[i] and not st.sup_order_at[i]:
+    if traits.keeps_spare and not st.sup_order_at[i] \
+            and st.sup_spare[i] <= plan.profile.usage.spare_units // 2:
         st.order(plan, i, t)
 
 

@@ -31,7 +31,7 @@ from datetime import date
 
 from emulator.model import upkeep
 from emulator.model.calendar import WorkCalendar
-from emulator.model.plan import DRIVE_COLOR, Plan
+from emulator.model.plan import DRIVE_COLOR, NOISE_STEPS, Plan
 from emulator.model.state import DeviceState
 from emulator.model.traits import DeviceTraits, day_volume_factor
 
@@ -180,7 +180,8 @@ def _minus(v: Run, w: Run) -> Run:
 
 
 def mark_window(st: DeviceState, plan: Plan, traits: DeviceTraits, day: Run, t_a: float,
-                t_b: float, factors: tuple[int, ...]) -> tuple[int, float]:
+                t_b: float, factors: tuple[int, ...],
+                rates: tuple[int, int] | None = None) -> tuple[int, float]:
     """Print ``day`` evenly from ``t_a`` to ``t_b``, stopping for empty supplies.
 
     Returns (impressions printed, share of the window the engine could mark).
@@ -190,7 +191,6 @@ def mark_window(st: DeviceState, plan: Plan, traits: DeviceTraits, day: Run, t_a
     t_cur = t_a
     printed = 0
     colour_ok = True
-    rates = plan.toner_per_impression(factors) if plan.waste_critical else None
     for _ in range(2 * len(drive) + 2):
         if todo[0] <= 0:
             return printed, 1.0
@@ -250,8 +250,7 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     span_left = max(0, span - offset)
     activity *= span_left / plan.office_seconds
     mean = usage.pages_per_day * traits.volume * activity
-    sigma = plan.day_sigma
-    pages = int(mean * math.exp(rng.gauss(-sigma * sigma / 2, sigma))) if mean > 0 else 0
+    pages = int(mean * plan.day_noise[int(r() * NOISE_STEPS)]) if mean > 0 else 0
     mix = plan.mix
     marking_share = 1.0 - mix[3]
     # Sheets fed, estimated before the split, set the jam rate.
@@ -293,9 +292,9 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     t_end = t_first + int(span_left * stop_at)
     printed, marked = imps, 1.0
     if imps:
-        factors = traits.day_factors(plan, rng)
+        factors, rates = traits.day_factors(plan, rng)
         run: Run = (imps, color, sheets, large, large_color, large_sheets, duplex, pp, cp, fp)
-        printed, marked = mark_window(st, plan, traits, run, t_first, t_end, factors)
+        printed, marked = mark_window(st, plan, traits, run, t_first, t_end, factors, rates)
     unprinted = imps - printed
     if unprinted:
         st.pages_unprinted += unprinted
@@ -307,6 +306,8 @@ def run_day(st: DeviceState, plan: Plan, day: date, rng: random.Random,
     users = usage.users
     marked_end = t_first + int(span_left * stop_at * marked)
     for kind, n in ((KIND_PRINT, pp), (KIND_COPY, cp), (KIND_FAX, fp), (KIND_SCAN, sp)):
+        if kind != KIND_SCAN and printed < imps:
+            n = n * printed // imps  # the held jobs were cancelled: not in the log
         if n:
             size = min(n, plan.job_size(r()))
             end = t_end if kind == KIND_SCAN else marked_end

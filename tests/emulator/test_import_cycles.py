@@ -83,7 +83,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_reference_server_modules_import_no_cycle() -> None:
-    paths = sorted((ROOT / "emulator" / "server").glob("*.py"))
+    paths = sorted((ROOT / "emulator" / "server").rglob("*.py"))
     assert _cycles(_graph(paths)) == []
 
 

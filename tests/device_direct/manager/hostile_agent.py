@@ -91,7 +91,7 @@ class HostileAgent(asyncio.DatagramProtocol):
         if req.isSameTypeWith(_V2.GetBulkRequestPDU()):
             nr = int(_V2.apiBulkPDU.get_non_repeaters(req))
             reps = int(_V2.apiBulkPDU.get_max_repetitions(req))
-            probe = nr > 0
+            probe = names[:nr] == [(1, 3, 6, 1, 2, 1, 1, 1), (1, 3, 6, 1, 2, 1, 1, 2)]
             for o in names[:nr]:
                 out.append(_next(o, huge))
             row = names[nr:]

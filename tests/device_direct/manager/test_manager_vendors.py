@@ -157,3 +157,21 @@ async def test_audit_report_csv_and_html_keep_device_strings_as_data(
     out = subprocess.run([sys.executable, "-m", "device_direct", "manager", "report", "--scan",
                           str(saved)], cwd=root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and str(saved) in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_a_bug_reading_one_printer_is_an_error_for_it_not_a_crash(
+        snmpsim_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import device_direct.manager.scan as scan_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(scan_module, "interpret", broken)
+    scanner = Scanner(ScanOptions(credentials=(Credential(community="hp"),)))
+    try:
+        doc = (await scanner.scan([Target("127.0.0.1", snmpsim_port)])).to_json()
+    finally:
+        scanner.close()
+    assert doc["printers"] == []
+    assert [(e["kind"], e["phase"]) for e in doc["errors"]] == [("internal", "read")]
+    assert "surprise" in doc["errors"][0]["message"]
