@@ -38,7 +38,10 @@ settings.register_profile(
 )
 settings.load_profile("device-direct")
 
-LOOP_BLOCK_LIMIT_S = 0.050
+# 50 ms (the issue's limit). A machine known to be overloaded may raise it for a run
+# with DD_LOOP_BLOCK_LIMIT_MS; the figure the guard reports is the time the callback ran
+# or blocked, not the time it waited for a CPU.
+LOOP_BLOCK_LIMIT_S = float(os.environ.get("DD_LOOP_BLOCK_LIMIT_MS", "50")) / 1000
 GUARDED = Path(__file__).parent / "device_direct"
 # The device manager (issue 20) scans a LAN from a PC, not from the printer; its SNMP
 # engine set-up holds the loop 80-200 ms (device_direct/manager/snmp.py): left to it.
