@@ -42,6 +42,21 @@ settings.load_profile("device-direct")
 # with DD_LOOP_BLOCK_LIMIT_MS; the figure the guard reports is the time the callback ran
 # or blocked, not the time it waited for a CPU.
 LOOP_BLOCK_LIMIT_S = float(os.environ.get("DD_LOOP_BLOCK_LIMIT_MS", "50")) / 1000
+
+
+def _limit_now() -> float:
+    """The limit, stretched while the machine has more runnable work than CPUs.
+
+    The run-queue correction removes the time a callback waited for a CPU, not what
+    contention costs while it runs (caches, page faults, a fork copying page tables):
+    on these shared 2-core machines at a load of 8, a 20 ms callback was measured at
+    110-165 ms. 50 ms holds on a machine at most fully busy; above that the limit grows
+    with the one-minute load per CPU.
+    """
+    per_cpu = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return LOOP_BLOCK_LIMIT_S * max(1.0, per_cpu)
+
+
 GUARDED = Path(__file__).parent / "device_direct"
 # The device manager (issue 20) scans a LAN from a PC, not from the printer; its SNMP
 # engine set-up holds the loop 80-200 ms (device_direct/manager/snmp.py): left to it.
@@ -146,7 +161,7 @@ class _BlockWatch:
                 wall = time.perf_counter() - start
                 if wall > LOOP_BLOCK_LIMIT_S and watch._culprit is not None:
                     held = wall - (watch._waited_ns() - waited) / 1e9
-                    if held > LOOP_BLOCK_LIMIT_S:
+                    if held > _limit_now():
                         watch.blocked.append((held, f"device_direct/{watch._culprit} "
                                                     f"({_describe(handle)})"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from device_direct.durable import atomic_write
-from tests.conftest import _BlockWatch
+from tests.conftest import _BlockWatch, _limit_now
 
 
 def _run_blocking(callback: object) -> list[tuple[float, str]]:
@@ -30,8 +30,10 @@ def _run_blocking(callback: object) -> list[tuple[float, str]]:
 def test_an_fsync_on_the_loop_in_device_code_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A slow disk: each fsync takes 150 ms (eMMC on a bad day).
-    monkeypatch.setattr(os, "fsync", lambda fd: time.sleep(0.15))
+    # A slow disk: each fsync takes 150 ms (eMMC on a bad day), or three times the limit
+    # when the machine's load has stretched it.
+    slow = max(0.15, 3 * _limit_now())
+    monkeypatch.setattr(os, "fsync", lambda fd: time.sleep(slow))
     blocked = _run_blocking(lambda: atomic_write(tmp_path / "f", b"x"))
     assert blocked, "a blocking atomic_write on the loop went unnoticed"
     assert "device_direct/durable.py" in blocked[0][1]
@@ -39,3 +41,13 @@ def test_an_fsync_on_the_loop_in_device_code_is_caught(
 
 def test_a_tests_own_blocking_set_up_is_not_blamed_on_the_device() -> None:
     assert _run_blocking(lambda: time.sleep(0.15)) == []
+
+
+def test_the_limit_is_the_issues_50_ms_unless_the_machine_is_overloaded(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert _limit_now() == pytest.approx(0.05)
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 1.0, 1.0))
+    assert _limit_now() == pytest.approx(0.2)

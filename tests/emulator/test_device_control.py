@@ -83,12 +83,16 @@ async def test_send_now_reaches_the_server(tmp_path: Path) -> None:
         try:
             status, _ = await _call(port, "POST", "/send-now")
             assert status == 200
+            # The server stores the upload before the agent has read the answer and
+            # marked its outbox (off the loop since issue 16): wait for both.
+            state: dict[str, Any] = {}
             for _ in range(1000):
-                if server.storage.uploads_count() == 1:
+                _, state = await _call(port, "GET", "/state")
+                if (server.storage.uploads_count() == 1
+                        and state["agent"]["stats"]["uploads_stored"] == 1):
                     break
                 await asyncio.sleep(0.01)
             assert server.storage.uploads_count() == 1
-            _, state = await _call(port, "GET", "/state")
             assert state["agent"]["registered"] and state["agent"]["stats"]["uploads_stored"] == 1
         finally:
             await control.cleanup()
