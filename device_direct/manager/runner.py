@@ -219,6 +219,8 @@ class ManagerRunner:
                                               method=_method(reading))
             store.add(zip_bytes, meta)
             ids.append(alloc.upload_id)
+            log.info("payload %s (printer %s, seq %d, %d bytes) queued", alloc.upload_id,
+                     reading.serial, alloc.sequence, len(zip_bytes))
         return ids
 
     async def flush(self, transport: ManagerTransport) -> int:
@@ -252,6 +254,7 @@ class ManagerRunner:
                                 exc, delay)
                     break
                 store.mark_sent(entry, result.status, self.clock.now())
+                log.info("payload %s %s", entry.upload_id, result.status)
                 self.backoff = self.backoff.reset()
                 self._exchanged(success=True)
             queued += len(store.entries())

@@ -169,8 +169,8 @@ async def upload(request: web.Request) -> web.Response:
     try:
         stored = sources.store_upload(
             manager_id, upload_id=upload_id, serial=facts.serial, model=facts.model,
-            generated_at=facts.generated_at, meters=facts.meters, body=body, sha256=digest,
-            now=server.clock.now())
+            sequence=facts.sequence, generated_at=facts.generated_at, meters=facts.meters,
+            body=body, sha256=digest, now=server.clock.now())
     except OutOfScope as exc:
         raise ApiError(403, "out_of_scope",
                        f"printer {exc.serial} is not this manager's to report: {exc.reason}"

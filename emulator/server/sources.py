@@ -59,8 +59,8 @@ CREATE INDEX IF NOT EXISTS manager_scope_serial ON manager_scope (serial);
 CREATE TABLE IF NOT EXISTS manager_uploads (
     n INTEGER PRIMARY KEY, upload_id TEXT UNIQUE NOT NULL,
     manager_id TEXT NOT NULL REFERENCES managers, serial TEXT NOT NULL, model TEXT NOT NULL,
-    generated_at TEXT NOT NULL, received_at TEXT NOT NULL, size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, zip BLOB NOT NULL);
+    sequence INTEGER NOT NULL, generated_at TEXT NOT NULL, received_at TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, zip BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS manager_uploads_serial ON manager_uploads (serial, generated_at);
 CREATE TABLE IF NOT EXISTS manager_meters (
     upload_n INTEGER NOT NULL REFERENCES manager_uploads, name TEXT NOT NULL,
@@ -196,8 +196,8 @@ class Sources:
         return str(rows[0]["manager_id"]) if rows else None
 
     def store_upload(self, manager_id: str, *, upload_id: str, serial: str, model: str,
-                     generated_at: str, meters: dict[str, int], body: bytes, sha256: str,
-                     now: datetime) -> bool:
+                     sequence: int, generated_at: str, meters: dict[str, int], body: bytes,
+                     sha256: str, now: datetime) -> bool:
         """Admit the printer to the scope and store the upload; False when a duplicate.
 
         Raises :class:`OutOfScope` (nothing stored) when the manager may not report it.
@@ -210,23 +210,25 @@ class Sources:
                 self._admit(db, manager_id, serial)
                 cur = db.execute(
                     "INSERT INTO manager_uploads (upload_id, manager_id, serial, model, "
-                    "generated_at, received_at, size, sha256, zip) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (upload_id, manager_id, serial, model, generated_at, iso(now), len(body),
-                     sha256, body))
+                    "sequence, generated_at, received_at, size, sha256, zip) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (upload_id, manager_id, serial, model, sequence, generated_at, iso(now),
+                     len(body), sha256, body))
                 db.executemany("INSERT INTO manager_meters VALUES (?,?,?)",
                                [(cur.lastrowid, k, v) for k, v in sorted(meters.items())])
         except OutOfScope:
-            raise
+            raise  # nothing stored (the transaction rolled back)
         return True
 
     def uploads(self, manager_id: str) -> list[dict[str, Any]]:
         return self._rows(
-            "SELECT upload_id, serial, model, generated_at, received_at, size, sha256 "
-            "FROM manager_uploads WHERE manager_id=? ORDER BY n", manager_id)
+            "SELECT upload_id, serial, model, sequence, generated_at, received_at, size, "
+            "sha256 FROM manager_uploads WHERE manager_id=? ORDER BY n", manager_id)
 
     def iter_upload_zips(self) -> Iterator[dict[str, Any]]:
         """Every manager upload with its zip, oldest first (for exports)."""
-        cur = self._db.execute("SELECT upload_id, manager_id, serial, model, generated_at, "
+        cur = self._db.execute("SELECT upload_id, manager_id, serial, model, sequence, "
+                               "generated_at, "
                                "received_at, size, sha256, zip FROM manager_uploads ORDER BY n")
         for row in cur:
             yield dict(row)
