@@ -28,6 +28,7 @@ from emulator.clock import VirtualClock
 from emulator.lan import EmulatedLan, LanAgentOptions, LanOptions, LanSpec
 from emulator.pytest_plugin import DeviceDirectWaiter
 from emulator.server.app import ReferenceServer
+from emulator.server.export import export_uploads
 
 
 async def admin(server: ReferenceServer, method: str, path: str, **kw: Any) -> Any:
@@ -142,6 +143,17 @@ async def test_combination_model_end_to_end(
         assert bill["days"][-1]["source"] == "device"
         assert bill["days"][-1]["meters"]["total-impressions"] == before  # still one source
 
+        # the export holds both paths: the managers' zips and the combination view
+        export_uploads(dd_server.storage, tmp_path / "export")
+        index = json.loads((tmp_path / "export" / "uploads.json").read_text())
+        assert {r["source"] for r in index} == {"device", "manager"}
+        assert all((tmp_path / "export" / r["file"]).is_file() for r in index)
+        combined = json.loads((tmp_path / "export" / "printers.json").read_text())
+        assert {p["serial"]: len(p["sources"]) for p in combined} == {
+            s: 2 if s in with_agent else 1 for s in all_serials}
+        assert [d["serial"] for p in combined for d in p["billing"]["disagreements"]
+                if d["meter"] == "total-impressions"] == [busy.plan.serial]
+
     # status and report from the run's stored state (no network)
     out = subprocess.run([sys.executable, "-m", "device_direct", "manager", "status",
                           "--config", str(config), "--json"], capture_output=True, text=True,
@@ -184,3 +196,43 @@ def test_config_errors_exit_2_naming_the_key(tmp_path: Path) -> None:
         assert out.returncode == 2, (key, out.stderr)
         assert f"key '{key}'" in out.stderr and str(path) in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+async def test_locked_down_syncs_data_only_and_still_reports_addresses(
+        tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from device_direct.clock import SystemClock
+    from device_direct.core.payload import PayloadMeta
+    from device_direct.manager.payload import ManagerIdentity, build_manager_xml
+    from device_direct.manager.reading import PrinterReading
+
+    path = tmp_path / "m.toml"
+    path.write_text('[server]\nurl = "https://127.0.0.1:1/"\nca_bundle = "ca.pem"\n'
+                    f'[manager]\ndata_dir = "{tmp_path / "d"}"\nlocation = "l"\n'
+                    'contact_email = "a@b.c"\nsecurity_mode = "locked-down"\n'
+                    '[scan]\ntargets = ["127.0.0.1"]\n')
+    config = load_config(path)
+    assert config.locked_down and not any(
+        config.action_enabled(a) for a in ("send-meters-now", "get-status", "print-test-page"))
+    runner = ManagerRunner(config, SystemClock())
+    # no poll at all: the transport is never touched
+    assert await runner.handle_actions(None) == 0  # type: ignore[arg-type]
+
+    reading = PrinterReading(
+        address="127.0.1.7", vendor="HP", model="M", serial="S1", sys_object_id=None,
+        mac="00:11:22:33:44:55", firmware="2.1", sys_descr=None, sys_name=None,
+        sys_location=None, sys_contact="Call bob@example.com", uptime_s=None, status={},
+        counters={"total_impressions": 7}, supplies=(), trays=(), properties={},
+        console=(), missing=("supplies",))
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    xml = build_manager_xml(
+        reading, PayloadMeta(upload_id="00000000-0000-4000-8000-000000000001", sequence=0,
+                             generated_at=now),
+        ManagerIdentity(hostname="h", os="Linux", app_version="1", ip="10.0.0.5",
+                        security_mode="locked-down"), read_at=now, method="snmpv2c")
+    text = xml.decode()
+    assert 'securityMode="locked-down"' in text and 'ip="10.0.0.5"' in text
+    assert "<IPv4>127.0.1.7</IPv4>" in text  # printers' IPs are still reported
+    assert "bob@example.com" not in text  # the device privacy rules apply
+    assert "<Missing>supplies</Missing>" in text and "ProductCode" not in text
