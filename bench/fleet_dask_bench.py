@@ -1,7 +1,8 @@
 """Fleet on Dask vs ``--processes 2``: device-days per second of the same run.
 
 One machine. A local Dask cluster (``dask scheduler`` and two ``dask worker --nthreads
-1`` processes on loopback, started before the timing) runs the fleet with ``--cluster``
+1`` processes on loopback, started before the timing, Dask's profiler off as
+docs/fleet.md advises) runs the fleet with ``--cluster``
 (two shard tasks); the baseline is the same fleet (devices, days, seed) with
 ``--processes 2``. Both use an embedded reference server in the client process. Rounds
 alternate (Dask, processes, Dask, ...; ``--rounds`` each, default 3) and the medians of
@@ -44,9 +45,12 @@ def start_cluster(tmp: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
             raise SystemExit("dask scheduler did not start; see " + str(tmp / "cluster.log"))
         time.sleep(0.1)
     address = json.loads(info.read_text())["address"]
+    # As docs/fleet.md advises for fleet workers: without Dask's statistical profiler,
+    # which samples the running thread's stack every 10 ms (a CPU-bound shard pays it).
+    worker_env = {**env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
     procs += [subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1",
                                 "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
-                               stdout=log, stderr=log, env=env) for _ in range(2)]
+                               stdout=log, stderr=log, env=worker_env) for _ in range(2)]
     from distributed import Client
 
     with Client(address, timeout=30) as client:

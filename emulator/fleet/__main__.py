@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from emulator.closed_output import run_with_closed_output_quiet
 from emulator.fleet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_with_closed_output_quiet(main))

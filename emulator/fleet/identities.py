@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from emulator.fleet.spec import FleetSpec
+from emulator.model.profile import load_profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class DeviceIdentity:
     profile: str
     model_seed: int  # seeds the emulated model's days
     agent_seed: int  # seeds the agent's jitter and Upload-Ids
+    # device-local time its day's printing is applied: the fleet's print time, or the end
+    # of the profile's office hours when later (a production shop prints until 22:00)
+    print_time: time = time(19, 0)
 
     def __post_init__(self) -> None:
         if self.index < 0:
@@ -44,7 +48,7 @@ class DeviceIdentity:
     def print_at(self, spec: FleetSpec, k: int) -> datetime:
         """When (UTC) the k-th day's printing is applied: end of office hours, local."""
         day = self.local_day(spec, k)
-        local = datetime.combine(day, spec.print_time, tzinfo=ZoneInfo(self.time_zone))
+        local = datetime.combine(day, self.print_time, tzinfo=ZoneInfo(self.time_zone))
         return local.astimezone(UTC)
 
     def actions_on(self, spec: FleetSpec, k: int) -> tuple[str, ...]:
@@ -107,7 +111,14 @@ def identity_for(spec: FleetSpec, index: int, profile: str) -> DeviceIdentity:
         profile=profile,
         model_seed=int.from_bytes(d[10:14], "big"),
         agent_seed=int.from_bytes(d[14:22], "big"),
+        print_time=max(spec.print_time, _office_end(profile)),
     )
+
+
+def _office_end(profile: str) -> time:
+    """The end of the office hours of ``profile`` (local), 23:59 for a 24-hour shop."""
+    hour = load_profile(profile).usage.office_end_hour
+    return time(23, 59) if hour >= 24 else time(hour, 0)
 
 
 def fleet_identities(spec: FleetSpec, indices: range | None = None) -> list[DeviceIdentity]:

@@ -6,6 +6,8 @@ Rules (RFC 2790 hrPrinterDetectedErrorState, RFC 3805 section 2.2.13.2 and appen
   doorOpen, markerTonerEmpty -> noToner, ...). A critical alert whose code names no
   condition sets serviceRequested, and so does a plain warning with no condition
   (a drum near its end of life needs a visit, not a new sheet of paper).
+  subunitLifeOver(11) in the generalPrinter group is a wear part (HFSI) past its life
+  with its technician visit still to come: overduePreventMaint and serviceRequested.
 - hrDeviceStatus is the worst of: lowPaper, lowToner, serviceRequested -> warning(3);
   noPaper, noToner, doorOpen, jammed, offline -> down(5); any critical alert -> down(5);
   any other warning alert -> warning(3); otherwise running(2). A booting device is
@@ -74,6 +76,11 @@ CODE_CONDITIONS: dict[int, tuple[Condition, ...]] = {
     1104: (_C.LOW_TONER,),  # markerTonerAlmostEmpty
     1115: (_C.MARKER_SUPPLY_MISSING,),  # markerTonerCartridgeMissing
 }
+# (prtAlertCode, prtAlertGroup) -> conditions, where the group tells what the code means:
+# subunitLifeOver of the printer as a whole (not of a supply) is overdue maintenance.
+CODE_GROUP_CONDITIONS: dict[tuple[int, int], tuple[Condition, ...]] = {
+    (11, 5): (_C.OVERDUE_PREVENT_MAINT, _C.SERVICE_REQUESTED),  # subunitLifeOver, general
+}
 WARNING_CONDITIONS = frozenset({_C.LOW_PAPER, _C.LOW_TONER, _C.SERVICE_REQUESTED})
 DOWN_CONDITIONS = frozenset({_C.NO_PAPER, _C.NO_TONER, _C.DOOR_OPEN, _C.JAMMED, _C.OFFLINE})
 
@@ -141,7 +148,7 @@ def conditions_of(alerts: Iterable[Alert]) -> frozenset[Condition]:
     """The hrPrinterDetectedErrorState conditions the active ``alerts`` report."""
     found: set[Condition] = set()
     for a in alerts:
-        named = CODE_CONDITIONS.get(a.code)
+        named = CODE_GROUP_CONDITIONS.get((a.code, a.group)) or CODE_CONDITIONS.get(a.code)
         if named:
             found.update(named)
         elif a.severity in (Severity.CRITICAL, Severity.WARNING):

@@ -33,3 +33,11 @@ def test_device_stops_and_exits_quietly_when_nobody_reads_its_ports(tmp_path: Pa
                                    "--no-agent", "--state-dir", str(tmp_path)])
     assert done.returncode == EXIT_OUTPUT_CLOSED
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_the_fleet_runner_on_its_own_into_a_closed_pipe(tmp_path: Path) -> None:
+    done = run_with_stdout_closed([sys.executable, "-m", "emulator.fleet", "--devices", "2",
+                                   "--days", "1", "--no-progress",
+                                   "--work-dir", str(tmp_path / "work")])
+    assert done.returncode == EXIT_OUTPUT_CLOSED
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

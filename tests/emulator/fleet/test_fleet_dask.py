@@ -49,7 +49,9 @@ def _start_cluster(tmp: Path) -> Cluster:
     workers = [subprocess.Popen(
         [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
          "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"],
-        stdout=log, stderr=log, env=env) for i in range(2)]
+        stdout=log, stderr=log,
+        env={**env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"})  # as documented
+        for i in range(2)]
     cluster = Cluster(address, scheduler, workers)
     from distributed import Client
 

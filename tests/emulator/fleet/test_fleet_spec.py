@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import time
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -105,3 +106,17 @@ def test_identities_depend_on_seed_and_index_only() -> None:
     window = spec.upload_window
     assert all(window.start <= i.upload_time < window.end for i in whole)
     assert len({i.time_zone for i in whole}) > 1
+
+
+def test_a_days_printing_is_applied_after_its_profiles_office_hours() -> None:
+    # Issue 18's note: the fleet applied every day at 19:00 local, cutting a production
+    # shop (office hours 6-22) at 13/16 of its day; the day is now applied at the later
+    # of the fleet's print time and the profile's office end.
+    from emulator.model.profile import load_profile
+
+    spec = FleetSpec(devices=30, days=1, mix=parse_mix("office-color:1,production:1"))
+    for ident in fleet_identities(spec):
+        end = load_profile(ident.profile).usage.office_end_hour
+        local = ident.print_at(spec, 0).astimezone(ZoneInfo(ident.time_zone))
+        assert local.time() == max(spec.print_time, time(end, 0)), ident.profile
+    assert {i.print_time for i in fleet_identities(spec)} == {time(19, 0), time(22, 0)}

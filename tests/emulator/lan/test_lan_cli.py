@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +52,20 @@ def test_lan_cli_serves_until_ctrl_c() -> None:
                                              ".1.3.6.1.2.1.43.5.1.1.17.1")
         assert "OID:" in _snmpget(other["address"], port, ".1.3.6.1.2.1.1.2.0")
         assert "Timeout" in _snmpget(silent["address"], port, ".1.3.6.1.2.1.1.2.0")
+        # garbage from a stray scanner: no traceback, and the printer still answers
+        rng = random.Random(7)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for n in range(200):
+                junk = bytes([0xA0, 0x00]) if n == 0 else rng.randbytes(rng.randint(1, 64))
+                s.sendto(junk, (printer["address"], port))
+        assert printer["serial"] in _snmpget(printer["address"], port,
+                                             ".1.3.6.1.2.1.43.5.1.1.17.1")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+        err = proc.stderr.read() if proc.stderr else ""
+        assert "Traceback" not in err, err
+        assert "ignored bad input from 127.0.0.1:" in err  # one warning, naming the peer
+        assert err.count("ignored bad input") == 1  # rate-limited
     finally:
         if proc.poll() is None:
             proc.kill()

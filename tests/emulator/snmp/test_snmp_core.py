@@ -18,6 +18,7 @@ from emulator.snmp.printer_status import (
     DeviceStatus,
     PrinterState,
     printer_status,
+    status_of_device,
 )
 
 oids = st.lists(st.integers(0, 5), min_size=2, max_size=6).map(tuple)
@@ -120,3 +121,27 @@ async def test_table_reads_the_live_model_on_every_build() -> None:
     device.clear_fault()
     device.jam()
     assert agent.table().get((*general, 18, 1)) == counter(2)  # counts events, not rows
+
+
+def test_a_wear_part_past_its_life_is_overdue_maintenance_not_a_spent_supply() -> None:
+    # subunitLifeOver(11) of the printer as a whole (generalPrinter, 5) is an HFSI item
+    # waiting for its technician: overduePreventMaint (bit 14) and serviceRequested.
+    hfsi = Alert(index=1, severity=Severity.WARNING, code=11, group=5, group_index=1,
+                 location=0, description="950-800 overdue", raised_at=NOW)
+    s = printer_status(PowerState.READY, (hfsi,))
+    assert s.conditions == {Condition.OVERDUE_PREVENT_MAINT, Condition.SERVICE_REQUESTED}
+    assert s.error_state == b"\x01\x02" and s.device is DeviceStatus.WARNING
+    # the same code on a supply (markerSupplies, 11) is a part to swap: no overdue bit
+    spent = Alert(index=1, severity=Severity.WARNING, code=11, group=11, group_index=9,
+                  location=0, description="Fuser at end of life", raised_at=NOW)
+    assert printer_status(PowerState.READY, (spent,)).conditions == {
+        Condition.SERVICE_REQUESTED}
+
+
+def test_the_models_overdue_maintenance_alert_sets_the_overdue_bit() -> None:
+    clock = VirtualClock()
+    device = make_device(clock)
+    assert Condition.OVERDUE_PREVENT_MAINT not in status_of_device(device).conditions
+    # what the model does when an HFSI counter reaches its life (state.py)
+    device._state._hfsi_due(device._plan, 0, clock.now().timestamp())
+    assert Condition.OVERDUE_PREVENT_MAINT in status_of_device(device).conditions
