@@ -25,7 +25,11 @@ unknown keys are errors. A complete file::
     targets = ["10.0.0.0/24", "10.0.1.5"]    # required; as `manager scan` takes them
     out_of_scope = ["10.0.0.9"]              # optional: found but not reported
     snmp_port = 161
-    communities = ["public"]
+    communities = ["public"]                 # v2c, tried in order; [] for v3 only
+    [[scan.v3_users]]                        # optional, tried after the communities
+    user = "monitor"
+    auth_key = "........"                    # SHA, 8+ characters
+    priv_key = "........"                    # AES, optional (authNoPriv without it)
     timeout = 1.0
     retries = 1
     concurrency = 32
@@ -79,6 +83,7 @@ class ManagerConfig:
     timeout: float
     retries: int
     concurrency: int
+    v3_users: tuple[tuple[str, str, str | None], ...] = ()
     actions: frozenset[str] = field(default_factory=frozenset)
     test_page_port: int = 9100
 
@@ -158,8 +163,18 @@ def load_config(path: Path | str) -> ManagerConfig:
     if not 1 <= snmp_port <= 65535:
         raise scan.error("snmp_port", "must be 1..65535")
     communities = tuple(scan.str_list("communities", ["public"]))
-    if not communities:
-        raise scan.error("communities", "give at least one community")
+    v3_users: list[tuple[str, str, str | None]] = []
+    for user in scan.tables("v3_users", []):
+        name, auth = _nonempty(user, "user"), user.str("auth_key")
+        priv = user.str("priv_key", None)
+        if len(auth) < 8:
+            raise user.error("auth_key", "needs 8+ characters")
+        if priv is not None and len(priv) < 8:
+            raise user.error("priv_key", "needs 8+ characters")
+        user.done()
+        v3_users.append((name, auth, priv))
+    if not communities and not v3_users:
+        raise scan.error("communities", "give at least one community or [[scan.v3_users]]")
     timeout = scan.float("timeout", 1.0)
     if timeout <= 0:
         raise scan.error("timeout", "must be > 0")
@@ -192,4 +207,4 @@ def load_config(path: Path | str) -> ManagerConfig:
         ip=ip, time_zone=tz, scan_time=scan_time, security_mode=mode, targets=targets,
         out_of_scope=out_of_scope, snmp_port=snmp_port, communities=communities,
         timeout=timeout, retries=retries, concurrency=concurrency,
-        actions=frozenset(enabled), test_page_port=test_page_port)
+        v3_users=tuple(v3_users), actions=frozenset(enabled), test_page_port=test_page_port)

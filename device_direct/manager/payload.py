@@ -178,6 +178,8 @@ def _properties(w: _Writer, r: PrinterReading) -> None:
             if value is not None:
                 props[f"tray.{t.index}.{key}"] = str(value)
     for key, value in sorted(r.properties.items()):
+        if key == "snmp":
+            continue  # the credential used: in Source/Discovery@method, not here
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             props[key] = str(value)
     w.out.start("Properties")

@@ -165,7 +165,8 @@ class ManagerRunner:
         excluded = {t.host for t in parse_targets(c.out_of_scope, c.snmp_port)} \
             if c.out_of_scope else set()
         options = ScanOptions(credentials=tuple(Credential(community=x)
-                                                for x in c.communities),
+                                                for x in c.communities) + tuple(
+            Credential(user=u, auth_key=a, priv_key=p) for u, a, p in c.v3_users),
                               timeout=c.timeout, retries=c.retries,
                               concurrency=c.concurrency)
         scanner = Scanner(options, VendorCatalog.load())
@@ -410,7 +411,7 @@ def _host(address: str) -> str:
 
 
 def _method(reading: PrinterReading) -> str:
-    cred = reading.properties.get("credential") if isinstance(reading.properties, dict) else None
+    cred = reading.properties.get("snmp")  # Credential.label(): "v2c" or "v3:USER"
     return "snmpv3" if isinstance(cred, str) and cred.startswith("v3") else "snmpv2c"
 
 

@@ -186,6 +186,9 @@ def test_config_errors_exit_2_naming_the_key(tmp_path: Path) -> None:
         ("[server]\nurl = \"https://x\"\nca_bundle = \"c\"\n[manager]\ndata_dir = \"d\"\n"
          "location = \"l\"\ncontact_email = \"a@b\"\n[scan]\ntargets = [\"127.0.0.1\"]\n"
          "[actions]\nreboot = true\n"): "actions.reboot",
+        ("[server]\nurl = \"https://x\"\nca_bundle = \"c\"\n[manager]\ndata_dir = \"d\"\n"
+         "location = \"l\"\ncontact_email = \"a@b\"\n[scan]\ntargets = [\"127.0.0.1\"]\n"
+         "[[scan.v3_users]]\nuser = \"m\"\nauth_key = \"short\"\n"): "scan.v3_users[0].auth_key",
     }
     for i, (text, key) in enumerate(cases.items()):
         path = tmp_path / f"m{i}.toml"
