@@ -136,7 +136,12 @@ class ManagerRunner:
             return "127.0.0.1"
 
     async def ensure_registered(self, transport: ManagerTransport) -> str:
+        """Register once; renew the certificate when it nears its end (the device's
+        margin); the manager id."""
         if self.identity.device_id is not None:
+            if self.identity.needs_renewal(self.clock.now()):
+                await transport.renew()  # the device's call, at /managers/{id}/renew
+                log.info("manager certificate renewed")
             return self.identity.device_id
         key = self.config.registration_key
         if not key:

@@ -131,6 +131,26 @@ async def register(request: web.Request) -> web.Response:
     }, status=201)
 
 
+async def renew(request: web.Request) -> web.Response:
+    """POST /dd/v1/managers/{mid}/renew: a new certificate for a new key (mTLS); the
+    current certificate stops working as soon as the new one is issued."""
+    server = server_of(request)
+    manager_id = authenticate(request)
+    body = await read_json_object(request, "renewal")
+    csr = field_str(body, "csr", max_len=8192)
+    try:
+        cert = server.pki.sign_client_csr(csr, serial=manager_id, now=server.wall.now(),
+                                          days=server.cert_days)
+    except CsrError as exc:
+        raise ApiError(400, "bad_csr", str(exc)) from exc
+    sources_of(request).replace_certificate(manager_id, serial_hex(cert.serial_number))
+    return web.json_response({
+        "certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "ca_certificate": server.pki.bundle_pem.decode(),
+        "not_after": iso(cert.not_valid_after_utc),
+    })
+
+
 async def upload(request: web.Request) -> web.Response:
     """POST /dd/v1/managers/{mid}/uploads: one printer's payload, stored once."""
     server = server_of(request)
@@ -312,6 +332,7 @@ def add_routes(app: web.Application) -> None:
     app.on_cleanup.append(_close)
     r = app.router
     r.add_post("/dd/v1/managers/register", register)
+    r.add_post("/dd/v1/managers/{mid}/renew", renew)
     r.add_post("/dd/v1/managers/{mid}/uploads", upload)
     r.add_get("/dd/v1/managers/{mid}/actions", list_actions)
     r.add_post("/dd/v1/managers/{mid}/actions/{aid}/result", action_result)

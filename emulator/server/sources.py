@@ -136,6 +136,12 @@ class Sources:
                 (manager_id, info["hostname"], info["ip"], info["os"], info["app_version"],
                  info["location"], info["contact_email"], iso(now), cert_serial))
 
+    def replace_certificate(self, manager_id: str, cert_serial: str) -> None:
+        """Make ``cert_serial`` the manager's only valid certificate (renewal)."""
+        with self._tx() as db:
+            db.execute("UPDATE managers SET cert_serial=? WHERE manager_id=?",
+                       (cert_serial, manager_id))
+
     def manager_by_cert(self, cert_serial: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM managers WHERE cert_serial=?", cert_serial)
         return rows[0] if rows else None

@@ -130,6 +130,10 @@ async def test_combination_model_end_to_end(
                         json={"serial": busy.plan.serial, "type": kind})
         async with runner.transport() as transport:
             assert await runner.handle_actions(transport) == 3
+            old = runner.identity.registration
+            await transport.renew()  # the device's renewal, at /dd/v1/managers/{id}/renew
+            assert runner.identity.registration != old
+            assert await runner.handle_actions(transport) == 0  # the new certificate works
         results = {a["type"]: a["result_status"] for a in (await admin(
             dd_server, "GET", f"/admin/v1/managers/{mid}/actions"))["actions"]}
         assert results == {"send-meters-now": "succeeded", "get-status": "rejected",

@@ -317,6 +317,23 @@ async def s_manager_action_result(c: Checker, dev: Device, other: Device) -> Non
                          json={"status": "failed"}))[0] == 404
 
 
+async def s_manager_renew(c: Checker, dev: Device, other: Device) -> None:
+    m = c.manager
+    p = {"mid": m.device_id}
+    key_pem, csr = make_csr("mgr-host")
+    assert (await c.call("managerRenew", params=p, json={"csr": csr.decode()}))[0] == 401
+    assert (await c.call("managerRenew", params=p, device=dev,
+                         json={"csr": csr.decode()}))[0] == 403
+    assert (await c.call("managerRenew", params=p, device=m, json={"csr": "junk"}))[0] == 400
+    status, body = await c.call("managerRenew", params=p, device=m, json={"csr": csr.decode()})
+    assert status == 200
+    # the certificate it replaced no longer works; the new one does
+    assert (await c.call("managerListActions", params=p, device=m))[0] == 403
+    c.manager = await manager_device(c.server, {**body, "manager_id": m.device_id}, key_pem,
+                                     None)
+    assert (await c.call("managerListActions", params=p, device=c.manager))[0] == 200
+
+
 def _mid(c: Checker) -> dict[str, str]:
     return {"mid": c.manager.device_id}
 
@@ -397,6 +414,7 @@ SCENARIOS: dict[str, Scenario] = {
     "adminListPrinters": _admin_simple("adminListPrinters"),
     "adminPrinterBilling": s_admin_billing,
     "adminDisagreements": _admin_simple("adminDisagreements"),
+    "managerRenew": s_manager_renew,  # after every other manager call: it replaces c.manager
     "renew": s_renew,  # last: it revokes ``other``'s certificate
 }
 
