@@ -17,7 +17,17 @@ caller's environment instead: with ``PYTHONDONTWRITEBYTECODE=1`` and no ``__pyca
 in the tree, every agent module is compiled from source at each start, while the
 baseline's site-packages are compiled already, so the figure then includes compiling.
 
-Usage: ``python bench/agent_footprint.py [--registered] [--source] [--runs N]``.
+Firmware (issue 16): ``--firmware-mib N`` (default 256; 0 skips it) also runs one whole
+signed A/B update of an N MiB image in a fresh agent process, against a reference
+server in a process of its own: check, download over mutual TLS, verify, write to the
+inactive bank (a device model that reads the image file in chunks, as a flash writer
+does), trial boot, health check, commit. The baseline is the same process's RSS when
+idle just before the update (registered, connected once); the figure is its peak RSS
+during the update (``VmHWM``, reset at the start) less that. Goal: under 32 MiB for a
+256 MiB image.
+
+Usage: ``python bench/agent_footprint.py [--registered] [--source] [--runs N]
+[--firmware-mib N]``.
 """
 
 from __future__ import annotations
@@ -115,6 +125,102 @@ store.store_registration("bench-1", pem(cert(csr.subject, csr.public_key(), Fals
 """
 
 
+FIRMWARE = r"""
+import asyncio, gc, hashlib, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from device_direct.agent import Agent
+from device_direct.clock import SystemClock
+from device_direct.config import load_config
+from device_direct.model import (Counters, DeviceSnapshot, FirmwareBank, FirmwareState,
+    Identity, NetworkInfo, PowerState)
+
+class FlashModel:
+    power = PowerState.READY
+    def __init__(self):
+        self.fw = FirmwareState("A", (FirmwareBank("A", "1.0"), FirmwareBank("B", "")))
+    def identity(self): return Identity("Acme", "Bench 1", "BENCH001", "B1", {"system": "1.0"})
+    def network(self): return NetworkInfo("02:00:00:00:00:01", "10.0.0.2", "255.255.255.0")
+    def counters(self): return Counters()
+    def alerts(self): return ()
+    def firmware(self): return self.fw
+    def engineering_log(self): return ""
+    def snapshot(self):
+        return DeviceSnapshot(datetime.now(UTC), self.power, self.identity(), self.network(),
+            (), (), (), self.counters(), (), (), (), self.firmware())
+    async def write_inactive_bank(self, version, image):
+        h = hashlib.sha256()
+        with open(image, "rb") as fh:          # a flash writer: a block at a time
+            while block := fh.read(1 << 20):
+                h.update(block)
+        banks = tuple(FirmwareBank(b.name, version, h.hexdigest()) if b.name != self.fw.active
+                      else b for b in self.fw.banks)
+        self.fw = FirmwareState(self.fw.active, banks)
+    async def boot_bank(self, bank, *, trial):
+        self.fw = FirmwareState(bank, self.fw.banks, trial)
+    async def commit_bank(self):
+        self.fw = FirmwareState(self.fw.active, self.fw.banks, False)
+    async def rollback_bank(self):
+        self.fw = FirmwareState(self.fw.inactive.name, self.fw.banks, False)
+
+def status(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+
+async def main():
+    agent = Agent(load_config(Path(sys.argv[1])), FlashModel(), clock=SystemClock())
+    await agent.register()
+    gc.collect()
+    idle = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")                          # VmHWM starts again from here
+    t0 = time.perf_counter()
+    transport = agent._new_transport()
+    try:
+        result = await agent.firmware.check(transport, install_now=True)
+    finally:
+        await transport.close()
+    seconds = time.perf_counter() - t0
+    assert result is not None and result.status == "succeeded", result
+    print(idle, status("VmHWM"), seconds)
+
+asyncio.run(main())
+"""
+
+
+def firmware_peak(env: dict[str, str], tmp: Path, mib: int) -> tuple[int, int, float]:
+    """(idle KiB, peak KiB, seconds) of one update of a ``mib`` MiB image."""
+    state, image = tmp / "server", tmp / "image.bin"
+    with image.open("wb") as fh:
+        for _ in range(mib):
+            fh.write(os.urandom(1 << 20))
+    server_cli = [sys.executable, "-m", "emulator", "server", "--state-dir", str(state)]
+    subprocess.run([*server_cli, "publish-firmware", "--model", "Bench 1", "--version", "2.0",
+                    str(image)], check=True, cwd=ROOT, env=env, capture_output=True)
+    image.unlink()
+    key = subprocess.run([*server_cli, "make-key"], check=True, cwd=ROOT, env=env,
+                         capture_output=True, text=True).stdout.split()[0]
+    pem = subprocess.run([*server_cli, "export-firmware-key"], check=True, cwd=ROOT, env=env,
+                         capture_output=True, text=True).stdout.strip()
+    server = subprocess.Popen([*server_cli, "run", "--port", "0"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None
+        info = json.loads(server.stdout.readline())
+        cfg = tmp / "fw-agent.toml"
+        cfg.write_text(
+            f'[server]\nurl = "https://127.0.0.1:{info["port"]}/"\n'
+            f'ca_bundle = "{info["ca_cert"]}"\nserver_name = "localhost"\n'
+            f'registration_key = "{key}"\n'
+            f'[device]\ndata_dir = "{tmp}/fw-data"\n'
+            f'[services]\nfirmware_public_key = """{pem}\n"""\n')
+        out = subprocess.run([sys.executable, "-c", FIRMWARE, str(cfg)], check=True, cwd=ROOT,
+                             env=env, capture_output=True, text=True).stdout.split()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return int(out[0]), int(out[1]), float(out[2])
+
+
 def _run(code: str, env: dict[str, str], *args: str) -> tuple[float, int]:
     out = subprocess.run([sys.executable, "-c", code, *args], check=True, cwd=ROOT, env=env,
                          capture_output=True, text=True).stdout.split()
@@ -128,6 +234,8 @@ def main() -> None:
     parser.add_argument("--source", action="store_true",
                         help="keep the environment as it is (no private bytecode cache)")
     parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--firmware-mib", type=int, default=256,
+                        help="image size for the firmware-update peak RSS (0: skip it)")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ)
@@ -162,12 +270,26 @@ def main() -> None:
     print(f"runs: {opts.runs} each, interleaved; baseline = import aiohttp, cryptography + idle "
           f"loop; agent {'registered' if opts.registered else 'not registered'}; bytecode "
           f"{'as the environment says' if opts.source else 'cached (private prefix)'}")
+    figures: dict[str, object] = {}
+    if opts.firmware_mib > 0:
+        with tempfile.TemporaryDirectory() as fw_tmp:
+            idle_kib, peak_kib, seconds = firmware_peak(env, Path(fw_tmp), opts.firmware_mib)
+            over = (peak_kib - idle_kib) / 1024
+            print(f"{'firmware update RSS (MiB)':28}{idle_kib/1024:12.1f}{peak_kib/1024:12.1f}"
+                  f"{over:12.2f}{'< 32':>10}")
+            print(f"firmware: one {opts.firmware_mib} MiB signed A/B update in {seconds:.1f} s; "
+                  "baseline = the same process idle just before it, figure = peak (VmHWM)")
+            figures = {"firmware_image_mib": opts.firmware_mib,
+                       "firmware_idle_rss_mib": round(idle_kib / 1024, 2),
+                       "firmware_peak_rss_mib": round(peak_kib / 1024, 2),
+                       "firmware_added_rss_mib": round(over, 2), "firmware_update_s":
+                       round(seconds, 1), "goal_firmware_added_mib": 32}
     print(json.dumps({
         "baseline_import_ms": round(b_ms, 1), "agent_import_ms": round(a_ms, 1),
         "added_import_ms": round(add_ms, 1), "baseline_rss_mib": round(b_kib / 1024, 2),
         "agent_rss_mib": round(a_kib / 1024, 2), "added_rss_mib": round(add_mib, 2),
         "goal_added_ms": 50, "goal_added_mib": 5, "registered": opts.registered,
-        "bytecode_cached": not opts.source,
+        "bytecode_cached": not opts.source, **figures,
     }))
 
 

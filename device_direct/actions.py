@@ -133,7 +133,8 @@ class ActionRunner:
             self.managed["last"] = now.isoformat()
             self._save_managed()
             log.info("managed device: periodic transfer")
-            self.agent.send_now("scheduled")
+            # Asked for by the server's start_managed action: not the day's transfer.
+            self.agent.send_now("action")
 
     async def after_sync(self, transport: Transport, trigger: Trigger) -> None:
         """Post-sync hook: poll for actions after every triggered sync."""
@@ -319,7 +320,7 @@ class ActionRunner:
 
     async def _send_meters_now(self, transport: Transport) -> Result:
         agent = self.agent
-        upload_id = agent.queue_payload("action")
+        upload_id = await agent.queue_payload("action")
         if upload_id is None:
             return Result("failed", {"message": "no payload could be built (device off, or "
                                                 f"storage): {agent.stats.last_error}"})

@@ -52,7 +52,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -65,10 +65,8 @@ from device_direct.config import AgentConfig
 from device_direct.core.lifecycle import BACKOFF_STATES, AgentEvent, AgentState, Lifecycle
 from device_direct.core.outbox import OutboxEntry
 from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
-from device_direct.core.privacy import PrivacyPolicy
-from device_direct.core.retry import Backoff, Disposition, classify_error
-from device_direct.core.schedule import DailySchedule
-from device_direct.durable import atomic_write
+from device_direct.core.retry import Disposition, classify_error
+from device_direct.durable import atomic_write, off_loop
 from device_direct.errors import (
     AuthError,
     CertificateRefused,
@@ -168,15 +166,9 @@ class Agent:
             data_dir, budget_bytes=config.outbox.budget_bytes, clock=clock, rng=self.rng
         )
         self.audit = AuditLog(data_dir / AUDIT_FILE)
-        self.schedule = DailySchedule(
-            at=config.schedule.upload_time, tz=config.device.zone, missed=config.schedule.missed
-        )
-        self.policy = PrivacyPolicy(
-            send_job_data=config.services.consent_job_data,
-            send_engineering=config.services.consent_engineering,
-            locked_down=config.services.security_mode == "locked-down",
-        )
-        self.backoff = Backoff(base_s=config.retry.base_s, cap_s=config.retry.cap_s)
+        self.schedule = config.schedule.daily(config.device.zone)
+        self.policy = config.services.privacy
+        self.backoff = config.retry.backoff()
         self.stats = SyncStats()
         self.proxy_route: ProxyRoute | None = None
         self._transport_factory = transport_factory or _default_transport
@@ -336,7 +328,7 @@ class Agent:
             trigger = "scheduled"
             self.next_sync = self.schedule.next_run(now)
         if trigger is not None:
-            queued = self.queue_payload(trigger)
+            queued = await self.queue_payload(trigger)
             if trigger == "scheduled" and queued is not None:
                 # Recorded once the day's payload is durably queued: a power cut while
                 # it was being built leaves the run "missed" (caught up at boot when
@@ -414,8 +406,9 @@ class Agent:
     async def _firmware_after_sync(self, transport: Transport, trigger: Trigger) -> None:
         await self.firmware.after_sync(transport, scheduled=trigger == "scheduled")
 
-    def queue_payload(self, trigger: Trigger) -> str | None:
-        """Read the model and store a new payload in the outbox (durably).
+    async def queue_payload(self, trigger: Trigger) -> str | None:
+        """Read the model and store a new payload in the outbox (durably, in the storage
+        thread: the loop goes on meanwhile).
 
         Returns its Upload-Id, or None when none was built (device off, storage)."""
         if self.model.power in (PowerState.OFF, PowerState.BOOTING):
@@ -448,7 +441,7 @@ class Agent:
             return None
         self._reach("write")
         try:
-            self.outbox.add(zip_bytes, meta)
+            await off_loop(self.outbox.add, zip_bytes, meta)
         except StorageError as exc:
             log.error("payload %s not queued: %s", meta.upload_id, exc)
             self.stats.last_error = str(exc)
@@ -582,8 +575,7 @@ class Agent:
             await self._via_proxy(transport, transport.renew)
         except DeviceDirectError as exc:
             self.audit.record(now, "renew", ok=False, error=str(exc))
-            delay = Backoff(base_s=self.config.retry.base_s, cap_s=self.config.retry.cap_s,
-                            attempt=4).next_delay(self.rng)
+            delay = replace(self.config.retry.backoff(), attempt=4).next_delay(self.rng)
             self._renew_not_before = now + timedelta(seconds=delay)
             if must or isinstance(exc, CertificateRefused):
                 raise
@@ -624,7 +616,7 @@ class Agent:
             if entry is None:
                 return True
             try:
-                data = self.outbox.begin_send(entry, now)
+                data = await off_loop(self.outbox.begin_send, entry, now)
             except StorageError as exc:
                 log.error("outbox: %s", exc)  # recorded as dropped; go on with the next
                 continue
@@ -633,11 +625,11 @@ class Agent:
                 result = await self._via_proxy(
                     transport, functools.partial(transport.upload, data, entry.upload_id))
             except DeviceDirectError as exc:
-                if not self._failed(entry, exc, self.clock.now()):
+                if not await self._failed(entry, exc, self.clock.now()):
                     return False
                 continue
             done_at = self.clock.now()
-            self.outbox.mark_sent(entry, result.status, done_at)
+            await off_loop(self.outbox.mark_sent, entry, result.status, done_at)
             self.backoff = self.backoff.reset()
             self.stats.bytes_sent += len(data)
             if result.status == "stored":
@@ -667,7 +659,7 @@ class Agent:
         self._register_not_before = None
         return True
 
-    def _failed(self, entry: OutboxEntry, exc: DeviceDirectError, now: datetime) -> bool:
+    async def _failed(self, entry: OutboxEntry, exc: DeviceDirectError, now: datetime) -> bool:
         """Record a failed send. Returns True when the flush may go on with the next one."""
         cause = _cause(exc)
         self.stats.last_error = f"{cause}: {exc}"
@@ -676,13 +668,14 @@ class Agent:
             # identity is settled (renewed or registered again) at the next session.
             self._certificate_refused = exc.code
             self.stats.certificate_refusals += 1
-            self.outbox.mark_failed(entry, f"{cause}: {exc}"[:200], now, 0.0)
+            await off_loop(self.outbox.mark_failed, entry, f"{cause}: {exc}"[:200], now, 0.0)
             self.audit.record(now, "upload", upload_id=entry.upload_id, result="failed",
                               cause=cause, error=str(exc)[:300])
             log.error("upload of %s: %s", entry.upload_id, exc)
             return False
         if classify_error(exc) is Disposition.FINAL and isinstance(exc, ServerRejected):
-            self.outbox.mark_rejected(entry, exc.status, f"{exc.error}: {exc.detail}"[:200], now)
+            await off_loop(self.outbox.mark_rejected, entry, exc.status,
+                           f"{exc.error}: {exc.detail}"[:200], now)
             self.stats.uploads_rejected += 1
             self.audit.record(now, "upload", upload_id=entry.upload_id, result="rejected",
                               status=exc.status, error=exc.error)
@@ -693,8 +686,8 @@ class Agent:
         # next attempt waits out a backoff delay, so nothing spins.
         delay = self.backoff.next_delay(self.rng)
         self.backoff = self.backoff.increment()
+        await off_loop(self.outbox.mark_failed, entry, f"{cause}: {exc}"[:200], now, delay)
         self.stats.send_failures += 1
-        self.outbox.mark_failed(entry, f"{cause}: {exc}"[:200], now, delay)
         self.audit.record(now, "upload", upload_id=entry.upload_id, result="failed",
                           cause=cause, error=str(exc)[:300], retry_in_s=round(delay, 3))
         log.warning("upload of %s failed (%s): %s; retry in %.0f s",

@@ -251,12 +251,6 @@ class MaintenanceWindow:
                 "services.maintenance_window", f"expected HH:MM-HH:MM, got {text!r}"
             ) from None
 
-    def contains(self, t: time) -> bool:
-        """Whether the local wall time ``t`` lies in the window (start in, end out)."""
-        if self.start < self.end:
-            return self.start <= t < self.end
-        return t >= self.start or t < self.end
-
 
 @dataclass(frozen=True, slots=True)
 class ServicesConfig:

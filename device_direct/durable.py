@@ -6,12 +6,51 @@ it over the target, then ``fsync`` the directory so the rename itself is on disk
 Leftover ``*.tmp`` files are a write that did not finish; their owners delete them on
 open. Raises ``OSError``: each caller translates it at its own edge (``StorageError``
 naming what it was writing).
+
+:func:`off_loop` runs such work in the one storage thread of the process: an ``fsync``
+takes milliseconds on ext4 and far more on eMMC, and every device of a fleet shares
+its event loop. One thread, first in first out, keeps the writes serialised as they
+were on the loop (the outbox's calls never overlap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_STORAGE: ThreadPoolExecutor | None = None
+
+
+def settle() -> None:
+    """Wait (blocking) until the storage thread has finished what it was given.
+
+    For whoever opens a store: the work of an agent that was just stopped (cancelled
+    while its write ran on) must not race the new one's recovery of the same files."""
+    if _STORAGE is not None:
+        _STORAGE.submit(int).result()
+
+
+async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in the storage thread; the loop goes on meanwhile.
+
+    Cancelling the caller does not cut the work short: a write that started finishes
+    (it is durable or it is not, never half done)."""
+    global _STORAGE
+    if _STORAGE is None:
+        from concurrent.futures import ThreadPoolExecutor  # on first use: not at import
+
+        _STORAGE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dd-storage")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_STORAGE, functools.partial(fn, *args, **kwargs))
 
 TMP_SUFFIX = ".tmp"
 
@@ -27,8 +66,6 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically and durably; the file gets ``mode``."""
-    # Plain strings: a fleet makes thousands of these writes a second, and pathlib's
-    # joins and conversions were a visible share of each.
     target = os.fspath(path)
     tmp = target + TMP_SUFFIX
     try:

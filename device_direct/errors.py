@@ -109,6 +109,14 @@ class RemoteProtocolError(ProtocolError):
     """The server sent something we cannot accept (bad JSON, oversized body, ...)."""
 
 
+class BodyTooLong(RemoteProtocolError):
+    """The server sent more than the limit allowed for the body (``limit`` bytes)."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
 class ServerRejected(ProtocolError):
     """The server answered 4xx: the request is not retried as it is."""
 

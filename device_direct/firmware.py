@@ -28,6 +28,7 @@ action installs whatever the setting (it can be switched off with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -36,13 +37,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from device_direct.audit import AuditLog
 from device_direct.clock import Clock
 from device_direct.config import AgentConfig
 from device_direct.core.actions import Result
 from device_direct.core.firmware import (
+    ImageDigest,
     UpdateEvent,
     UpdateRecord,
     UpdateState,
@@ -52,8 +54,9 @@ from device_direct.core.firmware import (
     verify_manifest,
 )
 from device_direct.core.retry import Backoff
-from device_direct.durable import atomic_write
+from device_direct.durable import atomic_write, off_loop
 from device_direct.errors import (
+    BodyTooLong,
     DeviceDirectError,
     FirmwareError,
     ModelError,
@@ -76,6 +79,9 @@ HEALTH_RETRY_S = 30.0
 MAX_DOWNLOAD_ATTEMPTS = 8
 _DOWNLOAD_BACKOFF = Backoff(base_s=60.0, cap_s=3600.0)
 _FSYNC_EVERY = 4 << 20
+# Download chunks are gathered to this much before one write (and hash) in the storage
+# thread: memory stays bounded whatever the image size, and the loop never waits on disk.
+_WRITE_BATCH = 1 << 20
 
 ResultSink = Callable[[str, Result], None]
 HealthCheck = Callable[[], Awaitable[str | None]]
@@ -259,27 +265,36 @@ class FirmwareUpdater:
             self._save(rec)
             log.info("firmware download resumes at byte %d of %d", start, manifest.size)
         received = start
+        hasher = hashlib.sha256()
         try:
+            if start:  # the bytes a resumed download already has go into the hash first
+                await off_loop(_hash_file, part, hasher)
             with part.open("ab") as out:
                 synced = received
-                async with contextlib.aclosing(
-                    transport.download(manifest.url, start, manifest.size - start)
-                ) as chunks:
-                    async for chunk in chunks:
-                        out.write(chunk)
-                        received += len(chunk)
-                        if received - synced >= _FSYNC_EVERY:
-                            out.flush()
-                            os.fsync(out.fileno())
-                            synced = received
-                out.flush()
-                os.fsync(out.fileno())
+                batch: list[bytes] = []
+                batched = 0
+                try:
+                    async with contextlib.aclosing(
+                        transport.download(manifest.url, start, manifest.size - start)
+                    ) as chunks:
+                        async for chunk in chunks:
+                            batch.append(chunk)
+                            batched += len(chunk)
+                            received += len(chunk)
+                            if batched >= _WRITE_BATCH:
+                                sync = received - synced >= _FSYNC_EVERY
+                                await off_loop(_append, out, hasher, batch, sync=sync)
+                                batch, batched = [], 0
+                                synced = received if sync else synced
+                finally:
+                    # Also when the body broke off: what arrived is kept for the resume.
+                    await off_loop(_append, out, hasher, batch, sync=True)
         except OSError as exc:
             return self._abort(Result("failed", self._detail(
                 message=f"cannot store the download: {exc}", check="storage")))
         except (RemoteProtocolError, ServerRejected) as exc:
-            # The transport stops one byte past the limit and says "longer than".
-            check = ("size" if received >= manifest.size or "longer than" in str(exc)
+            # The transport stops one byte past the limit (BodyTooLong).
+            check = ("size" if received >= manifest.size or isinstance(exc, BodyTooLong)
                      else "download")
             return self._abort(Result("failed", self._detail(
                 message=f"download refused: {exc}", check=check)))
@@ -289,14 +304,10 @@ class FirmwareUpdater:
             return self._retry_download(
                 f"the body ended after {received} of {manifest.size} bytes", received)
         try:
-            image = part.read_bytes()
-            check_image(manifest, image)
+            check_image(manifest, ImageDigest(received, hasher.hexdigest()))
         except FirmwareError as exc:
             return self._abort(Result("failed", self._detail(message=str(exc),
                                                              check=exc.check)))
-        except OSError as exc:
-            return self._abort(Result("failed", self._detail(
-                message=f"cannot read the download back: {exc}", check="storage")))
         self._save(self.record.step(UpdateEvent.DOWNLOADED, next_try_at=None))
         self._audit("firmware-update", step="downloaded", version=rec.version,
                     bytes=manifest.size)
@@ -319,18 +330,26 @@ class FirmwareUpdater:
     async def _write(self) -> Result | None:
         rec = self.record
         manifest = rec.manifest
+        part = self.dir / PART_FILE
         try:
-            image = (self.dir / PART_FILE).read_bytes()
-            check_image(manifest, image)  # again: the part file sat on disk meanwhile
+            # Again: the part file sat on disk meanwhile. Hashed in the storage thread,
+            # a chunk at a time; the device reads the file itself to write the bank.
+            hasher = hashlib.sha256()
+            size = await off_loop(_hash_file, part, hasher)
+            check_image(manifest, ImageDigest(size, hasher.hexdigest()))
         except (OSError, FirmwareError) as exc:
             check = exc.check if isinstance(exc, FirmwareError) else "storage"
             return self._abort(Result("failed", self._detail(
                 message=f"the downloaded image is gone or changed: {exc}", check=check)))
         try:
-            await self.model.write_inactive_bank(rec.version, image)
+            await self.model.write_inactive_bank(rec.version, part)
         except ModelError as exc:
             return self._abort(Result("failed", self._detail(
                 message=f"the device refused to write the bank: {exc}", check="write")))
+        except OSError as exc:
+            return self._abort(Result("failed", self._detail(
+                message=f"the image could not be read to write the bank: {exc}",
+                check="storage")))
         self._save(rec.step(UpdateEvent.WRITTEN))
         self._discard_part()
         self._audit("firmware-update", step="written", version=rec.version)
@@ -473,3 +492,22 @@ class FirmwareUpdater:
         if self.audit is not None:
             self.audit.record(self.clock.now(), event, **fields)
 
+
+def _hash_file(path: Path, hasher: hashlib._Hash) -> int:
+    """Feed ``path`` into ``hasher`` a chunk at a time; returns its size (storage thread)."""
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_WRITE_BATCH):
+            hasher.update(chunk)
+            size += len(chunk)
+    return size
+
+
+def _append(out: BinaryIO, hasher: hashlib._Hash, chunks: list[bytes], *, sync: bool) -> None:
+    """Append and hash one batch of a download; fsync when asked (storage thread)."""
+    for chunk in chunks:
+        out.write(chunk)
+        hasher.update(chunk)
+    if sync:
+        out.flush()
+        os.fsync(out.fileno())

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 CHAIN_LINK = re.compile(r"^\d{3}-\d{3}$")
@@ -313,8 +314,11 @@ class DeviceModel(Protocol):
         """Print the configuration report (one impression) and return its text."""
         ...
 
-    async def write_inactive_bank(self, version: str, image: bytes) -> None:
-        """Write a verified firmware image to the bank that is not running."""
+    async def write_inactive_bank(self, version: str, image: bytes | Path) -> None:
+        """Write a verified firmware image to the bank that is not running.
+
+        ``image`` is the image, or the file that holds it: a device reads the file in
+        chunks, so an image of hundreds of MiB never has to fit in memory."""
         ...
 
     async def boot_bank(self, bank: str, *, trial: bool) -> None:

@@ -66,7 +66,7 @@ from device_direct.core.payload import (
     read_payload_head_id,
     read_payload_id,
 )
-from device_direct.durable import TMP_SUFFIX, atomic_write, fsync_dir
+from device_direct.durable import TMP_SUFFIX, atomic_write, fsync_dir, settle
 from device_direct.errors import PayloadError, StorageError
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,7 @@ class OutboxStore:
         ``random.SystemRandom()`` (the default) on a real device.
         """
         directory = Path(data_dir) / OUTBOX_DIR
+        settle()  # a stopped agent's last write first (the same files)
         with _storage_errors("create the outbox directory", directory):
             (directory / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
         with _storage_errors("open the outbox in", directory):

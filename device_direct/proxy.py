@@ -25,6 +25,7 @@ the emulator control DNS; the PAC fetch uses it through an aiohttp resolver.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -423,7 +424,10 @@ class ProxyDetector:
         )
 
     async def _detect(self, server_url: str, host: str, network: NetworkInfo) -> Detection:
-        is_public = self._is_public_suffix or bundled_public_suffixes()
+        if self._is_public_suffix is None:
+            # Parsing the bundled list takes tens of milliseconds: not on the loop.
+            self._is_public_suffix = await asyncio.to_thread(bundled_public_suffixes)
+        is_public = self._is_public_suffix
         evaluator = self._evaluator or SubprocessPacEvaluator()
         problems: list[str] = []
         candidates = wpad_candidates(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import json
 import re
@@ -43,6 +42,7 @@ from device_direct import __version__
 from device_direct.clock import Clock
 from device_direct.errors import (
     AuthError,
+    BodyTooLong,
     CertificateRefused,
     ConfigError,
     ConnectError,
@@ -292,7 +292,6 @@ def build_ssl_context(
     return ctx
 
 
-@functools.lru_cache(maxsize=16)  # a busy second gives many answers the same Date
 def parse_http_date(value: str | None) -> datetime | None:
     """An RFC 9110 ``Date`` header as an aware UTC datetime; None if absent or unreadable."""
     if not value:
@@ -625,9 +624,9 @@ class Transport:
                     raise RemoteProtocolError(f"{endpoint}: unexpected status {response.status}")
                 length = response.content_length
                 if length is not None and length - skip > max_bytes:
-                    raise RemoteProtocolError(
+                    raise BodyTooLong(
                         f"{endpoint}: body of {length - skip} bytes is longer than the "
-                        f"{max_bytes} allowed"
+                        f"{max_bytes} allowed", limit=max_bytes
                     )
                 received = 0
                 while True:
@@ -646,8 +645,9 @@ class Transport:
                         return
                     received += len(chunk)
                     if received > max_bytes:
-                        raise RemoteProtocolError(
-                            f"{endpoint}: body is longer than the {max_bytes} bytes allowed"
+                        raise BodyTooLong(
+                            f"{endpoint}: body is longer than the {max_bytes} bytes allowed",
+                            limit=max_bytes,
                         )
                     yield chunk
 

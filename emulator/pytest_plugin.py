@@ -381,8 +381,11 @@ async def dd_make_device(tmp_path: Path, dd_server: ReferenceServer, dd_clock: V
             # Per device: the agent draws its Upload-Ids from this seed, and two devices
             # with the same ids would collide on the server (409).
             seed = zlib.crc32(serial.encode())
+        # the printer stands where its agent does: working hours, holidays, faults and
+        # supply swaps in the agent's time zone
         model = EmulatedDevice(load_profile(profile), serial=serial, clock=dd_clock,
-                               rng_seed=seed, state_dir=None, fsync=False)
+                               rng_seed=seed, state_dir=None, fsync=False,
+                               time_zone=time_zone)
         hh, mm = (int(x) for x in upload_time.split(":"))
         config = AgentConfig(
             server=ServerConfig(url=f"https://127.0.0.1:{dd_server.port}/",

@@ -3,10 +3,32 @@
 Hypothesis: these machines are shared and noisy (2 cores), so its timing-based checks
 (per-example deadline, slow-generation health check) would fail tests for reasons that
 have nothing to do with the code. The properties and example counts are unchanged.
+
+The loop guard (after python-zeroconf and aioesphomeapi): every async test of the
+device code (``tests/device_direct/``) fails if a callback held the event loop for more
+than ``LOOP_BLOCK_LIMIT_S`` while device code (``device_direct/``) was running in it, or
+if the test left tasks running behind it. On a printer
+the agent shares its loop with the device's other work, and in the fleet thousands of
+agents share one: a blocking call (an fsync, a sync socket, a big hash) stalls all of
+them. The time a callback spent waiting for a CPU (the machine is shared) is not
+counted: ``/proc/thread-self/schedstat`` gives the run-queue wait, so only time the
+callback itself ran or blocked in a system call is. A test that must block on purpose
+says so with ``@pytest.mark.allow_loop_blocking``; one that hands a task on to a later
+test (none should) with ``@pytest.mark.allow_leftover_tasks``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -15,3 +37,166 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("device-direct")
+
+# 50 ms (the issue's limit). A machine known to be overloaded may raise it for a run
+# with DD_LOOP_BLOCK_LIMIT_MS; the figure the guard reports is the time the callback ran
+# or blocked, not the time it waited for a CPU.
+LOOP_BLOCK_LIMIT_S = float(os.environ.get("DD_LOOP_BLOCK_LIMIT_MS", "50")) / 1000
+GUARDED = Path(__file__).parent / "device_direct"
+# The device manager (issue 20) scans a LAN from a PC, not from the printer; its SNMP
+# engine set-up holds the loop 80-200 ms (device_direct/manager/snmp.py): left to it.
+UNGUARDED = GUARDED / "manager"
+_SCHEDSTAT = "/proc/thread-self/schedstat"
+_DEVICE_CODE = os.sep + "device_direct" + os.sep
+# Small, rare durable writes that still run on the loop (known, listed in the issue-16
+# note as left to do): the identity at registration and renewal, the action journal,
+# the agent's daily state, the firmware update record. Anything else is blamed.
+KNOWN_ON_LOOP = frozenset({
+    ("identity.py", "*"),
+    ("actions.py", "_store"),
+    ("actions.py", "_save_managed"),
+    ("agent.py", "_save_state"),
+    ("firmware.py", "_save"),
+    # CPU only (CA bundle and key parsed: 1-2 ms on an idle machine), once per agent and
+    # certificate; seen at 51 ms when the machine was four times slower than usual.
+    ("transport.py", "build_ssl_context"),
+})
+_TESTS = os.sep + "tests" + os.sep
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "allow_loop_blocking: the loop guard does not fail this test for a "
+        "callback that held the event loop")
+    config.addinivalue_line(
+        "markers", "allow_leftover_tasks: the loop guard does not fail this test for "
+        "tasks still running at its end")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The loop guard for every async test under tests/device_direct/."""
+    for item in items:
+        path = Path(str(getattr(item, "path", "")))
+        if (GUARDED in path.parents and UNGUARDED not in path.parents
+                and item.get_closest_marker("asyncio") is not None):
+            names: list[str] = getattr(item, "fixturenames", [])
+            if "loop_guard" not in names:
+                names.insert(0, "loop_guard")
+
+
+class _BlockWatch:
+    """Times every callback the event loop runs in this thread (Handle._run).
+
+    A watchdog thread looks at the loop thread's stack while a callback runs long: a
+    block counts only if the device code (``device_direct/``) was on it, so a test's
+    own set-up (making certificates) or the in-process reference server is not blamed,
+    and not inside one of the :data:`KNOWN_ON_LOOP` writers.
+    """
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.blocked: list[tuple[float, str]] = []
+        self._fd = os.open(_SCHEDSTAT, os.O_RDONLY)
+        self._original: Callable[[asyncio.Handle], None] = asyncio.Handle._run  # type: ignore[attr-defined]
+        self._started = 0.0  # perf_counter() when the running callback began; 0: none
+        self._culprit: str | None = None  # device code seen on the stack of that callback
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="loop-guard", daemon=True)
+
+    def _waited_ns(self) -> int:
+        return int(os.pread(self._fd, 64, 0).split()[1])
+
+    def _watch(self) -> None:
+        while not self._stop.wait(LOOP_BLOCK_LIMIT_S / 5):
+            started = self._started
+            if not started or time.perf_counter() - started < LOOP_BLOCK_LIMIT_S:
+                continue
+            frame = sys._current_frames().get(self.thread)
+            found: str | None = None
+            while frame is not None:
+                name = frame.f_code.co_filename
+                if name.startswith("<frozen importlib"):
+                    found = None  # a module's first import: once per process
+                    break
+                if _DEVICE_CODE in name and _TESTS not in name:
+                    where = name.split(_DEVICE_CODE)[-1]
+                    if (where, frame.f_code.co_name) in KNOWN_ON_LOOP or (
+                            where, "*") in KNOWN_ON_LOOP:
+                        found = None
+                        break
+                    found = found or f"{where}:{frame.f_lineno}"
+                frame = frame.f_back
+            if found is not None and self._culprit is None:
+                self._culprit = found
+
+    def install(self) -> None:
+        original, watch = self._original, self
+
+        def _run(handle: asyncio.Handle) -> None:
+            if threading.get_ident() != watch.thread or watch._started:
+                original(handle)
+                return
+            watch._culprit = None
+            start = watch._started = time.perf_counter()
+            waited = watch._waited_ns()
+            try:
+                original(handle)
+            finally:
+                watch._started = 0.0
+                wall = time.perf_counter() - start
+                if wall > LOOP_BLOCK_LIMIT_S and watch._culprit is not None:
+                    held = wall - (watch._waited_ns() - waited) / 1e9
+                    if held > LOOP_BLOCK_LIMIT_S:
+                        watch.blocked.append((held, f"device_direct/{watch._culprit} "
+                                                    f"({_describe(handle)})"))
+
+        asyncio.Handle._run = _run  # type: ignore[attr-defined]
+        self._watchdog.start()
+
+    def remove(self) -> None:
+        asyncio.Handle._run = self._original  # type: ignore[attr-defined]
+        self._stop.set()
+        self._watchdog.join()
+        os.close(self._fd)
+
+
+def _describe(handle: asyncio.Handle) -> str:
+    """What a handle ran: for a task step, the task's coroutine and where it is now."""
+    import gc
+
+    callback = getattr(handle, "_callback", None)
+    for ref in gc.get_referents(callback) if callback is not None else ():
+        if isinstance(ref, asyncio.Task):
+            return repr(ref)[:300]
+    return repr(handle)[:300]
+
+
+@pytest.fixture
+async def loop_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail the test on a callback that held the loop too long, or tasks left behind."""
+    watch = _BlockWatch()
+    before = set(asyncio.all_tasks())
+    watch.install()
+    try:
+        yield
+    finally:
+        watch.remove()
+    # The test's own fixtures are torn down by now; give cancelled tasks a few turns.
+    current = asyncio.current_task()
+    left: set[asyncio.Task[Any]] = set()
+    for _ in range(20):
+        left = {t for t in asyncio.all_tasks() - before if t is not current and not t.done()}
+        if not left:
+            break
+        await asyncio.sleep(0.01)
+    problems = []
+    if watch.blocked and request.node.get_closest_marker("allow_loop_blocking") is None:
+        worst = sorted(watch.blocked, reverse=True)[:3]
+        problems.append("the event loop was blocked: " + "; ".join(
+            f"{held * 1000:.0f} ms in {what}" for held, what in worst))
+    if left and request.node.get_closest_marker("allow_leftover_tasks") is None:
+        for task in left:
+            task.cancel()
+        problems.append("tasks left running: " + "; ".join(repr(t)[:200] for t in left))
+    if problems:
+        pytest.fail(" / ".join(problems), pytrace=False)

@@ -126,3 +126,10 @@ def test_a_projects_own_loop_scope_choice_wins(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0 and "1 passed" in out, out
     assert "asyncio_default_fixture_loop_scope=module" in out, out  # pytest-asyncio's header
+
+
+async def test_the_printer_stands_in_its_agents_time_zone(dd_make_device):
+    # issue 18: working hours, holidays and faults run in the device's own zone
+    tokyo = await dd_make_device("office-color", "TKYO0001", time_zone="Asia/Tokyo",
+                                 start=False)
+    assert str(tokyo.model.time_zone) == "Asia/Tokyo"

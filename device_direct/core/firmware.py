@@ -216,12 +216,27 @@ def _check_target(image_model: str, version: str, *, model: str, running_version
                             f"{running_version} (anti-rollback)", check="version")
 
 
-def check_image(manifest: Manifest, image: bytes) -> None:
-    """Size and SHA-256 of a downloaded image against its (verified) manifest."""
-    if len(image) != manifest.size:
-        raise FirmwareError(f"image is {len(image)} bytes, the manifest says {manifest.size}",
+@dataclass(frozen=True, slots=True)
+class ImageDigest:
+    """Size and SHA-256 of an image that was hashed as it streamed by (never held whole)."""
+
+    size: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or len(self.sha256) != 64:
+            raise ValueError(f"bad image digest {self.size} {self.sha256!r}")
+
+
+def check_image(manifest: Manifest, image: bytes | ImageDigest) -> None:
+    """Size and SHA-256 of a downloaded image (its bytes, or the digest made while it
+    streamed to storage) against its (verified) manifest."""
+    size = image.size if isinstance(image, ImageDigest) else len(image)
+    if size != manifest.size:
+        raise FirmwareError(f"image is {size} bytes, the manifest says {manifest.size}",
                             check="size")
-    digest = hashlib.sha256(image).hexdigest()
+    digest = (image.sha256 if isinstance(image, ImageDigest)
+              else hashlib.sha256(image).hexdigest())
     if digest != manifest.sha256:
         raise FirmwareError(f"image SHA-256 {digest} is not the manifest's {manifest.sha256}",
                             check="sha256")

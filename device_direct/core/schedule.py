@@ -127,11 +127,6 @@ def on_boot(
     return next_run(now, at, tz)
 
 
-def send_now(now: datetime) -> datetime:
-    """A "send now" request (panel button, server action): run at once."""
-    return _require_utc(now, "now")
-
-
 @dataclass(frozen=True, slots=True)
 class DailySchedule:
     """The configured schedule: wall time, zone and missed-run policy."""

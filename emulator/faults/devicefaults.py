@@ -93,7 +93,7 @@ class ScenarioDevice(EmulatedDevice):
         await super().rollback_bank()
         self._note_version()
 
-    async def write_inactive_bank(self, version: str, image: bytes) -> None:
+    async def write_inactive_bank(self, version: str, image: bytes | Path) -> None:
         if self.checkpoint is not None:
             self.checkpoint("install")
         await super().write_inactive_bank(version, image)

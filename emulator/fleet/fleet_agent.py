@@ -158,9 +158,9 @@ class FleetAgent(Agent):
         """True once ``target`` daily payloads were built and none is left to send."""
         return self.daily_built >= self.target and not self.outbox.entries()
 
-    def queue_payload(self, trigger: Trigger) -> str | None:
+    async def queue_payload(self, trigger: Trigger) -> str | None:
         """The agent's payload; counted as a day unless an action asked for it."""
-        upload_id = super().queue_payload(trigger)
+        upload_id = await super().queue_payload(trigger)
         if upload_id is not None:
             if trigger == "action":
                 self.action_built += 1

@@ -171,12 +171,12 @@ class ScenarioAgent(FleetAgent):
         """Past the device's last day of the run, and nothing left to send."""
         return self._fleet_now() >= self.done_at and not self.outbox.entries()
 
-    def queue_payload(self, trigger: Trigger) -> str | None:
+    async def queue_payload(self, trigger: Trigger) -> str | None:
         """The agent's payload, recorded in the device's ledger once it is queued."""
         if self._fleet_now() >= self.done_at:
             return None  # the run is over for this device: only deliver what is queued
         try:
-            upload_id = super().queue_payload(trigger)
+            upload_id = await super().queue_payload(trigger)
         except StorageError as exc:
             # Agent.queue_payload lets a StorageError from outbox.allocate() escape (a
             # full disk would end the agent's loop); caught here so a scenario can go

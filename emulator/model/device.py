@@ -477,7 +477,10 @@ class EmulatedDevice:
 
     # -- firmware banks -----------------------------------------------------------------
 
-    async def write_inactive_bank(self, version: str, image: bytes) -> None:
+    async def write_inactive_bank(self, version: str, image: bytes | Path) -> None:
+        # A file is read a chunk at a time, off the loop: a big image is never held whole.
+        size, sha = (await asyncio.to_thread(_file_facts, image) if isinstance(image, Path)
+                     else (len(image), hashlib.sha256(image).hexdigest()))
         async with self._locked():
             self._require_powered("write a firmware bank")
             st = self._state
@@ -488,12 +491,12 @@ class EmulatedDevice:
                 raise DeviceCommandError(f"bad firmware version {version!r}")
             target = 1 - st.active_bank
             st.bank_versions[target] = version
-            st.bank_sha[target] = hashlib.sha256(image).hexdigest()
+            st.bank_sha[target] = sha
             st.log(self._now(), f"firmware {version} written to bank "
-                                f"{views.BANK_NAMES[target]} ({len(image)} bytes)")
+                                f"{views.BANK_NAMES[target]} ({size} bytes)")
             self._persist()
             gen = self._gen
-            await self._clock.sleep(len(image) / _FLASH_BYTES_PER_S)
+            await self._clock.sleep(size / _FLASH_BYTES_PER_S)
             if gen != self._gen:
                 raise DeviceStateError("power was lost while writing the firmware bank")
 
@@ -654,3 +657,14 @@ class EmulatedDevice:
             raise DeviceCommandError(f"unknown HFSI id {hfsi_id!r}; known: {', '.join(ids)}")
         self._state.replace_part(self._plan, ids.index(hfsi_id), self._now())
         self._persist()
+
+
+def _file_facts(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a firmware image file, read in 1 MiB chunks."""
+    hasher = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            hasher.update(chunk)
+            size += len(chunk)
+    return size, hasher.hexdigest()

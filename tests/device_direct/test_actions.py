@@ -97,7 +97,8 @@ async def test_managed_mode_sends_periodic_payloads_from_the_agent_loop(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     uploads = server.storage.uploads(rig.device_id)[count:]
-    assert [u["trigger"] for u in uploads] == ["scheduled", "scheduled"]
+    # Asked for by the start_managed action: labelled so, not as the day's transfer.
+    assert [u["trigger"] for u in uploads] == ["action", "action"]
 
 
 @pytest.mark.parametrize("security, disabled, consent, type_, params, message", [

@@ -83,7 +83,7 @@ async def test_signed_newer_image_is_installed_trial_booted_checked_and_committe
     assert rig.device.firmware().banks[1].sha256 == hashlib.sha256(IMAGE).hexdigest()
     assert not (tmp_path / "data" / "firmware" / "image.part").exists()
     # The next upload reports the new firmware.
-    rig.agent.queue_payload("on-demand")
+    await rig.agent.queue_payload("on-demand")
     assert await rig.agent.sync(None)
     assert "trial bank B was not committed" not in rig.device.engineering_log()
 
@@ -295,7 +295,7 @@ async def test_customer_opt_out_keeps_firmware_but_not_other_services(
     rig = await fw_rig(tmp_path, server, clock, extra="auto_firmware = false\n")
     server.publish_firmware(model_name(rig), NEW, IMAGE)
     aid = rig.enqueue("get_status")
-    rig.agent.queue_payload("scheduled")
+    await rig.agent.queue_payload("scheduled")
     assert await rig.agent.sync("scheduled")  # the daily sync: check, but no install
     assert result(rig, aid)[0] == "succeeded"
     assert_runs(rig, OLD)
@@ -311,7 +311,7 @@ async def test_automatic_update_installs_at_the_maintenance_window(
                        extra='auto_firmware = true\nmaintenance_window = "01:00-03:00"\n')
     assert rig.config.services.maintenance_window == MaintenanceWindow.parse("01:00-03:00")
     server.publish_firmware(model_name(rig), NEW, IMAGE)
-    rig.agent.queue_payload("scheduled")
+    await rig.agent.queue_payload("scheduled")
     assert await rig.agent.sync("scheduled")
     assert rig.agent.firmware.record.state.value == "ready"
     assert banks(rig)["B"] == NEW
@@ -354,3 +354,39 @@ async def test_no_pinned_key_means_no_update(
     status, detail = result(rig, aid)
     assert (status, detail["check"]) == ("failed", "key")
     assert_runs(rig, OLD)
+
+
+# -- bounded memory (issue 16, item 5) --------------------------------------------------------
+
+
+async def test_the_image_is_streamed_never_read_whole(
+    tmp_path: Path, server: ReferenceServer, clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The old path read image.part whole (twice) and handed the bank writer bytes; a
+    # 512 MiB image needed that much memory. Now: hashed while it downloads, hashed
+    # again a chunk at a time, and the device is given the file. (The peak RSS of a
+    # 256 MiB update is measured by bench/agent_footprint.py.)
+    rig = await fw_rig(tmp_path, server, clock)
+    server.publish_firmware(model_name(rig), NEW, IMAGE)
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        assert path.name != "image.part", "the firmware image was read whole"
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    given: list[object] = []
+    device_class = type(rig.device)
+    real_write = device_class.write_inactive_bank
+
+    async def write_inactive_bank(self: Any, version: str, image: bytes | Path) -> None:
+        given.append(image)
+        await real_write(self, version, image)
+
+    monkeypatch.setattr(device_class, "write_inactive_bank", write_inactive_bank)
+    aid = await upgrade(rig)
+    assert result(rig, aid)[0] == "succeeded"
+    assert_runs(rig, NEW)
+    assert [type(g) for g in given] == [type(tmp_path)], "the bank writer was given bytes"
+    assert rig.device.firmware().banks[1].sha256 == hashlib.sha256(IMAGE).hexdigest()

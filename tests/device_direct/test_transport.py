@@ -574,9 +574,12 @@ async def test_a_server_that_never_answers_the_request_is_a_timeout(
     async with fake_server(tmp_path, ca) as (server, url):
         await (await registered(url, bundle, tmp_path / "id")).close()
         server.override = stall
-        async with make_transport(url, bundle, tmp_path / "id", timeouts=SHORT) as transport:
-            with pytest.raises(TimeoutError_):
-                await transport.poll_actions()
+        try:
+            async with make_transport(url, bundle, tmp_path / "id", timeouts=SHORT) as transport:
+                with pytest.raises(TimeoutError_):
+                    await transport.poll_actions()
+        finally:
+            never.set()  # the stalled handler may end (no task left behind)
     assert entered.is_set()
 
 

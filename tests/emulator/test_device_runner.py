@@ -97,7 +97,7 @@ async def test_runner_prints_through_9100_and_uploads_through_its_agent(tmp_path
             await _pjl(runner.describe()["jetdirect_port"],
                        b"@PJL ENTER LANGUAGE=POSTSCRIPT\r\n%!\nshowpage\nshowpage\n" + UEL)
             assert runner.device.counters().total_impressions == 2
-            assert runner.agent.queue_payload("on-demand") is not None
+            assert await runner.agent.queue_payload("on-demand") is not None
             assert await runner.agent.sync("on-demand")
             devices = server.storage.devices()
             assert [d["serial"] for d in devices] == ["RUN0001"]

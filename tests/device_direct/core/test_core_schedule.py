@@ -17,7 +17,6 @@ from device_direct.core.schedule import (
     on_boot,
     parse_wall_time,
     run_on,
-    send_now,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -90,11 +89,6 @@ def test_catch_up_runs_now_only_when_a_run_was_missed() -> None:
     # No run on record: nothing is known to be missed.
     assert on_boot(boot, None, time(2, 0), BERLIN, "catch-up") == utc(2026, 1, 11, 1)
     assert DailySchedule(time(2, 0), BERLIN, "catch-up").on_boot(boot, utc(2026, 1, 1)) == boot
-
-
-def test_send_now_runs_now() -> None:
-    now = utc(2026, 5, 5, 13, 7)
-    assert send_now(now) == now
 
 
 @pytest.mark.parametrize("text", ["2:00", "24:00", "12:60", "noon", "", "12:00:00"])
