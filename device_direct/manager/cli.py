@@ -10,6 +10,7 @@ Exit codes: 0 ok, 1 the scan found no printer, 2 usage or configuration error,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ def add_manager_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "manager", help="the device manager: find printers over SNMP, read and report them",
         description="The device manager (second data path): discovers printers of any vendor "
-                    "over SNMP and reads identity, status, meters and supplies. Uploading "
-                    "them to the communication server (manager run) is not built yet. "
+                    "over SNMP and reads identity, status, meters and supplies; `manager run` "
+                    "registers with the communication server and uploads them daily. "
                     "Needs the 'manager' extra (pysnmp).",
         epilog="Exit codes: 0 ok, 1 no printer found, 2 usage or configuration error, "
                "3 runtime error. See docs/manager.md.")
@@ -66,7 +67,31 @@ def add_manager_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_snmp_options(report)
     report.add_argument("--vendors", type=Path, action="append", default=[],
                         help="a directory of extra vendor files (*.toml)")
+    report.add_argument("--config", type=Path,
+                        help="report the stored readings of `manager run` with this "
+                             "manager.toml")
     report.set_defaults(func=_report)
+
+    run = sub.add_parser(
+        "run", help="register once, then scan daily and upload each printer's payload",
+        description="Run the device manager with a manager.toml (see docs/manager.md): "
+                    "register once with the server (location, contact e-mail), scan the "
+                    "configured scope daily at local time, upload one payload per printer "
+                    "from its own outbox (exactly once), carry out the server's actions "
+                    "(send-meters-now, get-status, print-test-page) unless disabled or "
+                    "locked down.",
+        epilog="Example: device-direct manager run --config /etc/dd/manager.toml")
+    run.add_argument("--config", type=Path, required=True, help="the manager.toml")
+    run.add_argument("--once", action="store_true",
+                     help="one cycle now (register, scan, upload, actions), then exit")
+    run.set_defaults(func=_run)
+
+    status = sub.add_parser(
+        "status", help="last read, last exchange, last success, next run, scope",
+        description="What the manager last did, from its data directory (no network).")
+    status.add_argument("--config", type=Path, required=True, help="the manager.toml")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.set_defaults(func=_status)
     return p
 
 
@@ -173,6 +198,14 @@ async def _scan_now(args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
 async def _report(args: argparse.Namespace) -> int:
     from device_direct.manager.report import to_csv, to_html
 
+    if args.config is not None:
+        from device_direct.manager.config import load_config
+
+        cfg = load_config(args.config)
+        args.scan = cfg.data_dir / "readings.json"
+        if not args.scan.is_file():
+            raise ConfigError("no stored readings yet: run `manager run` first",
+                              path=args.scan)
     if args.scan is not None and args.targets:
         raise ConfigError("give either --scan FILE or TARGETs, not both", key="--scan")
     if args.scan is not None:
@@ -197,3 +230,52 @@ async def _scan(args: argparse.Namespace) -> int:
     else:
         print(format_scan_table(doc))
     return EXIT_OK if doc["printers"] else EXIT_NOTHING
+
+
+async def _run(args: argparse.Namespace) -> int:
+    _need_extra()
+    import signal
+
+    from device_direct.clock import SystemClock
+    from device_direct.manager.config import load_config
+    from device_direct.manager.runner import ManagerRunner
+
+    config = load_config(args.config)
+    runner = ManagerRunner(config, SystemClock())
+    task = asyncio.ensure_future(runner.run(once=args.once))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("manager stopped", file=sys.stderr)
+    st = runner.status
+    print(json.dumps({"manager_id": st.manager_id, "in_scope": len(st.in_scope),
+                      "out_of_scope": len(st.out_of_scope), "queued": st.queued,
+                      "last_success": st.last_success, "last_error": st.last_error}))
+    return EXIT_OK if st.queued == 0 else EXIT_RUNTIME
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from device_direct.manager.config import load_config
+    from device_direct.manager.runner import load_status
+
+    config = load_config(args.config)
+    doc = load_status(config.data_dir).to_json()
+    if args.json:
+        print(json.dumps(doc, indent=1, sort_keys=True))
+        return EXIT_OK
+    rows = [("manager id", doc["manager_id"]), ("security mode", doc["security_mode"]),
+            ("last read of printers", doc["last_read"]),
+            ("last exchange with server", doc["last_exchange"]),
+            ("last successful sync", doc["last_success"]),
+            ("next scheduled", doc["next_scheduled"]),
+            ("printers in scope", len(doc["in_scope"])),
+            ("printers out of scope", len(doc["out_of_scope"])),
+            ("not reportable (no serial/model)", len(doc["not_reportable"])),
+            ("payloads queued", doc["queued"]), ("last error", doc["last_error"])]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {'-' if value is None else value}")
+    return EXIT_OK

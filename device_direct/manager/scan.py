@@ -220,4 +220,5 @@ class Scanner:
         reading = interpret(str(t), values, vendor, self.catalog.enterprise_name(sys_object_id),
                             problems=tuple(problems) + ((error.message,) if error and
                                                          not problems else ()))
+        reading.properties["snmp"] = cred.label()  # how it was read (never the secret)
         return reading, error

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from device_direct.clock import Clock
 from emulator.errors import ServerError
-from emulator.server import admin_api, dashboard, device_api, payload_check
+from emulator.server import admin_api, dashboard, device_api, manager_api, payload_check
 from emulator.server.faults import decide
 from emulator.server.http_common import DEVICE_ID, SERVER_KEY, ApiError, error_response
 from emulator.server.pki import ServerTlsFiles
@@ -146,6 +146,7 @@ class ReferenceServer(ServerState):
         app[SERVER_KEY] = self
         device_api.add_routes(app)
         admin_api.add_routes(app)
+        manager_api.add_routes(app)  # the second data path (managers) and both paths' view
         dashboard.add_routes(app)  # /dashboard/: pages for people (admin-token login)
         return app
 

@@ -194,6 +194,9 @@ async def upload(request: web.Request) -> web.Response:
             facts = await asyncio.to_thread(check_payload, body, upload_id=upload_id)
     except PayloadRejected as exc:
         raise ApiError(exc.status, exc.error, exc.detail) from exc
+    if facts.source != "device":  # a manager's reading goes to /dd/v1/managers/
+        raise ApiError(422, "not_a_device_payload",
+                       "a device uploads its own data: <Source> is for managers' payloads")
     if device_id_for(facts.serial) != device_id:  # the id is derived from the serial
         raise ApiError(403, "serial_mismatch",
                        f"payload serial {facts.serial!r} is not this certificate's device")

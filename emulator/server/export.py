@@ -10,6 +10,13 @@ real name, and running it again rewrites the same files.
 
 ``--since`` is compared with the time the server *received* the upload (its own clock),
 not the generated-at time the device wrote into it.
+
+Without ``--device`` the second data path is exported too: each device manager's
+payloads under ``OUT_DIR/managers/<manager id>/<serial>/<sequence>-<upload id>.zip``
+(index records with ``"source": "manager"``; the devices' have ``"source": "device"``),
+and ``OUT_DIR/printers.json``: the combination view, one entry per printer (serial,
+model) with its sources, its billing meters per day (one source a day) and the
+disagreements between sources (see ``sources.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from emulator.errors import ServerError, StateStorageError
 from emulator.server.storage import Storage
 
 INDEX_NAME = "uploads.json"
+PRINTERS_NAME = "printers.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +87,47 @@ def export_uploads(storage: Storage, out_dir: Path, *, device_id: str | None = N
         relative = Path(_safe(record["device_id"])) / (
             f"{int(record['sequence']):08d}-{_safe(record['upload_id'])}.zip")
         _write_atomically(out_dir / relative, body)
-        index.append({**record, "file": relative.as_posix()})
+        index.append({**record, "source": "device", "file": relative.as_posix()})
         devices.add(record["device_id"])
         total += len(body)
+    if device_id is None:
+        total += _export_managers(storage, out_dir, index, since)
     _write_atomically(out_dir / INDEX_NAME,
                       (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
     return ExportResult(out_dir=out_dir, uploads=len(index), devices=len(devices), bytes=total)
+
+
+def _export_managers(storage: Storage, out_dir: Path, index: list[dict[str, object]],
+                     since: datetime | None) -> int:
+    """The managers' uploads into ``index`` and ``printers.json``; the bytes written."""
+    from emulator.server.sources import Sources
+
+    sources = Sources(storage.path)
+    total = 0
+    try:
+        cutoff = since.astimezone(UTC).isoformat(timespec="seconds").replace(
+            "+00:00", "Z") if since is not None else None
+        for record in sources.iter_upload_zips():
+            body = record.pop("zip")
+            if cutoff is not None and record["received_at"] < cutoff:
+                continue
+            if hashlib.sha256(body).hexdigest() != record["sha256"]:
+                raise StateStorageError(
+                    f"{storage.path}: manager upload {record['upload_id']} does not match "
+                    "the SHA-256 recorded when it arrived; the database is damaged")
+            name = f"{int(record['sequence']):08d}-{_safe(record['upload_id'])}.zip"
+            relative = Path("managers") / _safe(record["manager_id"]) / _safe(
+                record["serial"]) / name
+            _write_atomically(out_dir / relative, body)
+            index.append({**record, "source": "manager", "file": relative.as_posix()})
+            total += len(body)
+        printers = [{**p, "billing": sources.billing(p["serial"], p["model"])}
+                    for p in sources.printers()]
+    finally:
+        sources.close()
+    _write_atomically(out_dir / PRINTERS_NAME,
+                      (json.dumps(printers, indent=2, sort_keys=True) + "\n").encode())
+    return total
 
 
 def _safe(name: str) -> str:

@@ -11,7 +11,10 @@ in a worker thread and tests can call it directly. Checks, in order, each failin
    whatever the header claims;
 3. the XML parses with entity resolution, DTD loading and network access off; any
    DOCTYPE is refused outright (no entities, no XXE, no billion laughs);
-4. it is valid against ``fixtures/payload.xsd``.
+4. it is valid against ``fixtures/payload.xsd``;
+5. a payload without ``<Source>`` (the printer's own) carries everything a device knows
+   (:data:`DEVICE_REQUIRED`: the schema makes those optional for manager payloads only
+   because XSD 1.0 cannot say "required unless <Source> is present").
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class PayloadFacts:
     meters: dict[str, int] = field(default_factory=dict)
     supplies: tuple[SupplyFact, ...] = ()
     faults: tuple[FaultFact, ...] = ()
+    source: str = "device"  # or "manager": who read the printer
 
     def __post_init__(self) -> None:
         if self.sequence < 0:
@@ -194,18 +198,52 @@ def _q(name: str) -> str:
     return f"{{{NS}}}{name}"
 
 
+# What a device payload must hold (paths from the root; "@x" = attribute x on every match).
+DEVICE_REQUIRED = (
+    "Identity/Manufacturer", "Identity/ProductCode", "Identity/Firmware/Module",
+    "Identity/Options", "Network/MAC",
+    "Status/@power", "Status/FaultHistory", "Status/TransferHistory", "Counters/Meter",
+    "Usage", *(f"Status/Alert/@{a}" for a in ("severity", "code", "group", "groupIndex",
+                                              "location", "raisedAt")),
+    *(f"Supplies/Supply/@{a}" for a in ("type", "unit", "capacity", "level", "class",
+                                        "lifetimeImpressions")),
+)
+
+
+def check_device_fields(root: Any) -> None:
+    """Refuse a device payload (no ``<Source>``) that lacks what only managers may omit."""
+    for path in DEVICE_REQUIRED:
+        where, _, attr = path.partition("/@")
+        found = root.findall("/".join(_q(p) for p in where.split("/")))
+        if attr:
+            bad = [e for e in found if e.get(attr) is None]
+            if bad:
+                raise PayloadRejected("schema_invalid",
+                                      f"{ENTRY_NAME}: device payload {where} lacks @{attr} "
+                                      f"(line {bad[0].sourceline})")
+        elif not found:
+            raise PayloadRejected("schema_invalid",
+                                  f"{ENTRY_NAME}: a device payload needs {path} (only a "
+                                  "payload with <Source kind=\"manager\"> may omit it)")
+
+
 def extract_facts(root: Any) -> PayloadFacts:
     """The stored facts of a schema-valid payload root."""
     identity = root.find(_q("Identity"))
+    source = root.find(_q("Source"))
+    if source is None:
+        check_device_fields(root)
     meters = {m.get("name"): int(m.text) for m in root.find(_q("Counters"))}
+    # A manager's supply may lack what SNMP did not give: stored as "" / -2 (unknown).
     supplies = tuple(
         SupplyFact(
-            index=int(s.get("index")), name=s.get("name"), type=s.get("type"),
-            unit=s.get("unit"), capacity=int(s.get("capacity")), level=int(s.get("level")),
-            status=s.get("status"),
+            index=int(s.get("index")), name=s.get("name"), type=s.get("type", ""),
+            unit=s.get("unit", ""), capacity=int(s.get("capacity", "-2")),
+            level=int(s.get("level", "-2")), status=s.get("status"),
         )
         for s in root.find(_q("Supplies"))
     )
+    history = root.find(_q("Status")).find(_q("FaultHistory"))
     faults = tuple(
         FaultFact(
             code=f.get("code"), subsystem=f.get("subsystem"), at=f.get("at"),
@@ -213,7 +251,7 @@ def extract_facts(root: Any) -> PayloadFacts:
             stops_machine=f.get("stopsMachine") in ("true", "1"),
             description=(f.text or "").strip(),
         )
-        for f in root.find(_q("Status")).find(_q("FaultHistory"))
+        for f in (history if history is not None else ())
     )
     return PayloadFacts(
         upload_id=root.get("uploadId"),
@@ -225,6 +263,7 @@ def extract_facts(root: Any) -> PayloadFacts:
         meters=meters,
         supplies=supplies,
         faults=faults,
+        source="device" if source is None else str(source.get("kind")),
     )
 
 

@@ -31,6 +31,8 @@ async def test_v3_user_reads_the_printer_and_a_wrong_key_does_not() -> None:
         p = doc["printers"][0]
         assert p["serial"] == "V3TEST0001"
         assert p["counters"]["total_impressions"] == device.counters().total_impressions
+        assert p["properties"]["snmp"] == "v3:manager"  # the label, never the keys
+        assert "auth-pass-123" not in str(p) and "priv-pass-123" not in str(p)
 
         bad = Credential(user="manager", auth_key="wrong-pass-123", priv_key="priv-pass-123")
         scanner = Scanner(ScanOptions(credentials=(bad,), timeout=0.5, retries=0))

@@ -49,6 +49,7 @@ class Checker:
     def __init__(self, server: ReferenceServer) -> None:
         self.server = server
         self.seen: dict[str, set[int]] = {}
+        self.manager: Device  # registered by s_manager_register
 
     async def call(self, op_id: str, *, params: dict[str, str] | None = None,
                    device: Device | None = None, admin: bool = False,
@@ -219,6 +220,161 @@ def _dev_id(d: Device) -> dict[str, str]:
     return {"id": d.device_id}
 
 
+# -- the manager path (a manager registered by s_manager_register, kept on the checker) --
+
+
+async def s_manager_register(c: Checker, dev: Device, other: Device) -> None:
+    key_pem, csr = make_csr("mgr-host")
+    body = {"registration_key": c.server.create_registration_key(), "csr": csr.decode(),
+            "hostname": "mgr-host", "ip": "127.0.0.1", "os": "Linux", "app_version": "1.0",
+            "location": "Floor 2", "contact_email": "it@example.com"}
+    status, reply = await c.call("managerRegister", json=body)
+    assert status == 201
+    assert (await c.call("managerRegister", json={**body, "ip": "x"}))[0] == 400
+    assert (await c.call("managerRegister", json={
+        **body, "registration_key": "nope"}))[0] == 403
+    c.manager = await manager_device(c.server, reply, key_pem, dev.ctx)
+
+
+async def manager_device(server: ReferenceServer, reply: dict[str, Any], key_pem: bytes,
+                         like: Any) -> Device:
+    import ssl
+    import tempfile
+
+    d = Path(tempfile.mkdtemp())
+    (d / "c.pem").write_text(reply["certificate"])
+    (d / "k.pem").write_bytes(key_pem)
+    ctx = ssl.create_default_context(cafile=str(server.ca_cert_path))
+    ctx.load_cert_chain(d / "c.pem", d / "k.pem")
+    return Device(server, "mgr-host", reply["manager_id"], ctx, reply["certificate"])
+
+
+def manager_zip(serial: str) -> tuple[str, bytes]:
+    from datetime import UTC, datetime
+
+    from device_direct.core.payload import PayloadMeta
+    from device_direct.manager.payload import ManagerIdentity, build_manager_payload
+    from device_direct.manager.reading import PrinterReading
+
+    upload_id = str(uuid.uuid4())
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    reading = PrinterReading(
+        address="127.0.1.9", vendor=None, model="M", serial=serial, sys_object_id=None,
+        mac=None, firmware=None, sys_descr=None, sys_name=None, sys_location=None,
+        sys_contact=None, uptime_s=None, status={}, counters={"total_impressions": 5},
+        supplies=(), trays=(), properties={}, console=(), missing=())
+    return upload_id, build_manager_payload(
+        reading, PayloadMeta(upload_id=upload_id, sequence=0, generated_at=now),
+        ManagerIdentity(hostname="mgr-host", os="Linux", app_version="1.0"),
+        read_at=now, method="snmpv2c")
+
+
+async def s_manager_upload(c: Checker, dev: Device, other: Device) -> None:
+    m = c.manager
+    p = {"mid": m.device_id}
+    upload_id, zip_ = manager_zip(dev.serial)
+    headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
+               "Content-SHA256": hashlib.sha256(zip_).hexdigest()}
+    assert (await c.call("managerUpload", params=p, device=m, data=zip_,
+                         headers=dict(headers)))[0] == 201
+    assert (await c.call("managerUpload", params=p, device=m, data=zip_,
+                         headers=dict(headers)))[0] == 200
+    assert (await c.call("managerUpload", params=p, data=zip_, headers=dict(headers)))[0] == 401
+    assert (await c.call("managerUpload", params=p, device=dev, data=zip_,
+                         headers=dict(headers)))[0] == 403  # a device's certificate
+    assert (await c.call("managerUpload", params=p, device=m, data=b"x", headers={
+        **headers, "Content-SHA256": "0" * 64}))[0] == 400
+    device_zip = payload_zip(serial=dev.serial)
+    assert (await c.call("managerUpload", params=p, device=m, data=device_zip[1], headers={
+        **headers, "Upload-Id": device_zip[0],
+        "Content-SHA256": hashlib.sha256(device_zip[1]).hexdigest()}))[0] == 422
+    c.server_scope_serial = dev.serial
+
+
+async def s_manager_list_actions(c: Checker, dev: Device, other: Device) -> None:
+    m = c.manager
+    await c.call("adminEnqueueManagerAction", params={"mid": m.device_id}, admin=True,
+                 json={"serial": dev.serial, "type": "get-status"})
+    status, body = await c.call("managerListActions", params={"mid": m.device_id}, device=m)
+    assert status == 200 and body["actions"]
+    assert (await c.call("managerListActions", params={"mid": m.device_id}))[0] == 401
+    assert (await c.call("managerListActions", params={"mid": m.device_id},
+                         device=dev))[0] == 403
+
+
+async def s_manager_action_result(c: Checker, dev: Device, other: Device) -> None:
+    m = c.manager
+    p = {"mid": m.device_id}
+    _, q = await c.call("adminEnqueueManagerAction", params=p, admin=True,
+                        json={"serial": dev.serial, "type": "send-meters-now"})
+    pa = {**p, "aid": q["id"]}
+    for _ in range(2):
+        assert (await c.call("managerActionResult", params=pa, device=m,
+                             json={"status": "succeeded"}))[0] == 200
+    assert (await c.call("managerActionResult", params=pa, device=m,
+                         json={"status": "meh"}))[0] == 400
+    assert (await c.call("managerActionResult", params={**p, "aid": "x"}, device=m,
+                         json={"status": "failed"}))[0] == 404
+
+
+async def s_manager_renew(c: Checker, dev: Device, other: Device) -> None:
+    m = c.manager
+    p = {"mid": m.device_id}
+    key_pem, csr = make_csr("mgr-host")
+    assert (await c.call("managerRenew", params=p, json={"csr": csr.decode()}))[0] == 401
+    assert (await c.call("managerRenew", params=p, device=dev,
+                         json={"csr": csr.decode()}))[0] == 403
+    assert (await c.call("managerRenew", params=p, device=m, json={"csr": "junk"}))[0] == 400
+    status, body = await c.call("managerRenew", params=p, device=m, json={"csr": csr.decode()})
+    assert status == 200
+    # the certificate it replaced no longer works; the new one does
+    assert (await c.call("managerListActions", params=p, device=m))[0] == 403
+    c.manager = await manager_device(c.server, {**body, "manager_id": m.device_id}, key_pem,
+                                     None)
+    assert (await c.call("managerListActions", params=p, device=c.manager))[0] == 200
+
+
+def _mid(c: Checker) -> dict[str, str]:
+    return {"mid": c.manager.device_id}
+
+
+async def s_admin_scope(c: Checker, dev: Device, other: Device) -> None:
+    p = _mid(c)
+    assert (await c.call("adminSetManagerScope", params=p, admin=True,
+                         json={"serials": [dev.serial]}))[0] == 200
+    assert (await c.call("adminSetManagerScope", params=p, admin=True,
+                         json={"serials": "x"}))[0] == 400
+    assert (await c.call("adminSetManagerScope", params={"mid": "nobody"}, admin=True,
+                         json={"serials": []}))[0] == 404
+    assert (await c.call("adminSetManagerScope", params=p, json={"serials": []}))[0] == 401
+    # out of the fixed scope now: 403 out_of_scope
+    upload_id, zip_ = manager_zip("OTHER-PRINTER")
+    assert (await c.call("managerUpload", params=p, device=c.manager, data=zip_, headers={
+        "Content-Type": "application/zip", "Upload-Id": upload_id,
+        "Content-SHA256": hashlib.sha256(zip_).hexdigest()}))[0] == 403
+
+
+def _admin_mgr(op_id: str, **kw: Any) -> Scenario:
+    async def scenario(c: Checker, dev: Device, other: Device) -> None:
+        assert (await c.call(op_id, params=_mid(c), admin=True, **kw))[0] in (200, 201)
+        assert (await c.call(op_id, params=_mid(c), **kw))[0] == 401
+        assert (await c.call(op_id, params={"mid": "nobody"}, admin=True, **kw))[0] in (
+            400, 404)
+    return scenario
+
+
+async def s_admin_billing(c: Checker, dev: Device, other: Device) -> None:
+    p = {"serial": dev.serial}
+    # the device and the manager's made-up payload name different models: two printers
+    assert (await c.call("adminPrinterBilling", params=p, admin=True))[0] == 400
+    status, body = await c.call("adminPrinterBilling", params=p, admin=True,
+                                query={"model": "M"})
+    assert status == 200 and body["days"][0]["source"] == "manager"
+    assert (await c.call("adminPrinterBilling", params={"serial": "NONE"},
+                         admin=True))[0] == 404
+    assert (await c.call("adminPrinterBilling", params={"serial": dev.serial}))[0] == 401
+
+
 SCENARIOS: dict[str, Scenario] = {
     "register": s_register,
     "upload": s_upload,
@@ -245,6 +401,20 @@ SCENARIOS: dict[str, Scenario] = {
     "adminGetFaults": _admin_simple("adminGetFaults"),
     "adminSetFaults": _admin_simple("adminSetFaults", json={"latency_ms": 0}),
     "adminClearFaults": _admin_simple("adminClearFaults"),
+    "managerRegister": s_manager_register,  # the manager path, in this order
+    "managerUpload": s_manager_upload,
+    "managerListActions": s_manager_list_actions,
+    "managerActionResult": s_manager_action_result,
+    "adminListManagers": _admin_simple("adminListManagers"),
+    "adminEnqueueManagerAction": _admin_mgr("adminEnqueueManagerAction",
+                                            json={"serial": "S", "type": "get-status"}),
+    "adminListManagerActions": _admin_mgr("adminListManagerActions"),
+    "adminManagerUploads": _admin_mgr("adminManagerUploads"),
+    "adminSetManagerScope": s_admin_scope,
+    "adminListPrinters": _admin_simple("adminListPrinters"),
+    "adminPrinterBilling": s_admin_billing,
+    "adminDisagreements": _admin_simple("adminDisagreements"),
+    "managerRenew": s_manager_renew,  # after every other manager call: it replaces c.manager
     "renew": s_renew,  # last: it revokes ``other``'s certificate
 }
 
