@@ -18,7 +18,7 @@ the fleet runner on each worker), printed apart; a cluster is long-lived, while 
 ``--processes`` run starts its two shard interpreters inside its window (their start
 is printed apart too: window minus the slower shard's own ``wall_s``). Beside the
 rates, CPU seconds per device-day: client and its children (``RUSAGE_CHILDREN``) plus,
-for Dask, the workers' CPU time over the run.
+for Dask, the scheduler's and workers' CPU time over the run.
 
 Goal: Dask >= 0.9 x ``--processes 2``. The last line is one JSON object.
 
@@ -113,20 +113,20 @@ class Run:
 
 
 def run(args: argparse.Namespace, extra: list[str], tmp: Path, name: str,
-        workers: list[int]) -> Run:
+        cluster: list[int]) -> Run:
     report = tmp / f"{name}.json"
     # On the RAM disk, as the run's own work dir would be (every payload is fsync'ed).
     keep = scratch_dir(f"dd-dask-bench-{name}-") / "work"
     if "--processes" in extra:
         extra = [*extra, "--work-dir", str(keep), "--keep"]
-    cpu0 = children_cpu_s() + cpu_s(workers)
+    cpu0 = children_cpu_s() + cpu_s(cluster)
     out = subprocess.run([sys.executable, "-m", "emulator", "fleet", "--no-progress",
                           "--devices", str(args.devices), "--days", str(args.days),
                           "--seed", "3", "--report", str(report), *extra],
                          cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{name} failed ({out.returncode}):\n{out.stdout}\n{out.stderr[-3000:]}")
-    cpu = children_cpu_s() + cpu_s(workers) - cpu0
+    cpu = children_cpu_s() + cpu_s(cluster) - cpu0
     data = json.loads(report.read_text())
     wall, days = float(data["wall_s"]), float(data["device_days"])
     outside = None
@@ -147,14 +147,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dd-dask-bench-") as t:
         tmp = Path(t)
         address, procs, cluster_s = start_cluster(tmp)
-        workers = [p.pid for p in procs[1:]]
+        cluster = [p.pid for p in procs]  # scheduler and workers
         print(f"cluster start + warm-up (outside the Dask window) {cluster_s:.1f} s",
               flush=True)
         dask_runs: list[Run] = []
         local_runs: list[Run] = []
         try:
             for r in range(args.rounds):
-                dask_runs.append(run(args, ["--cluster", address], tmp, f"dask-{r}", workers))
+                dask_runs.append(run(args, ["--cluster", address], tmp, f"dask-{r}", cluster))
                 local_runs.append(run(args, ["--processes", "2"], tmp, f"proc-{r}", []))
                 a, b = dask_runs[-1], local_runs[-1]
                 print(f"round {r + 1}: dask {a.rate:.1f} device-days/s "
