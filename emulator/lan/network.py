@@ -45,6 +45,7 @@ from emulator.lan.plan import HostKind, HostPlan, LanPlan, LanSpec, plan_lan
 from emulator.lan.web import LanPrinterHost, start_printer_web, stop_printer_web
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
+from emulator.network_cut import NetworkLink
 from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, SnmpAgentError
 from emulator.snmp.instrum import LiveMibInstrum
 from emulator.web import PrinterWebServer
@@ -109,6 +110,7 @@ class LanPrinter:
             host=plan.address, port=options.jetdirect_port, firmware_by_print_job=False))
         self.agent: Agent | None = None
         self._agent_task: asyncio.Task[None] | None = None
+        self.network = NetworkLink()  # its cable (emulator.network_cut)
         self.web: PrinterWebServer | None = None
         self._web_host: LanPrinterHost | None = None
 
@@ -126,9 +128,9 @@ class LanPrinter:
 
     async def start(self, snmp: MultiHomedSnmp, snmp_port: int) -> int:
         """Answer SNMP through the LAN's engine, open port 9100; returns the SNMP port."""
-        device = self.device
+        device, network = self.device, self.network
         port = snmp.add(self.address, snmp_port, self.snmp.instrum,
-                        lambda: device.power is not PowerState.OFF)
+                        lambda: device.power is not PowerState.OFF and network.up)
         await self.jetdirect.start()
         return port
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device_direct.agent import Agent
+from emulator.network_cut import cut_network
 from emulator.web import PrinterWebServer, with_saved_settings
 
 if TYPE_CHECKING:
@@ -91,6 +92,13 @@ class LanPrinterHost:
         new = Agent(config, self.printer.device, clock=self._clock,
                     rng=random.Random(self.printer.plan.seed))
         self.printer.run_agent(new, self._clock)
+
+    async def cut_network(self, seconds: float) -> None:
+        """This printer off the LAN for ``seconds``: its SNMP (the shared engine's gate
+        for its address), port 9100 and agent; the other printers keep answering."""
+        p = self.printer
+        await cut_network(p.network, self._clock, seconds, jetdirect=p.jetdirect,
+                          stop_agent=self.stop_agent, restart_agent=self.restart_agent)
 
     async def power_off(self) -> None:
         await self.printer.stop_agent_task()
