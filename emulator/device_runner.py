@@ -39,6 +39,7 @@ from emulator.jetdirect.dlm_install import dlm_installer
 from emulator.jetdirect.server import FirmwareHandler, reject_firmware
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
+from emulator.network_cut import NetworkLink, cut_network
 from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, UsmUser
 from emulator.web import PrinterWebServer, with_saved_settings
 
@@ -101,6 +102,7 @@ class DeviceRunner:
         self.agent: Agent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self.web: PrinterWebServer | None = None
+        self.network = NetworkLink()  # the cable the QA page can pull (network_cut)
 
     @property
     def state_dir(self) -> Path:
@@ -123,6 +125,7 @@ class DeviceRunner:
         on_firmware = self._on_firmware
         if on_firmware is reject_firmware and o.firmware_key is not None:
             on_firmware = dlm_installer(self.device, o.firmware_key, self.clock)
+        self.snmp.reachable = lambda: self.network.up
         self.jetdirect = JetDirectServer(self.device, clock=self.clock, config=o.jetdirect,
                                          on_firmware=on_firmware)
         try:
@@ -163,6 +166,12 @@ class DeviceRunner:
         """Restart the agent task from its data directory, as a boot does."""
         await self._stop_agent()
         self._start_agent()
+
+    async def cut_network(self, seconds: float) -> None:
+        """SNMP, port 9100 and the agent off the network for ``seconds`` of the device's
+        clock, then back (:func:`emulator.network_cut.cut_network`)."""
+        await cut_network(self.network, self.clock, seconds, jetdirect=self.jetdirect,
+                          stop_agent=self.stop_agent, restart_agent=self.restart_agent)
 
     async def power_off(self) -> None:
         """An orderly power off: the agent stops, then the device."""

@@ -65,6 +65,7 @@ from emulator.fleet.report import FleetReport
 from emulator.fleet.scenario_report import ScenarioReport
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
+from emulator.network_cut import NetworkLink, cut_network
 from emulator.server.app import ReferenceServer
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ class _WebHost:
         self._dut = dut
         self.device: EmulatedDevice | None = dut.model
         self.clock = dut.clock
+        self._link = NetworkLink()
 
     @property
     def agent(self) -> Agent | None:
@@ -186,6 +188,11 @@ class _WebHost:
     async def restart_agent(self) -> None:
         await self._dut.stop()
         self._dut.start()
+
+    async def cut_network(self, seconds: float) -> None:
+        """No SNMP or port 9100 here: the cut stops the agent, then restarts it."""
+        await cut_network(self._link, self.clock, seconds, jetdirect=None,
+                          stop_agent=self.stop_agent, restart_agent=self.restart_agent)
 
     async def power_off(self) -> None:
         await self._dut.stop()

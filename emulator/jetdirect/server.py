@@ -140,6 +140,7 @@ class JetDirectServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._port = 0
+        self._paused = False
 
     @property
     def port(self) -> int:
@@ -169,6 +170,30 @@ class JetDirectServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
+
+    async def pause(self) -> None:
+        """Stop listening and drop every connection, keeping the port for :meth:`resume`
+        (the network is cut: :mod:`emulator.network_cut`)."""
+        if self._server is None:
+            return
+        await self.stop()
+        self._paused = True
+
+    async def resume(self) -> None:
+        """Listen again on the port :meth:`pause` left (no-op unless paused)."""
+        if not self._paused:
+            return
+        self._paused = False
+        try:
+            self._server = await asyncio.start_server(self._accept, self.config.host,
+                                                      self._port)
+        except OSError as exc:
+            raise JetDirectError(f"cannot listen again on tcp/{self.config.host}:"
+                                 f"{self._port}: {exc}") from exc
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     @property
     def ready_message(self) -> str:

@@ -32,7 +32,7 @@ def add_lan_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "Prints a table and a JSON line of what it started, then serves until "
                     "Ctrl-C.",
         epilog="Example: python -m emulator lan --printers 50 --subnet 127.0.1.0/24 "
-               "--snmp-port 1161 --jetdirect-port 9100")
+               "--snmp-port 1161 --jetdirect-port 9100 --web-port 8080")
     p.add_argument("--printers", type=int, default=10, help="emulated printers (default 10)")
     p.add_argument("--subnet", default="127.0.1.0/24",
                    help="loopback block to place hosts in (default 127.0.1.0/24)")
@@ -40,6 +40,9 @@ def add_lan_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="UDP port every host answers on (default 161; 0: a free port)")
     p.add_argument("--jetdirect-port", type=int, default=9100,
                    help="TCP print port of every printer (default 9100; 0: a free port)")
+    p.add_argument("--web-port", type=int, default=0,
+                   help="TCP port of every printer's web pages (default 0: a free port, the "
+                        "same on every address; -1: no web pages)")
     p.add_argument("--community", default="public", help="the printers' community")
     p.add_argument("--mix", default=mix, help=f"profile mix PROFILE:WEIGHT,... (default {mix})")
     p.add_argument("--non-printers", type=int, default=5,
@@ -91,7 +94,8 @@ def options_from_args(args: argparse.Namespace) -> LanOptions:
                        non_printers=args.non_printers, silent=args.silent, mix=mix,
                        agents=args.agents, seed=args.seed)
         return LanOptions(spec=spec, snmp_port=args.snmp_port,
-                          jetdirect_port=args.jetdirect_port, community=args.community,
+                          jetdirect_port=args.jetdirect_port, web_port=args.web_port,
+                          community=args.community,
                           days_of_use=args.days_of_use, agents=agents)
     except (LanSpecError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
@@ -99,12 +103,13 @@ def options_from_args(args: argparse.Namespace) -> LanOptions:
 
 def format_table(info: dict[str, Any]) -> str:
     """One row per address: address, kind, profile, serial, ports, agent."""
-    head = ("address", "kind", "profile", "serial", "snmp", "9100", "agent")
+    head = ("address", "kind", "profile", "serial", "snmp", "9100", "web", "agent")
     rows = [head]
     for h in info["hosts"]:
         rows.append((h["address"], h["kind"], h.get("profile", ""), h.get("serial", ""),
                      f"udp/{h['snmp_port']}",
                      f"tcp/{h['jetdirect_port']}" if "jetdirect_port" in h else "",
+                     f"http://{h['address']}:{h['web_port']}/" if h.get("web_port") else "",
                      "yes" if h.get("agent") else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

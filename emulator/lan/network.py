@@ -15,6 +15,9 @@ Port 0 means "a free port": the first address binds port 0 and every other host 
 binds the port it got; if that port is taken on another address, the whole start is
 retried with a fresh port (a few times).
 
+Each printer can also serve its embedded web pages (:mod:`emulator.lan.web`) on its
+address, one TCP port for all (``web_port``; -1, the default here, for none).
+
 Everything runs on one event loop; many printers per process are cheap because a
 printer does nothing between requests.
 """
@@ -39,10 +42,13 @@ from emulator.jetdirect import JetDirectConfig, JetDirectServer
 from emulator.lan.hosts import LanHostError, SilentAddress, StaticSnmpHost, reject_write
 from emulator.lan.multihome import MultiHomedSnmp
 from emulator.lan.plan import HostKind, HostPlan, LanPlan, LanSpec, plan_lan
+from emulator.lan.web import LanPrinterHost, start_printer_web, stop_printer_web
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
+from emulator.network_cut import NetworkLink
 from emulator.snmp import Community, SnmpAgent, SnmpAgentConfig, SnmpAgentError
 from emulator.snmp.instrum import LiveMibInstrum
+from emulator.web import PrinterWebServer
 
 log = logging.getLogger("emulator.lan")
 
@@ -74,8 +80,11 @@ class LanOptions:
     community: str = "public"
     days_of_use: int = 30
     agents: LanAgentOptions | None = None
+    web_port: int = -1  # each printer's web pages (emulator/web); 0: a free port; -1: none
 
     def __post_init__(self) -> None:
+        if not -1 <= self.web_port <= 65535:
+            raise ValueError(f"web_port must be -1 (none) or 0..65535, got {self.web_port}")
         if not 0 <= self.snmp_port <= 65535 or not 0 <= self.jetdirect_port <= 65535:
             raise ValueError("ports must be 0..65535")
         if not 0 <= self.days_of_use <= 3650:
@@ -101,6 +110,15 @@ class LanPrinter:
             host=plan.address, port=options.jetdirect_port, firmware_by_print_job=False))
         self.agent: Agent | None = None
         self._agent_task: asyncio.Task[None] | None = None
+        self.network = NetworkLink()  # its cable (emulator.network_cut)
+        self.web: PrinterWebServer | None = None
+        self._web_host: LanPrinterHost | None = None
+
+    async def start_web(self, port: int, clock: Clock, state_dir: Path | None) -> int:
+        """Serve this printer's web pages on its address; returns the port."""
+        self.web, self._web_host = await start_printer_web(self, clock=clock, port=port,
+                                                           state_dir=state_dir)
+        return self.web.port
 
     def live(self, days: int, clock: Clock) -> None:
         """Run ``days`` days of use ending yesterday (device-local day = UTC here)."""
@@ -110,9 +128,9 @@ class LanPrinter:
 
     async def start(self, snmp: MultiHomedSnmp, snmp_port: int) -> int:
         """Answer SNMP through the LAN's engine, open port 9100; returns the SNMP port."""
-        device = self.device
+        device, network = self.device, self.network
         port = snmp.add(self.address, snmp_port, self.snmp.instrum,
-                        lambda: device.power is not PowerState.OFF)
+                        lambda: device.power is not PowerState.OFF and network.up)
         await self.jetdirect.start()
         return port
 
@@ -124,8 +142,16 @@ class LanPrinter:
             server=ServerConfig(url=options.server_url, ca_bundle=options.ca_bundle,
                                 server_name=options.server_name, registration_key=key),
             device=DeviceConfig(data_dir=data_dir), source="python -m emulator lan")
-        agent = self.agent = Agent(config, self.device, clock=clock,
-                                   rng=random.Random(self.plan.seed))
+        self.run_agent(Agent(config, self.device, clock=clock,
+                             rng=random.Random(self.plan.seed)), clock)
+
+    @property
+    def agent_running(self) -> bool:
+        return self._agent_task is not None and not self._agent_task.done()
+
+    def run_agent(self, agent: Agent, clock: Clock) -> None:
+        """Run ``agent`` as this printer's agent (the web pages' restart after a change)."""
+        self.agent = agent
         register, unregister = getattr(clock, "register", None), getattr(clock, "unregister",
                                                                           None)
         if register is not None:
@@ -140,12 +166,19 @@ class LanPrinter:
 
         self._agent_task = asyncio.create_task(run())
 
-    async def stop(self) -> None:
+    async def stop_agent_task(self) -> None:
+        """Stop the agent's task (the printer keeps answering)."""
         task, self._agent_task = self._agent_task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def stop(self) -> None:
+        web, host, self.web, self._web_host = self.web, self._web_host, None, None
+        if web is not None and host is not None:
+            await stop_printer_web(web, host)
+        await self.stop_agent_task()
         await self.jetdirect.stop()
 
 
@@ -161,6 +194,7 @@ class EmulatedLan:
         self.silent: list[SilentAddress] = []
         self.snmp_port = options.snmp_port
         self.jetdirect_port = options.jetdirect_port
+        self.web_port: int | None = None if options.web_port < 0 else options.web_port
         self._tmp: Any = None
         self._snmp: MultiHomedSnmp | None = None
 
@@ -190,7 +224,8 @@ class EmulatedLan:
             except (SnmpAgentError, LanHostError, EmulatorError, OSError) as exc:
                 last = exc
                 await self._stop_hosts()
-                if self.options.snmp_port and self.options.jetdirect_port:
+                if (self.options.snmp_port and self.options.jetdirect_port
+                        and self.options.web_port != 0):
                     break  # fixed ports: trying again would fail the same way
         raise LanStartError(f"the simulated LAN could not start: {last}")
 
@@ -206,6 +241,13 @@ class EmulatedLan:
             self.printers.append(printer)
             self.snmp_port = await printer.start(snmp, self.snmp_port)
             self.jetdirect_port = printer.jetdirect.port
+        if o.web_port >= 0:
+            self.web_port = o.web_port
+            state_root = o.agents.state_dir if o.agents is not None else None
+            for printer in self.printers:
+                self.web_port = await printer.start_web(
+                    self.web_port, self.clock,
+                    state_root / printer.plan.serial if state_root is not None else None)
         for i, plan in enumerate(self.plan.of(HostKind.OTHER)):
             host = StaticSnmpHost(plan.profile, plan.address, self.snmp_port, index=i)
             self.others.append(host)
@@ -232,9 +274,9 @@ class EmulatedLan:
                                     "single-use: give one per agent)")
             for i, printer in enumerate(with_agent):
                 printer.start_agent(o.agents, keys[i] if keys else None, root, self.clock)
-        log.info("LAN up: %d printers, %d other hosts, %d silent on %s (snmp %d, 9100 %d)",
-                 len(self.printers), len(self.others), len(self.silent), o.spec.subnet,
-                 self.snmp_port, self.jetdirect_port)
+        log.info("LAN up: %d printers, %d other hosts, %d silent on %s (snmp %d, 9100 %d, "
+                 "web %s)", len(self.printers), len(self.others), len(self.silent),
+                 o.spec.subnet, self.snmp_port, self.jetdirect_port, self.web_port)
 
     async def _stop_hosts(self) -> None:
         hosts: list[Any] = [*self.printers, *self.silent]
@@ -261,7 +303,8 @@ class EmulatedLan:
             hosts.append({"address": p.address, "kind": "printer", "profile": p.plan.profile,
                           "serial": p.plan.serial, "model": ident.model,
                           "snmp_port": self.snmp_port, "jetdirect_port": p.jetdirect.port,
-                          "agent": p.agent is not None})
+                          "agent": p.agent is not None,
+                          "web_port": p.web.port if p.web is not None else None})
         for h in self.others:
             hosts.append({"address": h.address, "kind": "other", "profile": h.kind,
                           "snmp_port": h.port})
@@ -269,6 +312,7 @@ class EmulatedLan:
             hosts.append({"address": s.address, "kind": "silent", "snmp_port": s.port})
         hosts.sort(key=lambda h: tuple(int(x) for x in h["address"].split(".")))
         return {"subnet": self.options.spec.subnet, "snmp_port": self.snmp_port,
-                "jetdirect_port": self.jetdirect_port, "community": self.options.community,
+                "jetdirect_port": self.jetdirect_port, "web_port": self.web_port,
+                "community": self.options.community,
                 "printers": len(self.printers), "non_printers": len(self.others),
                 "silent": len(self.silent), "hosts": hosts}

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,9 @@ class SnmpAgent:
         self.snapshots_built = 0
         # Datagrams and octets through the agent (IF-MIB counters of its interface).
         self.io = {"in_pkts": 0, "in_octets": 0, "out_pkts": 0, "out_octets": 0}
+        # The network gate (emulator.network_cut): False drops every request, as an
+        # unplugged cable does.
+        self.reachable: Callable[[], bool] = _always
         self.bad_input = BadInputLog(log, "SNMP", time.monotonic,
                                      interval_s=config.bad_input_interval_s)
         writers = [f"community-{i}" for i, c in enumerate(config.communities, start=1)
@@ -313,7 +317,7 @@ class SnmpAgent:
         log.info("SNMP SET %s", ", ".join(f"{k}={v!r}" for k, v in decoded.items()))
 
     def _answering(self) -> bool:
-        if self.device.power is PowerState.OFF:
+        if self.device.power is PowerState.OFF or not self.reachable():
             self.requests_dropped += 1
             return False
         return True
@@ -388,6 +392,10 @@ class SnmpAgent:
         eng, self._engine = self._engine, None
         if eng is not None:
             eng.close_dispatcher()
+
+
+def _always() -> bool:
+    return True
 
 
 def guard_engine(eng: Any, *, io: dict[str, int], bad_input: BadInputLog) -> None:

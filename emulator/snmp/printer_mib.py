@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from device_direct.model import Alert, Counters, Identity, NetworkInfo, PowerState, Supply
 from emulator.model.console import DISPLAY_LINES, MAX_CHARS
-from emulator.model.equipment import LANGUAGE_FAMILIES, Equipment
+from emulator.model.equipment import LANGUAGE_FAMILIES, Equipment, TraySpec
 from emulator.snmp import printer_status as ps
 from emulator.snmp import system_mibs as sm
 from emulator.snmp import vendor_mib as vm
@@ -274,12 +274,38 @@ def _covers(m: MibInput, add: _Adder) -> None:
     add(((*c, 3, HR_DEV, 1), integer(3 if open_now else 4)))  # coverOpen / coverClosed
 
 
+@dataclass(frozen=True, slots=True)
+class TrayState:
+    """One input tray as prtInputTable reports it (and the web pages show it)."""
+
+    index: int  # prtInputIndex, in the equipment's order
+    tray: TraySpec
+    level: int  # prtInputCurrentLevel: 0 empty, -3 "some remains"
+    status: int  # prtInputStatus (PrtSubUnitStatusTC)
+
+    def __post_init__(self) -> None:
+        if self.index < 1 or self.level not in (0, -3):
+            raise ValueError(f"bad tray state {self.index}, level {self.level}")
+
+
+def tray_states(equipment: Equipment, alerts: tuple[Alert, ...],
+                power: PowerState) -> tuple[TrayState, ...]:
+    """Every input tray's level and status: an inputMediaSupplyEmpty alert (808) in the
+    input group for the tray makes it empty; otherwise some paper remains (-3)."""
+    avail = ps.AVAILABLE_STANDBY if power is PowerState.SLEEPING else ps.AVAILABLE_IDLE
+    out = []
+    for index, tray in enumerate(equipment.trays, start=1):
+        mine = _in_group(alerts, 8, index)
+        empty = any(a.code == 808 for a in mine)
+        out.append(TrayState(index, tray, 0 if empty else -3,
+                             ps.subunit_status(avail, mine)))
+    return tuple(out)
+
+
 def _inputs(m: MibInput, add: _Adder) -> None:
     t = (*PRINTER_MIB, 8, 2, 1)
-    avail = ps.AVAILABLE_STANDBY if m.power is PowerState.SLEEPING else ps.AVAILABLE_IDLE
-    for index, tray in enumerate(m.equipment.trays, start=1):
-        mine = _in_group(m.alerts, 8, index)
-        empty = any(a.code == 808 for a in mine)
+    for st in tray_states(m.equipment, m.alerts, m.power):
+        index, tray = st.index, st.tray
         size = tray.dimensions
         for col, value in (
             (2, integer(5 if tray.bypass else 4)),  # sheetFeedManual / AutoNonRemovable
@@ -290,8 +316,8 @@ def _inputs(m: MibInput, add: _Adder) -> None:
             (7, integer(size[1])),
             (8, integer(8)),  # prtInputCapacityUnit: sheets
             (9, integer(tray.capacity)),
-            (10, integer(0 if empty else -3)),  # -3: some remains
-            (11, integer(ps.subunit_status(avail, mine))),
+            (10, integer(st.level)),  # -3: some remains
+            (11, integer(st.status)),
             (12, text(tray.media)),
             (13, text(tray.name)),
             (14, text(m.identity.manufacturer)),  # prtInputVendorName

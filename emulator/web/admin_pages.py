@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -187,8 +188,10 @@ async def qa_post(request: web.Request) -> web.Response:
             minutes = _int(form, "minutes")
             if not 1 <= minutes <= MAX_CUT_MINUTES:
                 raise ValueError(f"minutes must be 1..{MAX_CUT_MINUTES}, got {minutes}")
-            await w.runner.stop_agent()
-            _background(w, _network_back(w, minutes))
+            if w.network_cut is not None and not w.network_cut.done():
+                raise ValueError("the network is already cut")
+            w.network_cut = _background(w, w.runner.cut_network(minutes * 60))
+            await asyncio.sleep(0)  # the cut is in force when the page comes back
         else:
             raise web.HTTPNotFound()
     except (ValueError, EmulatorError, DeviceDirectError) as exc:
@@ -203,21 +206,17 @@ def _int(form: dict[str, str], name: str) -> int:
         raise ValueError(f"{name} must be a whole number, got {form.get(name, '')!r}") from None
 
 
-def _background(w: PrinterWebServer, coro: Any) -> None:
+def _background(w: PrinterWebServer, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     task = asyncio.ensure_future(coro)
     w.background.add(task)
     task.add_done_callback(w.background.discard)
+    return task
 
 
 async def _power_cycle(w: PrinterWebServer) -> None:
     with contextlib.suppress(EmulatorError, DeviceDirectError):
         await w.runner.power_off()
         await w.runner.power_on()
-
-
-async def _network_back(w: PrinterWebServer, minutes: int) -> None:
-    await w.runner.clock.sleep(minutes * 60)
-    await w.runner.restart_agent()
 
 
 def add_routes(app: web.Application) -> None:

@@ -24,6 +24,7 @@ and the Device Direct agent.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
@@ -75,7 +76,10 @@ DONE_MESSAGES = {
 }
 
 
-def _environment() -> jinja2.Environment:
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The pages' Jinja2 environment: one per process, shared by every printer (its
+    compiled templates too)."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("emulator.web", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
@@ -101,6 +105,7 @@ class PrinterHost(Protocol):
     async def stop_agent(self) -> None: ...
     async def restart_agent(self) -> None: ...
     async def power_off(self) -> None: ...
+    async def cut_network(self, seconds: float) -> None: ...
     async def power_on(self) -> None: ...
 
 
@@ -116,13 +121,26 @@ class PrinterWebServer:
         self.port = port
         assert runner.device is not None, "the device must exist before its web pages"
         self.serial = runner.device.serial
-        self.password = AdminPassword.from_text(
+        # Hashed at the first login, not here: scrypt costs ~60 ms of CPU, and a
+        # simulated LAN starts dozens of printers' pages at once.
+        self._password_text: str | None = (
             admin_password or runner.device.profile.admin_password or self.serial)
+        self._password: AdminPassword | None = None
         self.sessions = Sessions(idle=session_idle)
         self.throttle = LoginThrottle()
-        self.env = _environment()
+        self.env = environment()
         self._app_runner: web.AppRunner | None = None
         self.background: set[Any] = set()  # QA tasks (power cycle, network cut)
+        self.network_cut: Any = None  # the running cut's task
+
+    @property
+    def password(self) -> AdminPassword:
+        """The admin password's salted hash (the text is dropped once hashed)."""
+        if self._password is None:
+            assert self._password_text is not None
+            self._password = AdminPassword.from_text(self._password_text)
+            self._password_text = None
+        return self._password
 
     @property
     def base_url(self) -> str:

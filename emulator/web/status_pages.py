@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from device_direct.model import Alert, Supply
-from emulator.snmp.printer_status import Condition, printer_status
+from emulator.snmp.printer_mib import tray_states
+from emulator.snmp.printer_status import printer_status
 from emulator.web.server import web_of
 
 _CHAIN_LINK = re.compile(r"^(\d{3}-\d{3})\s+(.*)$")
@@ -93,10 +94,10 @@ async def supplies_page(request: web.Request) -> web.Response:
     w = web_of(request)
     device = w.runner.device
     assert device is not None
-    st = printer_status(device.power, device.alerts())
-    no_paper = Condition.NO_PAPER in st.conditions
-    trays = [{"name": f"Tray {i}", "state": "empty" if no_paper else "ready"}
-             for i in range(1, device.profile.engine.trays + 1)]
+    # The same rows prtInputTable serves (emulator.snmp.printer_mib.tray_states).
+    trays = [{"t": t, "state": "empty" if t.level == 0 else "ready",
+              "level": "empty (0)" if t.level == 0 else "paper loaded (-3: some remains)"}
+             for t in tray_states(device.profile.equipment, device.alerts(), device.power)]
     return w.render(request, "supplies.html", title="Supplies",
                     supplies=supply_rows(device.snapshot().supplies), trays=trays)
 

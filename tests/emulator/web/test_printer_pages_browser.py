@@ -141,6 +141,24 @@ def test_supply_level_matches_snmp(rig: Rig) -> None:
     screenshot(rig.driver, "printer-supplies")
 
 
+def test_trays_match_prt_input_table(rig: Rig) -> None:
+    rig.get("/supplies")
+    rows = rig.driver.find_elements(By.CSS_SELECTOR, "#trays tr.tray")
+    page = [(r.get_attribute("data-name"), r.get_attribute("data-media"),
+             int(r.get_attribute("data-capacity") or "-9"),
+             int(r.get_attribute("data-level") or "-9")) for r in rows]
+
+    def column(col: int) -> list[str]:  # prtInputTable column, in index order
+        out = _snmp("snmpwalk", _snmp_port(rig), f"1.3.6.1.2.1.43.8.2.1.{col}")
+        return [v.strip('"') for v in out.splitlines()]
+
+    snmp = list(zip(column(13), column(12), map(int, column(9)), map(int, column(10)),
+                    strict=True))
+    assert page == snmp and len(page) == 5  # office-color: 4 drawers and the bypass
+    assert "sheets" in rows[0].text and "paper loaded" in rows[0].text
+    screenshot(rig.driver, "printer-supplies-trays")
+
+
 def test_markup_in_device_strings_is_shown_as_text(rig: Rig) -> None:
     _snmp("snmpset", _snmp_port(rig), "1.3.6.1.2.1.1.6.0", "s", HOSTILE)
     assert rig.runner.jetdirect is not None

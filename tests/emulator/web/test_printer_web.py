@@ -163,6 +163,7 @@ async def test_throttled_logins_and_csrf_over_http(tmp_path: Path) -> None:
                                                              "minutes": "5"}) as r:
                 assert r.url.query.get("done") == "network"
             assert len(runner.web.background) == 1  # the network comes back in 5 minutes
+            assert not runner.network.up  # SNMP and port 9100 are cut too
             async with http.get(base + "/login?next=//evil.example/") as r:
                 assert 'value="/remote"' in await r.text()  # no open redirect
             async with http.get(base + "/status") as r:
