@@ -51,3 +51,20 @@ def test_the_limit_is_the_issues_50_ms_unless_the_machine_is_overloaded(
     assert _limit_now() == pytest.approx(0.05)
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 1.0, 1.0))
     assert _limit_now() == pytest.approx(0.2)
+
+
+def test_a_garbage_collection_inside_device_code_is_not_blamed_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from tests.conftest import _GcTime
+
+    def slow_collection(fd: int) -> None:  # what a full collection of a big heap costs
+        _GcTime.callback("start", {})
+        time.sleep(max(0.15, 3 * _limit_now()))
+        _GcTime.callback("stop", {})
+
+    monkeypatch.setattr(os, "fsync", slow_collection)
+    assert _run_blocking(lambda: atomic_write(tmp_path / "f", b"x")) == []
+    assert _GcTime.callback in gc.callbacks
