@@ -26,10 +26,12 @@ from emulator.server.firmware import (
 from emulator.server.firmware_qa import serve_faulty
 from emulator.server.http_common import (
     DEVICE_ID,
+    SHA256_HEX,
     ApiError,
     field_str,
     read_body,
     read_json_object,
+    read_upload,
     server_of,
 )
 from emulator.server.payload_check import PayloadRejected, check_payload
@@ -38,8 +40,6 @@ from emulator.server.storage import KeyRefused, hash_key, iso
 
 SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 RESULT_STATUSES = ("succeeded", "failed", "rejected", "expired")
 LOG_TYPES = ("text/plain", "application/gzip")
 INLINE_CHECK_BYTES = 32 << 10
@@ -164,21 +164,7 @@ async def upload(request: web.Request) -> web.Response:
     """POST /dd/v1/devices/{id}/uploads: check and store a payload zip once."""
     server = server_of(request)
     device_id = authenticate(request)
-    upload_id = request.headers.get("Upload-Id", "")
-    if not UUID.match(upload_id):
-        raise ApiError(400, "bad_upload_id", "header Upload-Id must be a lower-case UUID")
-    claimed = request.headers.get("Content-SHA256", "")
-    if not SHA256_HEX.match(claimed):
-        raise ApiError(400, "bad_content_sha256",
-                       "header Content-SHA256 must be the 64 hex digit SHA-256 of the body")
-    if request.content_type != "application/zip":
-        raise ApiError(415, "unsupported_media_type",
-                       f"the body must be application/zip, not {request.content_type}")
-    body = await read_body(request, server.max_upload_bytes, "upload body")
-    digest = hashlib.sha256(body).hexdigest()
-    if digest != claimed.lower():
-        raise ApiError(400, "hash_mismatch",
-                       f"Content-SHA256 {claimed.lower()} does not match the body ({digest})")
+    upload_id, body, digest = await read_upload(request, server.max_upload_bytes)
     owner = server.storage.upload_owner(upload_id)
     if owner == device_id:
         return web.json_response({"status": "duplicate", "upload_id": upload_id})

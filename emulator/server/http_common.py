@@ -8,7 +8,9 @@ aiohttp's own 404/405/413) into that shape. Handlers reach the server through
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -113,3 +115,29 @@ def query_int(request: web.Request, name: str, default: int, *, minimum: int,
     if not minimum <= value <= maximum:
         raise ApiError(400, "bad_request", f"query '{name}' must be in {minimum}..{maximum}")
     return value
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+async def read_upload(request: web.Request, limit: int) -> tuple[str, bytes, str]:
+    """The Upload-Id, zip body and body SHA-256 (hex) of an upload, device's or
+    manager's, after the checks of the wire contract: the id's form, Content-SHA256's
+    form and match, the media type, the size limit."""
+    upload_id = request.headers.get("Upload-Id", "")
+    if not UUID.match(upload_id):
+        raise ApiError(400, "bad_upload_id", "header Upload-Id must be a lower-case UUID")
+    claimed = request.headers.get("Content-SHA256", "")
+    if not SHA256_HEX.match(claimed):
+        raise ApiError(400, "bad_content_sha256",
+                       "header Content-SHA256 must be the 64 hex digit SHA-256 of the body")
+    if request.content_type != "application/zip":
+        raise ApiError(415, "unsupported_media_type",
+                       f"the body must be application/zip, not {request.content_type}")
+    body = await read_body(request, limit, "upload body")
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != claimed.lower():
+        raise ApiError(400, "hash_mismatch",
+                       f"Content-SHA256 {claimed.lower()} does not match the body ({digest})")
+    return upload_id, body, digest

@@ -34,14 +34,14 @@ from datetime import timedelta
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from emulator.server.device_api import RESULT_STATUSES, SERIAL, SHA256_HEX, UUID
+from emulator.server.device_api import RESULT_STATUSES, SERIAL
 from emulator.server.http_common import (
     DEVICE_ID,
     SERVER_KEY,
     ApiError,
     field_str,
-    read_body,
     read_json_object,
+    read_upload,
     server_of,
 )
 from emulator.server.payload_check import PayloadRejected, check_payload
@@ -156,21 +156,7 @@ async def upload(request: web.Request) -> web.Response:
     server = server_of(request)
     sources = sources_of(request)
     manager_id = authenticate(request)
-    upload_id = request.headers.get("Upload-Id", "")
-    if not UUID.match(upload_id):
-        raise ApiError(400, "bad_upload_id", "header Upload-Id must be a lower-case UUID")
-    claimed = request.headers.get("Content-SHA256", "")
-    if not SHA256_HEX.match(claimed):
-        raise ApiError(400, "bad_content_sha256",
-                       "header Content-SHA256 must be the 64 hex digit SHA-256 of the body")
-    if request.content_type != "application/zip":
-        raise ApiError(415, "unsupported_media_type",
-                       f"the body must be application/zip, not {request.content_type}")
-    body = await read_body(request, server.max_upload_bytes, "upload body")
-    digest = hashlib.sha256(body).hexdigest()
-    if digest != claimed.lower():
-        raise ApiError(400, "hash_mismatch",
-                       f"Content-SHA256 {claimed.lower()} does not match the body ({digest})")
+    upload_id, body, digest = await read_upload(request, server.max_upload_bytes)
     owner = sources.upload_owner(upload_id)
     if owner == manager_id:
         return web.json_response({"status": "duplicate", "upload_id": upload_id})
