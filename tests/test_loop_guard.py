@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +69,34 @@ def test_a_garbage_collection_inside_device_code_is_not_blamed_on_it(
     monkeypatch.setattr(os, "fsync", slow_collection)
     assert _run_blocking(lambda: atomic_write(tmp_path / "f", b"x")) == []
     assert _GcTime.callback in gc.callbacks
+
+
+def test_waiting_for_the_gil_a_worker_thread_holds_is_not_blamed_on_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A to_thread job (parsing a list, hashing a file) holds the GIL for its switch
+    # interval at a time; device code on the loop waits for it at each release.
+    import threading
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    def gil_bound_fsync(fd: int) -> None:  # short sleeps, each a GIL hand-over
+        for _ in range(40):
+            time.sleep(0.0002)
+
+    worker = threading.Thread(target=spin)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.01)
+    worker.start()
+    try:
+        monkeypatch.setattr(os, "fsync", gil_bound_fsync)
+        blocked = _run_blocking(lambda: atomic_write(tmp_path / "f", b"x"))
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(old)
+    assert blocked == []
