@@ -262,6 +262,12 @@ class Sources:
             "SELECT upload_id, serial, model, sequence, generated_at, received_at, size, "
             "sha256 FROM manager_uploads WHERE manager_id=? ORDER BY n", manager_id)
 
+    def upload_zip(self, manager_id: str, upload_id: str) -> bytes | None:
+        """One of the manager's uploads, byte for byte as stored (None: not its own)."""
+        rows = self._rows("SELECT zip FROM manager_uploads WHERE manager_id=? AND "
+                          "upload_id=?", manager_id, upload_id)
+        return bytes(rows[0]["zip"]) if rows else None
+
     def iter_upload_zips(self) -> Iterator[dict[str, Any]]:
         """Every manager upload with its zip, oldest first (for exports)."""
         cur = self._db.execute("SELECT upload_id, manager_id, serial, model, sequence, "

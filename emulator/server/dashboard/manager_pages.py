@@ -3,7 +3,8 @@
 * ``/dashboard/managers``: every device manager with its last contact, last upload, how
   many printers it reports and its problems (:mod:`.combination` words them);
 * ``/dashboard/managers/{id}``: one manager: who it is, its scope, the printers it
-  reports, the uploads the server refused, its uploads and actions;
+  reports, the uploads the server refused, its uploads (each downloadable as its zip)
+  and actions;
 * ``/dashboard/printers``: every printer (serial, model) from either path, one row each,
   with its sources;
 * ``/dashboard/printers/{serial}?model=M``: the printer's two sources side by side
@@ -43,6 +44,16 @@ async def manager_page(request: web.Request) -> web.Response:
                    title=f"Manager {view['manager']['hostname']}", **view)
 
 
+async def download_upload(request: web.Request) -> web.Response:
+    _admin(request)
+    upload_id = request.match_info["upload_id"]
+    body = sources_of(request).upload_zip(request.match_info["mid"], upload_id)
+    if body is None:
+        raise web.HTTPNotFound(reason="no such upload for this manager")
+    return web.Response(body=body, content_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{upload_id}.zip"'})
+
+
 async def printers_page(request: web.Request) -> web.Response:
     session = _admin(request)
     rows = combination.printers(sources_of(request))
@@ -68,5 +79,6 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(PREFIX + "/managers", managers_page)
     r.add_get(PREFIX + "/managers/{mid}", manager_page)
+    r.add_get(PREFIX + "/managers/{mid}/uploads/{upload_id}.zip", download_upload)
     r.add_get(PREFIX + "/printers", printers_page)
     r.add_get(PREFIX + "/printers/{serial}", printer_page)

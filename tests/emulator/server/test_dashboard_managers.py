@@ -77,6 +77,13 @@ async def test_a_serial_reported_with_two_models_asks_which(server: ReferenceSer
             assert r.status == 200 and text.count('class="printer"') == 2
             # registered by hand here, never heard from over the mTLS API
             assert "never heard from since it registered" in text
+        uid = "00000000-0000-4000-8000-000000000001"
+        async with http.get(f"{server.base_url}/dashboard/managers/mgr-1/uploads/{uid}.zip",
+                            ssl=ctx) as r:
+            assert r.status == 200 and await r.read() == b"zip"
+        async with http.get(f"{server.base_url}/dashboard/managers/mgr-2/uploads/{uid}.zip",
+                            ssl=ctx) as r:
+            assert r.status == 404  # not that manager's upload
 
 
 def test_the_newest_refusals_are_kept_per_manager(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from emulator.clock import VirtualClock
 from emulator.lan import EmulatedLan, LanAgentOptions, LanOptions, LanSpec
 from emulator.pytest_plugin import DeviceDirectWaiter
 from emulator.server.app import ReferenceServer
+from emulator.server.sources import Sources
 from tests.emulator.web.web_browser import (
     LoopThread,
     screenshot,
@@ -66,6 +67,7 @@ class Browser:
     loop: LoopThread
     office: Office
     driver: webdriver.Chrome
+    downloads: Path
 
     def get(self, path: str) -> None:
         self.driver.get(f"https://localhost:{self.office.server.port}{path}")
@@ -168,10 +170,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     office_clock.register()  # the test: time stands still unless a waiter lets it run
     office = loop.run(_build(tmp, office_clock), timeout=180)
     pin = spki_pin(office.server.pki.server_cert_path.read_bytes())
-    driver = start_chromium(tmp / "chromium",
+    downloads = tmp / "downloads"
+    downloads.mkdir()
+    driver = start_chromium(tmp / "chromium", downloads,
                             extra=(f"--ignore-certificate-errors-spki-list={pin}",))
     try:
-        b = Browser(loop, office, driver)
+        b = Browser(loop, office, driver, downloads)
         b.get("/dashboard/managers")
         driver.find_element(By.ID, "token").send_keys(office.server.admin_token)
         driver.find_element(By.ID, "login-submit").click()
@@ -234,6 +238,22 @@ def test_a_managers_page_shows_its_refusals_and_printers(browser: Browser) -> No
     results = [r.find_element(By.CSS_SELECTOR, "td.result").text
                for r in b.rows("tr.manager-action")]
     assert results == ["succeeded"]
+
+    # an upload of the manager, downloaded by the browser, is the zip the server stored
+    link = b.driver.find_element(By.CSS_SELECTOR, "a.zip")
+    mid, upload_id = str(link.get_attribute("href")).removesuffix(".zip").split("/")[-3::2]
+    link.click()
+    path = b.downloads / f"{upload_id}.zip"
+    wait_for(lambda: path.exists() and path.stat().st_size > 0, "the downloaded zip")
+
+    def stored() -> bytes | None:
+        sources = Sources(office.server.storage.path)
+        try:
+            return sources.upload_zip(mid, upload_id)
+        finally:
+            sources.close()
+
+    assert path.read_bytes() == b.loop.call(stored)
 
 
 def test_a_printers_two_sources_side_by_side(browser: Browser) -> None:
