@@ -32,6 +32,15 @@ def _flags_by_printer(sources: Sources) -> Counter[tuple[str, str]]:
     return Counter((d["serial"], d["model"]) for d in sources.disagreements())
 
 
+def add_device_problems(sources: Sources, devices: list[dict[str, Any]]) -> None:
+    """Add to each device row (``queries.devices``) its disagreements with a manager."""
+    flags = _flags_by_printer(sources)
+    for d in devices:
+        n = flags[(d["serial"], d["model"])]
+        if n:
+            d["problems"].append(f"{n} meter reading(s) disagree with a device manager's")
+
+
 def managers(sources: Sources, now: datetime) -> list[dict[str, Any]]:
     """Every manager (``Sources.managers()`` rows) with ``disagreements``,
     ``printers_disagreeing``, ``stale`` and ``problems`` (words)."""

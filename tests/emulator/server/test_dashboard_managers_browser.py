@@ -258,6 +258,12 @@ def test_a_managers_page_shows_its_refusals_and_printers(browser: Browser) -> No
 
 def test_a_printers_two_sources_side_by_side(browser: Browser) -> None:
     b, office = browser, browser.office
+    b.get("/dashboard/")
+    problems = {r.find_element(By.CSS_SELECTOR, "a.device-link").text: r.text
+                for r in b.rows("tr.device")}
+    assert set(problems) == office.with_agent
+    assert "disagree with a device manager" in problems[office.busy_serial]
+    assert sum("disagree" in t for t in problems.values()) == 1
     b.get("/dashboard/printers")
     rows = {r.get_attribute("data-serial"): r for r in b.rows("tr.printer")}
     assert set(rows) == office.serials  # one row per printer, whichever path reported it
