@@ -152,10 +152,24 @@ async def renew(request: web.Request) -> web.Response:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """POST /dd/v1/managers/{mid}/uploads: one printer's payload, stored once."""
+    """POST /dd/v1/managers/{mid}/uploads: one printer's payload, stored once.
+
+    A refusal (4xx) of an authenticated manager's upload is also kept
+    (``Sources.record_rejection``) for the dashboard's list of managers' problems."""
+    manager_id = authenticate(request)
+    try:
+        return await _upload(request, manager_id)
+    except ApiError as exc:
+        if 400 <= exc.status < 500:
+            sources_of(request).record_rejection(
+                manager_id, status=exc.status, error=exc.error, detail=exc.detail,
+                now=server_of(request).clock.now())
+        raise
+
+
+async def _upload(request: web.Request, manager_id: str) -> web.Response:
     server = server_of(request)
     sources = sources_of(request)
-    manager_id = authenticate(request)
     upload_id, body, digest = await read_upload(request, server.max_upload_bytes)
     owner = sources.upload_owner(upload_id)
     if owner == manager_id:

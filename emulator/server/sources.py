@@ -10,7 +10,10 @@ in the server's database (the device tables are ``storage.py``'s and are only re
   location, contact e-mail, its current client certificate) and its scope mode;
 * ``manager_scope``: the printer serials a manager may upload for;
 * ``manager_uploads`` / ``manager_meters``: every payload a manager sent, with the
-  serial, model and billing meters it carried (the zip byte for byte).
+  serial, model and billing meters it carried (the zip byte for byte);
+* ``manager_rejections``: the uploads of an authenticated manager the server refused
+  (out of scope, not a manager payload, bad hash...), the newest
+  :data:`REJECTIONS_KEPT` per manager, for the people who look after it (dashboard).
 
 Scope. A new manager's scope is ``learn``: it may upload for any printer not in
 another manager's scope, and each printer it uploads for joins its scope (trust on first
@@ -69,9 +72,14 @@ CREATE TABLE IF NOT EXISTS manager_actions (
     id TEXT PRIMARY KEY, manager_id TEXT NOT NULL REFERENCES managers, serial TEXT NOT NULL,
     type TEXT NOT NULL, params TEXT NOT NULL, issued_at TEXT NOT NULL,
     expires_at TEXT NOT NULL, result_status TEXT, result_detail TEXT, result_at TEXT);
+CREATE TABLE IF NOT EXISTS manager_rejections (
+    n INTEGER PRIMARY KEY, manager_id TEXT NOT NULL REFERENCES managers, at TEXT NOT NULL,
+    status INTEGER NOT NULL, error TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS manager_rejections_mid ON manager_rejections (manager_id, n);
 """
 
 SCOPE_MODES = ("learn", "fixed")
+REJECTIONS_KEPT = 200  # per manager: a broken manager retrying must not fill the disk
 
 
 class OutOfScope(Exception):
@@ -161,8 +169,14 @@ class Sources:
             r["serial"] for r in self._rows(
                 "SELECT serial FROM manager_scope WHERE manager_id=? ORDER BY serial",
                 row["manager_id"])]}
-        row["uploads"] = self._rows("SELECT COUNT(*) AS c FROM manager_uploads WHERE "
-                                    "manager_id=?", row["manager_id"])[0]["c"]
+        counts = self._rows(
+            "SELECT COUNT(*) AS uploads, MAX(received_at) AS last_upload, "
+            "COUNT(DISTINCT serial || char(0) || model) AS printers_reported "
+            "FROM manager_uploads WHERE manager_id=?", row["manager_id"])[0]
+        row.update(counts)
+        row["rejected_uploads"] = self._rows(
+            "SELECT COUNT(*) AS c FROM manager_rejections WHERE manager_id=?",
+            row["manager_id"])[0]["c"]
         return row
 
     def touch(self, manager_id: str, now: datetime) -> None:
@@ -226,10 +240,33 @@ class Sources:
             raise  # nothing stored (the transaction rolled back)
         return True
 
+    def record_rejection(self, manager_id: str, *, status: int, error: str, detail: str,
+                         now: datetime) -> None:
+        """Keep that the server refused one of ``manager_id``'s uploads (the newest
+        :data:`REJECTIONS_KEPT` are kept)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO manager_rejections (manager_id, at, status, error, "
+                       "detail) VALUES (?,?,?,?,?)",
+                       (manager_id, iso(now), status, error[:64], detail[:500]))
+            db.execute("DELETE FROM manager_rejections WHERE manager_id=? AND n NOT IN "
+                       "(SELECT n FROM manager_rejections WHERE manager_id=? "
+                       "ORDER BY n DESC LIMIT ?)", (manager_id, manager_id, REJECTIONS_KEPT))
+
+    def rejections(self, manager_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The manager's refused uploads, newest first."""
+        return self._rows("SELECT at, status, error, detail FROM manager_rejections "
+                          "WHERE manager_id=? ORDER BY n DESC LIMIT ?", manager_id, limit)
+
     def uploads(self, manager_id: str) -> list[dict[str, Any]]:
         return self._rows(
             "SELECT upload_id, serial, model, sequence, generated_at, received_at, size, "
             "sha256 FROM manager_uploads WHERE manager_id=? ORDER BY n", manager_id)
+
+    def upload_zip(self, manager_id: str, upload_id: str) -> bytes | None:
+        """One of the manager's uploads, byte for byte as stored (None: not its own)."""
+        rows = self._rows("SELECT zip FROM manager_uploads WHERE manager_id=? AND "
+                          "upload_id=?", manager_id, upload_id)
+        return bytes(rows[0]["zip"]) if rows else None
 
     def iter_upload_zips(self) -> Iterator[dict[str, Any]]:
         """Every manager upload with its zip, oldest first (for exports)."""
@@ -304,8 +341,10 @@ class Sources:
                 out[day][1][r["name"]] = int(r["value"])
         return out
 
-    def billing(self, serial: str, model: str) -> dict[str, Any]:
-        """The printer's billing meters per day from one source, and the disagreements."""
+    def _source_days(self, serial: str, model: str
+                     ) -> tuple[dict[str, tuple[str, dict[str, int]]],
+                                dict[str, tuple[str, dict[str, int]]]]:
+        """Each source's last reading of each day: (device's, manager's)."""
         device = self._daily(
             "SELECT u.generated_at, m.name, m.value FROM uploads u JOIN meters m ON "
             "m.upload_n=u.n JOIN devices d ON d.device_id=u.device_id "
@@ -313,6 +352,22 @@ class Sources:
         manager = self._daily(
             "SELECT u.generated_at, m.name, m.value FROM manager_uploads u JOIN manager_meters "
             "m ON m.upload_n=u.n WHERE u.serial=? AND u.model=?", serial, model)
+        return device, manager
+
+    def last_readings(self, serial: str, model: str) -> dict[str, dict[str, Any] | None]:
+        """Each source's newest reading of the printer's billing meters:
+        ``{"device": {"read_at", "meters"} | None, "manager": ... | None}``."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for kind, days in zip(("device", "manager"), self._source_days(serial, model),
+                              strict=True):
+            newest = days[max(days)] if days else None
+            out[kind] = ({"read_at": newest[0], "meters": newest[1]}
+                         if newest is not None else None)
+        return out
+
+    def billing(self, serial: str, model: str) -> dict[str, Any]:
+        """The printer's billing meters per day from one source, and the disagreements."""
+        device, manager = self._source_days(serial, model)
         days: list[dict[str, Any]] = []
         disagreements: list[dict[str, Any]] = []
         for day in sorted(set(device) | set(manager)):

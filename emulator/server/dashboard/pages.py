@@ -23,8 +23,9 @@ import jinja2
 from aiohttp import web
 
 from device_direct.core.actions import ACTION_TYPES
-from emulator.server.dashboard import queries
+from emulator.server.dashboard import combination, queries
 from emulator.server.http_common import server_of
+from emulator.server.manager_api import sources_of
 from emulator.web.auth import LoginThrottle, Session, Sessions, csrf_ok
 
 PREFIX = "/dashboard"
@@ -142,6 +143,7 @@ async def devices_page(request: web.Request) -> web.Response:
     session = _admin(request)
     server = server_of(request)
     rows = queries.devices(server.storage)
+    combination.add_device_problems(sources_of(request), rows)
     return _render(request, "devices.html", session=session, title="Devices", devices=rows,
                    now=server.clock.now().isoformat(timespec="seconds"))
 

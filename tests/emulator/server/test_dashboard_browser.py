@@ -8,15 +8,11 @@ by its public-key pin, nothing wider).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -26,7 +22,13 @@ from emulator.device_runner import AgentOptions, DeviceOptions, DeviceRunner
 from emulator.fleet.runner import run_fleet
 from emulator.fleet.spec import FleetSpec
 from emulator.server.app import ReferenceServer
-from tests.emulator.web.web_browser import LoopThread, screenshot, start_chromium, wait_for
+from tests.emulator.web.web_browser import (
+    LoopThread,
+    screenshot,
+    spki_pin,
+    start_chromium,
+    wait_for,
+)
 
 DAYS = 4
 
@@ -52,12 +54,6 @@ class Dash:
         return wait_for(find, f"{css} on {self.driver.current_url}", 10).strip()
 
 
-def _spki_pin(cert_pem: bytes) -> str:
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
-
-
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     tmp = tmp_path_factory.mktemp("dashboard")
@@ -79,7 +75,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     wait_for(lambda: agent.stats.uploads_stored >= 1, "the live device's first upload")
     downloads = tmp / "downloads"
     downloads.mkdir()
-    pin = _spki_pin(server.pki.server_cert_path.read_bytes())
+    pin = spki_pin(server.pki.server_cert_path.read_bytes())
     driver = start_chromium(tmp / "chromium", downloads,
                             extra=(f"--ignore-certificate-errors-spki-list={pin}",))
     try:

@@ -32,6 +32,8 @@ from tests.emulator.web.web_browser import LoopThread, screenshot, start_chromiu
 
 PASSWORD = "s3cret-admin"
 HOSTILE = '<script>alert("x")</script>'
+HOSTILE_CONTACT = "<i>admin</i> & <u>helpdesk</u>"
+HOSTILE_JOB = "<img src=x onerror=alert(1)>"
 
 
 @dataclass
@@ -160,14 +162,34 @@ def test_trays_match_prt_input_table(rig: Rig) -> None:
 
 
 def test_markup_in_device_strings_is_shown_as_text(rig: Rig) -> None:
-    _snmp("snmpset", _snmp_port(rig), "1.3.6.1.2.1.1.6.0", "s", HOSTILE)
+    _snmp("snmpset", _snmp_port(rig), "1.3.6.1.2.1.1.6.0", "s", HOSTILE,
+          "1.3.6.1.2.1.1.4.0", "s", HOSTILE_CONTACT)
     assert rig.runner.jetdirect is not None
-    with socket.create_connection(("127.0.0.1", rig.runner.jetdirect.port), 10) as s:
+    port = rig.runner.jetdirect.port
+    with socket.create_connection(("127.0.0.1", port), 10) as s:
+        s.sendall(b'\x1b%-12345X@PJL JOB NAME="' + HOSTILE_JOB.encode() + b'"\r\n'
+                  b"@PJL ENTER LANGUAGE=TEXT\r\nquarterly report\r\n\x1b%-12345X")
+
+    def job_names() -> list[str] | None:  # the job is recorded when its connection ends
+        rig.get("/counters")
+        names = [e.text for e in rig.driver.find_elements(By.CSS_SELECTOR, "td.job-name")]
+        return names if HOSTILE_JOB in names else None
+
+    wait_for(job_names, "the job name on the counters page", timeout=20)
+    assert not rig.driver.find_elements(By.CSS_SELECTOR, "#jobs img")
+    with pytest.raises(NoAlertPresentException):
+        _ = rig.driver.switch_to.alert.text
+
+    with socket.create_connection(("127.0.0.1", port), 10) as s:
         s.sendall(b'\x1b%-12345X@PJL RDYMSG DISPLAY="<b>HI</b>"\r\n\x1b%-12345X')
-    rig.get("/status")
-    wait_for(lambda: rig.text("#display") == "<B>HI</B>" or rig.text("#display") == "<b>HI</b>",
-             "the PJL ready message on the status page", timeout=10)
+
+    def display() -> bool:  # the job prints for a second or so: "Printing" until then
+        rig.get("/status")
+        return rig.text("#display") in ("<B>HI</B>", "<b>HI</b>")
+
+    wait_for(display, "the PJL ready message on the status page", timeout=20)
     assert rig.text("#sys-location") == HOSTILE
+    assert rig.text("#sys-contact") == HOSTILE_CONTACT
     assert "&lt;script&gt;" in rig.driver.page_source
     with pytest.raises(NoAlertPresentException):
         _ = rig.driver.switch_to.alert.text

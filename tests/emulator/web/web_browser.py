@@ -10,6 +10,8 @@ functions. Screenshots go to ``test-artifacts/screenshots/`` (git-ignored).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import shutil
 import threading
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -52,6 +56,14 @@ def start_chromium(user_data_dir: Path, downloads: Path | None = None, *,
         return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     except Exception as exc:  # selenium's own tree; one message naming the browser
         pytest.fail(f"headless Chromium did not start: {type(exc).__name__}: {exc}")
+
+
+def spki_pin(cert_pem: bytes) -> str:
+    """The value of Chromium's ``--ignore-certificate-errors-spki-list`` for a server
+    certificate: the browser trusts that key only, nothing wider."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:
