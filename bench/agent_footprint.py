@@ -45,22 +45,22 @@ RUNS = 9
 
 BASELINE = r"""
 import time, asyncio
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import aiohttp, cryptography
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 async def idle():
     await asyncio.sleep(0.2)
 asyncio.run(idle())
 rss = int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])
-print((t1 - t0) * 1000, rss)
+print((t1 - t0) * 1000, rss, (c1 - c0) * 1000)
 """
 
 AGENT = r"""
 import time, asyncio, sys
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import aiohttp, cryptography
 import device_direct.agent
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 from datetime import UTC, datetime
 from pathlib import Path
 from device_direct.agent import Agent
@@ -89,7 +89,7 @@ async def idle():
     task.cancel()
 asyncio.run(idle())
 rss = int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])
-print((t1 - t0) * 1000, rss)
+print((t1 - t0) * 1000, rss, (c1 - c0) * 1000)
 """
 
 
@@ -221,10 +221,11 @@ def firmware_peak(env: dict[str, str], tmp: Path, mib: int) -> tuple[int, int, f
     return int(out[0]), int(out[1]), float(out[2])
 
 
-def _run(code: str, env: dict[str, str], *args: str) -> tuple[float, int]:
+def _run(code: str, env: dict[str, str], *args: str) -> tuple[float, int, float]:
+    """One fresh interpreter: import wall ms, idle VmRSS KiB, import CPU ms."""
     out = subprocess.run([sys.executable, "-c", code, *args], check=True, cwd=ROOT, env=env,
                          capture_output=True, text=True).stdout.split()
-    return float(out[0]), int(out[1])
+    return float(out[0]), int(out[1]), float(out[2])
 
 
 def main() -> None:
@@ -234,6 +235,9 @@ def main() -> None:
     parser.add_argument("--source", action="store_true",
                         help="keep the environment as it is (no private bytecode cache)")
     parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--compare-with", type=Path, metavar="TREE",
+                        help="also time the agent of another checkout (e.g. a git worktree "
+                             "of an earlier commit), interleaved with these runs")
     parser.add_argument("--firmware-mib", type=int, default=256,
                         help="image size for the firmware-update peak RSS (0: skip it)")
     opts = parser.parse_args()
@@ -251,22 +255,43 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", REGISTER, f"{tmp}/data/identity"],
                            check=True, cwd=ROOT, env=env)
         base_ms, base_kib, agent_ms, agent_kib = [], [], [], []
+        base_cpu, agent_cpu = [], []
+        other_ms: list[float] = []
+        other_cpu: list[float] = []
+        other_env = dict(env, PYTHONPATH=str(opts.compare_with)) if opts.compare_with else None
         _run(BASELINE, env)  # warm the OS file cache (and the bytecode cache) for both
         _run(AGENT, env, str(cfg))
+        if other_env is not None:
+            _run(AGENT, other_env, str(cfg))
         for _ in range(opts.runs):
-            ms, kib = _run(BASELINE, env)
+            ms, kib, cpu = _run(BASELINE, env)
             base_ms.append(ms)
             base_kib.append(kib)
-            ms, kib = _run(AGENT, env, str(cfg))
+            base_cpu.append(cpu)
+            ms, kib, cpu = _run(AGENT, env, str(cfg))
             agent_ms.append(ms)
             agent_kib.append(kib)
+            agent_cpu.append(cpu)
+            if other_env is not None:
+                ms, _kib, cpu = _run(AGENT, other_env, str(cfg))
+                other_ms.append(ms)
+                other_cpu.append(cpu)
     b_ms, a_ms = statistics.median(base_ms), statistics.median(agent_ms)
     b_kib, a_kib = statistics.median(base_kib), statistics.median(agent_kib)
     add_ms, add_mib = a_ms - b_ms, (a_kib - b_kib) / 1024
+    b_cpu, a_cpu = statistics.median(base_cpu), statistics.median(agent_cpu)
+    add_cpu = a_cpu - b_cpu
     print(f"{'':28}{'baseline':>12}{'agent':>12}{'added':>12}{'goal':>10}")
     print(f"{'import time (ms, median)':28}{b_ms:12.1f}{a_ms:12.1f}{add_ms:12.1f}{'<= 50':>10}")
+    print(f"{'import CPU time (ms, median)':28}{b_cpu:12.1f}{a_cpu:12.1f}{add_cpu:12.1f}"
+          f"{'<= 50':>10}")
     print(f"{'idle RSS (MiB, median)':28}{b_kib/1024:12.1f}{a_kib/1024:12.1f}{add_mib:12.2f}"
           f"{'<= 5':>10}")
+    if other_ms:
+        o_ms, o_cpu = statistics.median(other_ms), statistics.median(other_cpu)
+        print(f"{'earlier code: import ms':28}{b_ms:12.1f}{o_ms:12.1f}{o_ms - b_ms:12.1f}")
+        print(f"{'earlier code: import CPU ms':28}{b_cpu:12.1f}{o_cpu:12.1f}{o_cpu - b_cpu:12.1f}")
+        print(f"earlier code: {opts.compare_with}")
     print(f"runs: {opts.runs} each, interleaved; baseline = import aiohttp, cryptography + idle "
           f"loop; agent {'registered' if opts.registered else 'not registered'}; bytecode "
           f"{'as the environment says' if opts.source else 'cached (private prefix)'}")
@@ -286,8 +311,13 @@ def main() -> None:
                        round(seconds, 1), "goal_firmware_added_mib": 32}
     print(json.dumps({
         "baseline_import_ms": round(b_ms, 1), "agent_import_ms": round(a_ms, 1),
-        "added_import_ms": round(add_ms, 1), "baseline_rss_mib": round(b_kib / 1024, 2),
+        "added_import_ms": round(add_ms, 1), "baseline_import_cpu_ms": round(b_cpu, 1),
+        "agent_import_cpu_ms": round(a_cpu, 1), "added_import_cpu_ms": round(add_cpu, 1),
+        "baseline_rss_mib": round(b_kib / 1024, 2),
         "agent_rss_mib": round(a_kib / 1024, 2), "added_rss_mib": round(add_mib, 2),
+        **({"earlier_added_import_ms": round(statistics.median(other_ms) - b_ms, 1),
+            "earlier_added_import_cpu_ms": round(statistics.median(other_cpu) - b_cpu, 1)}
+           if other_ms else {}),
         "goal_added_ms": 50, "goal_added_mib": 5, "registered": opts.registered,
         "bytecode_cached": not opts.source, **figures,
     }))
