@@ -173,7 +173,8 @@ class ManagerRunner:
                                                 for x in c.communities) + tuple(
             Credential(user=u, auth_key=a, priv_key=p) for u, a, p in c.v3_users),
                               timeout=c.timeout, retries=c.retries,
-                              concurrency=c.concurrency)
+                              concurrency=c.concurrency, v1=c.snmp_v1,
+                              resolve_names=c.resolve_names)
         scanner = Scanner(options, VendorCatalog.load())
         try:
             report = await scanner.scan(parse_targets(words, c.snmp_port))
@@ -416,8 +417,10 @@ def _host(address: str) -> str:
 
 
 def _method(reading: PrinterReading) -> str:
-    cred = reading.properties.get("snmp")  # Credential.label(): "v2c" or "v3:USER"
-    return "snmpv3" if isinstance(cred, str) and cred.startswith("v3") else "snmpv2c"
+    cred = reading.properties.get("snmp")  # Credential.label(): "v1", "v2c" or "v3:USER"
+    if isinstance(cred, str) and cred.startswith("v3"):
+        return "snmpv3"
+    return "snmpv1" if cred == "v1" else "snmpv2c"
 
 
 def _tree_size(root: Path) -> int:

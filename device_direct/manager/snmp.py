@@ -241,6 +241,11 @@ class SnmpClient:
             self._addresses[key] = udp.UdpTransportAddress((ip, port))
         return self._addresses[key]
 
+    def ip_of(self, host: str, port: int) -> str | None:
+        """The IPv4 address ``host`` was reached at (None before the first request)."""
+        address = self._addresses.get((host, port))
+        return str(address[0]) if address is not None else None
+
     async def _template(self, cred: Credential, host: str, port: int) -> tuple[Any, ...]:
         """The target info of ``cred``, set up in the engine once (with any address)."""
         if cred not in self._templates:  # one set-up even when a whole probe round asks
