@@ -53,13 +53,13 @@ def subnet_mask(raw: Raw, ip: str | None) -> str | None:
     for idx, v in mib.rows(raw, mib.IP_ADDRESS_PREFIX):
         if len(idx) == 6 and idx[:2] == (_IPV4, 4) and isinstance(v, tuple) and v:
             prefixes[idx[2:]] = _mask_of_prefix(v[-1])
+    # 127.0.0.1 is every host's loopback interface: never the printer's own address.
+    wanted = tuple(int(p) for p in ip.split(".")) if ip and ip != "127.0.0.1" else None
     for table in (masks, prefixes):
-        if ip is not None:
-            wanted = tuple(int(p) for p in ip.split("."))
-            if table.get(wanted):
-                return table[wanted]
+        if wanted is not None and table.get(wanted):
+            return table[wanted]
         others = [m for idx, m in sorted(table.items())
-                  if m and idx[0] != 127 and idx != (0, 0, 0, 0)]
+                  if m and idx not in ((127, 0, 0, 1), (0, 0, 0, 0))]
         if len(others) == 1:
             return others[0]
     return None
