@@ -7,8 +7,10 @@ Phase 1 sends every address one GETBULK (sysDescr, sysObjectID, the first rows o
 hrDeviceType and prtGeneral), for every credential at once, all addresses in flight
 together (up to ``probe_window``): silent addresses then cost one timeout round for
 the whole scan, not one per address or per credential. Each community is also tried
-as SNMPv1 (a GETNEXT of the same objects) in the same round, last in preference, so
-an old v1-only printer is found without a second round (``v1="off"`` skips it). The
+as SNMPv1 (a GETNEXT of the same objects), last in preference, sent with the last try
+of the others only when none of them has answered by then: an old v1-only printer is
+found in the same round, and a printer that answers v2c is not asked twice
+(``v1="off"`` skips v1, ``"only"`` speaks nothing else). The
 first credential in that order that got an answer is the one used for that address
 (its reads use GETNEXT under v1); :func:`is_printer` decides what it is.
 
@@ -136,7 +138,11 @@ class Scanner:
         self.catalog = catalog or VendorCatalog.load()
         self.clock = clock or SystemClock()
         self.client = SnmpClient(timeout=options.timeout, retries=options.retries)
-        self._probe_creds = options.probe_credentials()
+        probe = options.probe_credentials()
+        # Communities added as v1 fallbacks are probed late (see _fallback).
+        extra = (set(probe) - set(options.credentials)) if options.v1 == "fallback" else set()
+        self._probe_creds = tuple(c for c in probe if c not in extra)
+        self._fallback_creds = tuple(c for c in probe if c in extra)
 
     def close(self) -> None:
         self.client.close()
@@ -201,15 +207,21 @@ class Scanner:
 
     async def _probe(self, t: Target) -> tuple[Credential, dict[mib.Oid, mib.Value]] | None:
         """(credential, probe values) of the first credential answered; raises if none."""
-        async def one(cred: Credential) -> dict[mib.Oid, mib.Value]:
+        async def one(cred: Credential, tries: int | None = None
+                      ) -> dict[mib.Oid, mib.Value]:
             got = await self.client.bulk(t.host, t.port, cred, list(mib.PROBE_SCALARS),
-                                         list(mib.PROBE_COLUMNS), 3)
+                                         list(mib.PROBE_COLUMNS), 3, tries=tries)
             return {oid: v for oid, v in got if v is not None and v is not mib.END}
 
-        creds = self._probe_creds
-        results = await asyncio.gather(*(one(c) for c in creds), return_exceptions=True)
+        first = [asyncio.create_task(one(c)) for c in self._probe_creds]
+        fallback = self._fallback_creds
+        results: list[Any] = []
+        if fallback:
+            results += await self._fallback(first, fallback, one)
+        results = [*await asyncio.gather(*first, return_exceptions=True), *results]
+        creds = [*self._probe_creds, *fallback]
         errors: list[BaseException] = []
-        for cred, result in zip(creds, results, strict=True):
+        for cred, result in zip(creds, results, strict=False):
             if isinstance(result, dict):
                 return cred, result
             errors.append(result)
@@ -220,6 +232,31 @@ class Scanner:
             if isinstance(e, SnmpError):
                 raise e
         raise errors[0]
+
+    async def _fallback(self, first: list[asyncio.Task[dict[mib.Oid, mib.Value]]],
+                        fallback: tuple[Credential, ...], one: Any) -> list[Any]:
+        """The v1 probes, sent with the first credentials' last try unless one answered.
+
+        A printer that answers v2c (or v3) is never asked in v1; a silent address gets
+        its v1 probe alongside its last v2c try, so the round still ends after
+        ``timeout x (retries + 1)``.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        wait = self.options.timeout * self.options.retries
+        pending = set(first)
+        while pending:
+            left = wait - (loop.time() - start)
+            if left <= 0:
+                break
+            done, pending = await asyncio.wait(pending, timeout=left,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if any(not f.exception() for f in done):
+                return [None] * len(fallback)  # answered: no v1 probe
+        spent = int((loop.time() - start) // self.options.timeout)
+        tries = max(1, self.options.retries + 1 - spent)
+        got = await asyncio.gather(*(one(c, tries) for c in fallback), return_exceptions=True)
+        return list(got)
 
     async def _dns_name(self, ip: str | None) -> str | None:
         """The name a reverse lookup gives ``ip`` (None: none, or not within the timeout)."""

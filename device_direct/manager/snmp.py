@@ -268,8 +268,11 @@ class SnmpClient:
             raise SnmpLocalError(f"{host}:{port}", f"cannot set up SNMP: {exc}") from None
 
     async def _send(self, host: str, port: int, cred: Credential, kind: str,
-                    bulk: tuple[int, int], oids: list[Oid]) -> list[tuple[Oid, Any]]:
-        """One request, sent up to ``retries + 1`` times; the first answer wins."""
+                    bulk: tuple[int, int], oids: list[Oid], tries: int | None = None
+                    ) -> list[tuple[Oid, Any]]:
+        """One request, sent up to ``tries`` (default ``retries + 1``) times; the first
+        answer wins."""
+        tries = self.retries + 1 if tries is None else tries
         where = host if port == 161 else f"{host}:{port}"
         expected = await self._address(host, port)
         template = await self._template(cred, host, port)
@@ -308,7 +311,7 @@ class SnmpClient:
         def callback(e: Any, h: Any, i: Any, s: Any, x: Any, v: Any, c: Any) -> bool:
             return done(e, h, i, s, x, v, c)
 
-        for _ in range(self.retries + 1):
+        for _ in range(tries):
             self.requests += 1
             try:
                 if kind == "get":
@@ -333,17 +336,19 @@ class SnmpClient:
         if junk > 0:
             raise SnmpRemoteError(where, f"answered with {junk} datagram(s) that are not a "
                                          "valid SNMP reply (malformed or truncated)")
-        raise SnmpTimeout(where, f"no answer within {self.timeout:g} s x "
-                                 f"{self.retries + 1} tries")
+        raise SnmpTimeout(where, f"no answer within {self.timeout:g} s x {tries} "
+                                 f"tr{'ies' if tries > 1 else 'y'}")
 
     async def _v1_tolerant(self, host: str, port: int, cred: Credential, kind: str,
-                           oids: list[Oid], missing: Any) -> list[tuple[Oid, Any]]:
+                           oids: list[Oid], missing: Any, tries: int | None = None
+                           ) -> list[tuple[Oid, Any]]:
         """GET/GETNEXT of ``oids``; under v1, a noSuchName varbind becomes ``missing``."""
         answers: dict[int, tuple[Oid, Any]] = {}
         left = list(range(len(oids)))
         while left:
             try:
-                got = await self._send(host, port, cred, kind, (0, 0), [oids[i] for i in left])
+                got = await self._send(host, port, cred, kind, (0, 0),
+                                       [oids[i] for i in left], tries)
             except _NoSuchName as culprit:
                 i = left.pop(culprit.index)
                 answers[i] = (oids[i], missing)
@@ -363,13 +368,15 @@ class SnmpClient:
         return out
 
     async def next(self, host: str, port: int, cred: Credential,
-                   oids: list[Oid]) -> list[tuple[Oid, Any]]:
+                   oids: list[Oid], tries: int | None = None) -> list[tuple[Oid, Any]]:
         """GETNEXT: the instance after each of ``oids`` (END past the end of the view)."""
-        got = await self._v1_tolerant(host, port, cred, "next", oids, rfc1905.endOfMibView)
+        got = await self._v1_tolerant(host, port, cred, "next", oids, rfc1905.endOfMibView,
+                                      tries)
         return [(oid, to_value(v)) for oid, v in got]
 
     async def bulk(self, host: str, port: int, cred: Credential, scalars: list[Oid],
-                   columns: list[Oid], repetitions: int) -> list[tuple[Oid, Any]]:
+                   columns: list[Oid], repetitions: int, *, tries: int | None = None
+                   ) -> list[tuple[Oid, Any]]:
         """GETBULK: GETNEXT of ``scalars`` then ``repetitions`` rows of ``columns``.
 
         SNMPv1 has no GETBULK: a v1 credential gets one GETNEXT of them all (one row).
@@ -378,10 +385,10 @@ class SnmpClient:
             wanted = [*scalars, *columns]
             out: list[tuple[Oid, Any]] = []
             for i in range(0, len(wanted), V1_VARBINDS):
-                out += await self.next(host, port, cred, wanted[i:i + V1_VARBINDS])
+                out += await self.next(host, port, cred, wanted[i:i + V1_VARBINDS], tries)
             return out
         got = await self._send(host, port, cred, "bulk", (len(scalars), repetitions),
-                               [*scalars, *columns])
+                               [*scalars, *columns], tries)
         return [(oid, to_value(v)) for oid, v in got]
 
 
