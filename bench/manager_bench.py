@@ -51,7 +51,10 @@ BASELINE_SUBTREES = (mib.SYSTEM, mib.IF_TYPE, mib.IF_PHYS_ADDRESS, mib.HR_DEVICE
                      mib.PRT_SUPPLIES, mib.PRT_COLORANT, mib.PRT_CONSOLE, mib.PRT_ALERT,
                      mib.IC_KEY, mib.IC_IMPRESSION)
 
-TIMEOUT_S, RETRIES = 3.0, 1
+# One LAN process answers for all 250 printers (one request at a time, on a shared
+# CPU): at 3 s a try, reads of a busy moment timed out once the manager kept its
+# deadlines on the clock (pysnmp's tick-counted ones had stretched to 4-7 s).
+TIMEOUT_S, RETRIES = 5.0, 1
 
 
 def start_lan(printers: int, silent: int,

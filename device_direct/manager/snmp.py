@@ -247,25 +247,27 @@ class SnmpClient:
         return str(address[0]) if address is not None else None
 
     async def _template(self, cred: Credential, host: str, port: int) -> tuple[Any, ...]:
-        """The target info of ``cred``, set up in the engine once (with any address)."""
+        """The target info of ``cred``, set up in the engine once."""
         if cred not in self._templates:  # one set-up even when a whole probe round asks
-            self._templates[cred] = asyncio.ensure_future(self._configure(cred, host, port))
+            self._templates[cred] = asyncio.ensure_future(self._configure(cred))
         try:
             return await asyncio.shield(self._templates[cred])
-        except SnmpLocalError:
+        except SnmpLocalError as exc:
             self._templates.pop(cred, None)  # the next address tries again
-            raise
+            raise SnmpLocalError(f"{host}:{port}", exc.message) from None
 
-    async def _configure(self, cred: Credential, host: str, port: int) -> tuple[Any, ...]:
+    async def _configure(self, cred: Credential) -> tuple[Any, ...]:
         try:
-            # pysnmp sends once per call and forgets it after the whole round: retries
-            # and the deadline are kept by _send.
+            # The row's address is a placeholder: every request names its own. pysnmp
+            # sends once per call and forgets it after the whole round: retries and the
+            # deadline are kept by _send.
             target = await UdpTransportTarget.create(
-                (host, port), timeout=self.timeout * (self.retries + 1) + 1.0, retries=0)
+                ("127.0.0.1", 161), timeout=self.timeout * (self.retries + 1) + 1.0,
+                retries=0)
             addr_name, _ = LCD.configure(self._engine, cred.auth_data(), target, b"")
             return tuple(target_config.get_target_info(self._engine, addr_name))
         except Exception as exc:  # pysnmp wraps resolver and config errors in its own
-            raise SnmpLocalError(f"{host}:{port}", f"cannot set up SNMP: {exc}") from None
+            raise SnmpLocalError("-", f"cannot set up SNMP: {exc}") from None
 
     async def _send(self, host: str, port: int, cred: Credential, kind: str,
                     bulk: tuple[int, int], oids: list[Oid], tries: int | None = None
