@@ -99,6 +99,11 @@ def add_snmp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snmp-port", type=int, default=161, help="UDP port (default 161)")
     p.add_argument("--community", action="append", default=[],
                    help="v2c community; repeat to try several in order (default public)")
+    p.add_argument("--snmp-v1", choices=("fallback", "off", "only"), default="fallback",
+                   help="SNMPv1 for the communities: fallback (default: also probed, in "
+                        "the same round, used when v2c and v3 get no answer), off, or only")
+    p.add_argument("--no-dns", action="store_true",
+                   help="skip the reverse DNS lookup of each printer's address")
     p.add_argument("--v3-user", help="SNMPv3 user (SHA; AES with --v3-priv-key)")
     p.add_argument("--v3-auth-key", help="its authentication pass phrase (8+ characters)")
     p.add_argument("--v3-priv-key", help="its privacy pass phrase (8+ characters)")
@@ -125,7 +130,8 @@ def scan_options(args: argparse.Namespace) -> Any:
                                     priv_key=args.v3_priv_key))
         return ScanOptions(credentials=tuple(creds), timeout=args.timeout,
                            retries=args.retries, concurrency=args.concurrency,
-                           probe_window=args.probe_window)
+                           probe_window=args.probe_window, v1=args.snmp_v1,
+                           resolve_names=not args.no_dns)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -26,6 +26,8 @@ unknown keys are errors. A complete file::
     out_of_scope = ["10.0.0.9"]              # optional: found but not reported
     snmp_port = 161
     communities = ["public"]                 # v2c, tried in order; [] for v3 only
+    snmp_v1 = "fallback"                     # v1 too (old printers); "off" or "only"
+    resolve_names = true                     # reverse DNS lookup of each printer
     [[scan.v3_users]]                        # optional, tried after the communities
     user = "monitor"
     auth_key = "........"                    # SHA, 8+ characters
@@ -84,6 +86,8 @@ class ManagerConfig:
     retries: int
     concurrency: int
     v3_users: tuple[tuple[str, str, str | None], ...] = ()
+    snmp_v1: str = "fallback"
+    resolve_names: bool = True
     actions: frozenset[str] = field(default_factory=frozenset)
     test_page_port: int = 9100
 
@@ -163,6 +167,10 @@ def load_config(path: Path | str) -> ManagerConfig:
     if not 1 <= snmp_port <= 65535:
         raise scan.error("snmp_port", "must be 1..65535")
     communities = tuple(scan.str_list("communities", ["public"]))
+    resolve_names = scan.bool("resolve_names", True)
+    snmp_v1 = scan.str("snmp_v1", "fallback")
+    if snmp_v1 not in ("fallback", "off", "only"):
+        raise scan.error("snmp_v1", "must be one of fallback, off, only")
     v3_users: list[tuple[str, str, str | None]] = []
     for user in scan.tables("v3_users", []):
         name, auth = _nonempty(user, "user"), user.str("auth_key")
@@ -206,5 +214,6 @@ def load_config(path: Path | str) -> ManagerConfig:
         data_dir=data_dir, location=location, contact_email=contact, hostname=hostname,
         ip=ip, time_zone=tz, scan_time=scan_time, security_mode=mode, targets=targets,
         out_of_scope=out_of_scope, snmp_port=snmp_port, communities=communities,
-        timeout=timeout, retries=retries, concurrency=concurrency,
+        timeout=timeout, retries=retries, concurrency=concurrency, snmp_v1=snmp_v1,
+        resolve_names=resolve_names,
         v3_users=tuple(v3_users), actions=frozenset(enabled), test_page_port=test_page_port)

@@ -5,7 +5,8 @@ TimeTicks), ``bytes`` (OCTET STRING, IpAddress) or an OID tuple (OBJECT IDENTIFI
 :data:`END` marks endOfMibView in a walk; noSuchObject/noSuchInstance are not stored
 (a missing object is simply absent from the read).
 
-Sources: SNMPv2-MIB (RFC 3418), IF-MIB (RFC 2863), HOST-RESOURCES-MIB (RFC 2790),
+Sources: SNMPv2-MIB (RFC 3418), IF-MIB (RFC 2863), IP-MIB (RFC 4293), RFC1213-MIB
+ipRouteTable, IP-FORWARD-MIB (RFC 2096, RFC 4292), HOST-RESOURCES-MIB (RFC 2790),
 Printer-MIB (RFC 3805) with IANA-PRINTER-MIB, PWG-IMAGING-COUNTER-MIB (PWG 5106.3).
 """
 
@@ -38,10 +39,18 @@ SYS_NAME = (*SYSTEM, 5, 0)
 SYS_LOCATION = (*SYSTEM, 6, 0)
 IF_TYPE = (*MIB2, 2, 2, 1, 3)
 IF_PHYS_ADDRESS = (*MIB2, 2, 2, 1, 6)
-IP_AD_ENT_NET_MASK = (*MIB2, 4, 20, 1, 3)
+IP = (*MIB2, 4)
+IP_AD_ENT_NET_MASK = (*IP, 20, 1, 3)  # RFC 4293 ipAddrTable (index: the address)
+IP_ADDRESS_PREFIX = (*IP, 34, 1, 5)  # ipAddressTable: RowPointer ending in the prefix length
+IP_ROUTE_DEFAULT_NEXT_HOP = (*IP, 21, 1, 7, 0, 0, 0, 0)  # RFC 1213 ipRouteNextHop.0.0.0.0
+IP_CIDR_ROUTE_NEXT_HOP = (*IP, 24, 4, 1, 4)  # RFC 2096 (index dest.mask.tos.nexthop)
+INET_CIDR_ROUTE_IF_INDEX = (*IP, 24, 7, 1, 7)  # RFC 4292 (the next hop is in the index)
 HR = (*MIB2, 25)
 HR_MEMORY_SIZE = (*HR, 2, 2, 0)
 HR_STORAGE = (*HR, 2, 3, 1)
+HR_STORAGE_TYPES = (*HR, 2, 1)
+HR_STORAGE_RAM = (*HR_STORAGE_TYPES, 2)
+HR_STORAGE_FIXED_DISK = (*HR_STORAGE_TYPES, 4)
 HR_DEVICE = (*HR, 3, 2, 1)
 HR_DEVICE_TYPE = (*HR_DEVICE, 2)
 HR_PRINTER = (*HR, 3, 5, 1)
@@ -70,7 +79,8 @@ def _cols(entry: Oid, *columns: int) -> tuple[Oid, ...]:
 
 
 READ_SUBTREES: tuple[Oid, ...] = (
-    SYSTEM, IF_TYPE, IF_PHYS_ADDRESS,
+    SYSTEM, IF_TYPE, IF_PHYS_ADDRESS, IP_AD_ENT_NET_MASK, IP_ADDRESS_PREFIX,
+    IP_CIDR_ROUTE_NEXT_HOP, INET_CIDR_ROUTE_IF_INDEX, *_cols(HR_STORAGE, 2, 3, 4, 5, 6),
     *_cols(HR_DEVICE, 2, 3, 5), *_cols(HR_PRINTER, 1, 2),
     *_cols(PRT_GENERAL, 16, 17),
     *_cols(PRT_INPUT, 9, 10, 12, 13, 18),
@@ -79,7 +89,7 @@ READ_SUBTREES: tuple[Oid, ...] = (
     *_cols(PRT_COLORANT, 4), *_cols(PRT_CONSOLE, 2),
     *_cols(PRT_ALERT, 2, 4, 5, 7, 8),
     *_cols(IC_KEY, 2), *_cols(IC_IMPRESSION, 4, 5, 7))
-READ_SCALARS: tuple[Oid, ...] = (HR_MEMORY_SIZE,)
+READ_SCALARS: tuple[Oid, ...] = (HR_MEMORY_SIZE, IP_ROUTE_DEFAULT_NEXT_HOP)
 
 
 def parse_oid(text: str) -> Oid:

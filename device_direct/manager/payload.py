@@ -14,9 +14,13 @@ Section by section (objects from :class:`~device_direct.manager.reading.PrinterR
 
 * ``Identity``: Manufacturer = the recognised vendor, Model, Serial (prtGeneralSerial-
   Number or the vendor's object), Firmware/Module ``firmware`` (vendor object or sysDescr);
-* ``Network``: MAC (IF-MIB ifPhysAddress), IPv4 = the address it was read at;
+* ``Network``: MAC (IF-MIB ifPhysAddress), IPv4 = the address it was read at,
+  SubnetMask (ipAdEntNetMask / ipAddressPrefix), Gateway (the default route's next
+  hop), Hostname (sysName, when shaped like a host name); see
+  :mod:`device_direct.manager.hostinfo`;
 * ``Properties``: sysName, sysLocation, sysContact, sysDescr, sysObjectID, uptime, the
-  printer and device status, detected errors, console lines, input trays, marker data;
+  printer and device status, detected errors, console lines, input trays, marker data,
+  ``dnsName`` (reverse lookup), ``disk.N.*`` and ``disk_bytes`` (hrStorageTable);
 * ``Status``: one ``Alert`` per prtAlertTable row (severity and code as Printer-MIB
   numbers, the description as text; no ``raisedAt``: SNMP does not say when);
 * ``Counters``: total / black / colour impressions where the printer reports them;
@@ -117,6 +121,11 @@ def build_manager_xml(reading: PrinterReading, meta: PayloadMeta, manager: Manag
     if reading.mac:
         out.leaf("MAC", text=w.text(reading.mac))
     out.leaf("IPv4", text=w.text(_host(reading.address)))
+    net = reading.network
+    for tag, key in (("SubnetMask", "subnet_mask"), ("Gateway", "gateway"),
+                     ("Hostname", "hostname")):
+        if net.get(key):
+            out.leaf(tag, text=w.text(str(net[key])))
     out.end()
     _properties(w, reading)
     out.start("Status")
@@ -172,6 +181,13 @@ def _properties(w: _Writer, r: PrinterReading) -> None:
         props["detectedErrors"] = ",".join(errors) or "none"
     for i, line in enumerate(r.console, 1):
         props[f"console.{i}"] = line
+    if r.network.get("dns_name"):
+        props["dnsName"] = str(r.network["dns_name"])
+    for disk in r.properties.get("disks") or ():
+        for key, name in (("description", "description"), ("size_bytes", "sizeBytes"),
+                          ("used_bytes", "usedBytes")):
+            if disk.get(key) is not None:
+                props[f"disk.{disk['index']}.{name}"] = str(disk[key])
     for t in r.trays:
         for key, value in (("name", t.name), ("maxCapacity", t.max_capacity),
                            ("level", t.level), ("media", t.media)):

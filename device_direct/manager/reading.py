@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from device_direct.manager import mib
+from device_direct.manager import hostinfo, mib
 from device_direct.manager import names as n
 from device_direct.manager.mib import Oid, Raw, Value, int_of, text_of
 from device_direct.manager.vendors import Vendor
@@ -96,6 +96,8 @@ class PrinterReading:
     missing: tuple[str, ...]
     vendor_file: str | None = None
     problems: tuple[str, ...] = field(default=())
+    # ip, subnet_mask, gateway, hostname (sysName), dns_name (reverse lookup)
+    network: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The scan report's printer object (the issue's shape, plus what else was read)."""
@@ -257,8 +259,12 @@ def _model(raw: Raw, hr: int, vendor: Vendor | None, sys_descr: str | None) -> s
 
 
 def interpret(address: str, raw: Raw, vendor: Vendor | None, vendor_name: str | None,
-              problems: tuple[str, ...] = ()) -> PrinterReading:
-    """The reading of the printer at ``address`` from the values read there."""
+              problems: tuple[str, ...] = (), *, ip: str | None = None,
+              dns_name: str | None = None) -> PrinterReading:
+    """The reading of the printer at ``address`` (IPv4 ``ip``) from the values read there.
+
+    ``dns_name`` is what a reverse lookup of the address gave (the scan does it).
+    """
     missing: list[str] = []
     hr = _printer_index(raw)
     sys_descr = text_of(raw.get(mib.SYS_DESCR))
@@ -303,8 +309,21 @@ def interpret(address: str, raw: Raw, vendor: Vendor | None, vendor_name: str | 
     colorants = [t for _, row in _mine(mib.table(raw, mib.PRT_COLORANT), hr)
                  if (t := text_of(row.get(4)))]
     uptime = int_of(raw.get(mib.SYS_UPTIME))
+    net = hostinfo.network(raw, ip, dns_name)
+    for key in ("subnet_mask", "gateway"):
+        if net[key] is None:
+            missing.append(f"network.{key}")
+    stored = hostinfo.storage(raw)
+    if stored is None:
+        missing.append("properties.storage")
+    disks, ram = stored if stored is not None else (None, None)
+    memory_kb = int_of(raw.get(mib.HR_MEMORY_SIZE))
     properties = {
-        "memory_kb": int_of(raw.get(mib.HR_MEMORY_SIZE)),
+        "memory_kb": memory_kb if memory_kb is not None else (
+            ram // 1024 if ram is not None else None),
+        "disks": disks,
+        "disk_bytes": sum(d["size_bytes"] or 0 for d in disks) if disks else (
+            0 if disks == [] else None),
         "markers": markers,
         "colorants": colorants,
         "color": len(colorants) > 1 if colorants else None,
@@ -321,4 +340,5 @@ def interpret(address: str, raw: Raw, vendor: Vendor | None, vendor_name: str | 
         uptime_s=uptime // 100 if uptime is not None else None, status=status,
         counters=counters, supplies=supplies, trays=trays, properties=properties,
         console=console, missing=tuple(missing),
-        vendor_file=vendor.path.rsplit("/", 1)[-1] if vendor else None, problems=problems)
+        vendor_file=vendor.path.rsplit("/", 1)[-1] if vendor else None, problems=problems,
+        network=net)

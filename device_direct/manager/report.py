@@ -1,10 +1,11 @@
 """The audit report of printers read by the manager: CSV for spreadsheets, HTML for people.
 
 Sans-I/O: a scan document (``ScanReport.to_json()``, or ``device-direct manager scan
---json`` saved to a file) in, text out. One row per printer: identity, address,
-meters, supplies, status and when it was read. Device strings are data, never markup:
-the HTML escapes every value, and the CSV neutralises cells a spreadsheet would run
-as a formula (a leading ``=``, ``+``, ``-``, ``@``).
+--json`` saved to a file) in, text out. One row per printer: identity, address (with
+mask, gateway and DNS name), disk, meters, supplies, status and when it was read.
+Device strings are data, never markup: the HTML escapes every value, and the CSV
+neutralises cells a spreadsheet would run as a formula (a leading ``=``, ``+``, ``-``,
+``@``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import html
 import io
 from typing import Any
 
-COLUMNS = ("address", "vendor", "model", "serial", "mac", "firmware", "sys_name",
+COLUMNS = ("address", "vendor", "model", "serial", "mac", "subnet_mask", "gateway",
+           "dns_name", "firmware", "sys_name", "disk_bytes",
            "sys_location", "device_status", "printer_status", "detected_errors", "alerts",
            "total_impressions", "black", "color", "supplies", "supplies_low_or_empty",
            "read_at", "missing")
@@ -31,6 +33,9 @@ def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
         s = s if isinstance(s, dict) else {}
         c = c if isinstance(c, dict) else {}
         supplies = [x for x in p.get("supplies") or [] if isinstance(x, dict)]
+        net, props = p.get("network"), p.get("properties")
+        net = net if isinstance(net, dict) else {}
+        props = props if isinstance(props, dict) else {}
 
         def fmt(v: Any) -> str:
             return "" if v is None else str(v)
@@ -38,7 +43,9 @@ def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
         out.append({
             "address": fmt(p.get("address")), "vendor": fmt(p.get("vendor")),
             "model": fmt(p.get("model")), "serial": fmt(p.get("serial")),
-            "mac": fmt(p.get("mac")), "firmware": fmt(p.get("firmware")),
+            "mac": fmt(p.get("mac")), "subnet_mask": fmt(net.get("subnet_mask")),
+            "gateway": fmt(net.get("gateway")), "dns_name": fmt(net.get("dns_name")),
+            "disk_bytes": fmt(props.get("disk_bytes")), "firmware": fmt(p.get("firmware")),
             "sys_name": fmt(p.get("sys_name")), "sys_location": fmt(p.get("sys_location")),
             "device_status": fmt(s.get("device_status")),
             "printer_status": fmt(s.get("printer_status")),

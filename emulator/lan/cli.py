@@ -54,6 +54,9 @@ def add_lan_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--agents", type=float, default=0.0,
                    help="share of printers also running Device Direct, 0..1 (default 0)")
+    p.add_argument("--v1-only", type=float, default=0.0,
+                   help="share of printers whose agent speaks SNMPv1 only (old printers), "
+                        "0..1 (default 0)")
     p.add_argument("--server", help="communication server URL for the agents (https://...)")
     p.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate")
     p.add_argument("--registration-key", action="append", default=[],
@@ -92,7 +95,7 @@ def options_from_args(args: argparse.Namespace) -> LanOptions:
     try:
         spec = LanSpec(printers=args.printers, subnet=args.subnet,
                        non_printers=args.non_printers, silent=args.silent, mix=mix,
-                       agents=args.agents, seed=args.seed)
+                       agents=args.agents, seed=args.seed, v1_only=args.v1_only)
         return LanOptions(spec=spec, snmp_port=args.snmp_port,
                           jetdirect_port=args.jetdirect_port, web_port=args.web_port,
                           community=args.community,
@@ -107,7 +110,7 @@ def format_table(info: dict[str, Any]) -> str:
     rows = [head]
     for h in info["hosts"]:
         rows.append((h["address"], h["kind"], h.get("profile", ""), h.get("serial", ""),
-                     f"udp/{h['snmp_port']}",
+                     f"udp/{h['snmp_port']}" + (" (v1 only)" if h.get("snmp_v1_only") else ""),
                      f"tcp/{h['jetdirect_port']}" if "jetdirect_port" in h else "",
                      f"http://{h['address']}:{h['web_port']}/" if h.get("web_port") else "",
                      "yes" if h.get("agent") else ""))

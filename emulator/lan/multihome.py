@@ -11,7 +11,9 @@ printer still answers from its live model and only its own values.
 
 What is shared is what a LAN of v1/v2c hosts does not show: the engine id and the
 security configuration (one read-only community for all). SNMPv3 needs one engine
-per printer (``python -m emulator device``).
+per printer (``python -m emulator device``). A host added ``v1_only`` is an old
+printer whose agent speaks SNMPv1 alone: a v2c request to it is dropped unanswered
+(RFC 3584 section 4: a message of a version the agent does not speak is discarded).
 """
 
 from __future__ import annotations
@@ -41,14 +43,18 @@ class _Router(AbstractMibInstrumController):  # type: ignore[misc]
     """Delegates every call to the instrumentation of the host the request came to."""
 
     def __init__(self) -> None:
-        self.hosts: dict[tuple[int, ...], tuple[LiveMibInstrum, Gate]] = {}
-        self.current: tuple[LiveMibInstrum, Gate] | None = None
+        self.hosts: dict[tuple[int, ...], tuple[LiveMibInstrum, Gate, bool]] = {}
+        self.current: tuple[LiveMibInstrum, Gate, bool] | None = None
+        self.v1 = False  # the request being answered is SNMPv1
 
-    def select(self, domain: Any) -> None:
+    def select(self, domain: Any, message_model: Any) -> None:
         self.current = self.hosts.get(tuple(domain))
+        self.v1 = message_model is not None and int(message_model) == 0
 
     def answering(self) -> bool:
-        return self.current is not None and self.current[1]()
+        if self.current is None or (self.current[2] and not self.v1):
+            return False  # nobody here, or a v1-only agent asked in v2c
+        return self.current[1]()
 
     def _instrum(self) -> LiveMibInstrum:
         if self.current is None:
@@ -81,7 +87,7 @@ class _Select:
                                     pdu: Any) -> None:
         ctx = engine.observer.get_execution_context("rfc3412.receiveMessage:request")
         router = self.cbCtx[0]
-        router.select(ctx["transportDomain"])
+        router.select(ctx["transportDomain"], ctx.get("messageProcessingModel"))
         try:
             super().handle_management_operation(  # type: ignore[misc]
                 engine, state_ref, context_name, pdu)
@@ -123,14 +129,15 @@ class MultiHomedSnmp:
         self.bad_input = BadInputLog(log, "SNMP", time.monotonic)
         self._count = 0
 
-    def add(self, address: str, port: int, instrum: LiveMibInstrum, answering: Gate) -> int:
+    def add(self, address: str, port: int, instrum: LiveMibInstrum, answering: Gate, *,
+            v1_only: bool = False) -> int:
         """Bind ``address:port`` (0: any free port) for this host; returns the port."""
         sock = bind_udp(address, port)
         self._count += 1
         domain = (*udp.DOMAIN_NAME, self._count)
         snmp_config.add_transport(self._engine, domain,
                                   udp.UdpTransport().open_server_mode(sock=sock))
-        self._router.hosts[domain] = (instrum, answering)
+        self._router.hosts[domain] = (instrum, answering, v1_only)
         if self._count == 1:  # the engine has its transport dispatcher from now on
             guard_engine(self._engine, io=self.io, bad_input=self.bad_input)
         return int(sock.getsockname()[1])

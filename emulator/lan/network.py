@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 from dataclasses import dataclass
@@ -93,16 +94,22 @@ class LanOptions:
             raise ValueError("a share of printers with agents needs the server options")
 
 
+def gateway_of(net: ipaddress.IPv4Network) -> str:
+    """The LAN's router: the last host address of the block (hosts fill it from the start)."""
+    return str(net.broadcast_address - 1) if net.prefixlen < 31 else ""
+
+
 class LanPrinter:
     """One printer of the LAN: the model, its SNMP agent, its port 9100, maybe its agent."""
 
     def __init__(self, plan: HostPlan, *, clock: Clock, options: LanOptions) -> None:
         self.plan = plan
         self.address = plan.address
+        net = options.spec.network
         self.device = EmulatedDevice(
             load_profile(plan.profile), serial=plan.serial, clock=clock, rng_seed=plan.seed,
             state_dir=None, ipv4=plan.address, hostname=f"prn-{plan.address.replace('.', '-')}",
-            domain="lan.example")
+            domain="lan.example", subnet_mask=str(net.netmask), gateway=gateway_of(net))
         self.snmp = SnmpAgent(self.device, clock=clock, config=SnmpAgentConfig(
             host=plan.address, port=options.snmp_port,
             communities=(Community(options.community),)))
@@ -130,7 +137,8 @@ class LanPrinter:
         """Answer SNMP through the LAN's engine, open port 9100; returns the SNMP port."""
         device, network = self.device, self.network
         port = snmp.add(self.address, snmp_port, self.snmp.instrum,
-                        lambda: device.power is not PowerState.OFF and network.up)
+                        lambda: device.power is not PowerState.OFF and network.up,
+                        v1_only=self.plan.v1_only)
         await self.jetdirect.start()
         return port
 
@@ -303,7 +311,7 @@ class EmulatedLan:
             hosts.append({"address": p.address, "kind": "printer", "profile": p.plan.profile,
                           "serial": p.plan.serial, "model": ident.model,
                           "snmp_port": self.snmp_port, "jetdirect_port": p.jetdirect.port,
-                          "agent": p.agent is not None,
+                          "agent": p.agent is not None, "snmp_v1_only": p.plan.v1_only,
                           "web_port": p.web.port if p.web is not None else None})
         for h in self.others:
             hosts.append({"address": h.address, "kind": "other", "profile": h.kind,

@@ -8,7 +8,8 @@ in one block; discovery must find them wherever they are.
 
 Profiles follow the mix by largest remainder (``office-color:70,office-mono:30`` over 10
 printers gives exactly 7 and 3); a share ``agents`` of the printers also run their own
-Device Direct agent (the combination model: one printer, two data paths).
+Device Direct agent (the combination model: one printer, two data paths); a share
+``v1_only`` are old printers whose agent speaks SNMPv1 only.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class LanSpec:
     silent: int = 20
     mix: tuple[tuple[str, int], ...] = DEFAULT_MIX
     agents: float = 0.0  # share of printers that also run their Device Direct agent
+    v1_only: float = 0.0  # share of printers whose agent speaks SNMPv1 only (old ones)
     seed: int = 1
     serial_prefix: str = "LAN"
 
@@ -54,6 +56,8 @@ class LanSpec:
             raise LanSpecError("printers, non-printers and silent must be >= 0")
         if not 0.0 <= self.agents <= 1.0:
             raise LanSpecError(f"agents must be a share in [0, 1], got {self.agents}")
+        if not 0.0 <= self.v1_only <= 1.0:
+            raise LanSpecError(f"v1_only must be a share in [0, 1], got {self.v1_only}")
         if not self.mix or sum(w for _, w in self.mix) <= 0 or any(w < 0 for _, w in self.mix):
             raise LanSpecError("mix: needs at least one profile with a positive weight")
         if not self.serial_prefix.isalnum() or len(self.serial_prefix) > 8:
@@ -86,6 +90,7 @@ class HostPlan:
     serial: str = ""
     agent: bool = False
     seed: int = 0
+    v1_only: bool = False  # printers: its SNMP agent answers SNMPv1 only
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +125,15 @@ def plan_lan(spec: LanSpec) -> LanPlan:
     profiles = split_by_mix(spec.printers, spec.mix)
     rng.shuffle(profiles)
     with_agent = set(rng.sample(range(spec.printers), round(spec.printers * spec.agents)))
+    old = round(spec.printers * spec.v1_only)
+    # Drawn only when asked, so every plan without v1-only printers stays as it was.
+    v1_only = set(rng.sample(range(spec.printers), old)) if old else set()
     plans: list[HostPlan] = []
     for i, profile in enumerate(profiles):
         plans.append(HostPlan(addresses[i], HostKind.PRINTER, profile,
                               serial=f"{spec.serial_prefix}{spec.seed % 1000:03d}{i:05d}",
-                              agent=i in with_agent, seed=spec.seed * 100_003 + i))
+                              agent=i in with_agent, seed=spec.seed * 100_003 + i,
+                              v1_only=i in v1_only))
     base = spec.printers
     for j in range(spec.non_printers):
         plans.append(HostPlan(addresses[base + j], HostKind.OTHER,

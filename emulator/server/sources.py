@@ -25,10 +25,12 @@ Combination view. A printer is identified by (serial, model). A printer that rep
 itself and is also reported by a manager is ONE printer with two sources. For each
 printer and UTC day (of the payload's ``generatedAt``) each source's last payload of
 that day is its reading; the day's billing meters come from one source only, Device
-Direct when it reported that day, else the manager; never the sum. Where both sources
-reported the same meter the same day with different values, the pair is a
-*disagreement*, listed with both values (a flag for a person to look at: a printer that
-printed between the two readings disagrees honestly).
+Direct when it reported that day, else the manager; never the sum. A *disagreement* is
+a manager reading that cannot be reconciled with the device's readings of the same day
+taken just before and after it (:func:`conflicts`): lifetime counters only grow, by at
+most what a printer can print in the time between, so a value below an earlier device
+reading (or above a later one), or grown faster than any printer prints, is flagged
+with both values and read times. Pages printed between two readings are not flagged.
 
 One SQLite connection of its own on the server's database file (WAL: the device side's
 connection is unaffected), used from the event loop thread. ``sqlite3`` errors become
@@ -329,27 +331,25 @@ class Sources:
         return [{"serial": s, "model": model, "sources": srcs}
                 for (s, model), srcs in sorted(found.items())]
 
-    def _daily(self, sql: str, *args: Any) -> dict[str, tuple[str, dict[str, int]]]:
-        """day -> (generated_at, meters) of the last reading of each day."""
-        out: dict[str, tuple[str, dict[str, int]]] = {}
+    def _by_day(self, sql: str, *args: Any) -> dict[str, list[tuple[str, dict[str, int]]]]:
+        """day -> every reading of the day, (generated_at, meters), oldest first."""
+        readings: dict[str, dict[str, int]] = {}
         for r in self._rows(sql, *args):
-            day = r["generated_at"][:10]
-            current = out.get(day)
-            if current is None or r["generated_at"] > current[0]:
-                out[day] = (r["generated_at"], {})
-            if out[day][0] == r["generated_at"]:
-                out[day][1][r["name"]] = int(r["value"])
+            readings.setdefault(r["generated_at"], {})[r["name"]] = int(r["value"])
+        out: dict[str, list[tuple[str, dict[str, int]]]] = {}
+        for at in sorted(readings):
+            out.setdefault(at[:10], []).append((at, readings[at]))
         return out
 
     def _source_days(self, serial: str, model: str
-                     ) -> tuple[dict[str, tuple[str, dict[str, int]]],
-                                dict[str, tuple[str, dict[str, int]]]]:
-        """Each source's last reading of each day: (device's, manager's)."""
-        device = self._daily(
+                     ) -> tuple[dict[str, list[tuple[str, dict[str, int]]]],
+                                dict[str, list[tuple[str, dict[str, int]]]]]:
+        """Each source's readings of each day, oldest first: (device's, manager's)."""
+        device = self._by_day(
             "SELECT u.generated_at, m.name, m.value FROM uploads u JOIN meters m ON "
             "m.upload_n=u.n JOIN devices d ON d.device_id=u.device_id "
             "WHERE d.serial=? AND d.model=?", serial, model)
-        manager = self._daily(
+        manager = self._by_day(
             "SELECT u.generated_at, m.name, m.value FROM manager_uploads u JOIN manager_meters "
             "m ON m.upload_n=u.n WHERE u.serial=? AND u.model=?", serial, model)
         return device, manager
@@ -360,7 +360,7 @@ class Sources:
         out: dict[str, dict[str, Any] | None] = {}
         for kind, days in zip(("device", "manager"), self._source_days(serial, model),
                               strict=True):
-            newest = days[max(days)] if days else None
+            newest = days[max(days)][-1] if days else None
             out[kind] = ({"read_at": newest[0], "meters": newest[1]}
                          if newest is not None else None)
         return out
@@ -372,17 +372,12 @@ class Sources:
         disagreements: list[dict[str, Any]] = []
         for day in sorted(set(device) | set(manager)):
             d, m = device.get(day), manager.get(day)
-            chosen, source = (d, "device") if d is not None else (m, "manager")
+            chosen, source = (d[-1], "device") if d else (m[-1] if m else None, "manager")
             assert chosen is not None
             days.append({"date": day, "source": source, "read_at": chosen[0],
                          "meters": chosen[1]})
-            if d is not None and m is not None:
-                for name in sorted(set(d[1]) & set(m[1])):
-                    if d[1][name] != m[1][name]:
-                        disagreements.append({
-                            "serial": serial, "model": model, "date": day, "meter": name,
-                            "device_value": d[1][name], "device_read_at": d[0],
-                            "manager_value": m[1][name], "manager_read_at": m[0]})
+            for c in conflicts(d or [], m or []):
+                disagreements.append({"serial": serial, "model": model, "date": day, **c})
         return {"serial": serial, "model": model, "days": days,
                 "disagreements": disagreements}
 
@@ -393,6 +388,50 @@ class Sources:
             if len({s["kind"] for s in p["sources"]}) > 1:
                 out.extend(self.billing(p["serial"], p["model"])["disagreements"])
         return out
+
+
+MAX_PAGES_PER_MINUTE = 300  # faster than any printer: more between two readings is not printing
+SLACK_PAGES = 5  # a job counted by one source a moment before the other
+
+
+def _minutes(later: str, earlier: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds() / 60
+
+
+def conflicts(device: list[tuple[str, dict[str, int]]],
+              manager: list[tuple[str, dict[str, int]]]) -> list[dict[str, Any]]:
+    """Manager readings no device reading of the day can be reconciled with (sans-I/O).
+
+    Both sources read the same lifetime counters, which only grow, at known times. A
+    manager reading is compared with the device readings just before and just after it
+    (time-aligned): the counter may have grown by the pages printed in between, at most
+    :data:`MAX_PAGES_PER_MINUTE` (plus :data:`SLACK_PAGES`), and never shrunk. A value
+    below an earlier reading or above a later one (``went-back``), or grown faster than
+    any printer prints (``too-fast``), is a disagreement: one record per manager
+    reading and meter, against the nearest device reading it conflicts with.
+    """
+    out: list[dict[str, Any]] = []
+    for m_at, m_meters in manager:
+        for name in sorted(m_meters):
+            value = m_meters[name]
+            seen = [(at, meters[name]) for at, meters in device if name in meters]
+            before = [(at, v) for at, v in seen if at <= m_at][-1:]
+            after = [(at, v) for at, v in seen if at >= m_at][:1]
+            found: tuple[str, int, str] | None = None
+            for at, v in before:
+                allowed = MAX_PAGES_PER_MINUTE * _minutes(m_at, at) + SLACK_PAGES
+                if value < v or value - v > allowed:
+                    found = (at, v, "went-back" if value < v else "too-fast")
+            for at, v in after:
+                allowed = MAX_PAGES_PER_MINUTE * _minutes(at, m_at) + SLACK_PAGES
+                nearer = found is None or _minutes(at, m_at) < _minutes(m_at, found[0])
+                if (value > v or v - value > allowed) and nearer:
+                    found = (at, v, "went-back" if value > v else "too-fast")
+            if found is not None:
+                out.append({"meter": name, "device_value": found[1], "device_read_at": found[0],
+                            "manager_value": value, "manager_read_at": m_at,
+                            "reason": found[2]})
+    return out
 
 
 def _action(r: dict[str, Any]) -> dict[str, Any]:

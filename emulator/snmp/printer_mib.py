@@ -22,6 +22,7 @@ keep the model's prtAlertIndex (it only grows and resolved alerts leave the tabl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -194,6 +195,7 @@ def build_table(m: MibInput) -> OidTable:
     add(((*hr, 1, 6, 0), gauge(1)))  # hrSystemProcesses
     add(((*hr, 1, 7, 0), integer(0)))  # hrSystemMaxProcesses
     add(((*hr, 2, 2, 0), integer(mib.memory_kb)))  # hrMemorySize, KBytes
+    _storage(m, add)
     dev = (*hr, 3, 2, 1)
     add(((*dev, 1, HR_DEV), integer(HR_DEV)))
     add(((*dev, 2, HR_DEV), oid_value(HR_DEVICE_PRINTER)))
@@ -226,6 +228,38 @@ def build_table(m: MibInput) -> OidTable:
 
 
 _Adder = Callable[[tuple[Oid, MibValue]], None]
+
+HR_STORAGE_RAM = (*HOST_RESOURCES, 2, 1, 2)
+HR_STORAGE_FIXED_DISK = (*HOST_RESOURCES, 2, 1, 4)
+_HDD_OPTION = re.compile(r"^HDD-(\d+)(GB|TB)$")  # the profile's installed option
+_RAM_RESIDENT_KB = 262_144  # the firmware's resident share of RAM (256 MiB)
+_DISK_SYSTEM_BYTES = 12 * 10**9  # firmware image, fonts, forms and the spool area
+_DISK_UNIT = 4096  # hrStorageAllocationUnits of the disk (bytes)
+
+
+def disk_bytes(options: tuple[str, ...]) -> int | None:
+    """Size of the hard disk an ``HDD-320GB`` option installs (decimal units), or None."""
+    for option in options:
+        m = _HDD_OPTION.match(option)
+        if m:
+            return int(m.group(1)) * (10**9 if m.group(2) == "GB" else 10**12)
+    return None
+
+
+def _storage(m: MibInput, add: _Adder) -> None:
+    """hrStorageTable: RAM (hrMemorySize) and, with the HDD option, the fixed disk."""
+    entry = (*HOST_RESOURCES, 2, 3, 1)
+    ram_kb = m.equipment.mib.memory_kb
+    rows = [(HR_STORAGE_RAM, "RAM", 1024, ram_kb, min(ram_kb, _RAM_RESIDENT_KB))]
+    disk = disk_bytes(m.identity.installed_options)
+    if disk is not None:
+        rows.append((HR_STORAGE_FIXED_DISK, "Hard Disk", _DISK_UNIT, disk // _DISK_UNIT,
+                     min(disk, _DISK_SYSTEM_BYTES) // _DISK_UNIT))
+    for index, (kind, descr, unit, size, used) in enumerate(rows, start=1):
+        for col, value in ((1, integer(index)), (2, oid_value(kind)), (3, text(descr)),
+                           (4, integer(unit)), (5, integer(min(size, 2**31 - 1))),
+                           (6, integer(used)), (7, counter(0))):
+            add(((*entry, col, index), value))
 
 
 def _general(m: MibInput, add: _Adder) -> None:

@@ -4,8 +4,10 @@ IF-MIB and IP-MIB rows (sans-I/O).
 What a device manager reads before it looks at the printer: the system group, the SNMP
 engine (snmpEngineID/Boots/Time/MaxMessageSize, RFC 3411), the snmp group's counters
 (RFC 3418), one Ethernet interface whose ifPhysAddress is the printer's MAC (RFC 2863;
-fleet tools take the MAC from there), and the IPv4 address table (RFC 4293
-ipAddrTable, deprecated but what printer tools still read).
+fleet tools take the MAC from there), the IPv4 address table (RFC 4293
+ipAddrTable, deprecated but what printer tools still read: the subnet mask) and the
+routing table (RFC 1213 ipRouteTable: the route to its own subnet and, when the
+printer has one, the default route whose next hop is the gateway).
 
 Values that move on every request (uptime, engine time, the SNMP counters pysnmp
 keeps) are given as :data:`LIVE` placeholders here; the agent reads them per request
@@ -15,6 +17,7 @@ stale clock or counter.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -147,3 +150,23 @@ def interfaces(add: Adder, net: NetworkInfo, *, speed_mbps: int, up: bool) -> No
                        (3, ip_address(net.subnet_mask)), (4, integer(1)),
                        (5, integer(65535))):
         add(((*row, col, *address), value))
+    routes(add, net)
+
+
+_DIRECT, _INDIRECT = 3, 4  # ipRouteType
+_LOCAL, _NETMGMT = 2, 3  # ipRouteProto: the interface's own route, configured gateway
+
+
+def routes(add: Adder, net: NetworkInfo) -> None:
+    """RFC 1213 ipRouteTable (index ipRouteDest): the subnet, and 0.0.0.0 via the gateway."""
+    subnet = ipaddress.IPv4Network(f"{net.ipv4}/{net.subnet_mask}", strict=False)
+    rows = [(str(subnet.network_address), net.ipv4, str(subnet.netmask), _DIRECT, _LOCAL)]
+    if net.gateway:
+        rows.append(("0.0.0.0", net.gateway, "0.0.0.0", _INDIRECT, _NETMGMT))
+    entry = (*IP, 21, 1)
+    for dest, hop, mask, kind, proto in rows:
+        index = tuple(int(p) for p in dest.split("."))
+        for col, value in ((1, ip_address(dest)), (2, integer(IF_INDEX)), (3, integer(1)),
+                           (7, ip_address(hop)), (8, integer(kind)), (9, integer(proto)),
+                           (10, integer(0)), (11, ip_address(mask))):
+            add(((*entry, col, *index), value))

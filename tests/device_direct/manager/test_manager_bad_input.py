@@ -28,7 +28,8 @@ async def test_hostile_agents_get_one_error_each_and_the_scan_goes_on() -> None:
                                           days_of_use=2)) as lan:
             good = lan.printers[0]
             targets = [Target(good.address, lan.snmp_port),
-                       *(Target(a.host, a.port) for a in agents)]
+                       *(Target(a.host, a.port) for a in agents),
+                       Target("printer.invalid", lan.snmp_port)]  # RFC 6761: never resolves
             scanner = Scanner(ScanOptions(timeout=0.5, retries=1, max_rows=HOSTILE_ROWS_READ))
             try:
                 report = await scanner.scan(targets)
@@ -53,6 +54,8 @@ async def test_hostile_agents_get_one_error_each_and_the_scan_goes_on() -> None:
     assert by_behaviour["error"] is not None
     assert "error-status" in by_behaviour["error"]["message"]
     assert good.address not in errors
+    assert errors["printer.invalid"]["kind"] == "local"
+    assert "cannot resolve" in errors["printer.invalid"]["message"]
     printers = {p["address"].rsplit(":", 1)[0]: p for p in doc["printers"]}
     assert printers[good.address]["serial"] == good.plan.serial
     # what was read before the trouble is kept

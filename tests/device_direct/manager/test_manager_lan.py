@@ -1,5 +1,8 @@
 """The manager against a simulated office: 50 printers, 5 other SNMP hosts, 20 silent.
 
+Five of the printers are old ones whose agent speaks SNMPv1 only (net-snmp's snmpget
+shows it: no answer in v2c, an answer in v1); the scan must find and read them too.
+
 The scan runs as the user runs it (``device-direct manager scan ... --json`` in its own
 process) against an :class:`EmulatedLan` in this process; it must find exactly the
 printers, and each reading must equal what the emulated model holds. Then some
@@ -20,6 +23,7 @@ from device_direct.manager.scan import Scanner, ScanOptions
 from device_direct.manager.targets import Target
 from device_direct.model import PrintJob
 from emulator.lan import EmulatedLan, HostKind, LanOptions, LanSpec
+from emulator.snmp.printer_mib import disk_bytes
 from emulator.snmp.printer_status import printer_status
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -42,6 +46,15 @@ def _check_reading(lan: EmulatedLan, p: dict[str, Any]) -> None:
     assert p["sys_name"] == snap.network.hostname, where
     if p["mac"] is not None:  # IF-MIB is served only by newer emulator agents
         assert p["mac"] == snap.network.mac, where
+    net = snap.network
+    assert p["network"]["ip"] == net.ipv4 == printer.address, where
+    assert (p["network"]["subnet_mask"], p["network"]["gateway"]) == (
+        net.subnet_mask, net.gateway) == ("255.255.255.0", "127.0.1.254"), where
+    assert p["network"]["hostname"] == net.hostname, where
+    size = disk_bytes(snap.identity.installed_options)  # the profile's HDD option
+    disks = p["properties"]["disks"]
+    assert [d["size_bytes"] for d in disks] == ([size] if size else []), where
+    assert p["properties"]["snmp"] == ("v1" if printer.plan.v1_only else "v2c"), where
     c = snap.counters
     assert p["counters"]["total_impressions"] == c.total_impressions, where
     assert p["counters"]["black"] == c.black_impressions, where
@@ -65,10 +78,26 @@ def _check_reading(lan: EmulatedLan, p: dict[str, Any]) -> None:
     ], where
 
 
+async def _snmpget(version: str, host: str, port: int) -> bool:
+    """net-snmp's snmpget of sysObjectID.0; True if the agent answered."""
+    proc = await asyncio.create_subprocess_exec(
+        "snmpget", f"-v{version}", "-c", "public", "-t", "2", "-r", "1", "-On",
+        f"{host}:{port}", "1.3.6.1.2.1.1.2.0", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode == 0 and b".1.3.6.1.2.1.1.2.0" in out
+
+
 async def test_scan_of_a_simulated_office_finds_exactly_the_printers() -> None:
-    spec = LanSpec(printers=50, non_printers=5, silent=20, seed=7, subnet="127.0.1.0/24")
+    spec = LanSpec(printers=50, non_printers=5, silent=20, seed=7, subnet="127.0.1.0/24",
+                   v1_only=0.1)
     async with EmulatedLan(LanOptions(spec, snmp_port=0, jetdirect_port=0,
                                       days_of_use=20)) as lan:
+        old = [h.address for h in lan.plan.of(HostKind.PRINTER) if h.v1_only]
+        assert len(old) == 5
+        for version, answers in (("2c", False), ("1", True)):
+            got = await _snmpget(version, old[0], lan.snmp_port)
+            assert got == answers, f"v{version} to a v1-only printer"
         last = max(int(h.address.rsplit(".", 1)[1]) for h in lan.plan.hosts)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "device_direct", "manager", "scan", f"127.0.1.1-{last}",
@@ -108,3 +137,11 @@ async def test_scan_of_a_simulated_office_finds_exactly_the_printers() -> None:
         before = {p["address"]: p["counters"]["total_impressions"] for p in doc["printers"]}
         for p in again["printers"]:
             assert p["counters"]["total_impressions"] > before[p["address"]]
+
+        # Without the v1 fallback the old printers are silent addresses.
+        scanner = Scanner(ScanOptions(timeout=1.0, retries=0, v1="off"))
+        try:
+            report = await scanner.scan([Target(a, lan.snmp_port) for a in old])
+        finally:
+            scanner.close()
+        assert (len(report.printers), len(report.no_answer)) == (0, 5)

@@ -3,8 +3,9 @@
 A simulated office (emulator/lan) where half the printers also run their Device Direct
 agent; the agents upload by themselves, then one manager cycle registers, scans the
 subnet and uploads one payload per printer. The server must hold ONE printer with two
-sources for each agent printer, bill its meters from one source (Device Direct), and
-flag a disagreement forced by printing between the two readings. Actions: a disabled
+sources for each agent printer, bill its meters from one source (Device Direct), not
+flag pages printed between the two sources' readings, and flag a forced disagreement
+(a manager reading later than the device's and lower). Actions: a disabled
 one is rejected, send-meters-now uploads a fresh reading, print-test-page reaches the
 printer's port 9100. Then `manager status` and `manager report --config` read the run.
 """
@@ -139,13 +140,32 @@ async def test_combination_model_end_to_end(
         assert results == {"send-meters-now": "succeeded", "get-status": "rejected",
                            "print-test-page": "succeeded"}
 
+        # Printed between the agent's reading and the manager's: not a disagreement.
         flagged = (await admin(dd_server, "GET", "/admin/v1/disagreements"))["disagreements"]
-        assert [(d["serial"], d["meter"], d["device_value"], d["manager_value"])
-                for d in flagged if d["meter"] == "total-impressions"] == [
-            (busy.plan.serial, "total-impressions", before, after)]
+        assert [d for d in flagged if d["meter"] == "total-impressions"] == []
         bill = await admin(dd_server, "GET", f"/admin/v1/printers/{busy.plan.serial}/meters")
         assert bill["days"][-1]["source"] == "device"
         assert bill["days"][-1]["meters"]["total-impressions"] == before  # still one source
+
+        # Force a disagreement: the printer prints again and its agent reports at once,
+        # then the manager uploads its cached reading (from before that job) as a new one:
+        # a later reading lower than the device's.
+        await busy.device.print_job(PrintJob(pages=3, copies=1, duplex=False, color=False))
+        latest = busy.device.snapshot().counters.total_impressions
+        device_id = next(d["device_id"] for d in dd_server.storage.devices()
+                         if d["serial"] == busy.plan.serial)
+        count = dd_server.storage.uploads_count(device_id)
+        assert busy.agent is not None
+        busy.agent.send_now()
+        await dd_wait.until(lambda: dd_server.storage.uploads_count(device_id) > count,
+                            what="the agent's upload after the second job")
+        runner.enqueue([runner.readings[busy.plan.serial]], trigger="action")
+        async with runner.transport() as transport:
+            assert await runner.flush(transport) == 0
+        flagged = (await admin(dd_server, "GET", "/admin/v1/disagreements"))["disagreements"]
+        assert [(d["serial"], d["meter"], d["device_value"], d["manager_value"], d["reason"])
+                for d in flagged if d["meter"] == "total-impressions"] == [
+            (busy.plan.serial, "total-impressions", latest, after, "went-back")]
 
         # the export holds both paths: the managers' zips and the combination view
         export_uploads(dd_server.storage, tmp_path / "export")

@@ -14,9 +14,10 @@ from device_direct.manager.targets import Target
 from device_direct.manager.vendors import VendorCatalog, load_vendor
 
 
-async def _scan_one(port: int, community: str, *more: str) -> dict[str, Any]:
+async def _scan_one(port: int, community: str, *more: str, v1: str = "fallback"
+                    ) -> dict[str, Any]:
     creds = tuple(Credential(community=c) for c in (*more, community))
-    scanner = Scanner(ScanOptions(credentials=creds, timeout=1.0, retries=1))
+    scanner = Scanner(ScanOptions(credentials=creds, timeout=1.0, retries=1, v1=v1))
     try:
         report = await scanner.scan([Target("127.0.0.1", port)])
     finally:
@@ -100,6 +101,45 @@ async def test_epson_inks_private_meters_and_markup_kept_as_text(snmpsim_port: i
 async def test_communities_are_tried_in_order(snmpsim_port: int) -> None:
     p = await _scan_one(snmpsim_port, "canon", "wrong-community")
     assert p["vendor"] == "Canon"
+
+
+async def test_network_settings_and_disks_from_each_agents_own_tables(
+        snmpsim_port: int) -> None:
+    hp = await _scan_one(snmpsim_port, "hp")
+    # ipAddrTable row of its own address (not the one scanned: snmpsim is on 127.0.0.1),
+    # the default route of inetCidrRouteTable (next hop in the index), sysName, and the
+    # reverse lookup of 127.0.0.1 (every /etc/hosts names it localhost).
+    assert hp["network"] == {"ip": "127.0.0.1", "subnet_mask": "255.255.255.0",
+                             "gateway": "192.168.5.1", "hostname": "prn-laserjet",
+                             "dns_name": "localhost"}
+    assert hp["properties"]["disks"] == [] and hp["properties"]["disk_bytes"] == 0
+    assert hp["properties"]["memory_kb"] == 262144  # hrStorageRam: no hrMemorySize here
+    kyocera = await _scan_one(snmpsim_port, "kyocera")
+    # RFC 1213 ipRouteNextHop.0.0.0.0; the loopback row of ipAddrTable is not the mask
+    assert (kyocera["network"]["subnet_mask"], kyocera["network"]["gateway"]) == (
+        "255.255.0.0", "172.16.0.1")
+    assert "properties.storage" in kyocera["missing"] and \
+        kyocera["properties"]["disks"] is None
+    ricoh = await _scan_one(snmpsim_port, "ricoh")
+    # ipAddressPrefix (a /22) and ipCidrRouteNextHop; a 320 GB disk in MiB units
+    assert (ricoh["network"]["subnet_mask"], ricoh["network"]["gateway"]) == (
+        "255.255.252.0", "10.20.28.1")
+    assert ricoh["properties"]["disks"] == [{"index": 2, "description": "HDD",
+                                             "size_bytes": 305245 * 1048576,
+                                             "used_bytes": 24576 * 1048576}]
+    canon = await _scan_one(snmpsim_port, "canon")
+    assert canon["network"]["subnet_mask"] is None and canon["network"]["gateway"] is None
+    assert {"network.subnet_mask", "network.gateway"} <= set(canon["missing"])
+
+
+async def test_v1_reads_the_same_printer_as_v2c_with_getnext(snmpsim_port: int) -> None:
+    """snmpsim answers v1 too: read by GETNEXT alone, every value is the v2c reading's."""
+    for vendor in ("ricoh", "epson"):
+        v2c = await _scan_one(snmpsim_port, vendor, v1="off")
+        v1 = await _scan_one(snmpsim_port, vendor, v1="only")
+        assert (v2c["properties"].pop("snmp"), v1["properties"].pop("snmp")) == ("v2c", "v1")
+        v2c.pop("uptime_s"), v1.pop("uptime_s")  # snmpsim's clock moves between reads
+        assert v1 == v2c, vendor
 
 
 def test_every_builtin_vendor_file_loads() -> None:

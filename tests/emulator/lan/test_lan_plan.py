@@ -32,6 +32,18 @@ def test_same_spec_same_plan_other_seed_other_plan() -> None:
     assert plan_lan(LanSpec(printers=20, seed=1)) != plan_lan(LanSpec(printers=20, seed=2))
 
 
+def test_a_share_of_old_printers_speaks_snmpv1_only() -> None:
+    spec = dict(printers=50, non_printers=5, silent=20, agents=0.2, seed=3)
+    old = plan_lan(LanSpec(**spec, v1_only=0.1))  # type: ignore[arg-type]
+    assert sum(h.v1_only for h in old.hosts) == 5
+    assert all(h.kind is HostKind.PRINTER for h in old.hosts if h.v1_only)
+    # without v1-only printers the plan is the one it always was (no extra draw)
+    new = plan_lan(LanSpec(**spec))  # type: ignore[arg-type]
+    assert [(h.address, h.kind, h.serial, h.agent) for h in new.hosts] == [
+        (h.address, h.kind, h.serial, h.agent) for h in old.hosts]
+    assert not any(h.v1_only for h in new.hosts)
+
+
 def test_mix_split_is_exact() -> None:
     names = split_by_mix(10, (("a", 70), ("b", 30)))
     assert names.count("a") == 7 and names.count("b") == 3
@@ -43,6 +55,7 @@ def test_mix_split_is_exact() -> None:
     ({"printers": 1, "subnet": "10.0.0.0/24"}, "loopback"),
     ({"printers": 1, "subnet": "127.0.1.0/33"}, "subnet"),
     ({"printers": 1, "agents": 1.5}, "agents"),
+    ({"printers": 1, "v1_only": -0.1}, "v1_only"),
     ({"printers": -1}, ">= 0"),
 ])
 def test_bad_specs_say_what_is_wrong(kwargs: dict[str, object], words: str) -> None:

@@ -60,10 +60,16 @@ TYPES: dict[Oid, tuple[str, ...]] = {
     # IP-MIB scalars and ipAddrTable (RFC 4293)
     **_cols("1.3.6.1.2.1.4", {(1,): INT, (2,): INT}),
     **_cols("1.3.6.1.2.1.4.20.1", {(1,): IP, (2,): INT, (3,): IP, (4,): INT, (5,): INT}),
+    # RFC 1213 ipRouteTable: the subnet and the default route via the gateway
+    **_cols("1.3.6.1.2.1.4.21.1", {(1,): IP, **_many((2, 3, 8, 9, 10), INT), (7,): IP,
+                                   (11,): IP}),
     # HOST-RESOURCES-MIB (RFC 2790)
     **_cols("1.3.6.1.2.1.25.1", {(1,): TT, (2,): OCT, (3,): INT, (4,): OCT, (5,): G32,
                                  (6,): G32, (7,): INT}),
     **_cols("1.3.6.1.2.1.25.2", {(2,): INT}),
+    # hrStorageTable: RAM and, with the HDD option, the fixed disk
+    **_cols("1.3.6.1.2.1.25.2.3.1", {(1,): INT, (2,): OID, (3,): OCT, **_many((4, 5, 6), INT),
+                                     (7,): C32}),
     **_cols("1.3.6.1.2.1.25.3.2.1", {(1,): INT, (2,): OID, (3,): OCT, (4,): OID, (5,): INT,
                                      (6,): C32}),
     **_cols("1.3.6.1.2.1.25.3.5.1", {(1,): INT, (2,): OCT}),
