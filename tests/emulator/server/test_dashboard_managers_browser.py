@@ -5,9 +5,13 @@ uploads to a reference server over loopback TLS; two device managers
 (``device_direct.manager.runner.ManagerRunner``) register and upload for the same
 subnet: the first learns every printer into its scope, the second is refused for each
 (out of scope) and has markup in its host name and location. A printer with an agent
-prints and the first manager reads it again (send-meters-now): a disagreement with the
-printer's own agent. Then the server's clock moves a day on; the first manager polls
-again, the second is silent. Nothing is written to the database by hand.
+prints and the first manager reads it again (send-meters-now): pages printed between the
+two sources' readings, not a disagreement. The printer prints again and its agent
+reports at once; then the first manager uploads its cached reading from before that job
+as a new one (a stale cache): a later reading lower than the agent's, a real
+disagreement (``went-back``, emulator/server/sources.py). Then the server's clock moves
+a day on; the first manager polls again, the second is silent. Nothing is written to the
+database by hand.
 
 The office and the managers run on one virtual clock (the test holds it still, as
 ``dd_clock`` does); the server has a clock of its own so that it alone can be moved a
@@ -56,8 +60,8 @@ class Office:
     good: ManagerRunner
     rogue: ManagerRunner
     busy_serial: str
-    before: int  # the busy printer's total impressions its agent reported
-    after: int  # ... and the good manager read after the print job
+    device_total: int  # the busy printer's total impressions its agent reported last
+    manager_total: int  # ... and the good manager's (stale) reading of it
     with_agent: set[str]
     serials: set[str]
 
@@ -155,10 +159,27 @@ async def _build(tmp: Path, office_clock: VirtualClock) -> Office:
                  json={"serial": busy.plan.serial, "type": "send-meters-now"})
     async with good.transport() as transport:
         assert await good.handle_actions(transport) == 1
+    assert before < after
+
+    # The printer prints again and its agent reports at once; the good manager then
+    # uploads its cached reading (from before that job) as a new one.
+    await busy.device.print_job(PrintJob(pages=2, copies=1, duplex=False, color=False))
+    latest = busy.device.snapshot().counters.total_impressions
+    device_id = next(d["device_id"] for d in server.storage.devices()
+                     if d["serial"] == busy.plan.serial)
+    count = server.storage.uploads_count(device_id)
+    assert busy.agent is not None
+    busy.agent.send_now()
+    await DeviceDirectWaiter(office_clock, server).until(
+        lambda: server.storage.uploads_count(device_id) > count,
+        what="the agent's upload after the second job")
+    good.enqueue([good.readings[busy.plan.serial]], trigger="action")
+    async with good.transport() as transport:
+        assert await good.flush(transport) == 0
         # A day later (server time) the good manager polls again; the rogue is silent.
         server_clock.advance_to(server_clock.now() + timedelta(hours=25))
         assert await good.handle_actions(transport) == 0
-    return Office(server, lan, good, rogue, busy.plan.serial, before, after, with_agent,
+    return Office(server, lan, good, rogue, busy.plan.serial, latest, after, with_agent,
                   {p.plan.serial for p in lan.printers})
 
 
@@ -273,8 +294,8 @@ def test_a_printers_two_sources_side_by_side(browser: Browser) -> None:
     kinds = sorted(str(r.get_attribute("data-kind")) for r in b.rows("tr.source"))
     assert kinds == ["device", "manager"]
     total = b.driver.find_element(By.CSS_SELECTOR, 'tr.meter[data-meter="total-impressions"]')
-    assert total.find_element(By.CSS_SELECTOR, "td.device-value").text == str(office.before)
-    assert total.find_element(By.CSS_SELECTOR, "td.manager-value").text == str(office.after)
+    assert total.find_element(By.CSS_SELECTOR, "td.device-value").text == str(office.device_total)
+    assert total.find_element(By.CSS_SELECTOR, "td.manager-value").text == str(office.manager_total)
     assert "disagreed on" in total.find_element(By.CSS_SELECTOR, "td.flag").text
     flagged = [r.get_attribute("data-meter") for r in b.rows("tr.disagreement")]
     assert "total-impressions" in flagged
