@@ -58,7 +58,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from device_direct.clock import Clock
-from device_direct.core.outbox import DEFAULT_MAX_ENTRIES, Allocation, Outbox, OutboxEntry
+from device_direct.core.outbox import (
+    DEFAULT_MAX_ENTRIES,
+    Allocation,
+    Outbox,
+    OutboxEntry,
+    RandomBits,
+)
 from device_direct.core.payload import (
     PayloadMeta,
     TransferRecord,
@@ -213,7 +219,7 @@ def _meta_bytes(box: Outbox, texts: dict[TransferRecord, str] | None = None) -> 
 class OutboxStore:
     """The device's outbox on disk. Create with :meth:`open`."""
 
-    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: random.Random) -> None:
+    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: RandomBits) -> None:
         self.directory = directory
         self._box = box
         self._clock = clock
@@ -228,7 +234,7 @@ class OutboxStore:
         budget_bytes: int,
         clock: Clock,
         max_entries: int = DEFAULT_MAX_ENTRIES,
-        rng: random.Random | None = None,
+        rng: RandomBits | None = None,
     ) -> OutboxStore:
         """Open (or create) the outbox under ``data_dir``, repairing what a crash left.
 

@@ -50,11 +50,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from device_direct.core.payload import MAX_TRANSFERS, TransferRecord, is_upload_id, new_upload_id
 from device_direct.errors import LocalProtocolError
@@ -148,6 +147,13 @@ class AddResult:
 
     entry: OutboxEntry | None
     dropped: tuple[OutboxEntry, ...]
+
+
+class RandomBits(Protocol):
+    """Where Upload-Ids get their randomness: ``random.SystemRandom()`` on a device, any
+    seeded source in an emulator (a ``random.Random`` or something smaller)."""
+
+    def getrandbits(self, k: int, /) -> int: ...
 
 
 class Outbox:
@@ -287,7 +293,7 @@ class Outbox:
 
     # -- changing --------------------------------------------------------------------------
 
-    def allocate(self, rng: random.Random) -> Allocation:
+    def allocate(self, rng: RandomBits) -> Allocation:
         """The sequence number the next payload will carry, and a fresh Upload-Id.
 
         The number is taken only by :meth:`add`: until then, allocating again gives

@@ -56,7 +56,7 @@ from device_direct.config import (
 )
 from emulator.clock import VirtualClock
 from emulator.errors import EmulatorError
-from emulator.fleet.fleet_agent import DeviceDone, FleetAgent
+from emulator.fleet.fleet_agent import DeviceDone, FleetAgent, SeededBits
 from emulator.fleet.identities import DeviceIdentity, fleet_identities
 from emulator.fleet.live_stats import DEVICE_STATES, Latency
 from emulator.fleet.report import DeviceOutcome, FleetReport, check
@@ -177,7 +177,7 @@ class Fleet:
             self.agents.append(FleetAgent(config, model, clock=self.clock,
                                           rng=random.Random(ident.agent_seed), gate=self.gate,
                                           target=self.spec.days, latency=self.latency,
-                                          upload_rng=random.Random(
+                                          upload_rng=SeededBits(
                                               f"upload-ids/{ident.agent_seed}")))
 
     def start_agent(self, i: int) -> None:
