@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import heapq
 import logging
 import random
@@ -350,6 +351,7 @@ async def run_fleet(
     fleet = Fleet(spec, shard, work_dir, clock, concurrency=concurrency)
     server: ReferenceServer | None = None
     ticker: asyncio.Task[None] | None = None
+    frozen = False  # gc.freeze() held for the run
     try:
         if target is None:
             server = ReferenceServer(work_dir / "server", clock=clock,
@@ -385,6 +387,13 @@ async def run_fleet(
         if progress is not None or stats is not None:
             ticker = asyncio.create_task(_ticker(fleet, progress, stats, wall))
         clock.register()
+        # The models and agents just built live as long as the run: out of the garbage
+        # collector's sight (gc.freeze), a full collection walks only what the run's
+        # requests allocate, not the whole fleet again (about 0.1 ms per device-day
+        # at 1,000 devices). Thawed below, so nothing stays uncollectable afterwards.
+        gc.collect()
+        gc.freeze()
+        frozen = True
         office = asyncio.create_task(
             _office(fleet, clock, last + timedelta(days=1) + GRACE, issue))
         await office
@@ -401,6 +410,8 @@ async def run_fleet(
         else:
             counts = None
     finally:
+        if frozen:
+            gc.unfreeze()
         if ticker is not None:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
