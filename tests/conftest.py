@@ -17,9 +17,9 @@ collector (a full collection of the test process's heap lands in whatever callba
 allocated last), nor the CPU time the process's other threads used meanwhile (a
 ``to_thread`` job parsing a file holds the GIL the loop thread then waits for: a 61 ms
 false alarm in CI while the proxy's public-suffix list was parsed in a worker). The price:
-a callback that waits synchronously for a busy thread is not caught either. A test that must block on purpose
-says so with ``@pytest.mark.allow_loop_blocking``; one that hands a task on to a later
-test (none should) with ``@pytest.mark.allow_leftover_tasks``.
+a callback that waits synchronously for a busy thread is not caught either. A test that
+must block on purpose says so with ``@pytest.mark.allow_loop_blocking``; one that hands a
+task on to a later test (none should) with ``@pytest.mark.allow_leftover_tasks``.
 """
 
 from __future__ import annotations
