@@ -145,6 +145,18 @@ class SyncStats:
 class Agent:
     """Device Direct for one device. Create, then ``await run()`` (cancel to stop)."""
 
+    # Optional parts default here, on the class: an agent sets them on itself only when
+    # configured. CPython shares one key table between the attribute dicts of a class's
+    # instances only while they hold at most 29 names; a fleet keeps thousands of agents,
+    # and a full dict of their own costs each about 1.3 KiB more.
+    proxy: ProxyDetector | None = None
+    mailer: AlertMailer | None = None
+    # QA seam: called at "build" (before a payload is built), "write" (between the
+    # outbox allocation and the durable add) and "upload" (just before the request
+    # goes out). A fault scenario raises there to cut the power at that exact
+    # point; None (the default) changes nothing.
+    checkpoint: Checkpoint | None = None
+
     def __init__(
         self,
         config: AgentConfig,
@@ -158,7 +170,9 @@ class Agent:
         self.model = model
         self.clock = clock
         self.rng = rng if rng is not None else random.SystemRandom()
-        data_dir = Path(config.device.data_dir)
+        data_dir = config.device.data_dir  # the config's Path: one object less per agent
+        if not isinstance(data_dir, Path):
+            data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.identity = IdentityStore(data_dir / IDENTITY_DIR)
@@ -180,13 +194,11 @@ class Agent:
         self.post_sync_hooks: list[PostSyncHook] = [self.actions.after_sync,
                                                     self._firmware_after_sync]
         proxy_cfg = config.proxy
-        self.proxy: ProxyDetector | None = None
         if proxy_cfg.mode != "off" or proxy_cfg.use_env:
             from device_direct.proxy import ProxyDetector
 
             self.proxy = ProxyDetector(proxy_cfg, clock)
         self._proxy_setting: tuple[str | None, tuple[str, str] | None] = (None, None)
-        self.mailer: AlertMailer | None = None
         if config.alerts.recipients:
             from device_direct.alerts import AlertMailer
 
@@ -195,7 +207,8 @@ class Agent:
                                       ca_bundle=config.server.ca_bundle)
         self._background_hold: dict[str, datetime] = {}
         self._send_now_trigger: Trigger | None = None
-        self._wakeup: asyncio.Event | None = None
+        # What _wait_until is waiting on, while it waits; send_now() resolves it.
+        self._kick: asyncio.Future[None] | None = None
         self.next_sync: datetime | None = None
         self._register_not_before: datetime | None = None
         self._renew_not_before: datetime | None = None
@@ -205,19 +218,15 @@ class Agent:
         self.last_run: datetime | None = state.get("last_run")
         self.needs_registration: str | None = state.get("needs_registration")
         self.lifecycle = Lifecycle(self.backoff)
-        # QA seam: called at "build" (before a payload is built), "write" (between the
-        # outbox allocation and the durable add) and "upload" (just before the request
-        # goes out). A fault scenario raises there to cut the power at that exact
-        # point; None (the default) changes nothing.
-        self.checkpoint: Checkpoint | None = None
 
     # -- control ------------------------------------------------------------------------
 
     def send_now(self, trigger: Trigger = "on-demand") -> None:
         """Ask for a sync at once (panel button, CLI, ``send_meters_now`` action)."""
         self._send_now_trigger = trigger
-        if self._wakeup is not None:
-            self._wakeup.set()
+        kick = self._kick
+        if kick is not None and not kick.done():
+            kick.set_result(None)
 
     def status(self) -> dict[str, Any]:
         """A JSON-able summary of the agent's state."""
@@ -246,7 +255,7 @@ class Agent:
         The lifecycle (:mod:`device_direct.core.lifecycle`) supervises the steps: a
         failure is logged and the step retried after a backoff; with remote services
         switched off the agent idles (and still answers status and send-now)."""
-        self._wakeup = asyncio.Event()
+        self._kick = None
         self.backoff = self.backoff.reset()  # a reboot starts the retry bands again
         self.lifecycle = Lifecycle(self.backoff)
         self.next_sync = self.schedule.on_boot(self.clock.now(), self.last_run)
@@ -695,25 +704,30 @@ class Agent:
         return False
 
     async def _wait_until(self, when: datetime | None) -> None:
-        """Sleep on the clock until ``when`` or a send-now request, whichever is first."""
-        assert self._wakeup is not None
+        """Sleep on the clock until ``when`` or a send-now request, whichever is first.
+
+        One future (``_kick``) that send_now() or the end of the clock's sleep resolves,
+        and one task for the sleep: every parked device of a fleet holds these, so they
+        are kept few (two tasks, an event and asyncio.wait's bookkeeping before)."""
         if self._send_now_trigger is not None:
             return
-        self._wakeup.clear()
-        waiter = asyncio.ensure_future(self._wakeup.wait())
-        sleeper = (
-            asyncio.ensure_future(self.clock.sleep_until(when)) if when is not None else None
-        )
-        tasks = [t for t in (waiter, sleeper) if t is not None]
+        kick: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sleeper: asyncio.Task[None] | None = None
+        if when is not None:
+            sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
+            sleeper.add_done_callback(functools.partial(_resolve, kick))
+        self._kick = kick
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await kick
         finally:
-            for t in tasks:
-                if not t.done():
-                    t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            self._kick = None
+            if sleeper is not None:
+                if not sleeper.done():
+                    sleeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sleeper
+                elif not sleeper.cancelled():
+                    sleeper.result()  # the clock's own error, if it had one
 
     def _load_state(self) -> dict[str, Any]:
         path = self.data_dir / STATE_FILE
@@ -732,6 +746,11 @@ class Agent:
             atomic_write(self.data_dir / STATE_FILE, json.dumps(doc).encode())
         except OSError as exc:
             log.error("agent state not saved: %s", exc)
+
+
+def _resolve(kick: asyncio.Future[None], _: object) -> None:
+    if not kick.done():
+        kick.set_result(None)
 
 
 def load_agent_state(path: Path) -> dict[str, Any]:

@@ -58,7 +58,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from device_direct.clock import Clock
-from device_direct.core.outbox import DEFAULT_MAX_ENTRIES, Allocation, Outbox, OutboxEntry
+from device_direct.core.outbox import (
+    DEFAULT_MAX_ENTRIES,
+    Allocation,
+    Outbox,
+    OutboxEntry,
+    RandomBits,
+)
 from device_direct.core.payload import (
     PayloadMeta,
     TransferRecord,
@@ -165,11 +171,19 @@ class _Meta:
         return cls(next_sequence, entries, history, delivered_before)
 
 
-def _meta_bytes(box: Outbox) -> bytes:
-    """meta.json: the outbox's state as compact JSON."""
-    doc = {
-        "version": META_VERSION,
-        "next_sequence": box.next_sequence,
+def _record_text(r: TransferRecord) -> str:
+    return json.dumps(_record_to_json(r), sort_keys=True, separators=(",", ":"))
+
+
+def _meta_bytes(box: Outbox, texts: dict[TransferRecord, str] | None = None) -> bytes:
+    """meta.json: the outbox's state as compact JSON (keys sorted).
+
+    ``texts`` caches each history record's JSON between writes (records never change,
+    and the history is most of the file: up to 50 records, rewritten three times per
+    payload); it is left holding the current records only."""
+    head = {
+        "delivered_before": (
+            box.delivered_before.isoformat() if box.delivered_before is not None else None),
         "entries": {
             e.upload_id: {
                 "attempts": e.attempts,
@@ -180,11 +194,23 @@ def _meta_bytes(box: Outbox) -> bytes:
             }
             for e in box.entries
         },
-        "history": [_record_to_json(r) for r in box.records()],
-        "delivered_before": (
-            box.delivered_before.isoformat() if box.delivered_before is not None else None),
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    records = box.records()
+    if texts is None:
+        history = [_record_text(r) for r in records]
+    else:
+        old = dict(texts)
+        texts.clear()
+        for r in records:
+            text = old.get(r)
+            texts[r] = text if text is not None else _record_text(r)
+        history = [texts[r] for r in records]
+    # The same bytes as json.dumps(doc, sort_keys=True, separators=(",", ":")).
+    return (
+        json.dumps(head, sort_keys=True, separators=(",", ":"))[:-1]
+        + ',"history":[' + ",".join(history) + "]"
+        + f',"next_sequence":{box.next_sequence},"version":{json.dumps(META_VERSION)}}}'
+    ).encode()
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -193,11 +219,12 @@ def _meta_bytes(box: Outbox) -> bytes:
 class OutboxStore:
     """The device's outbox on disk. Create with :meth:`open`."""
 
-    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: random.Random) -> None:
+    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: RandomBits) -> None:
         self.directory = directory
         self._box = box
         self._clock = clock
         self._rng = rng
+        self._record_texts: dict[TransferRecord, str] = {}  # see _meta_bytes
 
     @classmethod
     def open(
@@ -207,7 +234,7 @@ class OutboxStore:
         budget_bytes: int,
         clock: Clock,
         max_entries: int = DEFAULT_MAX_ENTRIES,
-        rng: random.Random | None = None,
+        rng: RandomBits | None = None,
     ) -> OutboxStore:
         """Open (or create) the outbox under ``data_dir``, repairing what a crash left.
 
@@ -393,7 +420,7 @@ class OutboxStore:
     def _persist(self, box: Outbox) -> None:
         path = self.directory / META_NAME
         with _storage_errors("write the outbox metadata", path):
-            atomic_write(path, _meta_bytes(box))
+            atomic_write(path, _meta_bytes(box, self._record_texts))
 
     def _save_sequence(self, next_sequence: int) -> None:
         # A second copy of the counter, for when meta.json is lost. The payload is

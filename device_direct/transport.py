@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -296,6 +297,13 @@ def parse_http_date(value: str | None) -> datetime | None:
     """An RFC 9110 ``Date`` header as an aware UTC datetime; None if absent or unreadable."""
     if not value:
         return None
+    return _parse_http_date(value)
+
+
+# Every response carries a Date, and it changes once a second: a fleet's thousands of
+# devices (and a device's three requests of a day) parse the same few strings.
+@functools.lru_cache(maxsize=8)
+def _parse_http_date(value: str) -> datetime | None:
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import heapq
 import logging
 import random
@@ -56,7 +57,7 @@ from device_direct.config import (
 )
 from emulator.clock import VirtualClock
 from emulator.errors import EmulatorError
-from emulator.fleet.fleet_agent import DeviceDone, FleetAgent
+from emulator.fleet.fleet_agent import DeviceDone, FleetAgent, SeededBits
 from emulator.fleet.identities import DeviceIdentity, fleet_identities
 from emulator.fleet.live_stats import DEVICE_STATES, Latency
 from emulator.fleet.report import DeviceOutcome, FleetReport, check
@@ -177,7 +178,7 @@ class Fleet:
             self.agents.append(FleetAgent(config, model, clock=self.clock,
                                           rng=random.Random(ident.agent_seed), gate=self.gate,
                                           target=self.spec.days, latency=self.latency,
-                                          upload_rng=random.Random(
+                                          upload_rng=SeededBits(
                                               f"upload-ids/{ident.agent_seed}")))
 
     def start_agent(self, i: int) -> None:
@@ -350,6 +351,7 @@ async def run_fleet(
     fleet = Fleet(spec, shard, work_dir, clock, concurrency=concurrency)
     server: ReferenceServer | None = None
     ticker: asyncio.Task[None] | None = None
+    frozen = False  # gc.freeze() held for the run
     try:
         if target is None:
             server = ReferenceServer(work_dir / "server", clock=clock,
@@ -385,6 +387,13 @@ async def run_fleet(
         if progress is not None or stats is not None:
             ticker = asyncio.create_task(_ticker(fleet, progress, stats, wall))
         clock.register()
+        # The models and agents just built live as long as the run: out of the garbage
+        # collector's sight (gc.freeze), a full collection walks only what the run's
+        # requests allocate, not the whole fleet again (about 0.1 ms per device-day
+        # at 1,000 devices). Thawed below, so nothing stays uncollectable afterwards.
+        gc.collect()
+        gc.freeze()
+        frozen = True
         office = asyncio.create_task(
             _office(fleet, clock, last + timedelta(days=1) + GRACE, issue))
         await office
@@ -401,6 +410,8 @@ async def run_fleet(
         else:
             counts = None
     finally:
+        if frozen:
+            gc.unfreeze()
         if ticker is not None:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

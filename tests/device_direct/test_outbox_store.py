@@ -392,6 +392,8 @@ def test_metadata_round_trips_and_keeps_outcomes_apart_from_failures(tmp_path: P
             store.mark_failed(entry, 'timeout "x"\n', T0, delay=0)
     raw = (tmp_path / OUTBOX_DIR / META_NAME).read_bytes()
     doc = json.loads(raw)
+    # Built from cached record texts, yet exactly the canonical compact form.
+    assert raw == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     assert doc["version"] == META_VERSION
     results = [r["result"] for r in doc["history"]]
     assert results.count("stored") == 40 and results.count("failed") == FAILURE_LIMIT

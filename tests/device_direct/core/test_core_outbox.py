@@ -55,6 +55,26 @@ def test_happy_path_and_history() -> None:
         box.start(alloc.upload_id, T0)  # acknowledged: never sent again
 
 
+def test_a_copy_is_independent_and_equal_to_a_rebuilt_box() -> None:
+    box = Outbox(budget_bytes=10_000, history_limit=3)
+    for seed in range(6):  # more acknowledged payloads than the history keeps
+        alloc, _ = _add(box, 100, seed=seed)
+        box.start(alloc.upload_id, T0)
+        box.acknowledge(alloc.upload_id, "stored", T0 + timedelta(minutes=seed))
+    queued, _ = _add(box, 50, seed=9)
+    twin = box.copy()
+    rebuilt = Outbox(budget_bytes=box.budget_bytes, history_limit=3,
+                     next_sequence=box.next_sequence, entries=box.entries,
+                     history=box.records())
+    assert (twin.entries, twin.records(), twin.next_sequence) == (
+        rebuilt.entries, rebuilt.records(), rebuilt.next_sequence)
+    twin.start(queued.upload_id, T0)
+    twin.acknowledge(queued.upload_id, "stored", T0 + timedelta(hours=1))
+    assert [e.upload_id for e in box.entries] == [queued.upload_id]  # untouched
+    assert len(box.records()) == 3 and len(twin.records()) == 3
+    assert twin.records()[-1].upload_id == queued.upload_id != box.records()[-1].upload_id
+
+
 def test_failure_backs_off_and_blocks_the_queue_in_order() -> None:
     box = Outbox(budget_bytes=10_000)
     first, _ = _add(box, 100, seed=1)
