@@ -160,7 +160,7 @@ def run_fleet(target: dict[str, str], work: Path, devices: int, processes: int,
     return wall, json.loads(report.read_text()), peaks
 
 
-def mint(state: Path, work: Path, devices: int, start: int) -> dict[str, str]:
+def mint(state: Path, work: Path, devices: int) -> dict[str, str]:
     keys = server_cli(state, "make-key", "--count", str(devices), "--ttl", str(7 * 86400))
     (work / "keys.txt").write_text(keys)
     fw = work / "firmware-key.pem"
@@ -194,14 +194,14 @@ def main() -> int:
             if small > 0:
                 work = Path(tmp) / "small"
                 work.mkdir()
-                target = {**base, **mint(state, work, small, 0)}
-                s_wall, s_report, _ = run_fleet(target, work, small, args.processes,
+                target = {**base, **mint(state, work, small)}
+                s_wall, _, _ = run_fleet(target, work, small, args.processes,
                                                 args.concurrency, 11, server_pids)
                 small_rate = small / s_wall
             work = Path(tmp) / "big"
             work.mkdir()
             t0 = time.perf_counter()
-            target = {**base, **mint(state, work, args.devices, 0)}
+            target = {**base, **mint(state, work, args.devices)}
             mint_s = time.perf_counter() - t0
             wall, report, peaks = run_fleet(target, work, args.devices, args.processes,
                                             args.concurrency, 12, server_pids)
