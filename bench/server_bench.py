@@ -4,7 +4,7 @@ One run, all on this machine, the server in its own processes (``python -m
 emulator.server.cli server run --workers W``, default 2) with a few hundred registered
 devices:
 
-(a) the server's stored uploads per second: realistic 5-20 KiB payload zips, each on a
+(a) the server's stored uploads per second: realistic 6-22 KiB payload zips, each on a
     NEW TLS connection with the device's client certificate (as devices do), from a
     load generator light enough not to be what limits (``upload_load.py``: blocking
     sockets in threads, two processes; the handshake runs in C). Every upload is
