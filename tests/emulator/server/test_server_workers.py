@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -187,3 +188,16 @@ def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str],
     done = server_cli(tmp_path / "state", "run", "--port", "0", *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_workers_send_the_alert_of_a_refused_handshake(workers2: Running) -> None:
+    # The workers serve the shared socket through the alerting TLS listener too.
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl (Debian package openssl) is needed: run `make debs`")
+    done = subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{workers2.port}", "-servername",
+         "localhost", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"],
+        input=b"", capture_output=True, timeout=60)
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    assert "SSL alert number 70" in out, out
