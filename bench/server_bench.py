@@ -1,66 +1,86 @@
-"""Reference server throughput: stored uploads per second vs raw TLS handshakes per second.
+"""Reference server throughput: stored uploads/s beside the fleet's device-days/s.
 
-Starts the reference server in its own process (``python -m emulator.server.cli server
-run``), registers a few hundred devices, then uploads realistic 5-20 KiB payload zips
-for a fixed time, each on a NEW TLS connection with the device's client certificate (as
-devices do), from asyncio tasks in this process. Then, against the same port in the
-same run, ``openssl s_time -new`` measures full handshakes per second: the baseline an
-upload cannot beat, since every upload pays one handshake plus the HTTP work and the
-payload checks. Prints both and their ratio; the last line is a JSON object.
+One run, all on this machine, the server in its own processes (``python -m
+emulator.server.cli server run --workers W``, default 2) with a few hundred registered
+devices:
 
-    .venv/bin/python bench/server_bench.py [--devices 300] [--seconds 10] [--concurrency 32]
+(a) the server's stored uploads per second: realistic 6-22 KiB payload zips, each on a
+    NEW TLS connection with the device's client certificate (as devices do), from a
+    load generator light enough not to be what limits (``upload_load.py``: blocking
+    sockets in threads, two processes; the handshake runs in C). Every upload is
+    checked (hash, zip, XSD, device fields) and stored in SQLite before its 201. The
+    server's CPU time per stored upload (all its processes) is printed beside it: on a
+    shared machine it is steadier than a rate;
+(a') the same load against the same server with ``--workers 1``: what the workers buy;
+(b) the fleet's device-days/s against the same server (the ``--workers W`` one):
+    ``fleet_bench.py``'s own fleet functions, a 1-day and an N-day fleet of the same
+    size, steady state = the extra days / the extra time (registration and set-up
+    excluded, which makes the fleet's figure higher and the goal stricter);
+(c) ``openssl s_time -new``: full TLS handshakes per second against the same port.
+
+(a), (a'), (b), (c) are taken ``--repeats`` times (3), interleaved, and their medians
+compared. Goal (issue 23): (a) >= 2 x (b). The last line is one JSON object.
+
+    .venv/bin/python bench/server_bench.py [--workers 2] [--seconds 10] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import random
-import re
+import os
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-import zipfile
-from io import BytesIO
 from pathlib import Path
 
 import aiohttp
-from peers import openssl_handshakes, start_server  # bench/, beside this script
+from fleet_bench import fleet_run, fleet_target  # bench/, beside this script
+from peers import openssl_handshakes
+from upload_load import Device, LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emulator.server.pki import make_csr  # noqa: E402
 
-SAMPLE = (ROOT / "fixtures" / "payloads" / "sample-device-data.xml").read_text()
+
+def start_server(state: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
+    """The reference server on 127.0.0.1, a free port, ``workers`` processes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
+         "run", "--port", "0", "--workers", str(workers)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit("the reference server did not start")
+    return proc, int(json.loads(line)["port"])
 
 
-def build_payload(serial: str, sequence: int, rng: random.Random) -> tuple[str, bytes]:
-    """A schema-valid zip of 5-20 KiB: the sample plus a device-sized NVM table."""
-    upload_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    nvm = "".join(
-        f'<Nvm id="{700 + i // 100:03d}-{i % 1000:03d}" name="Setting {i} {rng.random():.6f}" '
-        f'value="{rng.randint(0, 9999)}" default="{rng.randint(0, 9999)}" min="0" '
-        f'max="99999" protected="{"true" if i % 7 == 0 else "false"}"/>\n    '
-        for i in range(rng.randint(160, 900))
-    )
-    xml = re.sub(r'uploadId="[^"]+"', f'uploadId="{upload_id}"', SAMPLE, count=1)
-    xml = re.sub(r'sequence="\d+"', f'sequence="{sequence}"', xml, count=1)
-    xml = xml.replace("<Serial>EMU8055001</Serial>", f"<Serial>{serial}</Serial>")
-    xml = xml.replace("  </Usage>", "  " + nvm + "</Usage>")
-    buf = BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("device-data.xml", xml)
-    return upload_id, buf.getvalue()
+def cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and its children (the server's workers)."""
+    pids, total = [root], 0.0
+    try:
+        with open(f"/proc/{root}/task/{root}/children", encoding="ascii") as fh:
+            pids += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-async def register_all(base: str, ca: Path, keys: list[str], work: Path
-                       ) -> list[tuple[str, str, ssl.SSLContext]]:
+async def register_all(base: str, ca: Path, keys: list[str], work: Path) -> list[Device]:
     devices = []
     trust = ssl.create_default_context(cafile=str(ca))
     async with aiohttp.ClientSession() as s:
@@ -76,90 +96,123 @@ async def register_all(base: str, ca: Path, keys: list[str], work: Path
                     raise SystemExit(f"registration failed: {reg}")
             (work / f"{serial}.crt").write_text(reg["certificate"])
             (work / f"{serial}.key").write_bytes(key_pem)
-            ctx = ssl.create_default_context(cafile=str(ca))
-            ctx.load_cert_chain(work / f"{serial}.crt", work / f"{serial}.key")
-            devices.append((serial, reg["device_id"], ctx))
+            devices.append(Device(serial, reg["device_id"], str(work / f"{serial}.crt"),
+                                  str(work / f"{serial}.key")))
     return devices
 
 
-async def upload_load(base: str, devices: list[tuple[str, str, ssl.SSLContext]],
-                      seconds: float, concurrency: int) -> tuple[int, int, float, list[int]]:
-    rng = random.Random(7)
-    # Payloads are built before the clock starts: the bench measures the server.
-    queue = []
-    for n in range(concurrency * 400):
-        serial, device_id, ctx = devices[n % len(devices)]
-        upload_id, zip_ = build_payload(serial, n // len(devices) + 1, rng)
-        queue.append((device_id, ctx, upload_id, zip_))
-    sizes = sorted(len(q[3]) for q in queue)
-    stored = errors = 0
-    next_item = 0
-    deadline = time.perf_counter() + seconds
+class Server:
+    """A server under test: its process, port, registered devices."""
 
-    async def worker() -> None:
-        nonlocal stored, errors, next_item
-        while time.perf_counter() < deadline and next_item < len(queue):
-            device_id, ctx, upload_id, zip_ = queue[next_item]
-            next_item += 1
-            headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
-                       "Content-SHA256": hashlib.sha256(zip_).hexdigest()}
-            connector = aiohttp.TCPConnector(force_close=True, ssl=ctx)
-            try:
-                async with aiohttp.ClientSession(connector=connector) as s, s.post(
-                    f"{base}/dd/v1/devices/{device_id}/uploads", data=zip_, headers=headers
-                ) as r:
-                    await r.read()
-                    if r.status == 201:
-                        stored += 1
-                    else:
-                        errors += 1
-            except aiohttp.ClientError:
-                errors += 1
+    def __init__(self, root: Path, workers: int, devices: int) -> None:
+        self.workers = workers
+        self.state, work = root / "state", root / "devices"
+        work.mkdir(parents=True)
+        keys = subprocess.run(
+            [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir",
+             str(self.state), "make-key", "--count", str(devices)],
+            cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+        self.proc, self.port = start_server(self.state, workers)
+        self.ca = self.state / "pki" / "bundle.pem"
+        self.devices = asyncio.run(register_all(f"https://localhost:{self.port}", self.ca,
+                                                keys, work))
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return stored, errors, time.perf_counter() - started, [sizes[0], sizes[-1]]
+    def load(self, seconds: float, seed: int) -> tuple[LoadResult, float]:
+        """Upload for ``seconds``; the result and the server's CPU ms per stored upload."""
+        before = cpu_s(self.proc.pid)
+        result = run_load(self.port, self.ca, self.devices, seconds=seconds, seed=seed)
+        return result, 1000 * (cpu_s(self.proc.pid) - before) / max(result.stored, 1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
+def fleet_steady(server: Server, work: Path, devices: int, days: int, run: int) -> float:
+    """Device-days/s of a fleet against ``server`` past its first day (set-up excluded)."""
+    t0 = time.perf_counter()
+    fleet_run(fleet_target(server.port, server.state, devices), work / f"one-{run}",
+              devices, 1, 32, seed=100 + run)
+    one_day = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, _, ok = fleet_run(fleet_target(server.port, server.state, devices), work / f"n-{run}",
+                         devices, days, 32, seed=200 + run)
+    n_days = time.perf_counter() - t0
+    if not ok:
+        raise SystemExit("the fleet's expectations failed")
+    return devices * (days - 1) / max(n_days - one_day, 1e-6)
 
 
 def main() -> int:
     """Run the benchmark and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", type=int, default=300)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2, help="server processes (a), (b), (c)")
+    ap.add_argument("--devices", type=int, default=300, help="registered for the load")
+    ap.add_argument("--seconds", type=float, default=10.0, help="per load round")
+    ap.add_argument("--fleet-devices", type=int, default=300)
+    ap.add_argument("--fleet-days", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--openssl-seconds", type=int, default=5)
     args = ap.parse_args()
+    loads: list[tuple[LoadResult, float]] = []
+    single: list[tuple[LoadResult, float]] = []
+    fleet: list[float] = []
+    handshakes: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        state, work = Path(tmp) / "state", Path(tmp) / "devices"
-        work.mkdir()
-        keys = subprocess.run(
-            [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
-             "make-key", "--count", str(args.devices)],
-            cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-        proc, port = start_server(state)
+        main_server = Server(Path(tmp) / "w", args.workers, args.devices)
+        one = Server(Path(tmp) / "one", 1, args.devices) if args.workers != 1 else None
         try:
-            base = f"https://localhost:{port}"
-            devices = asyncio.run(register_all(base, state / "pki" / "bundle.pem", keys, work))
-            stored, errors, elapsed, sizes = asyncio.run(
-                upload_load(base, devices, args.seconds, args.concurrency))
-            handshakes = openssl_handshakes(port, args.openssl_seconds)
+            for run in range(args.repeats):
+                loads.append(main_server.load(args.seconds, seed=1000 * run + 1))
+                if one is not None:
+                    single.append(one.load(args.seconds, seed=1000 * run + 2))
+                fleet.append(fleet_steady(main_server, Path(tmp) / "fleet",
+                                          args.fleet_devices, args.fleet_days, run))
+                handshakes.append(openssl_handshakes(main_server.port, args.openssl_seconds))
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    uploads_per_s = stored / elapsed
-    print(f"devices registered:        {len(devices)}")
-    print(f"zip sizes:                 {sizes[0]}..{sizes[1]} bytes")
-    print(f"uploads stored:            {stored} in {elapsed:.1f}s ({errors} errors), "
-          f"concurrency {args.concurrency}, new TLS connection each")
-    print(f"uploads per second:        {uploads_per_s:.1f}")
-    print(f"openssl s_time -new:       {handshakes:.1f} handshakes/s (same server, same port)")
-    print(f"ratio uploads/handshakes:  {uploads_per_s / handshakes:.3f}")
-    print(json.dumps({"uploads_per_s": round(uploads_per_s, 1),
-                      "openssl_handshakes_per_s": round(handshakes, 1),
-                      "ratio": round(uploads_per_s / handshakes, 3),
-                      "errors": errors}))
+            main_server.stop()
+            if one is not None:
+                one.stop()
+    rate = statistics.median(r.per_s for r, _ in loads)
+    ms = statistics.median(m for _, m in loads)
+    errors = sum(r.errors for r, _ in loads) + sum(r.errors for r, _ in single)
+    fleet_rate = statistics.median(fleet)
+    hs = statistics.median(handshakes)
+    sizes = loads[0][0].sizes
+    print(f"devices registered:  {args.devices}; zip sizes {sizes[0]}..{sizes[1]} bytes; "
+          f"new TLS connection per upload; {errors} errors")
+    print(f"(a)  server --workers {args.workers}: median {rate:.1f} stored uploads/s "
+          f"({', '.join(f'{r.per_s:.1f}' for r, _ in loads)}), server CPU "
+          f"{ms:.2f} ms per upload ({', '.join(f'{m:.2f}' for _, m in loads)})")
+    one_rate = one_ms = None
+    if single:
+        one_rate = statistics.median(r.per_s for r, _ in single)
+        one_ms = statistics.median(m for _, m in single)
+        print(f"(a') server --workers 1: median {one_rate:.1f} stored uploads/s "
+              f"({', '.join(f'{r.per_s:.1f}' for r, _ in single)}), server CPU "
+              f"{one_ms:.2f} ms per upload ({', '.join(f'{m:.2f}' for _, m in single)}); "
+              f"workers {args.workers}/1: {rate / one_rate:.2f}x")
+    print(f"(b)  fleet, {args.fleet_devices} devices, steady state (days 2..{args.fleet_days}) "
+          f"against (a)'s server: median {fleet_rate:.1f} device-days/s "
+          f"({', '.join(f'{f:.1f}' for f in fleet)})")
+    print(f"(c)  openssl s_time -new: median {hs:.1f} handshakes/s "
+          f"({', '.join(f'{h:.1f}' for h in handshakes)})")
+    print(f"ratios: server uploads / fleet device-days {rate / fleet_rate:.2f} (goal >= 2), "
+          f"server uploads / openssl handshakes {rate / hs:.3f}")
+    print(json.dumps({
+        "server_workers": args.workers,
+        "uploads_per_s": round(rate, 1),
+        "uploads_per_s_runs": [round(r.per_s, 1) for r, _ in loads],
+        "server_cpu_ms_per_upload": round(ms, 2),
+        "uploads_per_s_one_worker": round(one_rate, 1) if one_rate else None,
+        "server_cpu_ms_per_upload_one_worker": round(one_ms, 2) if one_ms else None,
+        "fleet_device_days_per_s": round(fleet_rate, 1),
+        "fleet_device_days_per_s_runs": [round(f, 1) for f in fleet],
+        "openssl_handshakes_per_s": round(hs, 1),
+        "ratio_uploads_vs_fleet": round(rate / fleet_rate, 3),
+        "ratio_uploads_vs_openssl": round(rate / hs, 3),
+        "errors": errors,
+    }))
     return 0 if errors == 0 else 1
 
 

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -61,13 +62,18 @@ class ReferenceServer(ServerState):
         max_log_bytes: int = 4 << 20,
         tls_files: ServerTlsFiles | None = None,
         rng: random.Random | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        # ``sock``: a listening socket shared with other server processes (a worker of
+        # ``server run --workers N``, see workers.py): the database is shared with them.
         super().__init__(state_dir, server_names=server_names, clock=clock,
                          cert_days=cert_days, max_upload_bytes=max_upload_bytes,
-                         max_log_bytes=max_log_bytes, tls_files=tls_files, rng=rng)
+                         max_log_bytes=max_log_bytes, tls_files=tls_files, rng=rng,
+                         shared_db=sock is not None)
         self.host = host
         self._requested_port = port
         self.port = port
+        self._sock = sock
         self._runner: web.AppRunner | None = None
 
     # -- properties others use ------------------------------------------------------------
@@ -109,7 +115,7 @@ class ReferenceServer(ServerState):
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = AlertingTlsSite(runner, self.host, self._requested_port,
-                               ssl_context=self.ssl_context)
+                               ssl_context=self.ssl_context, sock=self._sock)
         try:
             await site.start()
         except OSError as exc:

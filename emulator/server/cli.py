@@ -23,6 +23,7 @@ from emulator.errors import EmulatorError
 from emulator.server.app import ReferenceServer
 from emulator.server.export import export_uploads, open_state, parse_since
 from emulator.server.pki import ServerTlsFiles
+from emulator.server.workers import adopt_listen_fd, serve_workers
 
 DEFAULT_STATE = Path("server-state")
 
@@ -49,6 +50,12 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, metavar="P",
                      help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
                           "(emulator/server/metrics.py)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="server processes accepting on the one port, sharing the "
+                          "database (about one per core; default %(default)s). Faults "
+                          "switched over the admin API act on one worker: QA scenarios "
+                          "use 1")
+    run.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's socket
 
     key = sub.add_parser("make-key", help="print new single-use registration keys")
     key.add_argument("--count", type=int, default=1)
@@ -91,6 +98,8 @@ def run_server_cli(args: argparse.Namespace) -> int:
     """Carry out a parsed ``server`` command; the process exit status."""
     try:
         if args.server_command == "run":
+            if args.workers != 1 and args.listen_fd is None:
+                return serve_workers(args, _tls_files(args))
             return asyncio.run(_serve(args))
         return _offline(args)
     except BrokenPipeError:
@@ -102,17 +111,23 @@ def run_server_cli(args: argparse.Namespace) -> int:
         return 0
 
 
+def _tls_files(args: argparse.Namespace) -> ServerTlsFiles | None:
+    if not (args.tls_cert or args.tls_key):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return ServerTlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+
+
 async def _serve(args: argparse.Namespace) -> int:
-    tls = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
-        tls = ServerTlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+    tls = _tls_files(args)
+    # A worker of --workers N serves the socket its parent opened (workers.py).
+    sock = adopt_listen_fd(args.listen_fd) if args.listen_fd is not None else None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = ReferenceServer(
         args.state_dir, host=args.host, port=args.port,
         server_names=tuple(args.server_name) or ("localhost",), cert_days=args.cert_days,
-        max_upload_bytes=args.max_upload_bytes, tls_files=tls)
+        max_upload_bytes=args.max_upload_bytes, tls_files=tls, sock=sock)
     metrics_port: int | None = None
     if args.metrics_port is not None:
         from emulator.server.metrics import instrument, serve_metrics

@@ -20,6 +20,7 @@ in a worker thread and tests can call it directly. Checks, in order, each failin
 from __future__ import annotations
 
 import io
+import re
 import threading
 import zipfile
 import zlib
@@ -173,10 +174,15 @@ def read_entry(body: bytes, *, max_xml_bytes: int = MAX_XML_BYTES) -> bytes:
         return data
 
 
+# Any case, as XML parsers are lenient; one scan (upper-casing a daily payload twice
+# to search it cost the server about a fifth of its time per upload).
+_DECLARATION = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
 def parse_payload(xml: bytes) -> Any:
     """Parse and schema-validate ``device-data.xml``; return the lxml root element."""
     # Refuse any DOCTYPE before parsing: entities are never legitimate in a payload.
-    if b"<!DOCTYPE" in xml.upper() or b"<!ENTITY" in xml.upper():
+    if _DECLARATION.search(xml):
         raise PayloadRejected("bad_xml", "a DOCTYPE or ENTITY declaration is not allowed")
     try:
         root = etree.fromstring(xml, _parser())

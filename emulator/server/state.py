@@ -50,6 +50,7 @@ class ServerState:
         max_log_bytes: int = 4 << 20,
         tls_files: ServerTlsFiles | None = None,
         rng: random.Random | None = None,
+        shared_db: bool = False,
     ) -> None:
         if cert_days < 1:
             raise ValueError(f"cert_days must be >= 1, got {cert_days}")
@@ -72,7 +73,8 @@ class ServerState:
             raise ServerError(f"cannot create state directory {self.state_dir}: {exc}") from exc
         self.pki = Pki(self.state_dir / "pki", server_names=self.server_names,
                        now=self.wall.now(), tls_files=tls_files)
-        self.storage = Storage(self.state_dir / "server.sqlite3")
+        # shared_db: other server processes write the same database (--workers N).
+        self.storage = Storage(self.state_dir / "server.sqlite3", shared=shared_db)
         self.admin_token = self._load_or_make_token()
         self.ssl_context = self._make_ssl_context()
 

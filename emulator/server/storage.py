@@ -103,13 +103,18 @@ CONTACT_RESOLUTION = timedelta(seconds=60)
 class Storage:
     """The server's SQLite database (``<state_dir>/server.sqlite3``).
 
-    One process owns the file, so two read-mostly facts are kept in memory as well:
+    When one process owns the file, two read-mostly facts are kept in memory as well:
     certificate rows by serial (dropped whenever a certificate is issued or revoked,
     the only writes to that table), and when each device's last contact was written.
+    With ``shared=True`` (several server processes on one database: ``server run
+    --workers N``) certificates are read from the database every time, since another
+    process may have revoked one; the last-contact memory stays (at worst each process
+    writes a device's contact once a minute).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared
         self._certificates: dict[str, dict[str, Any]] = {}
         self._contact_written: dict[str, datetime] = {}
         try:
@@ -219,7 +224,9 @@ class Storage:
             rows = self._rows("SELECT * FROM certificates WHERE cert_serial=?", cert_serial)
             if not rows:
                 return None
-            row = self._certificates[cert_serial] = rows[0]
+            row = rows[0]
+            if not self.shared:
+                self._certificates[cert_serial] = row
         return dict(row)
 
     def touch_device(self, device_id: str, now: datetime) -> None:

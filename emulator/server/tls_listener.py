@@ -26,6 +26,7 @@ uvloop's layer, and refused handshakes close without an alert, as docs/protocol.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from asyncio import sslproto
 from typing import Any
@@ -51,17 +52,29 @@ def alerts_flushed(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 class AlertingTlsSite(web.TCPSite):
-    """A TLS ``TCPSite`` whose refused handshakes send their alert (see the module)."""
+    """A TLS ``TCPSite`` whose refused handshakes send their alert (see the module).
+
+    With ``sock`` it serves an already listening socket instead of binding ``host:port``:
+    a worker of ``server run --workers N`` (``workers.py``) accepts on the socket its
+    parent opened, beside the other workers.
+    """
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 ssl_context: ssl.SSLContext) -> None:
+                 ssl_context: ssl.SSLContext, sock: socket.socket | None = None) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context)
         self._tls = ssl_context
+        self._sock = sock
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if not alerts_flushed(loop):
-            await super().start()  # uvloop: its own TLS layer, without the alert
+            if self._sock is None:
+                await super().start()  # uvloop: its own TLS layer, without the alert
+                return
+            await web.BaseSite.start(self)
+            assert self._runner.server is not None
+            self._server = await loop.create_server(self._runner.server, sock=self._sock,
+                                                    ssl=self._tls)
             return
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
@@ -74,6 +87,9 @@ class AlertingTlsSite(web.TCPSite):
             return _AlertingSslProtocol(loop, server(), context, None,  # type: ignore[arg-type]
                                         server_side=True)
 
-        self._server = await loop.create_server(connection, self._host, self._port,
-                                                backlog=self._backlog)
+        if self._sock is not None:
+            self._server = await loop.create_server(connection, sock=self._sock)
+        else:
+            self._server = await loop.create_server(connection, self._host, self._port,
+                                                    backlog=self._backlog)
         self._bound_port = int(self._server.sockets[0].getsockname()[1])
