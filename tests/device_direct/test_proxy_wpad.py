@@ -41,8 +41,10 @@ def detector(wpad: WpadServer, dns: DnsTable, **kwargs: object) -> ProxyDetector
     options: dict[str, object] = {
         "resolver": dns,
         "wpad_port": wpad.port,
-        "fetch_timeout_s": 2.0,
-        "evaluator": SubprocessPacEvaluator(timeout_s=5.0),
+        # Generous: a cold interpreter evaluating the PAC took over 5 s once on a machine
+        # at load 10; the timeout tests below set their own short ones.
+        "fetch_timeout_s": 10.0,
+        "evaluator": SubprocessPacEvaluator(timeout_s=30.0),
         **kwargs,
     }
     return ProxyDetector(AUTO, VirtualClock(datetime(2026, 3, 1, tzinfo=UTC)), **options)  # type: ignore[arg-type]
