@@ -90,7 +90,7 @@ GUARDED = Path(__file__).parent / "device_direct"
 # The device manager (issue 20) scans a LAN from a PC, not from the printer; its SNMP
 # engine set-up holds the loop 80-200 ms (device_direct/manager/snmp.py): left to it.
 UNGUARDED = GUARDED / "manager"
-_LOOK_EVERY_S = 0.005
+_LOOK_EVERY_S = 0.01
 _DEVICE_CODE = os.sep + "device_direct" + os.sep
 # Small, rare durable writes that still run on the loop (known, listed in the issue-16
 # note as left to do): the identity at registration and renewal, the action journal,
@@ -140,8 +140,9 @@ class _BlockWatch:
     computes on the loop is caught however busy the other threads are. A blocking
     system call (fsync, a sync socket, a sleep) counts in full when no other thread ran.
 
-    A watchdog thread reads the other threads' schedstat every few milliseconds while a
-    callback runs, and looks at the loop thread's stack once a callback has run long: a
+    A watchdog thread reads the other threads' schedstat every few milliseconds (the
+    loop thread reads it again at the end of a long callback), and looks at the loop
+    thread's stack once a callback has run long: a
     block counts only if the device code (``device_direct/``) was on it, so a test's own
     set-up (making certificates) or the in-process reference server is not blamed, and
     not inside one of the :data:`KNOWN_ON_LOOP` writers.
@@ -154,8 +155,9 @@ class _BlockWatch:
         self._fd = os.open(f"/proc/self/task/{self._native}/schedstat", os.O_RDONLY)
         self._original: Callable[[asyncio.Handle], None] = asyncio.Handle._run  # type: ignore[attr-defined]
         self._started = 0.0  # perf_counter() when the running callback began; 0: none
-        self._generation = 0  # which callback: the watchdog records only for the one it saw
-        self._others: tuple[int, int, int] = (0, 0, 0)  # generation, first and last ns
+        self._generation = 0  # which callback: the watchdog blames only the one it saw
+        self._watchdog_native = 0
+        self._others_recent = 0  # the other threads' run + wait ns at the watchdog's last look
         self._culprit: str | None = None  # device code seen on the stack of that callback
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="loop-guard", daemon=True)
@@ -163,11 +165,11 @@ class _BlockWatch:
     def _waited_ns(self) -> int:
         return int(os.pread(self._fd, 64, 0).split()[1])
 
-    def _others_ns(self, watchdog: int) -> int:
+    def _others_ns(self) -> int:
         """Run time plus run-queue wait of every thread but the loop's and the watchdog's."""
         total = 0
         for tid in os.listdir("/proc/self/task"):
-            if int(tid) in (self._native, watchdog):
+            if int(tid) in (self._native, self._watchdog_native):
                 continue
             try:
                 with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
@@ -178,16 +180,13 @@ class _BlockWatch:
         return total
 
     def _watch(self) -> None:
-        me = threading.get_native_id()
+        self._watchdog_native = threading.get_native_id()
+        self._others_recent = self._others_ns()
         while not self._stop.wait(_LOOK_EVERY_S):
+            self._others_recent = self._others_ns()
             started, generation = self._started, self._generation
             if not started:
                 continue
-            others = self._others_ns(me)
-            if generation != self._generation:
-                continue
-            seen, first, _ = self._others
-            self._others = (generation, others if seen != generation else first, others)
             if time.perf_counter() - started < LOOP_BLOCK_LIMIT_S or self._culprit is not None:
                 continue
             frame = sys._current_frames().get(self.thread)
@@ -217,7 +216,7 @@ class _BlockWatch:
                 return
             watch._culprit = None
             watch._generation += 1
-            generation = watch._generation
+            others_before = watch._others_recent  # at most one look old: errs on the lenient side
             waited = watch._waited_ns()
             cpu = time.thread_time()
             collected = _GcTime.total
@@ -228,8 +227,7 @@ class _BlockWatch:
                 watch._started = 0.0
                 wall = time.perf_counter() - start
                 if wall > LOOP_BLOCK_LIMIT_S and watch._culprit is not None:
-                    seen, first, last = watch._others
-                    others = (last - first) / 1e9 if seen == generation else 0.0
+                    others = max(0, watch._others_ns() - others_before) / 1e9
                     gc_s = _GcTime.total - collected
                     held = max(wall - (watch._waited_ns() - waited) / 1e9 - gc_s - others,
                                time.thread_time() - cpu - gc_s)
