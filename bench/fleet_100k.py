@@ -40,7 +40,7 @@ import threading
 import time
 from pathlib import Path
 
-from peers import openssl_handshakes  # bench/, beside this script
+from peers import launch_server, openssl_handshakes  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,18 +53,6 @@ def server_cli(state: Path, *args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
          *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-
-
-def start_server(state: Path, workers: int) -> tuple[subprocess.Popen[str], dict[str, object]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
-         "run", "--port", "0", "--workers", str(workers)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the reference server did not start")
-    return proc, json.loads(line)
 
 
 class PeakRss:
@@ -184,7 +172,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
         state = Path(tmp) / "state"
         server_cli(state, "export-firmware-key")  # creates the state (PKI, schema)
-        proc, info = start_server(state, args.workers)
+        proc, info = launch_server(state, args.workers)
         server_pids = [proc.pid]
         try:
             base = {"url": f"https://127.0.0.1:{info['port']}/",

@@ -16,17 +16,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(state: Path) -> tuple[subprocess.Popen[str], int]:
-    """The reference server on 127.0.0.1, a free port, state in ``state``."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
-         "run", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def launch_server(state: Path, workers: int = 1
+                  ) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    """The reference server on 127.0.0.1, a free port, state in ``state``, ``workers``
+    processes; with the JSON line it prints once it listens."""
+    command = [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir",
+               str(state), "run", "--port", "0"]
+    if workers != 1:
+        command += ["--workers", str(workers)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
         raise SystemExit("the reference server did not start")
-    return proc, int(json.loads(line)["port"])
+    info: dict[str, object] = json.loads(line)
+    return proc, info
+
+
+def start_server(state: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
+    """:func:`launch_server`, with the port it listens on."""
+    proc, info = launch_server(state, workers)
+    return proc, int(str(info["port"]))
 
 
 def openssl_handshakes(port: int, seconds: int) -> float:

@@ -40,26 +40,13 @@ from pathlib import Path
 
 import aiohttp
 from fleet_bench import fleet_run, fleet_target  # bench/, beside this script
-from peers import openssl_handshakes
+from peers import openssl_handshakes, start_server
 from upload_load import Device, LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emulator.server.pki import make_csr  # noqa: E402
-
-
-def start_server(state: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
-    """The reference server on 127.0.0.1, a free port, ``workers`` processes."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
-         "run", "--port", "0", "--workers", str(workers)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the reference server did not start")
-    return proc, int(json.loads(line)["port"])
 
 
 def cpu_s(root: int) -> float:
