@@ -10,7 +10,10 @@ naming what it was writing).
 :func:`off_loop` runs such work in the one storage thread of the process: an ``fsync``
 takes milliseconds on ext4 and far more on eMMC, and every device of a fleet shares
 its event loop. One thread, first in first out, keeps the writes serialised as they
-were on the loop (the outbox's calls never overlap).
+were on the loop (the outbox's calls never overlap). A process whose device data lives in
+RAM (a fleet on tmpfs, where an ``fsync`` returns at once) may run that work on the loop
+instead (:func:`writes_on_loop`): there the hand-off to the thread and back costs more
+than the write.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 _STORAGE: ThreadPoolExecutor | None = None
+_ON_LOOP = False  # writes_on_loop() in force
 
 
 def settle() -> None:
@@ -39,12 +43,57 @@ def settle() -> None:
         _STORAGE.submit(int).result()
 
 
+@contextlib.contextmanager
+def writes_on_loop(enabled: bool = True) -> Iterator[None]:
+    """While in force, :func:`off_loop` runs its work on the calling thread (the loop).
+
+    Only for data on a RAM file system (see :func:`in_ram`): the writes are as durable
+    as they were (the same ``fsync``s, which tmpfs answers at once), in the same order,
+    and each still finishes once it started; the loop only skips the two thread
+    hand-offs a write costs. Never for a real device's flash."""
+    global _ON_LOOP
+    before, _ON_LOOP = _ON_LOOP, enabled
+    try:
+        yield
+    finally:
+        _ON_LOOP = before
+
+
+# File systems whose files live in memory: fsync returns at once, a write never waits
+# on a device.
+RAM_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def in_ram(path: str | os.PathLike[str], mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """True if ``path`` is on a RAM file system (tmpfs, ramfs), by its longest mount."""
+    target = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                # "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,..."
+                left, sep, right = line.partition(" - ")
+                fields = left.split()
+                if not sep or len(fields) < 5 or not right.split():
+                    continue
+                mount = fields[4].replace("\\040", " ")
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, fstype = mount, right.split()[0]
+    except OSError:
+        return False
+    return fstype in RAM_FILE_SYSTEMS
+
+
 async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)`` in the storage thread; the loop goes on meanwhile.
 
     Cancelling the caller does not cut the work short: a write that started finishes
-    (it is durable or it is not, never half done)."""
+    (it is durable or it is not, never half done). Under :func:`writes_on_loop` it runs
+    right here instead."""
     global _STORAGE
+    if _ON_LOOP:
+        return fn(*args, **kwargs)
     if _STORAGE is None:
         from concurrent.futures import ThreadPoolExecutor  # on first use: not at import
 
