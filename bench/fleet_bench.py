@@ -20,10 +20,14 @@ share one event loop:
     as a stricter baseline beside it;
 (c) ``openssl s_time -new``: full TLS handshakes per second against the same port, the
     floor TLS itself sets;
+(e) ``bare_client.py``: Locust's device-day made with the fleet's own stack (aiohttp on
+    uvloop) and nothing else, no agent: the floor of that stack. Its CPU per device-day
+    beside the fleet's says what the agents' own work (model, payload, outbox, journal)
+    costs above it;
 (d) RSS per idle simulated device: 10,000 models + agents created and parked on the
     virtual clock, in a fresh process; RSS delta / 10,000.
 
-(b), (b') and (c) are each run ``--repeats`` times (4), interleaved with each other and
+(b), (b'), (e) and (c) are each run ``--repeats`` times (4), interleaved with each other and
 bracketing (a) evenly: half the rounds before the 30-day fleet, half after it (and one
 more openssl run first). Their medians are quoted: the machine is shared, its speed
 drifts over minutes, and one noisy stretch must not make or break a ratio. The split is
@@ -39,7 +43,10 @@ so the ratios compare CPU per device-day of the clients, which is what they are 
 
 Goals (issue 23): (a) >= (b') FastHttpUser; (a)/(c) >= 0.65; (d) <= 16 KiB per idle
 device. Also printed: (a)/(b) HttpUser (the earlier goal, >= 1). The last line is one
-JSON object, units in its keys.
+JSON object, units in its keys. Each client's CPU per device-day (its process's user +
+system time over the device-days it made) is printed too: on this shared 2-core machine a
+client's rate is capped by the server as much as by itself, its CPU per device-day only by
+itself.
 
     .venv/bin/python bench/fleet_bench.py [--devices 1000] [--days 30] [--concurrency 32]
 """
@@ -51,6 +58,7 @@ import asyncio
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -204,39 +212,77 @@ LOCUSTFILE = textwrap.dedent('''
 ''')
 
 LOCUST_USERS = ("HttpUser", "FastHttpUser")
+BARE = "aiohttp"  # (e): bare_client.py, the fleet's HTTP stack without the agents
+CLIENTS = (*LOCUST_USERS, BARE)
+
+
+SAMPLE = ROOT / "fixtures" / "payloads" / "sample-device-data.xml"
+
+# A baseline run: device-days/s, device-days, errors, the client process's CPU seconds.
+Baseline = tuple[float, int, int, float]
+
+
+def devices_file(work: Path) -> Path:
+    """The devices a fleet in ``work`` registered, as Locust and the bare client read them."""
+    path = work / "baseline-devices.json"
+    if not path.exists():
+        devices = []
+        for ident in sorted((work / "devices").glob("*/identity/identity.json")):
+            data = json.loads(ident.read_text())
+            devices.append({"serial": data["serial"], "device_id": data["device_id"],
+                            "cert": str(ident.with_name("certificate.pem")),
+                            "key": str(ident.with_name("key.pem"))})
+        path.write_text(json.dumps(devices))
+    return path
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's waited-for children so far."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
 
 
 def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: str,
-               user_class: str = "HttpUser") -> tuple[float, int, int]:
+               user_class: str = "HttpUser") -> Baseline:
     locust = Path(sys.executable).with_name("locust")
     if not locust.exists():
         raise SystemExit("locust is not installed: .venv/bin/pip install locust")
-    devices = []
-    for ident in sorted((work / "devices").glob("*/identity/identity.json")):
-        data = json.loads(ident.read_text())
-        devices.append({"serial": data["serial"], "device_id": data["device_id"],
-                        "cert": str(ident.with_name("certificate.pem")),
-                        "key": str(ident.with_name("key.pem"))})
     tmp = work / f"locust-{run}"
     tmp.mkdir()
-    (tmp / "devices.json").write_text(json.dumps(devices))
     (tmp / "locustfile.py").write_text(LOCUSTFILE)
-    env = dict(os.environ, FLEET_DEVICES=str(tmp / "devices.json"),
-               FLEET_SAMPLE=str(ROOT / "fixtures" / "payloads" / "sample-device-data.xml"),
+    env = dict(os.environ, FLEET_DEVICES=str(devices_file(work)), FLEET_SAMPLE=str(SAMPLE),
                FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"),
                FLEET_USER=user_class)
+    cpu0 = children_cpu_s()
     proc = subprocess.run(
         [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),
          "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
          "--only-summary", "--loglevel", "ERROR"],
         cwd=tmp, env=env, check=False, capture_output=True, text=True,
         timeout=seconds * 3 + 60)
+    cpu = children_cpu_s() - cpu0
     if not (tmp / "result.json").exists():
         raise SystemExit(f"locust ({user_class}) wrote no result:\n{proc.stderr[-2000:]}")
     result = json.loads((tmp / "result.json").read_text())
     span = (result["last"] or 0) - (result["first"] or 0)
     rate = result["device_days"] / span if span > 0 else 0.0
-    return rate, result["device_days"], result["errors"]
+    return rate, result["device_days"], result["errors"], cpu
+
+
+def bare_run(port: int, state: Path, work: Path, users: int, seconds: int) -> Baseline:
+    """(e): the same device-day over aiohttp on uvloop alone (``bare_client.py``)."""
+    cpu0 = children_cpu_s()
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("bare_client.py")), "--port", str(port),
+         "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
+         "--sample", str(SAMPLE), "--seconds", str(seconds), "--concurrency", str(users)],
+        check=False, capture_output=True, text=True, timeout=seconds * 3 + 60)
+    cpu = children_cpu_s() - cpu0
+    if proc.returncode != 0:
+        raise SystemExit(f"bare_client.py failed:\n{proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    rate = result["device_days"] / result["seconds"] if result["seconds"] > 0 else 0.0
+    return rate, result["device_days"], result["errors"], cpu
 
 
 # -- (d) idle RSS ---------------------------------------------------------------------------
@@ -338,17 +384,18 @@ def main() -> int:
             one_day_s = time.perf_counter() - t0
             # Locust drives the devices the one-day fleet registered. Its rounds bracket
             # the 30-day fleet evenly, each followed by openssl.
-            locust_runs: dict[str, list[tuple[float, int, int]]] = {
-                user: [] for user in LOCUST_USERS}
+            locust_runs: dict[str, list[Baseline]] = {user: [] for user in CLIENTS}
             # The server's CPU seconds and the device-days it served, per client.
             server_use: dict[str, list[float]] = {
-                user: [0.0, 0.0] for user in ("fleet", *LOCUST_USERS)}
+                user: [0.0, 0.0] for user in ("fleet", *CLIENTS)}
 
             def baseline_round(run: int) -> None:
-                for user in LOCUST_USERS:
+                for user in CLIENTS:
                     before_cpu = cpu_s(proc.pid)
-                    result = locust_run(port, state, one_day, args.concurrency,
-                                        args.locust_seconds, f"{user}-{run}", user)
+                    result = (bare_run(port, state, one_day, args.concurrency,
+                                       args.locust_seconds) if user == BARE else
+                              locust_run(port, state, one_day, args.concurrency,
+                                         args.locust_seconds, f"{user}-{run}", user))
                     server_use[user][0] += cpu_s(proc.pid) - before_cpu
                     server_use[user][1] += result[1] + result[2]
                     locust_runs[user].append(result)
@@ -397,18 +444,30 @@ def main() -> int:
     steady_text = f"{steady_rate:.1f} device-days/s" if steady_rate else "n/a (run too short)"
     print(f"     steady state (days 2..{args.days}, set-up and registration excluded by a "
           f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_text}")
-    for label, user in (("(b) ", "HttpUser"), ("(b')", "FastHttpUser")):
+    def client_ms(user: str) -> float | None:
+        """The client process's CPU per device-day, median of its runs."""
+        runs = [1000 * r[3] / r[1] for r in locust_runs[user] if r[1]]
+        return round(statistics.median(runs), 2) if runs else None
+
+    fleet_ms = round(1000 * fleet_cpu / device_days, 2)
+    for label, user, name in (("(b) ", "HttpUser", "locust HttpUser"),
+                              ("(b')", "FastHttpUser", "locust FastHttpUser"),
+                              ("(e) ", BARE, "bare aiohttp on uvloop (bare_client.py)")):
         runs = locust_runs[user]
-        print(f"{label} locust {user}: median {locust_rate[user]:.1f} device-days/s of "
+        print(f"{label} {name}: median {locust_rate[user]:.1f} device-days/s of "
               f"{len(runs)} runs ({', '.join(f'{r[0]:.1f}' for r in runs)}, the first "
               f"{before} before the fleet; "
               f"{sum(r[1] for r in runs)} device-days, {sum(r[2] for r in runs)} errors, "
-              f"{args.concurrency} users, {args.locust_seconds} s each); the server's "
-              f"process {server_ms(user)} ms per device-day")
+              f"{args.concurrency} at once, {args.locust_seconds} s each); its process "
+              f"{client_ms(user)} ms CPU per device-day, the server's {server_ms(user)}")
     print(f"(c)  openssl s_time -new: median {handshakes:.1f} handshakes/s of "
           f"{len(handshake_runs)} runs ({', '.join(f'{h:.1f}' for h in handshake_runs)}; "
           "same server, same port)")
     print(f"(d)  idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
+    print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core): "
+          f"fleet {fleet_ms}, locust FastHttpUser {client_ms('FastHttpUser')}, locust "
+          f"HttpUser {client_ms('HttpUser')}, bare aiohttp {client_ms(BARE)} (the fleet's "
+          "own stack; the fleet above it is what the agents' work costs)")
 
     def ratio(a: float | None, b: float) -> float | None:
         return round(a / b, 3) if a and b else None
@@ -453,7 +512,12 @@ def main() -> int:
         "steady_ratio_vs_locust_fasthttpuser": ratio(steady_rate,
                                                      locust_rate["FastHttpUser"]),
         "steady_ratio_vs_openssl": ratio(steady_rate, handshakes),
-        "fleet_cpu_ms_per_device_day": round(1000 * fleet_cpu / device_days, 2),
+        "bare_aiohttp_device_days_per_s": round(locust_rate[BARE], 1),
+        "fleet_cpu_ms_per_device_day": fleet_ms,
+        "locust_fasthttpuser_cpu_ms_per_device_day": client_ms("FastHttpUser"),
+        "locust_httpuser_cpu_ms_per_device_day": client_ms("HttpUser"),
+        "bare_aiohttp_cpu_ms_per_device_day": client_ms(BARE),
+        "server_cpu_ms_per_device_day_bare_aiohttp": server_ms(BARE),
         "server_cpu_ms_per_device_day_fleet": server_ms("fleet"),
         "server_cpu_ms_per_device_day_locust_fasthttpuser": server_ms("FastHttpUser"),
         "server_cpu_ms_per_device_day_locust_httpuser": server_ms("HttpUser"),

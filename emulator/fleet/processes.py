@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,37 @@ def _server_args(args: argparse.Namespace, target: ServerTarget, work_dir: Path)
     return out
 
 
+class _SigtermCancels:
+    """While installed, SIGTERM cancels ``task``; true once it did."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        self._loop = loop
+        self._task = task
+        self.fired = False
+        loop.add_signal_handler(signal.SIGTERM, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    def __bool__(self) -> bool:
+        return self.fired
+
+    def restore(self) -> None:
+        self._loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _on_sigterm_cancel(task: asyncio.Task[Any] | None) -> _SigtermCancels | None:
+    """SIGTERM cancels ``task`` from now on; None where the loop cannot take signals (not
+    the main thread, not Unix)."""
+    if task is None:
+        return None
+    try:
+        return _SigtermCancels(asyncio.get_running_loop(), task)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return None
+
+
 async def run_processes(spec: FleetSpec, args: argparse.Namespace,
                         target: ServerTarget | None, work_dir: Path, *,
                         progress: ProgressBar,
@@ -102,6 +134,9 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
     # The children import the same emulator package as this process.
     root = str(Path(emulator.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # SIGTERM (a CI job cancelled, `kill PID`) stops the run as Ctrl-C does: this task is
+    # cancelled and the shards are stopped below, not left running on their own.
+    terminated = _on_sigterm_cancel(asyncio.current_task())
     try:
         if target is None:
             server = ReferenceServer(work_dir / "server")
@@ -153,7 +188,14 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
             counts = await server_upload_counts(target)
         else:
             counts = None
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        raise FleetRunError("stopped by SIGTERM: the shard processes were stopped too; "
+                            "no report") from None
     finally:
+        if terminated is not None:
+            terminated.restore()
         for p in procs:
             if p.returncode is None:
                 p.terminate()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,40 @@ def test_no_two_fleet_modules_import_each_other() -> None:
 
     paths = sorted((ROOT / "emulator" / "fleet").glob("*.py"))
     assert _cycles(_graph(paths)) == []
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(c) for c in path.read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_to_the_parent_stops_its_shard_processes(tmp_path: Path) -> None:
+    """`kill PID` (a cancelled CI job) must not leave the shards running on their own."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.fleet", "--devices", "200", "--days", "30",
+         "--processes", "2", "--no-progress", "--work-dir", str(tmp_path / "w")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        shards: list[int] = []
+        deadline = time.monotonic() + 120
+        while len(shards) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            shards = _children(proc.pid)
+        assert len(shards) == 2, "the two shard processes did not start"
+        time.sleep(1.0)  # the shards are building their devices or uploading by now
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, err
+        assert "stopped by SIGTERM" in err and "Traceback" not in err
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in shards):
+            assert time.monotonic() < deadline, "shard processes outlived their parent"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

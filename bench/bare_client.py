@@ -1,0 +1,117 @@
+"""The fleet's HTTP stack alone: Locust's device-day over aiohttp on uvloop, no agent.
+
+A baseline for ``fleet_bench.py``, not a benchmark of its own: the same device-day as
+its Locust users (build a payload zip from the sample, upload it with the device's
+client certificate, poll actions, check firmware, over one new TLS connection that
+verifies the server), made with the library and event loop the fleet's agents use, and
+nothing else: no model, no outbox, no journal. Its CPU per device-day is the floor of
+the fleet's own stack; the fleet's CPU above it is what the agents' work costs.
+
+    python bench/bare_client.py --port P --devices devices.json --ca bundle.pem \
+        --sample sample.xml --seconds 15 --concurrency 32
+
+``devices.json`` is the list ``fleet_bench.py`` hands Locust (serial, device_id, cert,
+key). Prints one JSON object: device_days, errors, seconds (first to last device-day).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import json
+import re
+import ssl
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
+
+
+def payload(sample: str, serial: str, sequence: int) -> tuple[str, bytes]:
+    """The Locust user's payload: the sample with this device's id, sequence and serial."""
+    upload_id = str(uuid.uuid4())
+    xml = re.sub(r'uploadId="[^"]+"', f'uploadId="{upload_id}"', sample, count=1)
+    xml = re.sub(r'sequence="\d+"', f'sequence="{sequence}"', xml, count=1)
+    xml = xml.replace("<Serial>EMU8055001</Serial>", f"<Serial>{serial}</Serial>")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("device-data.xml", xml)
+    return upload_id, buf.getvalue()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    devices = json.loads(Path(args.devices).read_text(encoding="utf-8"))
+    sample = Path(args.sample).read_text(encoding="utf-8")
+    contexts: dict[str, ssl.SSLContext] = {}  # one per device, as each agent keeps one
+    done = {"device_days": 0, "errors": 0}
+    first: list[float] = []
+    last = [0.0]
+    stop_at = time.perf_counter() + args.seconds
+    counter = iter(range(10**9))
+
+    def context_for(dev: dict[str, str]) -> ssl.SSLContext:
+        ctx = contexts.get(dev["serial"])
+        if ctx is None:
+            ctx = ssl.create_default_context(cafile=args.ca)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(dev["cert"], dev["key"])
+            contexts[dev["serial"]] = ctx
+        return ctx
+
+    async def device_days() -> None:
+        while time.perf_counter() < stop_at:
+            n = next(counter)
+            dev = devices[n % len(devices)]
+            first[:] = first or [time.perf_counter()]
+            upload_id, body = payload(sample, dev["serial"], 200000 + n // len(devices))
+            base = f"https://127.0.0.1:{args.port}/dd/v1/devices/{dev['device_id']}"
+            headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
+                       "Content-SHA256": hashlib.sha256(body).hexdigest()}
+            ok = True
+            # A session (and its connector) per device-day: a new TLS connection.
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=context_for(dev))) as session:
+                async with session.post(base + "/uploads", data=body, headers=headers,
+                                        server_hostname="localhost") as r:
+                    await r.read()
+                    ok &= r.status == 201
+                async with session.get(base + "/actions", server_hostname="localhost") as r:
+                    await r.read()
+                    ok &= r.status == 200
+                async with session.get(base + "/firmware", params=FIRMWARE,
+                                       server_hostname="localhost") as r:
+                    await r.read()
+                    ok &= r.status in (200, 204)
+            done["device_days" if ok else "errors"] += 1
+            last[0] = time.perf_counter()
+
+    await asyncio.gather(*(device_days() for _ in range(args.concurrency)))
+    return {**done, "seconds": round(last[0] - first[0], 3) if first else 0.0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--devices", required=True, help="JSON list: serial, device_id, cert, key")
+    ap.add_argument("--ca", required=True, help="the server's CA bundle")
+    ap.add_argument("--sample", required=True, help="the sample device-data.xml")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=32)
+    args = ap.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        raise SystemExit("uvloop is not installed (the emulator extra)") from None
+    print(json.dumps(uvloop.run(run(args))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
