@@ -59,7 +59,7 @@ class PrivacyPolicy:
 class TextScrubber:
     """Scrubs free text according to a policy and the personal names of one snapshot."""
 
-    __slots__ = ("_done", "_nameless", "_names", "_neg_lengths", "_policy")
+    __slots__ = ("_done", "_nameless", "_names", "_neg_lengths", "_policy", "unchanged")
 
     def __init__(self, policy: PrivacyPolicy, jobs: Iterable[JobRecord] = (),
                  texts: Iterable[str] = ()) -> None:
@@ -77,7 +77,12 @@ class TextScrubber:
         self._names = tuple(sorted(names, key=lambda n: (-len(n), n)))
         self._neg_lengths = [-len(n) for n in self._names]  # ascending, for bisect
         self._done: dict[str, str] = {}  # a payload repeats many strings
-        self._nameless = _nameless(texts, self._names) if self._names else frozenset()
+        known = {t for t in texts if isinstance(t, str)}
+        self._nameless = _nameless(known, self._names) if self._names else frozenset(known)
+        #: Those of ``texts`` that :meth:`scrub` returns as they are (no address, no
+        #: name, no IPv4 literal when locked down): most of a payload's. A writer may
+        #: use them without calling :meth:`scrub`.
+        self.unchanged = _unchanged(self._nameless, policy)
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with e-mail addresses and personal names blanked."""
@@ -100,7 +105,21 @@ class TextScrubber:
         return out
 
 
-def _nameless(texts: Iterable[str], names: tuple[str, ...]) -> frozenset[str]:
+def _unchanged(nameless: frozenset[str], policy: PrivacyPolicy) -> frozenset[str]:
+    """Those of ``nameless`` that no other rule of :meth:`TextScrubber.scrub` changes.
+
+    Usually all of them: one look through all the texts at once says so (the separator
+    cannot make or hide an address or an IPv4 literal), before any text by text."""
+    if not nameless:
+        return nameless
+    everything = "\0".join(nameless)
+    if "@" not in everything and not (policy.locked_down and _IPV4.search(everything)):
+        return nameless
+    return frozenset(t for t in nameless if "@" not in t
+                     and not (policy.locked_down and _IPV4.search(t)))
+
+
+def _nameless(known: set[str], names: tuple[str, ...]) -> frozenset[str]:
     """Those of ``texts`` in which none of ``names`` occurs.
 
     A payload scrubs about a hundred texts against the names of the day's job log (often
@@ -108,7 +127,6 @@ def _nameless(texts: Iterable[str], names: tuple[str, ...]) -> frozenset[str]:
     occur anywhere, and only those are then looked for text by text. The separator
     cannot hide a name: a name found across it only makes the check stricter.
     """
-    known = {t for t in texts if isinstance(t, str)}
     if not known:
         return frozenset()
     everything = "\0".join(known)
