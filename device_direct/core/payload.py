@@ -26,9 +26,11 @@ import re
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
+from itertools import chain
+from operator import attrgetter
 from typing import TYPE_CHECKING, Literal, get_args
 
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
@@ -301,30 +303,31 @@ def build_xml(
     return w.out.getvalue()
 
 
-def _free_texts(s: DeviceSnapshot, proxy: ProxyRoute | None) -> Iterator[str]:
+def _free_texts(s: DeviceSnapshot, proxy: ProxyRoute | None) -> list[str]:
     """The snapshot's texts that the payload scrubs (most of them; any left out are
     scrubbed all the same, only more slowly)."""
     ident, net = s.identity, s.network
-    yield from (ident.manufacturer, ident.model, ident.serial, ident.product_code,
-                s.firmware.active, net.mac, net.ipv4, net.subnet_mask, net.gateway,
-                net.hostname)
-    yield from ident.firmware.keys()
-    yield from ident.firmware.values()
-    yield from ident.installed_options
+    texts = [ident.manufacturer, ident.model, ident.serial, ident.product_code,
+             s.firmware.active, net.mac, net.ipv4, net.subnet_mask, net.gateway,
+             net.hostname, *ident.firmware.keys(), *ident.firmware.values(),
+             *ident.installed_options]
     if proxy is not None:
-        yield from (proxy.route, proxy.source)
-    for p in s.properties:
-        yield from (p.name, p.value)
-    for a in s.alerts:
-        yield a.description
-    for f in s.faults:
-        yield from (f.subsystem, f.description)
-    for x in s.supplies:
-        yield from (x.name, x.type, x.unit, x.colorant, x.status, x.serial, x.part_number)
-    for h in s.hfsi:
-        yield from (h.name, h.rule)
-    for n in s.nvm:
-        yield n.name
+        texts += (proxy.route, proxy.source)
+    texts += chain.from_iterable(map(_PROPERTY_TEXTS, s.properties))
+    texts += map(_ALERT_TEXT, s.alerts)
+    texts += chain.from_iterable(map(_FAULT_TEXTS, s.faults))
+    texts += chain.from_iterable(map(_SUPPLY_TEXTS, s.supplies))
+    texts += chain.from_iterable(map(_HFSI_TEXTS, s.hfsi))
+    texts += map(_NVM_TEXT, s.nvm)
+    return texts
+
+
+_PROPERTY_TEXTS = attrgetter("name", "value")
+_ALERT_TEXT = attrgetter("description")
+_FAULT_TEXTS = attrgetter("subsystem", "description")
+_SUPPLY_TEXTS = attrgetter("name", "type", "unit", "colorant", "status", "serial", "part_number")
+_HFSI_TEXTS = attrgetter("name", "rule")
+_NVM_TEXT = attrgetter("name")
 
 
 def _identity(w: _Writer, s: DeviceSnapshot) -> None:

@@ -74,13 +74,14 @@ class TextScrubber:
         # first needs them (most payloads' texts are all known to hold none).
         self._by_length: tuple[tuple[str, ...], list[int]] | None = None
         self._done: dict[str, str] = {}  # a payload repeats many strings
-        known = {t for t in texts if isinstance(t, str)}
-        self._nameless = (_nameless(known, self._name_set) if self._name_set
-                          else frozenset(known))
+        known, everything = _known(texts)
+        nameless = _nameless(known, everything, self._name_set) if self._name_set else known
+        self._nameless = nameless
         #: Those of ``texts`` that :meth:`scrub` returns as they are (no address, no
         #: name, no IPv4 literal when locked down): most of a payload's. A writer may
         #: use them without calling :meth:`scrub`.
-        self.unchanged = _unchanged(self._nameless, policy)
+        self.unchanged = _unchanged(nameless, everything if nameless is known else None,
+                                    policy)
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with e-mail addresses and personal names blanked."""
@@ -115,22 +116,39 @@ class TextScrubber:
         return self._by_length
 
 
-def _unchanged(nameless: frozenset[str], policy: PrivacyPolicy) -> frozenset[str]:
-    """Those of ``nameless`` that no other rule of :meth:`TextScrubber.scrub` changes.
+def _known(texts: Iterable[str]) -> tuple[frozenset[str], str]:
+    """The distinct strings of ``texts`` (anything else left out), and all of them
+    joined by NULs (for looking through them all at once)."""
+    items = texts if isinstance(texts, list | tuple) else list(texts)
+    try:
+        known = frozenset(items)
+        return known, "\0".join(known)
+    except TypeError:  # not only strings: rarely, so only then one by one
+        known = frozenset(t for t in items if isinstance(t, str))
+        return known, "\0".join(known)
+
+
+def _unchanged(nameless: frozenset[str], everything: str | None,
+               policy: PrivacyPolicy) -> frozenset[str]:
+    """Those of ``nameless`` that no other rule of :meth:`TextScrubber.scrub` changes
+    (``everything``: all of them joined by NULs, when the caller has it).
 
     Usually all of them: one look through all the texts at once says so (the separator
     cannot make or hide an address or an IPv4 literal), before any text by text."""
     if not nameless:
         return nameless
-    everything = "\0".join(nameless)
+    if everything is None:
+        everything = "\0".join(nameless)
     if "@" not in everything and not (policy.locked_down and _IPV4.search(everything)):
         return nameless
     return frozenset(t for t in nameless if "@" not in t
                      and not (policy.locked_down and _IPV4.search(t)))
 
 
-def _nameless(known: set[str], names: frozenset[str]) -> frozenset[str]:
-    """Those of ``texts`` in which none of ``names`` occurs.
+def _nameless(known: frozenset[str], everything: str,
+              names: frozenset[str]) -> frozenset[str]:
+    """Those of ``known`` (joined by NULs in ``everything``) in which none of ``names``
+    occurs.
 
     A payload scrubs about a hundred texts against the names of the day's job log (often
     sixty): one search per name through all the texts at once finds the few names that
@@ -139,14 +157,13 @@ def _nameless(known: set[str], names: frozenset[str]) -> frozenset[str]:
     with an "@" (the e-mail addresses of the log) are only looked for when there is one.
     """
     if not known:
-        return frozenset()
-    everything = "\0".join(known)
+        return known
     if "@" in everything:
         present = [n for n in names if n in everything]
     else:
         present = [n for n in names if "@" not in n and n in everything]
     if not present:  # the usual case
-        return frozenset(known)
+        return known
     return frozenset(t for t in known if not any(n in t for n in present))
 
 
