@@ -150,10 +150,14 @@ class ProxyRoute:
 # -- XML building ------------------------------------------------------------------------
 
 
-def format_time(value: datetime, what: str = "time") -> str:
-    """xs:dateTime in UTC with a ``Z``; microseconds only when present."""
+def format_time(value: datetime, what: str = "time", subject: object = None) -> str:
+    """xs:dateTime in UTC with a ``Z``; microseconds only when present.
+
+    ``what`` names the value in the error (``subject`` fills its ``{}``)."""
+    if type(value) is datetime and value.tzinfo is UTC:  # the usual case, quickly
+        return value.isoformat()[:-6] + "Z"
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise PayloadError(f"{what} must be an aware datetime, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an aware datetime, got {value!r}")
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     # isoformat() of a UTC time ends in "+00:00" and shows microseconds only when set
@@ -166,23 +170,38 @@ def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
     return text[:limit] if limit is not None else text
 
 
-def _nonneg(value: int, what: str) -> str:
+# The checks below name the value in their error as ``what``, whose ``{}`` the
+# ``subject`` fills (the supply's index, the fault's code): formatted only for the error,
+# not for each of the few hundred values of every payload that is fine.
+
+
+def _what(what: str, subject: object) -> str:
+    return what if subject is None else what.format(subject)
+
+
+def _nonneg(value: int, what: str, subject: object = None) -> str:
+    if type(value) is int and value >= 0:  # the usual case, quickly
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PayloadError(f"{what} must be an integer >= 0, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an integer >= 0, got {value!r}")
     return str(value)
 
 
-def _positive(value: int, what: str) -> str:
+def _positive(value: int, what: str, subject: object = None) -> str:
+    if type(value) is int and value >= 1:
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PayloadError(f"{what} must be an integer >= 1, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an integer >= 1, got {value!r}")
     return str(value)
 
 
-def _integer(value: int, what: str, minimum: int | None = None) -> str:
+def _integer(value: int, what: str, subject: object = None, minimum: int | None = None) -> str:
+    if type(value) is int and (minimum is None or value >= minimum):
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"{what} must be an integer, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise PayloadError(f"{what} must be >= {minimum}, got {value}")
+        raise PayloadError(f"{_what(what, subject)} must be >= {minimum}, got {value}")
     return str(value)
 
 
@@ -395,11 +414,11 @@ def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) ->
             "Alert",
             f' index="{_positive(alert.index, "alert.index")}"'
             f' severity="{_positive(alert.severity.value, "alert.severity")}"'
-            f' code="{_positive(alert.code, f"alert {alert.index} code")}"'
-            f' group="{_positive(alert.group, f"alert {alert.index} group")}"'
-            f' groupIndex="{_integer(alert.group_index, f"alert {alert.index} group_index")}"'
-            f' location="{_integer(alert.location, f"alert {alert.index} location")}"'
-            f' raisedAt="{format_time(alert.raised_at, f"alert {alert.index} raised_at")}"',
+            f' code="{_positive(alert.code, "alert {} code", alert.index)}"'
+            f' group="{_positive(alert.group, "alert {} group", alert.index)}"'
+            f' groupIndex="{_integer(alert.group_index, "alert {} group_index", alert.index)}"'
+            f' location="{_integer(alert.location, "alert {} location", alert.index)}"'
+            f' raisedAt="{format_time(alert.raised_at, "alert {} raised_at", alert.index)}"',
             text,
         ))
     faults: list[str] = []
@@ -412,7 +431,7 @@ def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) ->
             f' code="{attr_value(_chain_link(fault.code, "fault.code"))}"'
             f' subsystem="{w.attr(fault.subsystem)}"'
             f' at="{format_time(fault.at, "fault.at")}"'
-            f' impressions="{_nonneg(fault.impressions, f"fault {fault.code} impressions")}"'
+            f' impressions="{_nonneg(fault.impressions, "fault {} impressions", fault.code)}"'
             f' stopsMachine="{_bool(fault.stops_machine)}"',
             text,
         ))
@@ -434,7 +453,7 @@ def _counters(w: _Writer, counters: Counters) -> None:
     out = w.out
     out.start("Counters")
     out.markup("".join([
-        f'<Meter name="{name}">{_nonneg(getattr(counters, attr), f"counters.{attr}")}</Meter>'
+        f'<Meter name="{name}">{_nonneg(getattr(counters, attr), "counters.{}", attr)}</Meter>'
         for attr, name in _METERS]))
     out.end()
 
@@ -444,20 +463,20 @@ def _supplies(w: _Writer, s: DeviceSnapshot) -> None:
     out.start("Supplies")
     parts: list[str] = []
     for sup in sorted(s.supplies, key=lambda x: x.index)[:MAX_SUPPLIES]:
-        what = f"supply {sup.index}"
         parts.append(
             f'<Supply index="{_positive(sup.index, "supply.index")}"'
             f' name="{w.attr(sup.name)}" type="{w.attr(sup.type)}" unit="{w.attr(sup.unit)}"'
-            f' capacity="{_integer(sup.capacity, f"{what} capacity", minimum=-3)}"'
-            f' level="{_integer(sup.level, f"{what} level", minimum=-3)}"'
+            f' capacity="{_integer(sup.capacity, "supply {} capacity", sup.index, minimum=-3)}"'
+            f' level="{_integer(sup.level, "supply {} level", sup.index, minimum=-3)}"'
             + (f' colorant="{w.attr(sup.colorant)}"' if sup.colorant else "")
-            + f' class="{_positive(sup.supply_class, f"{what} supply_class")}"'
+            + f' class="{_positive(sup.supply_class, "supply {} supply_class", sup.index)}"'
             f' status="{w.attr(sup.status)}"'
             + (f' serial="{w.attr(sup.serial)}"' if sup.serial else "")
             + (f' partNumber="{w.attr(sup.part_number)}"' if sup.part_number else "")
             + " lifetimeImpressions="
-            f'"{_nonneg(sup.lifetime_impressions, f"{what} lifetime_impressions")}"'
-            + (f' installedAt="{format_time(sup.installed_at, f"{what} installed_at")}"'
+            f'"{_nonneg(sup.lifetime_impressions, "supply {} lifetime_impressions", sup.index)}"'
+            + (' installedAt='
+               f'"{format_time(sup.installed_at, "supply {} installed_at", sup.index)}"'
                if sup.installed_at is not None else "")
             + " />")
     out.markup("".join(parts))
@@ -469,28 +488,26 @@ def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
     out.start("Usage")
     parts: list[str] = []
     for item in sorted(s.hfsi, key=lambda h: h.id)[:MAX_HFSI]:
-        what = f"hfsi {item.id}"
         parts.append(
             f'<Hfsi id="{attr_value(_chain_link(item.id, "hfsi.id"))}"'
             f' name="{w.attr(item.name)}"'
-            f' count="{_nonneg(item.count, f"{what} count")}"'
-            f' life="{_positive(item.life, f"{what} life")}"'
-            f' maximum="{_positive(item.maximum, f"{what} maximum")}"'
+            f' count="{_nonneg(item.count, "hfsi {} count", item.id)}"'
+            f' life="{_positive(item.life, "hfsi {} life", item.id)}"'
+            f' maximum="{_positive(item.maximum, "hfsi {} maximum", item.id)}"'
             f' rule="{w.attr(item.rule)}"'
-            f' replacements="{_nonneg(item.replacements, f"{what} replacements")}"'
+            f' replacements="{_nonneg(item.replacements, "hfsi {} replacements", item.id)}"'
             + (' lastReplacedAt='
-               f'"{format_time(item.last_replaced_at, f"{what} last_replaced_at")}"'
+               f'"{format_time(item.last_replaced_at, "hfsi {} last_replaced_at", item.id)}"'
                if item.last_replaced_at is not None else "")
             + " />")
     for nvm in sorted(s.nvm, key=lambda n: n.id)[:MAX_NVM]:
-        what = f"nvm {nvm.id}"
         parts.append(
             f'<Nvm id="{attr_value(_chain_link(nvm.id, "nvm.id"))}"'
             f' name="{w.attr(nvm.name)}"'
-            f' value="{_integer(nvm.value, f"{what} value")}"'
-            f' default="{_integer(nvm.default, f"{what} default")}"'
-            f' min="{_integer(nvm.minimum, f"{what} minimum")}"'
-            f' max="{_integer(nvm.maximum, f"{what} maximum")}"'
+            f' value="{_integer(nvm.value, "nvm {} value", nvm.id)}"'
+            f' default="{_integer(nvm.default, "nvm {} default", nvm.id)}"'
+            f' min="{_integer(nvm.minimum, "nvm {} minimum", nvm.id)}"'
+            f' max="{_integer(nvm.maximum, "nvm {} maximum", nvm.id)}"'
             f' protected="{_bool(nvm.protected)}" />')
     out.markup("".join(parts))
     if policy.send_job_data:  # personal data: otherwise the whole JobLog stays out

@@ -73,7 +73,9 @@ def plain(texts: frozenset[str], limit: int) -> frozenset[str]:
     if not texts:
         return texts
     everything = " ".join(texts)
-    if (everything.isascii() and everything.isprintable() and not _ATTR_SPECIAL(everything)
+    # Printable: no tab or line break; then only these four of the specials can be left
+    if (everything.isascii() and everything.isprintable() and "&" not in everything
+            and "<" not in everything and ">" not in everything and '"' not in everything
             and max(map(len, texts)) <= limit):
         return texts
     return frozenset(t for t in texts if t.isascii() and t.isprintable()

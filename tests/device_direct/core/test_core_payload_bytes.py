@@ -15,7 +15,7 @@ import hashlib
 import io
 import zipfile
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +43,7 @@ from device_direct.core.payload import (
 )
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
 from device_direct.core.xmlwrite import attr_value, plain, text_value
+from device_direct.errors import PayloadError
 from device_direct.model import (
     Alert,
     DeviceSnapshot,
@@ -242,3 +243,47 @@ def test_entries_too_big_for_the_direct_zip_take_zipfiles_path(
                         lambda data: called.append(data) or real(data))
     assert pack_zip(xml) == direct
     assert called == [xml]
+
+
+# -- errors still name the value (their names are formatted only for the error) -------------
+
+
+def _first(items: tuple[object, ...], **change: object) -> tuple[object, ...]:
+    return (dataclasses.replace(items[0], **change), *items[1:])  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: dataclasses.replace(s, supplies=_first(s.supplies, capacity=-5)),
+     "supply 1 capacity must be >= -3, got -5"),
+    (lambda s: dataclasses.replace(s, supplies=_first(s.supplies, level=True)),
+     "supply 1 level must be an integer, got True"),
+    (lambda s: dataclasses.replace(s, supplies=_first(s.supplies, installed_at=T0.replace(
+        tzinfo=None))), "supply 1 installed_at must be an aware datetime"),
+    (lambda s: dataclasses.replace(s, hfsi=_first(s.hfsi, life=0)),
+     "hfsi 950-800 life must be an integer >= 1, got 0"),
+    (lambda s: dataclasses.replace(s, nvm=_first(s.nvm, maximum="9")),
+     "nvm 500-001 maximum must be an integer, got '9'"),
+    (lambda s: dataclasses.replace(s, alerts=_first(s.alerts, code=0)),
+     "alert 2 code must be an integer >= 1, got 0"),
+    (lambda s: dataclasses.replace(s, faults=_first(s.faults, impressions=-1)),
+     r"fault 070-100 impressions must be an integer >= 0, got -1"),
+    (lambda s: dataclasses.replace(s, counters=dataclasses.replace(s.counters, sheets=-2)),
+     "counters.sheets must be an integer >= 0, got -2"),
+])
+def test_values_the_schema_cannot_express_are_named(
+    change: Callable[[DeviceSnapshot], DeviceSnapshot], message: str
+) -> None:
+    with pytest.raises(PayloadError, match=message):
+        build_xml(change(make_snapshot()), META, policy=PrivacyPolicy())
+
+
+def test_times_in_other_zones_and_subclasses_read_as_before() -> None:
+    from datetime import datetime, timezone
+
+    class Stamp(datetime):
+        pass
+
+    berlin = timezone(timedelta(hours=1))
+    assert payload_module.format_time(T0.astimezone(berlin)) == "2026-03-29T02:00:00Z"
+    stamp = Stamp(2026, 3, 29, 2, 0, 0, 5, tzinfo=UTC)
+    assert payload_module.format_time(stamp) == "2026-03-29T02:00:00.000005Z"
