@@ -66,10 +66,10 @@ class TextScrubber:
         """``texts``: free texts about to be scrubbed, when they are known in advance
         (a payload's). It only makes scrubbing them faster: any text may be scrubbed."""
         self._policy = policy
-        self._name_set: frozenset[str] = frozenset() if policy.send_job_data else frozenset(
+        self._name_set: set[str] = set() if policy.send_job_data else {
             value for job in jobs
             for value in (job.user.strip(), job.job_name.strip(), job.email.strip())
-            if len(value) >= _MIN_NAME_LEN)
+            if len(value) >= _MIN_NAME_LEN}
         # The names in scrubbing order, and their negated lengths: sorted when a text
         # first needs them (most payloads' texts are all known to hold none).
         self._by_length: tuple[tuple[str, ...], list[int]] | None = None
@@ -145,8 +145,7 @@ def _unchanged(nameless: frozenset[str], everything: str | None,
                      and not (policy.locked_down and _IPV4.search(t)))
 
 
-def _nameless(known: frozenset[str], everything: str,
-              names: frozenset[str]) -> frozenset[str]:
+def _nameless(known: frozenset[str], everything: str, names: set[str]) -> frozenset[str]:
     """Those of ``known`` (joined by NULs in ``everything``) in which none of ``names``
     occurs.
 
