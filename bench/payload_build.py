@@ -177,7 +177,12 @@ def main() -> int:
               f"{'yes' if same else 'NO'} (mean zip {ours[0]['mean_zip_bytes']:.0f} B, "
               f"baseline {theirs[0]['mean_zip_bytes']:.0f} B)")
         figures.update({f"baseline_{p}_cpu_ms": round(base[p], 4) for p in (*PARTS, "total")})
+        paired = statistics.median(sum(o["ms"].values()) / sum(t["ms"].values())
+                                   for o, t in zip(ours, theirs, strict=True))
+        print(f"median of the rounds' own total ratios (each round beside the baseline "
+              f"round just before it): {paired:.2f}")
         figures["ratio_total"] = round(now["total"] / base["total"], 3)
+        figures["ratio_total_paired_median"] = round(paired, 3)
         figures["bytes_identical"] = same
     else:
         for part in (*PARTS, "total"):
