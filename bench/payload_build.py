@@ -10,14 +10,15 @@ default privacy policy and a ``DIRECT`` proxy route, as the fleet's agents do.
 
 Each round runs in a fresh interpreter and times each call in the thread's CPU time
 (``time.thread_time_ns``); the figures are medians over ``--rounds`` rounds of the mean
-per payload. With ``--compare-with TREE`` (a checkout of earlier code, e.g.
-``git archive BASE | tar -x -C /tmp/base``) the same rounds run that tree's code too,
-alternating with this one's, so machine noise hits both alike; both build the payloads
-from the same seeds, and the SHA-256 of all their payload bytes says whether the two
-builds gave the same bytes.
+per payload. The same rounds run the code of an earlier tree too, alternating with
+this one's, so machine noise hits both alike: ``--compare-with TREE`` (a checkout), or
+by default commit ``--base`` (a627848, the code before issue 23's payload work) taken
+out of this repository with ``git archive`` into a temporary directory. Both build the
+payloads from the same seeds, and the SHA-256 of all their payload bytes says whether
+the two builds gave the same bytes.
 
     .venv/bin/python bench/payload_build.py [--devices 30] [--days 30] [--rounds 5]
-        [--compare-with TREE]
+        [--compare-with TREE | --base COMMIT]
 
 The last line is one JSON object.
 """
@@ -32,6 +33,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE_MIX = ("office-color", "office-mono", "production")
 START = date(2026, 1, 5)
 PARTS = ("collect", "build_xml", "pack_zip")
+BASE_COMMIT = "a627848"  # the code before issue 23's payload work
 
 
 class _DayClock:
@@ -139,11 +142,16 @@ def _medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", type=int, default=30)
-    ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--devices", type=int, default=30,
+                    help="emulated devices (the three profiles in turn; default 30)")
+    ap.add_argument("--days", type=int, default=30, help="days each (default 30)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="fresh-interpreter rounds of each tree, alternating (default 5)")
     ap.add_argument("--compare-with", type=Path, metavar="TREE",
                     help="also time the code of another checkout, alternating with this one")
+    ap.add_argument("--base", default=BASE_COMMIT, metavar="COMMIT",
+                    help="without --compare-with: the commit whose code is the baseline "
+                         f"(default {BASE_COMMIT}; 'none' for no baseline)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.devices < 1 or args.days < 1 or args.rounds < 1:
@@ -154,6 +162,30 @@ def main() -> int:
         return 0
     if args.compare_with is not None and not (args.compare_with / "device_direct").is_dir():
         ap.error(f"--compare-with {args.compare_with}: no device_direct/ in that tree")
+    args.baseline_name = str(args.compare_with)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.compare_with is None and args.base != "none":
+            args.compare_with = _archive(args.base, Path(tmp))
+            args.baseline_name = f"commit {args.base}"
+        return _run(args)
+
+
+def _archive(commit: str, into: Path) -> Path | None:
+    """``commit``'s tree extracted into ``into`` (None, said why, when git cannot)."""
+    try:
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True,
+                             capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        print(f"no baseline: cannot take commit {commit} out of {ROOT} "
+              f"({exc}; {detail.decode(errors='replace').strip()})", file=sys.stderr)
+        return None
+    return into
+
+
+def _run(args: argparse.Namespace) -> int:
     ours: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
     for _ in range(args.rounds):
@@ -173,7 +205,7 @@ def main() -> int:
         for part in (*PARTS, "total"):
             print(f"{part:12}{base[part]:12.4f}{now[part]:12.4f}"
                   f"{now[part] / base[part]:8.2f}")
-        print(f"baseline: {args.compare_with}; payload bytes identical to the baseline's: "
+        print(f"baseline: {args.baseline_name}; payload bytes identical to the baseline's: "
               f"{'yes' if same else 'NO'} (mean zip {ours[0]['mean_zip_bytes']:.0f} B, "
               f"baseline {theirs[0]['mean_zip_bytes']:.0f} B)")
         figures.update({f"baseline_{p}_cpu_ms": round(base[p], 4) for p in (*PARTS, "total")})
