@@ -41,11 +41,16 @@ def _aware(value: object, what: str) -> None:
         raise ModelError(f"model returned {what} = {value!r}: expected an aware datetime")
 
 
+_COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(Counters))
+
+
 def _check_counters(c: Counters) -> None:
-    for f in dataclasses.fields(c):
-        value = getattr(c, f.name)
+    if not isinstance(c, Counters):
+        raise ModelError(f"model returned counters = {type(c).__name__}, not Counters")
+    for name in _COUNTER_FIELDS:
+        value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ModelError(f"model returned counters.{f.name} = {value!r}: expected >= 0")
+            raise ModelError(f"model returned counters.{name} = {value!r}: expected >= 0")
     if c.total_impressions != c.black_impressions + c.color_impressions:
         raise ModelError(
             f"model returned counters.total_impressions = {c.total_impressions}, but "

@@ -26,13 +26,15 @@ import re
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
+from itertools import chain
+from operator import attrgetter
 from typing import TYPE_CHECKING, Literal, get_args
 
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
-from device_direct.core.xmlwrite import XmlWriter
+from device_direct.core.xmlwrite import XmlWriter, attr_value, plain, text_value
 from device_direct.errors import PayloadError
 from device_direct.model import CHAIN_LINK, Counters, DeviceSnapshot
 
@@ -148,10 +150,14 @@ class ProxyRoute:
 # -- XML building ------------------------------------------------------------------------
 
 
-def format_time(value: datetime, what: str = "time") -> str:
-    """xs:dateTime in UTC with a ``Z``; microseconds only when present."""
+def format_time(value: datetime, what: str = "time", subject: object = None) -> str:
+    """xs:dateTime in UTC with a ``Z``; microseconds only when present.
+
+    ``what`` names the value in the error (``subject`` fills its ``{}``)."""
+    if type(value) is datetime and value.tzinfo is UTC:  # the usual case, quickly
+        return value.isoformat()[:-6] + "Z"
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise PayloadError(f"{what} must be an aware datetime, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an aware datetime, got {value!r}")
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     # isoformat() of a UTC time ends in "+00:00" and shows microseconds only when set
@@ -164,23 +170,38 @@ def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
     return text[:limit] if limit is not None else text
 
 
-def _nonneg(value: int, what: str) -> str:
+# The checks below name the value in their error as ``what``, whose ``{}`` the
+# ``subject`` fills (the supply's index, the fault's code): formatted only for the error,
+# not for each of the few hundred values of every payload that is fine.
+
+
+def _what(what: str, subject: object) -> str:
+    return what if subject is None else what.format(subject)
+
+
+def _nonneg(value: int, what: str, subject: object = None) -> str:
+    if type(value) is int and value >= 0:  # the usual case, quickly
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PayloadError(f"{what} must be an integer >= 0, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an integer >= 0, got {value!r}")
     return str(value)
 
 
-def _positive(value: int, what: str) -> str:
+def _positive(value: int, what: str, subject: object = None) -> str:
+    if type(value) is int and value >= 1:
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PayloadError(f"{what} must be an integer >= 1, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an integer >= 1, got {value!r}")
     return str(value)
 
 
-def _integer(value: int, what: str, minimum: int | None = None) -> str:
+def _integer(value: int, what: str, subject: object = None, minimum: int | None = None) -> str:
+    if type(value) is int and (minimum is None or value >= minimum):
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"{what} must be an integer, got {value!r}")
+        raise PayloadError(f"{_what(what, subject)} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise PayloadError(f"{what} must be >= {minimum}, got {value}")
+        raise PayloadError(f"{_what(what, subject)} must be >= {minimum}, got {value}")
     return str(value)
 
 
@@ -196,20 +217,59 @@ def _bool(value: bool) -> str:
 
 class _Writer:
     """The XML writer plus the text scrubber: ``text()`` is what every free text goes
-    through (personal data blanked, characters XML cannot carry dropped)."""
+    through (personal data blanked, characters XML cannot carry dropped); ``attr()``
+    and ``etext()`` give the same, escaped for an attribute or element text, for the
+    elements the sections format themselves (:meth:`XmlWriter.markup`)."""
 
-    __slots__ = ("_done", "_scrub", "out")
+    __slots__ = ("_attr", "_done", "_etext", "_plain", "_scrub", "out")
 
-    def __init__(self, scrub: Callable[[str], str]) -> None:
+    def __init__(self, scrub: Callable[[str], str],
+                 unchanged: frozenset[str] = frozenset()) -> None:
+        """``unchanged``: texts that ``scrub`` returns as they are (the scrubber's
+        ``unchanged``); those that cleaning and escaping leave as they are too are
+        written without either (most of a payload's texts)."""
         self._scrub = scrub
+        self._plain = plain(unchanged, MAX_TEXT)
         self._done: dict[str, str] = {}  # a payload repeats many strings ("ok", "toner")
+        self._attr: dict[str, str] = {}
+        self._etext: dict[str, str] = {}
         self.out = XmlWriter()
 
     def text(self, value: str) -> str:
+        if value in self._plain:
+            return value
         done = self._done.get(value)
         if done is None:
             done = self._done[value] = _clean(self._scrub(value))
         return done
+
+    def attr(self, value: str) -> str:
+        if value in self._plain:
+            return value
+        done = self._attr.get(value)
+        if done is None:
+            done = self._attr[value] = attr_value(self.text(value))
+        return done
+
+    def etext(self, value: str) -> str:
+        if value in self._plain:
+            return value
+        done = self._etext.get(value)
+        if done is None:
+            done = self._etext[value] = text_value(self.text(value))
+        return done
+
+
+def _element(tag: str, attrs: str, text: str) -> str:
+    """``<tag attrs>text</tag>``, or ``<tag attrs />`` without text (as ElementTree);
+    ``attrs`` and ``text`` escaped already, ``attrs`` empty or starting with a space.
+    ``text`` may be markup: the element's children."""
+    return f"<{tag}{attrs}>{text}</{tag}>" if text else f"<{tag}{attrs} />"
+
+
+def _opt(name: str, value: str | None) -> str:
+    """An optional attribute, escaped: `` name="value"``, or nothing for None."""
+    return "" if value is None else f' {name}="{attr_value(value)}"'
 
 
 _METERS: tuple[tuple[str, str], ...] = tuple(
@@ -235,7 +295,7 @@ def build_xml(
     if not isinstance(snapshot, DeviceSnapshot):
         raise PayloadError(f"expected a DeviceSnapshot, got {type(snapshot).__name__}")
     scrubber = TextScrubber(policy, snapshot.jobs, texts=_free_texts(snapshot, proxy))
-    w = _Writer(scrubber.scrub)
+    w = _Writer(scrubber.scrub, scrubber.unchanged)
     # Unqualified tags plus an explicit xmlns: ElementTree's default_namespace option
     # refuses unqualified attributes, and this keeps the output byte-for-byte simple.
     w.out.start(
@@ -262,30 +322,31 @@ def build_xml(
     return w.out.getvalue()
 
 
-def _free_texts(s: DeviceSnapshot, proxy: ProxyRoute | None) -> Iterator[str]:
+def _free_texts(s: DeviceSnapshot, proxy: ProxyRoute | None) -> list[str]:
     """The snapshot's texts that the payload scrubs (most of them; any left out are
     scrubbed all the same, only more slowly)."""
     ident, net = s.identity, s.network
-    yield from (ident.manufacturer, ident.model, ident.serial, ident.product_code,
-                s.firmware.active, net.mac, net.ipv4, net.subnet_mask, net.gateway,
-                net.hostname)
-    yield from ident.firmware.keys()
-    yield from ident.firmware.values()
-    yield from ident.installed_options
+    texts = [ident.manufacturer, ident.model, ident.serial, ident.product_code,
+             s.firmware.active, net.mac, net.ipv4, net.subnet_mask, net.gateway,
+             net.hostname, *ident.firmware.keys(), *ident.firmware.values(),
+             *ident.installed_options]
     if proxy is not None:
-        yield from (proxy.route, proxy.source)
-    for p in s.properties:
-        yield from (p.name, p.value)
-    for a in s.alerts:
-        yield a.description
-    for f in s.faults:
-        yield from (f.subsystem, f.description)
-    for x in s.supplies:
-        yield from (x.name, x.type, x.unit, x.colorant, x.status, x.serial, x.part_number)
-    for h in s.hfsi:
-        yield from (h.name, h.rule)
-    for n in s.nvm:
-        yield n.name
+        texts += (proxy.route, proxy.source)
+    texts += chain.from_iterable(map(_PROPERTY_TEXTS, s.properties))
+    texts += map(_ALERT_TEXT, s.alerts)
+    texts += chain.from_iterable(map(_FAULT_TEXTS, s.faults))
+    texts += chain.from_iterable(map(_SUPPLY_TEXTS, s.supplies))
+    texts += chain.from_iterable(map(_HFSI_TEXTS, s.hfsi))
+    texts += map(_NVM_TEXT, s.nvm)
+    return texts
+
+
+_PROPERTY_TEXTS = attrgetter("name", "value")
+_ALERT_TEXT = attrgetter("description")
+_FAULT_TEXTS = attrgetter("subsystem", "description")
+_SUPPLY_TEXTS = attrgetter("name", "type", "unit", "colorant", "status", "serial", "part_number")
+_HFSI_TEXTS = attrgetter("name", "rule")
+_NVM_TEXT = attrgetter("name")
 
 
 def _identity(w: _Writer, s: DeviceSnapshot) -> None:
@@ -297,12 +358,12 @@ def _identity(w: _Writer, s: DeviceSnapshot) -> None:
     out.leaf("ProductCode", text=w.text(ident.product_code))
     out.start("Firmware", [("activeBank", w.text(s.firmware.active))])
     modules = sorted(ident.firmware.items()) or [("system", s.firmware.running_version)]
-    for name, version in modules[:MAX_MODULES]:
-        out.leaf("Module", [("name", w.text(name)), ("version", w.text(version))])
+    out.markup("".join([f'<Module name="{w.attr(name)}" version="{w.attr(version)}" />'
+                        for name, version in modules[:MAX_MODULES]]))
     out.end()
     out.start("Options")
-    for option in ident.installed_options[:MAX_OPTIONS]:
-        out.leaf("Option", text=w.text(option))
+    out.markup("".join([_element("Option", "", w.etext(option))
+                        for option in ident.installed_options[:MAX_OPTIONS]]))
     out.end()
     if ident.install_date is not None:
         if not isinstance(ident.install_date, date):
@@ -338,158 +399,128 @@ def _properties(w: _Writer, s: DeviceSnapshot) -> None:
     out = w.out
     out.start("Properties")
     ordered = sorted(s.properties, key=lambda p: (p.name, p.value))
-    for prop in ordered[:MAX_PROPERTIES]:
-        out.leaf("Property", [("name", w.text(prop.name)), ("value", w.text(prop.value))])
+    out.markup("".join([f'<Property name="{w.attr(p.name)}" value="{w.attr(p.value)}" />'
+                        for p in ordered[:MAX_PROPERTIES]]))
     out.end()
 
 
 def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) -> None:
     out = w.out
     out.start("Status", [("power", s.power.value)])
+    parts: list[str] = []
     for alert in sorted(s.alerts, key=lambda a: a.index)[:MAX_ALERTS]:
-        text = w.text(alert.description)
-        out.leaf(
+        text = w.etext(alert.description)
+        parts.append(_element(
             "Alert",
-            [
-                ("index", _positive(alert.index, "alert.index")),
-                ("severity", _positive(alert.severity.value, "alert.severity")),
-                ("code", _positive(alert.code, f"alert {alert.index} code")),
-                ("group", _positive(alert.group, f"alert {alert.index} group")),
-                ("groupIndex", _integer(alert.group_index, f"alert {alert.index} group_index")),
-                ("location", _integer(alert.location, f"alert {alert.index} location")),
-                ("raisedAt", format_time(alert.raised_at, f"alert {alert.index} raised_at")),
-            ],
+            f' index="{_positive(alert.index, "alert.index")}"'
+            f' severity="{_positive(alert.severity.value, "alert.severity")}"'
+            f' code="{_positive(alert.code, "alert {} code", alert.index)}"'
+            f' group="{_positive(alert.group, "alert {} group", alert.index)}"'
+            f' groupIndex="{_integer(alert.group_index, "alert {} group_index", alert.index)}"'
+            f' location="{_integer(alert.location, "alert {} location", alert.index)}"'
+            f' raisedAt="{format_time(alert.raised_at, "alert {} raised_at", alert.index)}"',
             text,
-        )
-    out.start("FaultHistory")
+        ))
+    faults: list[str] = []
     # Newest first; the stable sort keeps the model's order among equal times.
     newest = sorted(s.faults, key=lambda f: _require_aware(f.at, "fault.at"), reverse=True)
     for fault in newest[:MAX_FAULTS]:
-        text = w.text(fault.description)
-        out.leaf(
+        text = w.etext(fault.description)
+        faults.append(_element(
             "Fault",
-            [
-                ("code", _chain_link(fault.code, "fault.code")),
-                ("subsystem", w.text(fault.subsystem)),
-                ("at", format_time(fault.at, "fault.at")),
-                ("impressions", _nonneg(fault.impressions, f"fault {fault.code} impressions")),
-                ("stopsMachine", _bool(fault.stops_machine)),
-            ],
+            f' code="{attr_value(_chain_link(fault.code, "fault.code"))}"'
+            f' subsystem="{w.attr(fault.subsystem)}"'
+            f' at="{format_time(fault.at, "fault.at")}"'
+            f' impressions="{_nonneg(fault.impressions, "fault {} impressions", fault.code)}"'
+            f' stopsMachine="{_bool(fault.stops_machine)}"',
             text,
-        )
-    out.end()
-    out.start("TransferHistory")
+        ))
+    parts.append(_element("FaultHistory", "", "".join(faults)))
+    transfers: list[str] = []
     for rec in list(history)[-MAX_TRANSFERS:]:
-        out.leaf(
-            "Transfer",
-            [
-                ("at", format_time(rec.at, "transfer.at")),
-                ("result", rec.result),
-                ("bytes", _nonneg(rec.bytes, "transfer.bytes")),
-                ("uploadId", rec.upload_id),
-                ("detail", w.text(rec.detail) if rec.detail else None),
-            ],
-        )
-    out.end()
+        transfers.append(
+            f'<Transfer at="{format_time(rec.at, "transfer.at")}"'
+            f' result="{attr_value(rec.result)}"'
+            f' bytes="{_nonneg(rec.bytes, "transfer.bytes")}"'
+            f'{_opt("uploadId", rec.upload_id)}'
+            f'{_opt("detail", w.text(rec.detail) if rec.detail else None)} />')
+    parts.append(_element("TransferHistory", "", "".join(transfers)))
+    out.markup("".join(parts))
     out.end()
 
 
 def _counters(w: _Writer, counters: Counters) -> None:
     out = w.out
     out.start("Counters")
-    for attr, name in _METERS:
-        out.leaf("Meter", [("name", name)],
-                 _nonneg(getattr(counters, attr), f"counters.{attr}"))
+    out.markup("".join([
+        f'<Meter name="{name}">{_nonneg(getattr(counters, attr), "counters.{}", attr)}</Meter>'
+        for attr, name in _METERS]))
     out.end()
 
 
 def _supplies(w: _Writer, s: DeviceSnapshot) -> None:
     out = w.out
     out.start("Supplies")
+    parts: list[str] = []
     for sup in sorted(s.supplies, key=lambda x: x.index)[:MAX_SUPPLIES]:
-        what = f"supply {sup.index}"
-        out.leaf(
-            "Supply",
-            [
-                ("index", _positive(sup.index, "supply.index")),
-                ("name", w.text(sup.name)),
-                ("type", w.text(sup.type)),
-                ("unit", w.text(sup.unit)),
-                ("capacity", _integer(sup.capacity, f"{what} capacity", minimum=-3)),
-                ("level", _integer(sup.level, f"{what} level", minimum=-3)),
-                ("colorant", w.text(sup.colorant) if sup.colorant else None),
-                ("class", _positive(sup.supply_class, f"{what} supply_class")),
-                ("status", w.text(sup.status)),
-                ("serial", w.text(sup.serial) if sup.serial else None),
-                ("partNumber", w.text(sup.part_number) if sup.part_number else None),
-                (
-                    "lifetimeImpressions",
-                    _nonneg(sup.lifetime_impressions, f"{what} lifetime_impressions"),
-                ),
-                (
-                    "installedAt",
-                    format_time(sup.installed_at, f"{what} installed_at")
-                    if sup.installed_at is not None
-                    else None,
-                ),
-            ],
-        )
+        parts.append(
+            f'<Supply index="{_positive(sup.index, "supply.index")}"'
+            f' name="{w.attr(sup.name)}" type="{w.attr(sup.type)}" unit="{w.attr(sup.unit)}"'
+            f' capacity="{_integer(sup.capacity, "supply {} capacity", sup.index, minimum=-3)}"'
+            f' level="{_integer(sup.level, "supply {} level", sup.index, minimum=-3)}"'
+            + (f' colorant="{w.attr(sup.colorant)}"' if sup.colorant else "")
+            + f' class="{_positive(sup.supply_class, "supply {} supply_class", sup.index)}"'
+            f' status="{w.attr(sup.status)}"'
+            + (f' serial="{w.attr(sup.serial)}"' if sup.serial else "")
+            + (f' partNumber="{w.attr(sup.part_number)}"' if sup.part_number else "")
+            + " lifetimeImpressions="
+            f'"{_nonneg(sup.lifetime_impressions, "supply {} lifetime_impressions", sup.index)}"'
+            + (' installedAt='
+               f'"{format_time(sup.installed_at, "supply {} installed_at", sup.index)}"'
+               if sup.installed_at is not None else "")
+            + " />")
+    out.markup("".join(parts))
     out.end()
 
 
 def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
     out = w.out
     out.start("Usage")
+    parts: list[str] = []
     for item in sorted(s.hfsi, key=lambda h: h.id)[:MAX_HFSI]:
-        what = f"hfsi {item.id}"
-        out.leaf(
-            "Hfsi",
-            [
-                ("id", _chain_link(item.id, "hfsi.id")),
-                ("name", w.text(item.name)),
-                ("count", _nonneg(item.count, f"{what} count")),
-                ("life", _positive(item.life, f"{what} life")),
-                ("maximum", _positive(item.maximum, f"{what} maximum")),
-                ("rule", w.text(item.rule)),
-                ("replacements", _nonneg(item.replacements, f"{what} replacements")),
-                (
-                    "lastReplacedAt",
-                    format_time(item.last_replaced_at, f"{what} last_replaced_at")
-                    if item.last_replaced_at is not None
-                    else None,
-                ),
-            ],
-        )
+        parts.append(
+            f'<Hfsi id="{attr_value(_chain_link(item.id, "hfsi.id"))}"'
+            f' name="{w.attr(item.name)}"'
+            f' count="{_nonneg(item.count, "hfsi {} count", item.id)}"'
+            f' life="{_positive(item.life, "hfsi {} life", item.id)}"'
+            f' maximum="{_positive(item.maximum, "hfsi {} maximum", item.id)}"'
+            f' rule="{w.attr(item.rule)}"'
+            f' replacements="{_nonneg(item.replacements, "hfsi {} replacements", item.id)}"'
+            + (' lastReplacedAt='
+               f'"{format_time(item.last_replaced_at, "hfsi {} last_replaced_at", item.id)}"'
+               if item.last_replaced_at is not None else "")
+            + " />")
     for nvm in sorted(s.nvm, key=lambda n: n.id)[:MAX_NVM]:
-        what = f"nvm {nvm.id}"
-        out.leaf(
-            "Nvm",
-            [
-                ("id", _chain_link(nvm.id, "nvm.id")),
-                ("name", w.text(nvm.name)),
-                ("value", _integer(nvm.value, f"{what} value")),
-                ("default", _integer(nvm.default, f"{what} default")),
-                ("min", _integer(nvm.minimum, f"{what} minimum")),
-                ("max", _integer(nvm.maximum, f"{what} maximum")),
-                ("protected", _bool(nvm.protected)),
-            ],
-        )
+        parts.append(
+            f'<Nvm id="{attr_value(_chain_link(nvm.id, "nvm.id"))}"'
+            f' name="{w.attr(nvm.name)}"'
+            f' value="{_integer(nvm.value, "nvm {} value", nvm.id)}"'
+            f' default="{_integer(nvm.default, "nvm {} default", nvm.id)}"'
+            f' min="{_integer(nvm.minimum, "nvm {} minimum", nvm.id)}"'
+            f' max="{_integer(nvm.maximum, "nvm {} maximum", nvm.id)}"'
+            f' protected="{_bool(nvm.protected)}" />')
+    out.markup("".join(parts))
     if policy.send_job_data:  # personal data: otherwise the whole JobLog stays out
         out.start("JobLog")
         jobs = sorted(s.jobs, key=lambda j: _require_aware(j.at, "job.at"))
-        for job in jobs[-MAX_JOBS:]:
-            out.leaf(
-                "Job",
-                [
-                    ("kind", job.kind.value),
-                    ("at", format_time(job.at, "job.at")),
-                    ("pages", _nonneg(job.pages, "job.pages")),
-                    ("impressions", _nonneg(job.impressions, "job.impressions")),
-                    ("user", _clean(job.user) if job.user else None),
-                    ("jobName", _clean(job.job_name) if job.job_name else None),
-                    ("email", _clean(job.email) if job.email else None),
-                ],
-            )
+        out.markup("".join([
+            f'<Job kind="{attr_value(job.kind.value)}" at="{format_time(job.at, "job.at")}"'
+            f' pages="{_nonneg(job.pages, "job.pages")}"'
+            f' impressions="{_nonneg(job.impressions, "job.impressions")}"'
+            f'{_opt("user", _clean(job.user) if job.user else None)}'
+            f'{_opt("jobName", _clean(job.job_name) if job.job_name else None)}'
+            f'{_opt("email", _clean(job.email) if job.email else None)} />'
+            for job in jobs[-MAX_JOBS:]]))
         out.end()
     out.end()
 
@@ -497,8 +528,50 @@ def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
 # -- zip ----------------------------------------------------------------------------------
 
 
+# The zip pack_zip writes, field by field (APPNOTE 4.3.7, 4.3.12, 4.3.16): what
+# zipfile.ZipFile.writestr writes for the one entry, without building a ZipFile, a
+# ZipInfo and a BytesIO for each payload. Version 2.0 (deflate) to extract and made by
+# 2.0 on Unix (3); no flags (the sizes are in the local header: no data descriptor);
+# DOS time 0:00:00, date 1980-01-01; no extra fields, no comments.
+_ZIP_LOCAL = struct.Struct("<4sBBHHHHIIIHH")
+_ZIP_CENTRAL = struct.Struct("<4sBBBBHHHHIIIHHHHHII")
+_ZIP_END = struct.Struct("<4sHHHHIIH")
+_ZIP_DOS_DATE = (_ZIP_DATE[0] - 1980) << 9 | _ZIP_DATE[1] << 5 | _ZIP_DATE[2]
+_ZIP_DOS_TIME = _ZIP_DATE[3] << 11 | _ZIP_DATE[4] << 5 | _ZIP_DATE[5] // 2
+# Entries this big take zipfile's own path, which adds the ZIP64 fields they need
+# (zipfile switches at 1.05 x the entry size > 2 GiB - 1; a payload is a few KiB).
+_ZIP_DIRECT_LIMIT = 1 << 30
+_ZIP_DEFLATED = 8  # compression method (zipfile.ZIP_DEFLATED)
+
+
 def pack_zip(xml: bytes) -> bytes:
-    """Wrap ``xml`` in a deterministic zip with the single entry ``device-data.xml``."""
+    """Wrap ``xml`` in a deterministic zip with the single entry ``device-data.xml``.
+
+    The bytes are those ``zipfile.ZipFile.writestr`` writes for the entry
+    (``tests/device_direct/core/test_core_payload_zip.py`` holds them to it), assembled
+    directly: ``zlib`` does the deflating and the checksum, ``struct`` the headers.
+    """
+    if not isinstance(xml, bytes):
+        raise PayloadError(f"pack_zip needs bytes, got {type(xml).__name__}")
+    if len(xml) >= _ZIP_DIRECT_LIMIT:
+        return pack_zip_zipfile(xml)
+    deflate = zlib.compressobj(_ZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = deflate.compress(xml) + deflate.flush()
+    crc, size, packed = zlib.crc32(xml), len(xml), len(data)
+    name = _ENTRY_BYTES
+    local = _ZIP_LOCAL.pack(b"PK\x03\x04", 20, 0, 0, _ZIP_DEFLATED, _ZIP_DOS_TIME,
+                            _ZIP_DOS_DATE, crc, packed, size, len(name), 0)
+    central = _ZIP_CENTRAL.pack(b"PK\x01\x02", 20, 3, 20, 0, 0, _ZIP_DEFLATED,
+                                _ZIP_DOS_TIME, _ZIP_DOS_DATE, crc, packed, size, len(name),
+                                0, 0, 0, 0, _ZIP_MODE, 0)
+    directory_at = len(local) + len(name) + packed
+    end = _ZIP_END.pack(b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(name), directory_at, 0)
+    return b"".join((local, name, data, central, name, end))
+
+
+def pack_zip_zipfile(xml: bytes) -> bytes:
+    """:func:`pack_zip` by ``zipfile`` itself: the reference its bytes are held to, and
+    the path for an entry big enough to need ZIP64 fields."""
     import zipfile
 
     if not isinstance(xml, bytes):

@@ -59,25 +59,29 @@ class PrivacyPolicy:
 class TextScrubber:
     """Scrubs free text according to a policy and the personal names of one snapshot."""
 
-    __slots__ = ("_done", "_nameless", "_names", "_neg_lengths", "_policy")
+    __slots__ = ("_by_length", "_done", "_name_set", "_nameless", "_policy", "unchanged")
 
     def __init__(self, policy: PrivacyPolicy, jobs: Iterable[JobRecord] = (),
                  texts: Iterable[str] = ()) -> None:
         """``texts``: free texts about to be scrubbed, when they are known in advance
         (a payload's). It only makes scrubbing them faster: any text may be scrubbed."""
         self._policy = policy
-        names: set[str] = set()
-        if not policy.send_job_data:
-            for job in jobs:
-                for value in (job.user, job.job_name, job.email):
-                    value = value.strip()
-                    if len(value) >= _MIN_NAME_LEN:
-                        names.add(value)
-        # Longest first, so "alice.smith" is blanked whole before "alice" is tried.
-        self._names = tuple(sorted(names, key=lambda n: (-len(n), n)))
-        self._neg_lengths = [-len(n) for n in self._names]  # ascending, for bisect
+        self._name_set: set[str] = set() if policy.send_job_data else {
+            value for job in jobs
+            for value in (job.user.strip(), job.job_name.strip(), job.email.strip())
+            if len(value) >= _MIN_NAME_LEN}
+        # The names in scrubbing order, and their negated lengths: sorted when a text
+        # first needs them (most payloads' texts are all known to hold none).
+        self._by_length: tuple[tuple[str, ...], list[int]] | None = None
         self._done: dict[str, str] = {}  # a payload repeats many strings
-        self._nameless = _nameless(texts, self._names) if self._names else frozenset()
+        known, everything = _known(texts)
+        nameless = _nameless(known, everything, self._name_set) if self._name_set else known
+        self._nameless = nameless
+        #: Those of ``texts`` that :meth:`scrub` returns as they are (no address, no
+        #: name, no IPv4 literal when locked down): most of a payload's. A writer may
+        #: use them without calling :meth:`scrub`.
+        self.unchanged = _unchanged(nameless, everything if nameless is known else None,
+                                    policy)
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with e-mail addresses and personal names blanked."""
@@ -88,10 +92,11 @@ class TextScrubber:
         if "@" in out:  # every address has one; most payload strings have none
             out = _EMAIL.sub(EMAIL_REPLACEMENT, out)
         # A text known to hold no name, and unchanged so far, has none to replace.
-        if out != text or text not in self._nameless:
+        if self._name_set and (out != text or text not in self._nameless):
+            names, neg_lengths = self._by_length or self._sort_names()
             # Names longer than the text cannot be in it, and they come first in the
             # longest-first order, before any replacement could lengthen the text.
-            for name in self._names[bisect.bisect_left(self._neg_lengths, -len(out)):]:
+            for name in names[bisect.bisect_left(neg_lengths, -len(out)):]:
                 if name in out:
                     out = out.replace(name, PERSONAL_REPLACEMENT)
         if self._policy.locked_down:
@@ -99,22 +104,65 @@ class TextScrubber:
         self._done[text] = out
         return out
 
+    @property
+    def _names(self) -> tuple[str, ...]:
+        """The personal names, longest first (so "alice.smith" is blanked whole before
+        "alice" is tried), then alphabetically."""
+        return (self._by_length or self._sort_names())[0]
 
-def _nameless(texts: Iterable[str], names: tuple[str, ...]) -> frozenset[str]:
-    """Those of ``texts`` in which none of ``names`` occurs.
+    def _sort_names(self) -> tuple[tuple[str, ...], list[int]]:
+        names = tuple(sorted(self._name_set, key=lambda n: (-len(n), n)))
+        self._by_length = names, [-len(n) for n in names]  # ascending, for bisect
+        return self._by_length
+
+
+def _known(texts: Iterable[str]) -> tuple[frozenset[str], str]:
+    """The distinct strings of ``texts`` (anything else left out), and all of them
+    joined by NULs (for looking through them all at once)."""
+    items = texts if isinstance(texts, list | tuple) else list(texts)
+    try:
+        known = frozenset(items)
+        return known, "\0".join(known)
+    except TypeError:  # not only strings: rarely, so only then one by one
+        known = frozenset(t for t in items if isinstance(t, str))
+        return known, "\0".join(known)
+
+
+def _unchanged(nameless: frozenset[str], everything: str | None,
+               policy: PrivacyPolicy) -> frozenset[str]:
+    """Those of ``nameless`` that no other rule of :meth:`TextScrubber.scrub` changes
+    (``everything``: all of them joined by NULs, when the caller has it).
+
+    Usually all of them: one look through all the texts at once says so (the separator
+    cannot make or hide an address or an IPv4 literal), before any text by text."""
+    if not nameless:
+        return nameless
+    if everything is None:
+        everything = "\0".join(nameless)
+    if "@" not in everything and not (policy.locked_down and _IPV4.search(everything)):
+        return nameless
+    return frozenset(t for t in nameless if "@" not in t
+                     and not (policy.locked_down and _IPV4.search(t)))
+
+
+def _nameless(known: frozenset[str], everything: str, names: set[str]) -> frozenset[str]:
+    """Those of ``known`` (joined by NULs in ``everything``) in which none of ``names``
+    occurs.
 
     A payload scrubs about a hundred texts against the names of the day's job log (often
     sixty): one search per name through all the texts at once finds the few names that
     occur anywhere, and only those are then looked for text by text. The separator
-    cannot hide a name: a name found across it only makes the check stricter.
+    cannot hide a name: a name found across it only makes the check stricter. Names
+    with an "@" (the e-mail addresses of the log) are only looked for when there is one.
     """
-    known = {t for t in texts if isinstance(t, str)}
     if not known:
-        return frozenset()
-    everything = "\0".join(known)
-    present = [n for n in names if n in everything]
+        return known
+    if "@" in everything:
+        present = [n for n in names if n in everything]
+    else:
+        present = [n for n in names if "@" not in n and n in everything]
     if not present:  # the usual case
-        return frozenset(known)
+        return known
     return frozenset(t for t in known if not any(n in t for n in present))
 
 

@@ -11,6 +11,11 @@ namespace is an ``xmlns`` attribute). An empty element is written ``<tag />`` as
 ElementTree does. ``tests/device_direct/core/test_core_xmlwrite.py`` holds it to
 ElementTree's output.
 
+Where a payload writes many elements of one shape (a hundred transfer lines, forty
+faults), the caller formats them with :func:`attr_value` / :func:`text_value` itself and
+hands the markup to :meth:`XmlWriter.markup`: one f-string per element instead of a list
+of attribute pairs walked for each.
+
 Attribute values of ``None`` are left out, so optional attributes read naturally::
 
     out = XmlWriter()
@@ -59,6 +64,34 @@ _ATTR_SPECIAL = re.compile('[&<>"\\r\\n\\t]').search
 _TEXT_SPECIAL = re.compile("[&<>]").search
 
 
+def plain(texts: frozenset[str], limit: int) -> frozenset[str]:
+    """Those of ``texts`` that need no escaping, in an attribute or as text, and hold
+    only printable ASCII (which XML always carries) in at most ``limit`` characters.
+
+    Usually all of them: one look through all of them at once says so (the space
+    between them is printable ASCII and needs no escaping), before any text by text."""
+    if not texts:
+        return texts
+    everything = " ".join(texts)
+    # Printable: no tab or line break; then only these four of the specials can be left
+    if (everything.isascii() and everything.isprintable() and "&" not in everything
+            and "<" not in everything and ">" not in everything and '"' not in everything
+            and max(map(len, texts)) <= limit):
+        return texts
+    return frozenset(t for t in texts if t.isascii() and t.isprintable()
+                     and len(t) <= limit and not _ATTR_SPECIAL(t))
+
+
+def attr_value(value: str) -> str:
+    """``value`` escaped for a double-quoted attribute, as ElementTree escapes it."""
+    return _escape_attr(value) if _ATTR_SPECIAL(value) else value
+
+
+def text_value(text: str) -> str:
+    """``text`` escaped as element text, as ElementTree escapes it."""
+    return _escape_text(text) if _TEXT_SPECIAL(text) else text
+
+
 def _attrs(items: Attrs) -> str:
     return "".join([
         f' {name}="{_escape_attr(value) if _ATTR_SPECIAL(value) else value}"'
@@ -66,8 +99,7 @@ def _attrs(items: Attrs) -> str:
     ])
 
 
-def _text(text: str) -> str:
-    return _escape_text(text) if _TEXT_SPECIAL(text) else text
+_text = text_value
 
 
 class XmlWriter:
@@ -116,6 +148,20 @@ class XmlWriter:
             self._out.append(f"<{tag}{_attrs(attrs)}>{_text(text)}</{tag}>")
         else:
             self._out.append(f"<{tag}{_attrs(attrs)} />")
+
+    def markup(self, markup: str) -> None:
+        """Whole elements written by the caller, in place (children of the element
+        open now). ``markup`` is written as it is: every value in it must have gone
+        through :func:`attr_value` or :func:`text_value` (or be known to need neither:
+        digits, a validated code), and a childless element must be written ``<tag />``
+        as ElementTree writes it. Empty markup writes nothing (an element with no
+        children stays ``<tag />``)."""
+        if not markup:
+            return
+        if self._open:
+            self._out.append(">")
+            self._open = False
+        self._out.append(markup)
 
     def getvalue(self) -> bytes:
         """The finished document as UTF-8 bytes (every element must be ended)."""

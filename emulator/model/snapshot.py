@@ -8,6 +8,7 @@ drawn by the seeded RNG, so it costs no memory per job and replays exactly.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -49,6 +50,7 @@ _LAST = ("Adler", "Brandt", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "
 _TITLES = ("Quarterly report", "Invoice", "Meeting minutes", "Contract draft", "Price list",
            "Travel expenses", "Project plan", "Delivery note", "Board slides", "Payslip")
 _EXT = (".pdf", ".docx", ".xlsx", ".pptx", ".txt")
+_KINDS = {k.value: k for k in JobKind}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ def when(t: int) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
+@functools.lru_cache(maxsize=1024)  # a profile has tens of users; shared by all devices
 def synthetic_user(n: int) -> tuple[str, str]:
     """(login, e-mail) of synthetic user number ``n``."""
     first = _FIRST[n % len(_FIRST)]
@@ -196,7 +199,7 @@ def firmware_modules(st: DeviceState, plan: Plan) -> dict[str, str]:
 def jobs(st: DeviceState) -> tuple[JobRecord, ...]:
     log = st.job_log
     out = []
-    kinds = {k.value: k for k in JobKind}
+    kinds = _KINDS
     for k in range(0, len(log), JOB_FIELDS):
         kind, t, pages, imps, user, job_no = log[k:k + JOB_FIELDS]
         login, email = synthetic_user(user)
