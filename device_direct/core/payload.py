@@ -548,7 +548,7 @@ def pack_zip(xml: bytes) -> bytes:
     """Wrap ``xml`` in a deterministic zip with the single entry ``device-data.xml``.
 
     The bytes are those ``zipfile.ZipFile.writestr`` writes for the entry
-    (``tests/device_direct/core/test_core_payload_zip.py`` holds them to it), assembled
+    (``tests/device_direct/core/test_core_payload_bytes.py`` holds them to it), assembled
     directly: ``zlib`` does the deflating and the checksum, ``struct`` the headers.
     """
     if not isinstance(xml, bytes):
