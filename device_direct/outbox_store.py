@@ -175,7 +175,13 @@ def _record_text(r: TransferRecord) -> str:
     return json.dumps(_record_to_json(r), sort_keys=True, separators=(",", ":"))
 
 
-def _meta_bytes(box: Outbox, texts: dict[TransferRecord, str] | None = None) -> bytes:
+# A history record's JSON, by the record's id(): hashing a record (a dataclass of ten
+# fields, datetimes among them) for every lookup cost more than the lookups saved. The
+# record itself is held beside its text, so its id cannot be reused while cached.
+RecordTexts = dict[int, tuple[TransferRecord, str]]
+
+
+def _meta_bytes(box: Outbox, texts: RecordTexts | None = None) -> bytes:
     """meta.json: the outbox's state as compact JSON (keys sorted).
 
     ``texts`` caches each history record's JSON between writes (records never change,
@@ -201,10 +207,12 @@ def _meta_bytes(box: Outbox, texts: dict[TransferRecord, str] | None = None) -> 
     else:
         old = dict(texts)
         texts.clear()
+        history = []
         for r in records:
-            text = old.get(r)
-            texts[r] = text if text is not None else _record_text(r)
-        history = [texts[r] for r in records]
+            hit = old.get(id(r))
+            text = hit[1] if hit is not None and hit[0] is r else _record_text(r)
+            texts[id(r)] = (r, text)
+            history.append(text)
     # The same bytes as json.dumps(doc, sort_keys=True, separators=(",", ":")).
     return (
         json.dumps(head, sort_keys=True, separators=(",", ":"))[:-1]
@@ -224,7 +232,7 @@ class OutboxStore:
         self._box = box
         self._clock = clock
         self._rng = rng
-        self._record_texts: dict[TransferRecord, str] = {}  # see _meta_bytes
+        self._record_texts: RecordTexts = {}  # see _meta_bytes
 
     @classmethod
     def open(

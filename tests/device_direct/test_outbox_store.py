@@ -486,3 +486,22 @@ def test_failed_attempts_never_push_a_drop_out_of_the_history(tmp_path: Path) ->
         assert store.undelivered() != ()  # built before the drop, or not acknowledged yet
         store.mark_sent(entry, "stored", later)
     assert store.undelivered() == ()
+
+
+def test_cached_record_texts_never_go_stale(tmp_path: Path) -> None:
+    """meta.json reuses each history record's JSON between writes, found by the record's
+    identity: after every write, through records dropped off the history and new ones
+    made (which may land where a freed one was), the file says what a build from
+    scratch says."""
+    store = open_store(tmp_path)
+    meta = tmp_path / OUTBOX_DIR / META_NAME
+    for i in range(130):  # the history keeps 50: records leave and arrive all along
+        add_one(store)
+        entry = store.next_due(T0)
+        assert entry is not None
+        store.begin_send(entry, T0 + timedelta(seconds=i))
+        if i % 4:
+            store.mark_sent(entry, "stored", T0 + timedelta(seconds=i))
+        else:
+            store.mark_rejected(entry, 422, f"bad payload {i}", T0 + timedelta(seconds=i))
+        assert meta.read_bytes() == outbox_store._meta_bytes(store._box)  # no cache
