@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import logging
 import sys
@@ -120,27 +119,8 @@ def _tls_files(args: argparse.Namespace) -> ServerTlsFiles | None:
     return ServerTlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
 
 
-def _tune_malloc() -> None:
-    """glibc: no fastbins for small freed blocks (``mallopt(M_MXFAST, 0)``).
-
-    An upload's parsed XML is thousands of small libxml2 blocks, all freed together;
-    glibc keeps them unmerged in its fastbins and walks them all to merge them at the
-    next large allocation (``malloc_consolidate``, with the merging around it a tenth
-    of the server's CPU in a perf profile). Without fastbins they merge as they are
-    freed; small blocks still come from the per-thread cache first. The process's own
-    allocator setting: nothing the server does changes. Other C libraries: left alone.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt(1, 0)  # M_MXFAST (malloc.h): 0 = no fastbins
-
-
 async def _serve(args: argparse.Namespace) -> int:
     tls = _tls_files(args)
-    _tune_malloc()
     # A worker of --workers N serves the socket its parent opened (workers.py).
     sock = adopt_listen_fd(args.listen_fd) if args.listen_fd is not None else None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
