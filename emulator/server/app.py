@@ -18,6 +18,7 @@ import logging
 import random
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -75,6 +76,8 @@ class ReferenceServer(ServerState):
         self.port = port
         self._sock = sock
         self._runner: web.AppRunner | None = None
+        self._date_second: datetime | None = None  # the Date header's last second ...
+        self._date_text = ""  # ... and its text
 
     # -- properties others use ------------------------------------------------------------
 
@@ -170,19 +173,19 @@ class ReferenceServer(ServerState):
             status = response.status
             size = response.body_length if response.prepared else len(
                 getattr(response, "body", b"") or b"")
-            response.headers["Date"] = email.utils.format_datetime(self.clock.now(),
-                                                                   usegmt=True)
+            response.headers["Date"] = self._http_date()
             return response
         finally:
-            route = request.match_info.route.resource
-            access_log.info(json.dumps({
-                "device": request.get(DEVICE_ID),
-                "method": request.method,
-                "endpoint": route.canonical if route is not None else request.path,
-                "status": status,
-                "bytes": size,
-                "duration_ms": round((self.wall.monotonic() - started) * 1000, 2),
-            }))
+            if access_log.isEnabledFor(logging.INFO):  # else the line is not even built
+                _log_access(request, status, size, self.wall.monotonic() - started)
+
+    def _http_date(self) -> str:
+        """The ``Date`` header: server clock time, formatted once per second it shows."""
+        second = self.clock.now().replace(microsecond=0)
+        if second != self._date_second:
+            self._date_text = email.utils.format_datetime(second, usegmt=True)
+            self._date_second = second
+        return self._date_text
 
     @web.middleware
     async def _error_middleware(self, request: web.Request, handler: Handler
@@ -225,7 +228,7 @@ class ReferenceServer(ServerState):
         arriving, would reset the connection and could lose the 413 on the way.
         """
         response.force_close()
-        response.headers["Date"] = email.utils.format_datetime(self.clock.now(), usegmt=True)
+        response.headers["Date"] = self._http_date()
         await response.prepare(request)
         await response.write_eof()
         deadline = self.wall.monotonic() + CLOSE_GRACE_S
@@ -251,6 +254,26 @@ class ReferenceServer(ServerState):
         if decision.drop:
             return await _drop_mid_response(request, response)
         return response
+
+
+def _log_access(request: web.Request, status: int, size: int, duration_s: float) -> None:
+    """The request's line on the access logger (which is enabled for INFO).
+
+    The record goes straight to the logger's handlers (filters, propagation and levels
+    apply as ever): ``Logger.info`` would also search the stack for the caller's file
+    and line, which the line never shows and which was a sixth of the cost of logging it.
+    """
+    route = request.match_info.route.resource
+    line = json.dumps({
+        "device": request.get(DEVICE_ID),
+        "method": request.method,
+        "endpoint": route.canonical if route is not None else request.path,
+        "status": status,
+        "bytes": size,
+        "duration_ms": round(duration_s * 1000, 2),
+    })
+    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, (),
+                                            None, "_access_middleware"))
 
 
 async def _drop_mid_response(request: web.Request, response: web.StreamResponse

@@ -29,6 +29,7 @@ from emulator.server.http_common import (
     SHA256_HEX,
     ApiError,
     field_str,
+    peer_serial,
     read_body,
     read_json_object,
     read_upload,
@@ -54,12 +55,11 @@ def authenticate(request: web.Request) -> str:
     """The device id of the request's client certificate (401/403 JSON when none fits)."""
     server = server_of(request)
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    peer = ssl_object.getpeercert() if ssl_object is not None else None
-    if not peer or "serialNumber" not in peer:
+    serial = peer_serial(ssl_object) if ssl_object is not None else None
+    if serial is None:
         raise ApiError(401, "client_certificate_required",
                        "this call needs the client certificate issued at registration")
-    # OpenSSL prints serials as whole hex bytes (maybe a leading 0): compare as numbers.
-    cert = server.storage.certificate(serial_hex(int(str(peer["serialNumber"]), 16)))
+    cert = server.storage.certificate(serial)
     if cert is None:
         raise ApiError(403, "certificate_unknown",
                        "the client certificate was not issued to any device here")

@@ -40,6 +40,7 @@ from emulator.server.http_common import (
     SERVER_KEY,
     ApiError,
     field_str,
+    peer_serial,
     read_json_object,
     read_upload,
     server_of,
@@ -68,11 +69,11 @@ def authenticate(request: web.Request) -> str:
     """The manager id of the request's client certificate (401/403 JSON otherwise)."""
     server = server_of(request)
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    peer = ssl_object.getpeercert() if ssl_object is not None else None
-    if not peer or "serialNumber" not in peer:
+    serial = peer_serial(ssl_object) if ssl_object is not None else None
+    if serial is None:
         raise ApiError(401, "client_certificate_required",
                        "this call needs the client certificate issued at registration")
-    row = sources_of(request).manager_by_cert(serial_hex(int(str(peer["serialNumber"]), 16)))
+    row = sources_of(request).manager_by_cert(serial)
     if row is None:
         raise ApiError(403, "certificate_unknown",
                        "the client certificate was not issued to a manager here "

@@ -298,6 +298,42 @@ def serial_hex(serial_number: int) -> str:
     return format(serial_number, "X")
 
 
+def der_serial_number(der: bytes) -> int:
+    """The serial number of a DER X.509 certificate, read from its first two fields.
+
+    ``Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] EXPLICIT version
+    OPTIONAL, serialNumber INTEGER, ... }, ... }`` (RFC 5280, 4.1). Meant for a
+    certificate OpenSSL has already parsed and verified (a peer's, after the handshake):
+    reading three headers costs a few microseconds where ``getpeercert()`` decodes the
+    whole certificate to a dict. Raises ValueError when ``der`` does not start so.
+    """
+    def content(at: int, tag: int) -> tuple[int, int]:
+        """Where the content of the TLV at ``at`` (which must be ``tag``) starts, and
+        its length (DER: definite lengths only)."""
+        if der[at] != tag:
+            raise ValueError(f"DER tag {der[at]:#04x} at {at}, expected {tag:#04x}")
+        first = der[at + 1]
+        if first < 0x80:
+            return at + 2, first
+        size = first & 0x7F
+        if not 1 <= size <= 4 or at + 2 + size > len(der):
+            raise ValueError(f"bad DER length at {at}")
+        return at + 2 + size, int.from_bytes(der[at + 2: at + 2 + size], "big")
+
+    try:
+        at, _ = content(0, 0x30)  # Certificate
+        at, _ = content(at, 0x30)  # tbsCertificate
+        if der[at] == 0xA0:  # version (absent in v1 certificates)
+            start, length = content(at, 0xA0)
+            at = start + length
+        start, length = content(at, 0x02)  # serialNumber
+    except IndexError:
+        raise ValueError("DER certificate is truncated") from None
+    if not 1 <= length <= 21 or start + length > len(der):  # RFC 5280: at most 20 octets
+        raise ValueError(f"bad DER serial number length {length}")
+    return int.from_bytes(der[start: start + length], "big", signed=True)
+
+
 def make_csr(serial: str) -> tuple[bytes, bytes]:
     """A device-style key and CSR (PEM key, PEM CSR): for tests, the bench and the CLI."""
     key = ec.generate_private_key(ec.SECP256R1())

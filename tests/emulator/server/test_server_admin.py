@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +19,7 @@ from refserver_helpers import (
     registration,
 )
 
+from emulator.clock import VirtualClock
 from emulator.server import ReferenceServer
 from emulator.server.pki import make_csr
 
@@ -163,11 +165,18 @@ async def test_every_request_is_logged_as_one_json_line(
     assert isinstance(lines[-1]["duration_ms"], float)
 
 
-async def test_date_header_is_server_clock_time(server: ReferenceServer, dev: Device) -> None:
+async def test_date_header_is_server_clock_time(server: ReferenceServer, dev: Device,
+                                                vclock: VirtualClock) -> None:
     import email.utils
 
     _, _, headers = await dev.request("GET", "/actions")
     assert email.utils.parsedate_to_datetime(headers["Date"]) == server.clock.now()
+    # The text is made once per second shown: it follows the clock when that moves.
+    for step in (timedelta(milliseconds=400), timedelta(seconds=1), timedelta(days=3)):
+        vclock.advance_to(vclock.now() + step)
+        _, _, headers = await dev.request("GET", "/actions")
+        assert email.utils.parsedate_to_datetime(headers["Date"]) == server.clock.now(
+            ).replace(microsecond=0)
 
 
 def test_ssl_context_floor_is_tls12(tmp_path: Path) -> None:

@@ -87,6 +87,11 @@ async def test_run_reports_the_address_it_is_bound_to(tmp_path: Path) -> None:
         # client's TLS close still in flight on a loaded machine can hold it for ~30 s.
         code = await asyncio.wait_for(proc.wait(), timeout=120)
     assert code == 0
+    # The access log: one JSON line per request on standard error.
+    lines = [json.loads(line) for line in (await proc.stderr.read()).decode().splitlines()
+             if line.startswith("{")]
+    assert {"device": None, "method": "GET", "endpoint": "/dd/v1/devices/{id}/actions",
+            "status": 401}.items() <= lines[-1].items()
 
 
 def test_base_url_follows_the_listening_address(tmp_path: Path) -> None:
