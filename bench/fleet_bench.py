@@ -124,7 +124,7 @@ def fleet_run(target: ServerTarget, work: Path, devices: int, days: int, concurr
 # present the device's client certificate; both close the connection after each device-day.
 LOCUSTFILE = textwrap.dedent('''
     """One task = one device-day: upload + action poll + firmware check, new connection."""
-    import hashlib, io, itertools, json, os, re, ssl, time, uuid, zipfile
+    import hashlib, itertools, json, os, ssl, sys, time
     from locust import HttpUser, events, task
 
     DEVICES = json.load(open(os.environ["FLEET_DEVICES"]))
@@ -134,15 +134,12 @@ LOCUSTFILE = textwrap.dedent('''
     DONE = {"device_days": 0, "errors": 0, "first": None, "last": None}
     FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
 
+    # The same payload as bench/bare_client.py's device-day (one function for both).
+    sys.path.insert(0, os.environ["FLEET_BENCH_DIR"])
+    from bare_client import payload as sample_payload
+
     def payload(serial, sequence):
-        upload_id = str(uuid.uuid4())
-        xml = re.sub(r'uploadId="[^"]+"', f'uploadId="{upload_id}"', SAMPLE, count=1)
-        xml = re.sub(r'sequence="\\d+"', f'sequence="{sequence}"', xml, count=1)
-        xml = xml.replace("<Serial>EMU8055001</Serial>", f"<Serial>{serial}</Serial>")
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("device-data.xml", xml)
-        return upload_id, buf.getvalue()
+        return sample_payload(SAMPLE, serial, sequence)
 
     def next_day():
         n = next(NEXT)
@@ -252,7 +249,7 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
     (tmp / "locustfile.py").write_text(LOCUSTFILE)
     env = dict(os.environ, FLEET_DEVICES=str(devices_file(work)), FLEET_SAMPLE=str(SAMPLE),
                FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"),
-               FLEET_USER=user_class)
+               FLEET_USER=user_class, FLEET_BENCH_DIR=str(Path(__file__).parent))
     cpu0 = children_cpu_s()
     proc = subprocess.run(
         [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),

@@ -35,7 +35,7 @@ def test_in_ram_takes_the_longest_mount_holding_the_path(tmp_path: Path) -> None
     assert not durable.in_ram("/dev/shm", mountinfo=str(tmp_path / "missing"))
 
 
-def test_this_machines_dev_shm_is_in_ram_and_tmp_path_follows_its_mount() -> None:
+def test_this_machines_dev_shm_is_read_as_in_ram() -> None:
     # The fleet's default data directory is in /dev/shm where there is one (Linux).
     if Path("/dev/shm").is_dir():
         assert durable.in_ram("/dev/shm")
