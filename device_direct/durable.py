@@ -4,8 +4,11 @@
 or the new one, never a mix: write a temp file beside it, ``fsync`` it, ``os.replace``
 it over the target, then ``fsync`` the directory so the rename itself is on disk.
 Leftover ``*.tmp`` files are a write that did not finish; their owners delete them on
-open. Raises ``OSError``: each caller translates it at its own edge (``StorageError``
-naming what it was writing).
+open. ``append_durably`` adds bytes to the end of a file and ``fsync``s it: a crash may
+leave the last append torn (a prefix of it), never an earlier one, so a journal of
+lines read back up to its last whole line is what was acknowledged. Both raise
+``OSError``: each caller translates it at its own edge (``StorageError`` naming what it
+was writing).
 
 :func:`off_loop` runs such work in the one storage thread of the process: an ``fsync``
 takes milliseconds on ext4 and far more on eMMC, and every device of a fleet shares
@@ -134,3 +137,22 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
             os.unlink(tmp)
         raise
     fsync_dir(os.path.dirname(target) or ".")
+
+
+def append_durably(path: str | os.PathLike[str], data: bytes, *, new_file: bool,
+                   mode: int = 0o644) -> None:
+    """Append ``data`` to ``path`` (created if absent) and ``fsync`` it.
+
+    ``new_file``: the caller expects to create the file with this append, so the
+    directory is ``fsync``ed too (the file's name must survive a power cut as well)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new_file:
+        fsync_dir(os.path.dirname(os.fspath(path)) or ".")

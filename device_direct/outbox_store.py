@@ -8,13 +8,23 @@ duplicates nothing, and never exposes a half-written payload.
 Layout of ``<data_dir>/outbox/``::
 
     000000000042-<upload-id>.zip   one payload; sequence and Upload-Id live in the name
-    meta.json                      sequence counter, attempts, transfer history
+    meta.json                      sequence counter, attempts, transfer history; the
+                                   generation of the journal that follows it
+    journal-<generation>.jsonl     the changes made since meta.json, a line each
     sequence                       the sequence high-water mark alone (survives meta.json)
     *.tmp                          a write in progress (deleted on open)
     quarantine/                    corrupt or unknown files moved aside, never deleted
 
-Every file is written atomically: temp file, write, ``fsync``, ``os.replace``, ``fsync``
-of the directory. The order of steps is what makes a crash harmless:
+Payload files, ``meta.json`` and ``sequence`` are written atomically: temp file, write,
+``fsync``, ``os.replace``, ``fsync`` of the directory. A change of the metadata (a
+payload queued, an attempt begun, an outcome) is one line appended to the journal and
+``fsync``ed (:mod:`device_direct.outbox_meta`); every :data:`JOURNAL_LIMIT` changes,
+and on open, the whole state goes to a new ``meta.json`` of the next generation, and the
+old journal is deleted. On open, ``meta.json``'s own journal is replayed up to its last
+whole line (a torn last line is an append a crash cut short; nobody was told it was
+done); journals of other generations are left-overs of a crash between writing
+``meta.json`` and deleting them, already in it, and are deleted. The order of steps is
+what makes a crash harmless:
 
 * ``allocate()`` names the next sequence number and an Upload-Id without taking the
   number; ``add()`` takes it, persisting the advanced counter with the entry. A build
@@ -22,8 +32,9 @@ of the directory. The order of steps is what makes a crash harmless:
   number (the payload was neither stored nor sent), so it is used again: no number is
   ever used by two payloads that left the device, and the server sees no false gap
   for a payload that never existed;
-* after ``meta.json`` the counter is also written to ``sequence``: if ``meta.json`` is
-  lost or corrupt, the counter restarts from the higher of that file and the payload
+* after each ``meta.json`` the counter is also written to ``sequence``, and every
+  journal line carries it: if ``meta.json`` is lost or corrupt, the counter restarts
+  from the highest of that file, the counters in the journals left and the payload
   files left, never below a number the server already holds;
 * ``add()`` writes the payload file first, then the metadata. A payload file without
   metadata is recovered on open from its file name (attempts start at 0), and the
@@ -47,7 +58,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import random
@@ -55,7 +65,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from device_direct.clock import Clock
 from device_direct.core.outbox import (
@@ -68,12 +78,19 @@ from device_direct.core.outbox import (
 from device_direct.core.payload import (
     PayloadMeta,
     TransferRecord,
-    is_upload_id,
     read_payload_head_id,
     read_payload_id,
 )
-from device_direct.durable import TMP_SUFFIX, atomic_write, fsync_dir, settle
+from device_direct.durable import TMP_SUFFIX, append_durably, atomic_write, fsync_dir, settle
 from device_direct.errors import PayloadError, StorageError
+from device_direct.outbox_meta import (
+    JOURNAL_LIMIT,
+    MetaState,
+    RecordTexts,
+    change_line,
+    journal_lines,
+    meta_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +98,7 @@ OUTBOX_DIR = "outbox"
 META_NAME = "meta.json"
 SEQUENCE_NAME = "sequence"
 QUARANTINE_DIR = "quarantine"
-META_VERSION = 1
+_JOURNAL_NAME = re.compile(r"^journal-(\d{1,18})\.jsonl$")
 _PAYLOAD_NAME = re.compile(
     r"^(\d{12})-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.zip$"
 )
@@ -91,6 +108,11 @@ _FINAL_RESULTS = frozenset({"stored", "duplicate", "rejected", "dropped"})
 def payload_name(sequence: int, upload_id: str) -> str:
     """File name of a payload: sorts by sequence and carries both ids."""
     return f"{sequence:012d}-{upload_id}.zip"
+
+
+def journal_name(generation: int) -> str:
+    """File name of the journal that follows the meta.json of ``generation``."""
+    return f"journal-{generation}.jsonl"
 
 
 @contextlib.contextmanager
@@ -104,135 +126,22 @@ def _storage_errors(what: str, path: str | Path) -> Iterator[None]:
         raise StorageError(f"cannot {what} {path}: {reason}{hint}") from exc
 
 
-# -- metadata (JSON) ---------------------------------------------------------------------
-
-
-def _record_to_json(r: TransferRecord) -> dict[str, Any]:
-    return {
-        "at": r.at.isoformat(),
-        "result": r.result,
-        "bytes": r.bytes,
-        "upload_id": r.upload_id,
-        "detail": r.detail,
-    }
-
-
-def _record_from_json(d: dict[str, Any]) -> TransferRecord:
-    return TransferRecord(
-        at=datetime.fromisoformat(d["at"]),
-        result=d["result"],
-        bytes=d["bytes"],
-        upload_id=d.get("upload_id"),
-        detail=d.get("detail", ""),
-    )
-
-
-class _Meta:
-    """What meta.json holds, parsed."""
-
-    def __init__(
-        self,
-        next_sequence: int = 0,
-        entries: dict[str, dict[str, Any]] | None = None,
-        history: list[TransferRecord] | None = None,
-        delivered_before: datetime | None = None,
-    ) -> None:
-        self.next_sequence = next_sequence
-        self.entries = entries or {}
-        self.history = history or []
-        self.delivered_before = delivered_before
-
-    @classmethod
-    def parse(cls, raw: bytes) -> _Meta:
-        """Parse meta.json; ValueError/KeyError/TypeError say it is corrupt."""
-        doc = json.loads(raw.decode("utf-8"))
-        if not isinstance(doc, dict) or doc.get("version") != META_VERSION:
-            raise ValueError(f"not an outbox metadata file of version {META_VERSION}")
-        next_sequence = doc["next_sequence"]
-        if not isinstance(next_sequence, int) or next_sequence < 0:
-            raise ValueError(f"bad next_sequence {next_sequence!r}")
-        entries = doc["entries"]
-        if not isinstance(entries, dict):
-            raise ValueError("entries is not an object")
-        for upload_id, e in entries.items():
-            if not is_upload_id(upload_id) or not isinstance(e, dict):
-                raise ValueError(f"bad entry {upload_id!r}")
-            if not isinstance(e.get("attempts"), int) or e["attempts"] < 0:
-                raise ValueError(f"bad attempts for {upload_id}")
-            for key in ("created_at", "next_attempt_at"):
-                when = datetime.fromisoformat(e[key])
-                if when.tzinfo is None:
-                    raise ValueError(f"naive {key} for {upload_id}")
-        history = [_record_from_json(d) for d in doc["history"]]
-        delivered = doc.get("delivered_before")  # absent in files of older agents
-        delivered_before = datetime.fromisoformat(delivered) if delivered else None
-        if delivered_before is not None and delivered_before.tzinfo is None:
-            raise ValueError("naive delivered_before")
-        return cls(next_sequence, entries, history, delivered_before)
-
-
-def _record_text(r: TransferRecord) -> str:
-    return json.dumps(_record_to_json(r), sort_keys=True, separators=(",", ":"))
-
-
-# A history record's JSON, by the record's id(): hashing a record (a dataclass of ten
-# fields, datetimes among them) for every lookup cost more than the lookups saved. The
-# record itself is held beside its text, so its id cannot be reused while cached.
-RecordTexts = dict[int, tuple[TransferRecord, str]]
-
-
-def _meta_bytes(box: Outbox, texts: RecordTexts | None = None) -> bytes:
-    """meta.json: the outbox's state as compact JSON (keys sorted).
-
-    ``texts`` caches each history record's JSON between writes (records never change,
-    and the history is most of the file: up to 50 records, rewritten three times per
-    payload); it is left holding the current records only."""
-    head = {
-        "delivered_before": (
-            box.delivered_before.isoformat() if box.delivered_before is not None else None),
-        "entries": {
-            e.upload_id: {
-                "attempts": e.attempts,
-                "size": e.size,
-                "created_at": e.created_at.isoformat(),
-                "next_attempt_at": e.next_attempt_at.isoformat(),
-                "last_error": e.last_error,
-            }
-            for e in box.entries
-        },
-    }
-    records = box.records()
-    if texts is None:
-        history = [_record_text(r) for r in records]
-    else:
-        old = dict(texts)
-        texts.clear()
-        history = []
-        for r in records:
-            hit = old.get(id(r))
-            text = hit[1] if hit is not None and hit[0] is r else _record_text(r)
-            texts[id(r)] = (r, text)
-            history.append(text)
-    # The same bytes as json.dumps(doc, sort_keys=True, separators=(",", ":")).
-    return (
-        json.dumps(head, sort_keys=True, separators=(",", ":"))[:-1]
-        + ',"history":[' + ",".join(history) + "]"
-        + f',"next_sequence":{box.next_sequence},"version":{json.dumps(META_VERSION)}}}'
-    ).encode()
-
-
 # -- the store ---------------------------------------------------------------------------
 
 
 class OutboxStore:
     """The device's outbox on disk. Create with :meth:`open`."""
 
-    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: RandomBits) -> None:
+    def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: RandomBits,
+                 generation: int = 0) -> None:
         self.directory = directory
         self._box = box
         self._clock = clock
         self._rng = rng
-        self._record_texts: RecordTexts = {}  # see _meta_bytes
+        self._record_texts: RecordTexts = {}  # see outbox_meta.meta_bytes
+        self._generation = generation  # of meta.json on disk, and of the journal after it
+        self._journal_lines = 0  # in that journal
+        self._journal_broken = False  # an append failed: its tail may be torn
 
     @classmethod
     def open(
@@ -254,11 +163,16 @@ class OutboxStore:
         with _storage_errors("create the outbox directory", directory):
             (directory / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
         with _storage_errors("open the outbox in", directory):
-            box, changed = _recover(directory, budget_bytes, max_entries, clock.now())
-        store = cls(directory, box, clock, rng if rng is not None else random.SystemRandom())
-        if changed:
-            store._persist(store._box)
+            box, generation, journals, changed = _recover(
+                directory, budget_bytes, max_entries, clock.now())
+        store = cls(directory, box, clock, rng if rng is not None else random.SystemRandom(),
+                    generation)
+        if changed or journals:
+            store._snapshot(store._box)  # a new generation: every journal found is old
         with _storage_errors("clean up", directory):
+            for path in journals:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             store._delete_finished_files()
         return store
 
@@ -322,7 +236,7 @@ class OutboxStore:
             with _storage_errors("write the payload", path):
                 atomic_write(path, zip_bytes)
         try:
-            self._persist(work)
+            self._save(work)
         except StorageError:
             if result.entry is not None:
                 # Not queued after all; if this unlink fails too, the file is recovered
@@ -331,7 +245,6 @@ class OutboxStore:
                     os.unlink(path)
             raise
         self._box = work
-        self._save_sequence(work.next_sequence)
         for gone in result.dropped:
             log.warning(
                 "outbox over budget: dropped payload %s (seq %d)", gone.upload_id, gone.sequence
@@ -418,17 +331,50 @@ class OutboxStore:
         so it is never sent twice.
         """
         try:
-            self._persist(work)
+            self._save(work)
         except StorageError as exc:
             if raise_errors:
                 raise
             log.error("outbox metadata not saved, going on in memory: %s", exc)
         self._box = work
 
-    def _persist(self, box: Outbox) -> None:
+    def _save(self, work: Outbox) -> None:
+        """Make ``work`` (the current state changed) durable: a journal line, or a new
+        meta.json when the journal is long, or its end may be torn, or the change is not
+        one a line can say. Generation 0 (no meta.json yet, or one of an agent before
+        journals) is never followed by a journal: its first change writes meta.json."""
+        change = None
+        if (self._generation > 0 and self._journal_lines < JOURNAL_LIMIT
+                and not self._journal_broken):
+            change = work.change_from(self._box)
+        if change is None:
+            self._snapshot(work)
+            return
+        path = self.directory / journal_name(self._generation)
+        try:
+            with _storage_errors("write the outbox journal", path):
+                append_durably(path, change_line(change), new_file=self._journal_lines == 0)
+        except StorageError:
+            self._journal_broken = True  # a torn line must not end up inside the journal
+            raise
+        self._journal_lines += 1
+
+    def _snapshot(self, box: Outbox) -> None:
+        """``box`` to a new meta.json (the next generation), then the spare counter; the
+        old journal is then in it, and deleted (one left over is deleted on open)."""
+        generation = self._generation + 1
         path = self.directory / META_NAME
         with _storage_errors("write the outbox metadata", path):
-            atomic_write(path, _meta_bytes(box, self._record_texts))
+            atomic_write(path, meta_bytes(box, self._record_texts, generation))
+        old = self.directory / journal_name(self._generation)
+        self._generation, self._journal_lines, self._journal_broken = generation, 0, False
+        self._save_sequence(box.next_sequence)
+        try:
+            os.unlink(old)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("outbox: old journal %s not deleted: %s", old, exc)
 
     def _save_sequence(self, next_sequence: int) -> None:
         # A second copy of the counter, for when meta.json is lost. The payload is
@@ -485,26 +431,68 @@ def _read_sequence(path: Path) -> int:
     return max(value, 0)
 
 
+def _replay(directory: Path, meta: MetaState, journal: Path) -> int:
+    """Apply ``journal``'s whole lines to ``meta`` (it follows meta's own generation).
+
+    A line that cannot be read or applied stops the replay: the journal is moved to
+    quarantine, with a logged error, and the payload files settle the rest as when
+    meta.json is lost. Returns the highest counter the journal names, read or not."""
+    lines, problem, torn = journal_lines(journal.read_bytes())
+    if torn:
+        log.warning("outbox: %s ends in a change a crash cut short; it was never "
+                    "acknowledged and is left out", journal.name)
+    applied = 0
+    if meta.generation == _journal_generation(journal):
+        for line in lines:
+            try:
+                meta.apply(line)
+            except (ValueError, KeyError, TypeError, PayloadError) as exc:
+                problem = f"line {applied + 1} cannot be applied ({exc})"
+                break
+            applied += 1
+    if problem:
+        _quarantine(directory, journal, f"corrupt outbox journal: {problem}")
+    return max((line["n"] for line in lines if isinstance(line, dict)
+                and type(line.get("n")) is int), default=0)
+
+
+def _journal_generation(path: Path) -> int:
+    match = _JOURNAL_NAME.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
 def _recover(
     directory: Path, budget_bytes: int, max_entries: int, now: datetime
-) -> tuple[Outbox, bool]:
-    """Rebuild the outbox from the directory; returns it and whether meta must be rewritten."""
+) -> tuple[Outbox, int, list[Path], bool]:
+    """Rebuild the outbox from the directory. Returns it, the highest generation of
+    metadata found, the journals still there (to delete once the state is saved) and
+    whether meta.json must be rewritten."""
     changed = False
     for path in directory.glob(f"*{TMP_SUFFIX}"):
         os.unlink(path)  # a write that never finished: its target is still intact
     meta_path = directory / META_NAME
-    meta = _Meta()
+    meta = MetaState()
     if meta_path.exists():
         try:
-            meta = _Meta.parse(meta_path.read_bytes())
+            meta = MetaState.parse(meta_path.read_bytes())
         except (ValueError, KeyError, TypeError, PayloadError) as exc:
             _quarantine(directory, meta_path, f"corrupt outbox metadata ({exc})")
             changed = True
+    generation = meta.generation
+    journaled = 0  # the highest counter any journal names
+    journals = sorted(p for p in directory.iterdir() if _JOURNAL_NAME.match(p.name))
+    for journal in journals:
+        generation = max(generation, _journal_generation(journal))
+        journaled = max(journaled, _replay(directory, meta, journal))
+    kept = [p for p in journals if p.exists()]
+    if len(kept) != len(journals):
+        changed = True  # one was quarantined
+    journals = kept
     finished = {r.upload_id for r in meta.history if r.result in _FINAL_RESULTS}
     entries: list[OutboxEntry] = []
     corrupt: list[TransferRecord] = []
     for path in sorted(directory.iterdir()):
-        if path.name in (META_NAME, QUARANTINE_DIR, SEQUENCE_NAME):
+        if path.name in (META_NAME, QUARANTINE_DIR, SEQUENCE_NAME) or path in journals:
             continue
         match = _PAYLOAD_NAME.match(path.name)
         if match is None or not path.is_file():
@@ -549,7 +537,7 @@ def _recover(
         corrupt.append(TransferRecord(now, "dropped", int(saved.get("size", 0)), upload_id,
                                       detail))
         changed = True
-    spare = _read_sequence(directory / SEQUENCE_NAME)
+    spare = max(_read_sequence(directory / SEQUENCE_NAME), journaled)
     box = Outbox(
         budget_bytes=budget_bytes,
         max_entries=max_entries,
@@ -562,4 +550,4 @@ def _recover(
         changed = True
     if box.enforce_budget(now):
         changed = True
-    return box, changed
+    return box, generation, journals, changed

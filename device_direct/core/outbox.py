@@ -142,6 +142,23 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxChange:
+    """What one change did to the state an outbox persists (see :meth:`Outbox.change_from`).
+
+    Applied to the state before, in this order, it gives the state after: ``entries``
+    are set (added or changed, by Upload-Id), ``removed`` leave, the records at
+    ``records_dropped`` (positions in the history before) leave it, ``records_added``
+    are appended, and the counter and ``delivered_before`` take their new values."""
+
+    entries: tuple[OutboxEntry, ...]
+    removed: tuple[str, ...]
+    records_dropped: tuple[int, ...]
+    records_added: tuple[TransferRecord, ...]
+    next_sequence: int
+    delivered_before: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class AddResult:
     """What :meth:`Outbox.add` decided: the new entry (None if it was dropped) and drops."""
 
@@ -290,6 +307,28 @@ class Outbox:
         twin._entries = dict(self._entries)
         twin._records = list(self._records)
         return twin
+
+    def change_from(self, before: Outbox) -> OutboxChange | None:
+        """What turned ``before`` into this outbox, for a journal of small changes.
+
+        Entries and records are immutable, so identity tells what changed. None when the
+        history did not change by dropping records and appending new ones (every change
+        this class makes does): the caller then saves the whole state instead."""
+        old, new = before._entries, self._entries
+        entries = tuple(e for k, e in new.items() if old.get(k) is not e)
+        removed = tuple(k for k in old if k not in new)
+        kept_ids = {id(r) for r in self._records}
+        dropped = tuple(i for i, r in enumerate(before._records) if id(r) not in kept_ids)
+        kept = len(before._records) - len(dropped)
+        if dropped:
+            gone = set(dropped)
+            remaining = [r for i, r in enumerate(before._records) if i not in gone]
+        else:
+            remaining = before._records
+        if any(a is not b for a, b in zip(remaining, self._records[:kept], strict=True)):
+            return None
+        return OutboxChange(entries, removed, dropped, tuple(self._records[kept:]),
+                            self.next_sequence, self.delivered_before)
 
     # -- changing --------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@
   a scenario can change (a real-time clock battery gone flat, a bad NTP server).
 * :class:`DiskFullSeam` makes payload writes under chosen data directories fail with
   ``ENOSPC``. It is a documented test seam, not a real file system: it replaces
-  ``device_direct.outbox_store.atomic_write`` (the outbox's only way to write a file)
-  while installed. A real small file system needs root (loop mount, tmpfs size) and
-  is not available on the machines the suite runs on.
+  ``device_direct.outbox_store.atomic_write`` and ``append_durably`` (the outbox's only
+  ways to write a file) while installed. A real small file system needs root (loop
+  mount, tmpfs size) and is not available on the machines the suite runs on.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class DiskFullSeam:
 
     def __init__(self) -> None:
         self._full: dict[Path, int] = {}
-        self._saved: Callable[..., None] | None = None
+        self._saved: dict[str, Callable[..., None]] | None = None
         self.refused = 0
 
     def fill(self, directory: Path) -> None:
@@ -137,27 +137,29 @@ class DiskFullSeam:
 
         if self._saved is not None:
             raise RuntimeError("DiskFullSeam is already installed")
-        # The outbox calls the name bound in its own module (imported from
-        # device_direct.durable), so that is the one to replace.
+        # The outbox calls the names bound in its own module (imported from
+        # device_direct.durable), so those are the ones to replace.
         namespace = vars(store)
-        real: Callable[..., None] = namespace[_SEAM]
-        self._saved = real
+        self._saved = {name: namespace[name] for name in _SEAMS}
+        for name, real in self._saved.items():
+            namespace[name] = self._refusing(real)
+        return self
 
-        def atomic_write(path: Path, data: bytes, **kwargs: Any) -> None:
+    def _refusing(self, real: Callable[..., None]) -> Callable[..., None]:
+        def write(path: Path, data: bytes, **kwargs: Any) -> None:
             if self._full and self.is_full(Path(path)):
                 self.refused += 1
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             real(path, data, **kwargs)
 
-        namespace[_SEAM] = atomic_write
-        return self
+        return write
 
     def __exit__(self, *exc: object) -> None:
         import device_direct.outbox_store as store
 
         if self._saved is not None:
-            vars(store)[_SEAM] = self._saved
+            vars(store).update(self._saved)
             self._saved = None
 
 
-_SEAM = "atomic_write"  # the outbox's only way to write a file
+_SEAMS = ("atomic_write", "append_durably")  # the outbox's only ways to write a file

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 from device_direct import outbox_store
 from device_direct.core.payload import NAMESPACE, PayloadMeta, pack_zip, read_payload
 from device_direct.errors import PayloadError, StorageError
+from device_direct.outbox_meta import JOURNAL_LIMIT, meta_bytes
 from device_direct.outbox_store import (
     META_NAME,
     OUTBOX_DIR,
@@ -378,7 +380,7 @@ def test_metadata_round_trips_and_keeps_outcomes_apart_from_failures(tmp_path: P
     import json
 
     from device_direct.core.outbox import FAILURE_LIMIT
-    from device_direct.outbox_store import META_VERSION
+    from device_direct.outbox_meta import META_VERSION
 
     store = open_store(tmp_path)
     for i in range(60):  # more than the history keeps
@@ -390,6 +392,7 @@ def test_metadata_round_trips_and_keeps_outcomes_apart_from_failures(tmp_path: P
             store.mark_sent(entry, "stored", T0)
         else:
             store.mark_failed(entry, 'timeout "x"\n', T0, delay=0)
+    open_store(tmp_path)  # opening writes the whole state to meta.json
     raw = (tmp_path / OUTBOX_DIR / META_NAME).read_bytes()
     doc = json.loads(raw)
     # Built from cached record texts, yet exactly the canonical compact form.
@@ -495,13 +498,151 @@ def test_cached_record_texts_never_go_stale(tmp_path: Path) -> None:
     scratch says."""
     store = open_store(tmp_path)
     meta = tmp_path / OUTBOX_DIR / META_NAME
+    written = 0
+
+    def check(generation: int) -> None:
+        nonlocal written
+        if store._generation != generation:  # that call wrote meta.json
+            written += 1
+            assert meta.read_bytes() == meta_bytes(store._box, None, store._generation)
+
     for i in range(130):  # the history keeps 50: records leave and arrive all along
+        before = store._generation
         add_one(store)
+        check(before)
         entry = store.next_due(T0)
         assert entry is not None
+        before = store._generation
         store.begin_send(entry, T0 + timedelta(seconds=i))
+        check(before)
+        before = store._generation
         if i % 4:
             store.mark_sent(entry, "stored", T0 + timedelta(seconds=i))
         else:
             store.mark_rejected(entry, 422, f"bad payload {i}", T0 + timedelta(seconds=i))
-        assert meta.read_bytes() == outbox_store._meta_bytes(store._box)  # no cache
+        check(before)
+    assert written >= 5
+
+
+def _state(store: OutboxStore) -> tuple[object, ...]:
+    """What a store would say after a power cut: entries (their state aside), history,
+    the next sequence number."""
+    entries = [(e.upload_id, e.sequence, e.size, e.created_at, e.next_attempt_at,
+                e.attempts, e.last_error) for e in store.entries()]
+    return entries, store.history(), store.undelivered(), store._box.next_sequence
+
+
+def test_a_power_cut_after_any_change_reopens_to_the_same_state(tmp_path: Path) -> None:
+    """Changes go to the journal, a line each, and meta.json is rewritten every
+    JOURNAL_LIMIT changes: at every instant between two calls, the files (copied, as a
+    power cut would leave them) open to the state the live store holds, through queued
+    and failed payloads, drops over budget, rejections and snapshots."""
+    size = len(payload(str(uuid.UUID(int=0))))
+    store = open_store(tmp_path / "live", budget=size * 3)
+    rng = random.Random(7)
+    checked = 0
+
+    def same_after_power_cut() -> None:
+        nonlocal checked
+        copy = tmp_path / f"cut{checked}"
+        shutil.copytree(tmp_path / "live", copy)
+        assert _state(open_store(copy, budget=size * 3)) == _state(store)
+        shutil.rmtree(copy)
+        checked += 1
+
+    now = T0
+    for _ in range(120):
+        now += timedelta(hours=rng.choice([1, 7, 24]))
+        for _ in range(rng.choice([0, 1, 1, 2])):  # sometimes more than the budget holds
+            add_one(store)
+            same_after_power_cut()
+        entry = store.next_due(now)
+        if entry is None:
+            continue
+        store.begin_send(entry, now)
+        same_after_power_cut()
+        roll = rng.random()
+        if roll < 0.6:
+            store.mark_sent(entry, "stored", now)
+        elif roll < 0.9:
+            store.mark_failed(entry, f"503 try {rng.randrange(99)}", now, delay=600.5)
+        else:
+            store.mark_rejected(entry, 422, "bad payload", now)
+        same_after_power_cut()
+    assert checked > 2 * JOURNAL_LIMIT
+    assert any(r.result == "dropped" for r in store._box.records())
+
+
+def test_a_torn_last_journal_line_is_left_out(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    store.begin_send(entry, T0)
+    (journal,) = (tmp_path / OUTBOX_DIR).glob("journal-*.jsonl")
+    whole = journal.read_bytes()
+    line = store_line = whole.splitlines(keepends=True)[-1]
+    journal.write_bytes(whole[: -len(line)] + store_line[: len(line) // 2])  # cut mid-append
+    with caplog.at_level("WARNING", logger="device_direct.outbox_store"):
+        again = open_store(tmp_path)
+    (back,) = again.entries()
+    assert back.upload_id == a.upload_id and back.attempts == 0  # the attempt never was
+    assert "cut short" in caplog.text
+    assert not list((tmp_path / OUTBOX_DIR / QUARANTINE_DIR).iterdir())
+
+
+def test_a_corrupt_journal_is_quarantined_and_the_files_settle_the_rest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    store.begin_send(entry, T0)
+    store.mark_sent(entry, "stored", T0)
+    (journal,) = (tmp_path / OUTBOX_DIR).glob("journal-*.jsonl")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(lines[0] + b'{"e": "not entries"}\n' + b"".join(lines[1:]))
+    with caplog.at_level("ERROR", logger="device_direct.outbox_store"):
+        again = open_store(tmp_path)
+    assert "corrupt outbox journal: line 2" in caplog.text
+    assert (tmp_path / OUTBOX_DIR / QUARANTINE_DIR / journal.name).exists()
+    # b's file is there: queued again; a's outcome was in the lines never applied and
+    # its file is gone: recorded as missing. No number is used twice.
+    assert [e.upload_id for e in again.entries()] == [b.upload_id]
+    assert [(r.upload_id, r.result) for r in again.history()] == [(a.upload_id, "dropped")]
+    assert again.allocate().sequence == 2
+
+
+def test_a_journal_left_by_a_cut_after_its_snapshot_is_not_replayed(tmp_path: Path) -> None:
+    """Cut between writing meta.json (the next generation) and deleting the old
+    journal: that journal is already in meta.json; replaying it would apply its
+    changes twice."""
+    store = open_store(tmp_path)
+    directory = tmp_path / OUTBOX_DIR
+    for _ in range(JOURNAL_LIMIT // 3 + 1):  # past one snapshot
+        add_one(store)
+        entry = store.next_due(T0)
+        assert entry is not None
+        store.begin_send(entry, T0)
+        store.mark_sent(entry, "stored", T0)
+        (journal,) = directory.glob("journal-*.jsonl")
+        if store._generation > 1:
+            break
+        kept = journal.read_bytes()
+    assert store._generation == 2
+    (directory / "journal-1.jsonl").write_bytes(kept)  # as the cut left it
+    assert _state(open_store(tmp_path)) == _state(store)
+    assert len(list(directory.glob("journal-*.jsonl"))) == 0
+
+
+def test_losing_meta_json_keeps_the_counter_of_the_journal(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for _ in range(3):
+        add_one(store)
+    (tmp_path / OUTBOX_DIR / META_NAME).unlink()
+    (tmp_path / OUTBOX_DIR / SEQUENCE_NAME).unlink()
+    for path in (tmp_path / OUTBOX_DIR).glob("*.zip"):
+        path.unlink()  # nothing left but the journal names the numbers taken
+    assert open_store(tmp_path).allocate().sequence == 3
