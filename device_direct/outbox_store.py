@@ -340,16 +340,14 @@ class OutboxStore:
 
     def _save(self, work: Outbox) -> None:
         """Make ``work`` (the current state changed) durable: a journal line, or a new
-        meta.json when the journal is long, or its end may be torn, or the change is not
-        one a line can say. Generation 0 (no meta.json yet, or one of an agent before
-        journals) is never followed by a journal: its first change writes meta.json."""
-        change = None
-        if (self._generation > 0 and self._journal_lines < JOURNAL_LIMIT
-                and not self._journal_broken):
-            change = work.change_from(self._box)
-        if change is None:
+        meta.json when the journal is long or its end may be torn. Generation 0 (no
+        meta.json yet, or one of an agent before journals) is never followed by a
+        journal: its first change writes meta.json."""
+        if (self._generation == 0 or self._journal_lines >= JOURNAL_LIMIT
+                or self._journal_broken):
             self._snapshot(work)
             return
+        change = work.change_from(self._box)
         path = self.directory / journal_name(self._generation)
         try:
             with _storage_errors("write the outbox journal", path):
@@ -387,9 +385,11 @@ class OutboxStore:
 
     def _unlink_quietly(self, path: Path) -> None:
         # The outcome is already recorded; a file left behind is deleted on next open.
+        # No fsync of the directory: if a power cut undoes the deletion, the history
+        # still names the outcome on open (it keeps the last 50), and the next payload
+        # written (its rename is fsync'd in the same directory) makes the deletion last.
         try:
             os.unlink(path)
-            fsync_dir(self.directory)
         except FileNotFoundError:
             pass
         except OSError as exc:

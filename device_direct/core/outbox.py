@@ -308,26 +308,26 @@ class Outbox:
         twin._records = list(self._records)
         return twin
 
-    def change_from(self, before: Outbox) -> OutboxChange | None:
+    def change_from(self, before: Outbox) -> OutboxChange:
         """What turned ``before`` into this outbox, for a journal of small changes.
 
-        Entries and records are immutable, so identity tells what changed. None when the
-        history did not change by dropping records and appending new ones (every change
-        this class makes does): the caller then saves the whole state instead."""
+        Entries and records are immutable, so identity tells what changed. The history
+        only ever loses records and gains new ones at its end, so the records of
+        ``before`` found in order at the start of this history are the ones kept."""
         old, new = before._entries, self._entries
         entries = tuple(e for k, e in new.items() if old.get(k) is not e)
         removed = tuple(k for k in old if k not in new)
-        kept_ids = {id(r) for r in self._records}
-        dropped = tuple(i for i, r in enumerate(before._records) if id(r) not in kept_ids)
-        kept = len(before._records) - len(dropped)
-        if dropped:
-            gone = set(dropped)
-            remaining = [r for i, r in enumerate(before._records) if i not in gone]
-        else:
-            remaining = before._records
-        if any(a is not b for a, b in zip(remaining, self._records[:kept], strict=True)):
-            return None
-        return OutboxChange(entries, removed, dropped, tuple(self._records[kept:]),
+        was, now = before._records, self._records
+        kept = len(was)
+        dropped: list[int] = []
+        if now[:kept] != was:  # (equal when identical: the comparison runs in C)
+            kept = 0
+            for i, record in enumerate(was):
+                if kept < len(now) and now[kept] is record:
+                    kept += 1
+                else:
+                    dropped.append(i)
+        return OutboxChange(entries, removed, tuple(dropped), tuple(now[kept:]),
                             self.next_sequence, self.delivered_before)
 
     # -- changing --------------------------------------------------------------------------
