@@ -85,6 +85,8 @@ def instrument() -> None:
         timed(outbox_module.OutboxStore, method, "outbox reads on the loop")
     timed(agent_module.Agent, "_save_state", "agent state write (on the loop)")
     timed(outbox_module, "atomic_write", "outbox durable writes")
+    if hasattr(outbox_module, "append_durably"):  # the journal (absent in older trees)
+        timed(outbox_module, "append_durably", "outbox durable writes")
     for method in ("add", "begin_send", "mark_sent"):
         timed(outbox_module.OutboxStore, method, "outbox bookkeeping (add, send, sent)")
     timed(transport_module, "build_ssl_context", "TLS context builds (registration)")
