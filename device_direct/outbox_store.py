@@ -168,7 +168,14 @@ class OutboxStore:
         store = cls(directory, box, clock, rng if rng is not None else random.SystemRandom(),
                     generation)
         if changed or journals:
-            store._snapshot(store._box)  # a new generation: every journal found is old
+            try:
+                store._snapshot(store._box)  # a new generation: every journal found is old
+            except StorageError as exc:
+                # A full disk must not stop the device at boot. Nothing is deleted; the
+                # next change tries meta.json again before it touches any journal.
+                log.error("outbox: %s; going on from what was read", exc)
+                store._journal_broken = True
+                journals = []
         with _storage_errors("clean up", directory):
             for path in journals:
                 with contextlib.suppress(FileNotFoundError):

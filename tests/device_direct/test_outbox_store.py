@@ -646,3 +646,28 @@ def test_losing_meta_json_keeps_the_counter_of_the_journal(tmp_path: Path) -> No
     for path in (tmp_path / OUTBOX_DIR).glob("*.zip"):
         path.unlink()  # nothing left but the journal names the numbers taken
     assert open_store(tmp_path).allocate().sequence == 3
+
+
+def test_a_full_disk_at_open_does_not_stop_the_outbox(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening writes the state replayed from the journal to a new meta.json; on a full
+    disk that fails, and the outbox opens all the same from what it read, deleting
+    nothing. The first change after the disk has room writes meta.json."""
+    store = open_store(tmp_path)
+    a, _ = add_one(store)
+    b, _ = add_one(store)
+    real = outbox_store.atomic_write
+
+    def full(path: object, data: bytes, **kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outbox_store, "atomic_write", full)
+    again = open_store(tmp_path)
+    assert [e.upload_id for e in again.entries()] == [a.upload_id, b.upload_id]
+    assert list((tmp_path / OUTBOX_DIR).glob("journal-*.jsonl")), "nothing is deleted"
+    monkeypatch.setattr(outbox_store, "atomic_write", real)
+    entry = again.next_due(T0)
+    assert entry is not None
+    again.begin_send(entry, T0)
+    again.mark_sent(entry, "stored", T0)
+    assert _state(open_store(tmp_path)) == _state(again)
