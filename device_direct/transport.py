@@ -388,7 +388,9 @@ class Transport:
         if not path.endswith(API_BASE):
             path += API_BASE
         self._base = url.with_path(path).with_query(None).with_fragment(None)
-        self._ca_bundle = Path(ca_bundle) if ca_bundle is not None else None
+        # The config's Path as it is (a transport is made every session of every day).
+        self._ca_bundle = (ca_bundle if isinstance(ca_bundle, Path) or ca_bundle is None
+                           else Path(ca_bundle))
         self._server_name = server_name
         self._identity = identity
         self._clock = clock
