@@ -20,7 +20,6 @@ runs now. Everything here is pure: ``now`` comes in as an argument.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -55,11 +54,6 @@ def _check_at(at: time) -> None:
         raise ValueError(f"the scheduled time must be a naive wall time, got {at!r}")
 
 
-# run_on is pure and its arguments are immutable: a process remembers its recent
-# answers. Each next_run asks for three days, two of which the previous day's call
-# already asked for, and a fleet's devices share their zones and wall times (a few
-# hundred keys a day; a few hundred KiB for the whole process at most).
-@functools.lru_cache(maxsize=2048)
 def run_on(day: date, at: time, tz: ZoneInfo) -> datetime | None:
     """The run of local date ``day`` as a UTC instant, or None if the day has none."""
     _check_at(at)
