@@ -63,7 +63,7 @@ from device_direct.clock import Clock, run_in_background
 from device_direct.collector import collect
 from device_direct.config import AgentConfig
 from device_direct.core.lifecycle import BACKOFF_STATES, AgentEvent, AgentState, Lifecycle
-from device_direct.core.outbox import OutboxEntry
+from device_direct.core.outbox import OutboxEntry, RandomBits
 from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
 from device_direct.core.retry import Disposition, classify_error
 from device_direct.durable import atomic_write, off_loop
@@ -165,7 +165,9 @@ class Agent:
         clock: Clock,
         rng: random.Random | None = None,
         transport_factory: Callable[[Agent], Transport] | None = None,
+        upload_rng: RandomBits | None = None,
     ) -> None:
+        """``upload_rng``: where the outbox draws its Upload-Ids (default: ``rng``)."""
         self.config = config
         self.model = model
         self.clock = clock
@@ -177,7 +179,8 @@ class Agent:
         self.data_dir = data_dir
         self.identity = IdentityStore(data_dir / IDENTITY_DIR)
         self.outbox = OutboxStore.open(
-            data_dir, budget_bytes=config.outbox.budget_bytes, clock=clock, rng=self.rng
+            data_dir, budget_bytes=config.outbox.budget_bytes, clock=clock,
+            rng=upload_rng if upload_rng is not None else self.rng,
         )
         self.audit = AuditLog(data_dir / AUDIT_FILE)
         self.schedule = config.schedule.daily(config.device.zone)

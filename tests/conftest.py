@@ -104,6 +104,7 @@ KNOWN_ON_LOOP = frozenset({
     # CPU only (CA bundle and key parsed: 1-2 ms on an idle machine), once per agent and
     # certificate; seen at 51 ms when the machine was four times slower than usual.
     ("transport.py", "build_ssl_context"),
+    ("transport.py", "shared_trust_context"),  # reads the CA bundle, then the above
 })
 _TESTS = os.sep + "tests" + os.sep
 

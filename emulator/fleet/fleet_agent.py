@@ -39,7 +39,6 @@ from device_direct.core.outbox import RandomBits
 from device_direct.core.payload import Trigger
 from device_direct.errors import DeviceDirectError
 from device_direct.model import DeviceModel
-from device_direct.outbox_store import OutboxStore
 from device_direct.transport import Transport, UploadResult
 from emulator.fleet.live_stats import Latency
 
@@ -172,13 +171,10 @@ class FleetAgent(Agent):
         self.daily_built = 0  # payloads of the daily schedule (not action-triggered ones)
         self.action_built = 0  # payloads a send_meters_now action asked for
         super().__init__(config, model, clock=clock, rng=rng,
-                         transport_factory=transport_factory or _counting_transport)
+                         transport_factory=transport_factory or _counting_transport,
+                         upload_rng=upload_rng)  # the outbox opened once, with the ids' own
         self.gate = gate
         self.target = target
-        if upload_rng is not None:  # the same directory again, with the ids' own generator
-            self.outbox = OutboxStore.open(self.data_dir,
-                                           budget_bytes=config.outbox.budget_bytes,
-                                           clock=clock, rng=upload_rng)
 
     @property
     def finished(self) -> bool:

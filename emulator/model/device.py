@@ -311,12 +311,13 @@ class EmulatedDevice:
 
     def identity(self) -> Identity:
         ident = self._plan.profile.identity
+        # Positional, in field order (as the views do, see emulator.model.snapshot):
+        # manufacturer, model, serial, product_code, firmware, installed_options,
+        # install_date, profile.
         return Identity(
-            manufacturer=ident.manufacturer, model=ident.model, serial=self._serial,
-            product_code=ident.product_code,
-            firmware=views.firmware_modules(self._state, self._plan),
-            installed_options=ident.options, install_date=views.install_date(self._state),
-            profile=self._plan.profile.name)
+            ident.manufacturer, ident.model, self._serial, ident.product_code,
+            views.firmware_modules(self._state, self._plan), ident.options,
+            views.install_date(self._state), self._plan.profile.name)
 
     def network(self) -> NetworkInfo:
         return self._network
@@ -340,15 +341,16 @@ class EmulatedDevice:
     def snapshot(self) -> DeviceSnapshot:
         st, plan = self._state, self._plan
         alerts = views.alerts(st, plan)
+        # Positional, in field order (as the views do, see emulator.model.snapshot):
+        # taken_at, power, identity, network, properties, alerts, faults, counters,
+        # supplies, hfsi, nvm, firmware, jobs.
         return DeviceSnapshot(
-            taken_at=self._clock.now(), power=self._power, identity=self.identity(),
-            network=self._network,
-            properties=(*views.properties(st, plan), Property(
-                "console-display", self.console.display(self._power, alerts))),
-            alerts=alerts, faults=views.faults(st, plan),
-            counters=views.counters(st), supplies=views.supplies(st, plan, self._serial),
-            hfsi=views.hfsi(st, plan), nvm=views.nvm(st, plan), firmware=views.firmware(st),
-            jobs=views.jobs(st))
+            self._clock.now(), self._power, self.identity(), self._network,
+            (*views.properties(st, plan),
+             Property("console-display", self.console.display(self._power, alerts))),
+            alerts, views.faults(st, plan), views.counters(st),
+            views.supplies(st, plan, self._serial), views.hfsi(st, plan), views.nvm(st, plan),
+            views.firmware(st), views.jobs(st))
 
     # -- power commands -----------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from device_direct.transport import (
     UploadResult,
     content_range_start,
     parse_http_date,
+    shared_trust_context,
     tls_reason,
 )
 from emulator.clock import VirtualClock
@@ -286,6 +287,34 @@ async def test_a_stored_identity_is_used_after_restart(
         async with make_transport(url, bundle, tmp_path / "id") as reborn:
             assert reborn.device_id == f"dev-{SERIAL}"
             assert len(await reborn.poll_actions()) == 1
+
+
+async def test_unregistered_devices_share_one_trust_context_until_the_bundle_changes(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    """Devices of one process that trust the same bundle share the context they
+    register with (nothing of a device is in it); each then has its own, with its own
+    certificate. A bundle rewritten with another CA is loaded afresh and refuses the
+    server the old one trusted."""
+    async with fake_server(tmp_path, ca) as (server, url):
+        first = make_transport(url, bundle, tmp_path / "one")
+        second = make_transport(url, bundle, tmp_path / "two")
+        assert first._ssl is second._ssl
+        async with first, second:
+            await first.register("SN-ONE", "C8000", "00:11:22:33:44:55", {}, GOOD_KEY)
+            await second.register("SN-TWO", "C8000", "00:11:22:33:44:56", {}, GOOD_KEY)
+            assert len({id(first._ssl), id(second._ssl), id(shared_trust_context(bundle))}) == 3
+            for transport in (first, second):  # each over its own client certificate
+                assert await transport.upload(b"PK\x03\x04", str(uuid.uuid4())) == (
+                    UploadResult("stored", 201))
+        TestCA().write_cert(bundle)
+        third = make_transport(url, bundle, tmp_path / "three")
+        assert third._ssl is not second._ssl and third._ssl is shared_trust_context(bundle)
+        async with third:
+            with pytest.raises(TLSError) as info:
+                await third.register(SERIAL, "C8000", "00:11:22:33:44:57", {}, GOOD_KEY)
+        assert info.value.reason == "unknown-ca"
+    assert len(server.uploads) == 2
 
 
 async def test_wrong_registration_key_is_an_auth_error_with_the_server_reason(

@@ -70,7 +70,12 @@ async def test_print_fault_clear_power_over_the_api(tmp_path: Path) -> None:
 
 async def test_send_now_reaches_the_server(tmp_path: Path) -> None:
     clock = VirtualClock()
-    clock.register()  # this test never parks: virtual time stands still
+    # Two participants: this test, which never parks, and the device's agent (the runner
+    # does not register it; counted alone, its parking let time run on to the daily
+    # sync and beyond: one run of the full suite saw 617 days uploaded before the first
+    # look). So virtual time stands still: the one payload is the one send-now asks for.
+    clock.register()
+    clock.register()
     async with ReferenceServer(tmp_path / "server", clock=clock) as server:
         runner = DeviceRunner(DeviceOptions(
             state_dir=tmp_path / "dev",
