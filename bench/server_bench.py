@@ -94,7 +94,8 @@ async def register_all(base: str, ca: Path, keys: list[str], work: Path) -> list
 class Server:
     """A server under test: its process, port, registered devices."""
 
-    def __init__(self, root: Path, workers: int, devices: int) -> None:
+    def __init__(self, root: Path, workers: int, devices: int,
+                 loop: str | None = None) -> None:
         self.workers = workers
         self.state, work = root / "state", root / "devices"
         work.mkdir(parents=True)
@@ -102,7 +103,7 @@ class Server:
             [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir",
              str(self.state), "make-key", "--count", str(devices)],
             cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-        self.proc, self.port = start_server(self.state, workers)
+        self.proc, self.port = start_server(self.state, workers, loop)
         self.ca = self.state / "pki" / "bundle.pem"
         self.devices = asyncio.run(register_all(f"https://localhost:{self.port}", self.ca,
                                                 keys, work))
