@@ -99,15 +99,15 @@ class Server:
     """A server under test: its process, port, registered devices."""
 
     def __init__(self, root: Path, workers: int, devices: int,
-                 loop: str | None = None) -> None:
+                 loop: str | None = None, tree: Path = ROOT) -> None:
         self.workers = workers
         self.state, work = root / "state", root / "devices"
         work.mkdir(parents=True)
         keys = subprocess.run(
             [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir",
              str(self.state), "make-key", "--count", str(devices)],
-            cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-        self.proc, self.port = start_server(self.state, workers, loop)
+            cwd=tree, check=True, capture_output=True, text=True).stdout.split()
+        self.proc, self.port = start_server(self.state, workers, loop, tree)
         self.ca = self.state / "pki" / "bundle.pem"
         self.devices = asyncio.run(register_all(f"https://localhost:{self.port}", self.ca,
                                                 keys, work))
