@@ -16,15 +16,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch_server(state: Path, workers: int = 1
-                  ) -> tuple[subprocess.Popen[str], dict[str, object]]:
+def launch_server(state: Path, workers: int = 1, loop: str | None = None,
+                  tree: Path = ROOT) -> tuple[subprocess.Popen[str], dict[str, object]]:
     """The reference server on 127.0.0.1, a free port, state in ``state``, ``workers``
-    processes; with the JSON line it prints once it listens."""
+    processes, on event loop ``loop`` (None: the CLI's default), the code of checkout
+    ``tree`` (default this one); with the JSON line it prints once it listens."""
     command = [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir",
                str(state), "run", "--port", "0"]
     if workers != 1:
         command += ["--workers", str(workers)]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+    if loop is not None:
+        command += ["--loop", loop]
+    proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -34,9 +37,10 @@ def launch_server(state: Path, workers: int = 1
     return proc, info
 
 
-def start_server(state: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
+def start_server(state: Path, workers: int = 1, loop: str | None = None,
+                 tree: Path = ROOT) -> tuple[subprocess.Popen[str], int]:
     """:func:`launch_server`, with the port it listens on."""
-    proc, info = launch_server(state, workers)
+    proc, info = launch_server(state, workers, loop, tree)
     return proc, int(str(info["port"]))
 
 

@@ -10,7 +10,10 @@ devices:
     sockets in threads, two processes; the handshake runs in C). Every upload is
     checked (hash, zip, XSD, device fields) and stored in SQLite before its 201. The
     server's CPU time per stored upload (all its processes) is printed beside it: on a
-    shared machine it is steadier than a rate;
+    shared machine it is steadier than a rate. So is the load generator's CPU per
+    upload: on 2 cores the two share the machine, and the rate is about
+    cores / (server + load generator CPU per upload). The server's capacity, cores /
+    its CPU per upload, is what it would store with the machine to itself;
 (a') the same load against the same server with ``--workers 1``: what the workers buy;
 (b) the fleet's device-days/s against the same server (the ``--workers W`` one):
     ``fleet_bench.py``'s own fleet functions, a 1-day and an N-day fleet of the same
@@ -25,6 +28,7 @@ devices:
 compared. Goal (issue 23): (a) >= 2 x the faster of (b) and (b'). The last line is one JSON object.
 
     .venv/bin/python bench/server_bench.py [--workers 2] [--seconds 10] [--repeats 3]
+        [--loop asyncio|uvloop|auto]
 """
 
 from __future__ import annotations
@@ -94,15 +98,16 @@ async def register_all(base: str, ca: Path, keys: list[str], work: Path) -> list
 class Server:
     """A server under test: its process, port, registered devices."""
 
-    def __init__(self, root: Path, workers: int, devices: int) -> None:
+    def __init__(self, root: Path, workers: int, devices: int,
+                 loop: str | None = None, tree: Path = ROOT) -> None:
         self.workers = workers
         self.state, work = root / "state", root / "devices"
         work.mkdir(parents=True)
         keys = subprocess.run(
             [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir",
              str(self.state), "make-key", "--count", str(devices)],
-            cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-        self.proc, self.port = start_server(self.state, workers)
+            cwd=tree, check=True, capture_output=True, text=True).stdout.split()
+        self.proc, self.port = start_server(self.state, workers, loop, tree)
         self.ca = self.state / "pki" / "bundle.pem"
         self.devices = asyncio.run(register_all(f"https://localhost:{self.port}", self.ca,
                                                 keys, work))
@@ -116,6 +121,11 @@ class Server:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def client_ms(result: LoadResult) -> float:
+    """The load generator's CPU ms per stored upload."""
+    return 1000 * result.client_cpu_s / max(result.stored, 1)
 
 
 def fleet_steady(server: Server, work: Path, devices: int, days: int, run: int) -> float:
@@ -143,6 +153,8 @@ def main() -> int:
     ap.add_argument("--fleet-days", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--openssl-seconds", type=int, default=5)
+    ap.add_argument("--loop", choices=("auto", "uvloop", "asyncio"),
+                    help="the servers' event loop (server run --loop; default: its default)")
     args = ap.parse_args()
     loads: list[tuple[LoadResult, float]] = []
     single: list[tuple[LoadResult, float]] = []
@@ -152,8 +164,9 @@ def main() -> int:
     # In /dev/shm where there is one, as fleet_bench.py and `fleet` by default: a fleet
     # on a disk waits on real fsyncs and is much slower, which would flatter the server.
     with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-        main_server = Server(Path(tmp) / "w", args.workers, args.devices)
-        one = Server(Path(tmp) / "one", 1, args.devices) if args.workers != 1 else None
+        main_server = Server(Path(tmp) / "w", args.workers, args.devices, args.loop)
+        one = (Server(Path(tmp) / "one", 1, args.devices, args.loop)
+               if args.workers != 1 else None)
         try:
             for run in range(args.repeats):
                 loads.append(main_server.load(args.seconds, seed=1000 * run + 1))
@@ -180,11 +193,19 @@ def main() -> int:
     fleet_rate = max(fleet_main, fleet_single or 0.0)
     hs = statistics.median(handshakes)
     sizes = loads[0][0].sizes
+    client = statistics.median(client_ms(r) for r, _ in loads)
+    cores = os.cpu_count() or 1
+    capacity = 1000 * cores / ms  # uploads/s were the server's CPU per upload all it used
+    share = statistics.median(m / (m + client_ms(r)) for r, m in loads)
     print(f"devices registered:  {args.devices}; zip sizes {sizes[0]}..{sizes[1]} bytes; "
           f"new TLS connection per upload; {errors} errors")
     print(f"(a)  server --workers {args.workers}: median {rate:.1f} stored uploads/s "
           f"({', '.join(f'{r.per_s:.1f}' for r, _ in loads)}), server CPU "
           f"{ms:.2f} ms per upload ({', '.join(f'{m:.2f}' for _, m in loads)})")
+    print(f"     load generator CPU {client:.2f} ms per upload "
+          f"({', '.join(f'{client_ms(r):.2f}' for r, _ in loads)}): the server had "
+          f"{100 * share:.0f}% of the CPU the two used; its capacity with the "
+          f"{cores} cores to itself, {cores} x 1000 / {ms:.2f} ms: {capacity:.1f} uploads/s")
     one_rate = one_ms = None
     if single:
         one_rate = statistics.median(r.per_s for r, _ in single)
@@ -203,12 +224,18 @@ def main() -> int:
     print(f"(c)  openssl s_time -new: median {hs:.1f} handshakes/s "
           f"({', '.join(f'{h:.1f}' for h in handshakes)})")
     print(f"ratios: server uploads / fleet device-days {rate / fleet_rate:.2f} (goal >= 2), "
-          f"server uploads / openssl handshakes {rate / hs:.3f}")
+          f"server uploads / openssl handshakes {rate / hs:.3f}; server capacity / fleet "
+          f"device-days {capacity / fleet_rate:.2f}")
     print(json.dumps({
         "server_workers": args.workers,
+        "server_loop": args.loop or "default",
         "uploads_per_s": round(rate, 1),
         "uploads_per_s_runs": [round(r.per_s, 1) for r, _ in loads],
         "server_cpu_ms_per_upload": round(ms, 2),
+        "server_cpu_ms_per_upload_runs": [round(m, 2) for _, m in loads],
+        "load_generator_cpu_ms_per_upload": round(client, 2),
+        "server_cpu_share_of_load": round(share, 3),
+        "server_capacity_uploads_per_s": round(capacity, 1),
         "uploads_per_s_one_worker": round(one_rate, 1) if one_rate else None,
         "server_cpu_ms_per_upload_one_worker": round(one_ms, 2) if one_ms else None,
         "fleet_device_days_per_s": round(fleet_rate, 1),
@@ -220,6 +247,7 @@ def main() -> int:
         "openssl_handshakes_per_s": round(hs, 1),
         "ratio_uploads_vs_fleet": round(rate / fleet_rate, 3),
         "ratio_uploads_vs_openssl": round(rate / hs, 3),
+        "ratio_capacity_vs_fleet": round(capacity / fleet_rate, 3),
         "errors": errors,
     }))
     return 0 if errors == 0 else 1

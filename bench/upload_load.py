@@ -48,6 +48,7 @@ class LoadResult:
     last: float  # ... and of the last answer
     sizes: tuple[int, int]
     statuses: dict[int, int]
+    client_cpu_s: float  # the load processes' CPU while sending (their build excluded)
 
     @property
     def per_s(self) -> float:
@@ -131,6 +132,7 @@ def _child(port: int, ca: str, devices: list[Device], first_n: int, step: int,
     statuses: dict[int, int] = {}
     nxt = 0
     barrier.wait()  # type: ignore[attr-defined]
+    cpu0 = time.process_time()  # this process, all its threads
     first = time.monotonic()
     deadline = first + seconds
     last = first
@@ -163,7 +165,8 @@ def _child(port: int, ca: str, devices: list[Device], first_n: int, step: int,
         t.start()
     for t in pool:
         t.join()
-    out.put((stored, errors, first, last, min(sizes), max(sizes), statuses))  # type: ignore[attr-defined]
+    cpu = time.process_time() - cpu0
+    out.put((stored, errors, first, last, min(sizes), max(sizes), statuses, cpu))  # type: ignore[attr-defined]
 
 
 def run_load(port: int, ca: Path, devices: list[Device], *, seconds: float,
@@ -193,4 +196,4 @@ def run_load(port: int, ca: Path, devices: list[Device], *, seconds: float,
     return LoadResult(stored=sum(r[0] for r in results), errors=sum(r[1] for r in results),
                       first=min(r[2] for r in results), last=max(r[3] for r in results),
                       sizes=(min(r[4] for r in results), max(r[5] for r in results)),
-                      statuses=statuses)
+                      statuses=statuses, client_cpu_s=sum(r[7] for r in results))

@@ -81,6 +81,20 @@ def _name(common_name: str, serial_number: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _write_if_changed(path: Path, data: bytes) -> Path:
+    """``path`` holding ``data``, replaced whole (never seen half-written: the workers
+    of ``server run --workers N`` each open the state while the others may read it)."""
+    try:
+        if path.read_bytes() == data:
+            return path
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
 class Pki:
     """The CA, server certificate and firmware signing key of one state directory."""
 
@@ -102,9 +116,13 @@ class Pki:
                 self.server_cert_path, self.server_key_path = self._load_or_make_server_cert(
                     server_names, now
                 )
+                self.server_chain_path = _write_if_changed(
+                    pki_dir / "server-chain.pem", self.server_cert_path.read_bytes()
+                    + self.ca_cert.public_bytes(serialization.Encoding.PEM))
                 extra_ca = b""
             else:
                 self.server_cert_path = Path(tls_files.cert_file)
+                self.server_chain_path = self.server_cert_path  # the operator's chain
                 self.server_key_path = Path(tls_files.key_file)
                 extra_ca = Path(tls_files.ca_file).read_bytes() if tls_files.ca_file else b""
             self.bundle_path = pki_dir / "bundle.pem"

@@ -184,7 +184,11 @@ class ServerState:
         # and each device the work of storing them.
         ctx.num_tickets = 0
         ctx.options |= ssl.OP_NO_TICKET
-        ctx.load_cert_chain(str(self.pki.server_cert_path), str(self.pki.server_key_path))
+        # The chain as a file (our certificate, then our CA), not the certificate alone:
+        # given no chain, OpenSSL builds one for every handshake from the verify store,
+        # by verifying the server's own certificate (an ECDSA check and OpenSSL 3.0's
+        # key decoding each time). The same two certificates go out either way.
+        ctx.load_cert_chain(str(self.pki.server_chain_path), str(self.pki.server_key_path))
         return ctx
 
     def _load_server_cert(self, mode: TlsFault) -> None:
@@ -192,7 +196,7 @@ class ServerState:
         # new connection when it is created, so new handshakes get the new one at once
         # and connections already open keep theirs.
         if mode is TlsFault.NONE:
-            self.ssl_context.load_cert_chain(str(self.pki.server_cert_path),
+            self.ssl_context.load_cert_chain(str(self.pki.server_chain_path),
                                              str(self.pki.server_key_path))
             return
         now = self.wall.now()

@@ -79,7 +79,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
 def _worker_command(args: argparse.Namespace, fd: int) -> list[str]:
     cmd = [sys.executable, "-m", "emulator.server.cli", "server",
            "--state-dir", str(args.state_dir), "run", "--host", args.host,
-           "--port", str(args.port), "--listen-fd", str(fd),
+           "--port", str(args.port), "--listen-fd", str(fd), "--loop", args.loop,
            "--cert-days", str(args.cert_days),
            "--max-upload-bytes", str(args.max_upload_bytes)]
     for name in args.server_name:
