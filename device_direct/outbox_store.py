@@ -132,13 +132,18 @@ def _storage_errors(what: str, path: str | Path) -> Iterator[None]:
 class OutboxStore:
     """The device's outbox on disk. Create with :meth:`open`."""
 
+    # Slots: a fleet holds one store per simulated device (the idle-memory goal).
+    __slots__ = ("_box", "_clock", "_generation", "_journal_broken", "_journal_lines",
+                 "_record_texts", "_rng", "directory")
+
     def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: RandomBits,
                  generation: int = 0) -> None:
         self.directory = directory
         self._box = box
         self._clock = clock
         self._rng = rng
-        self._record_texts: RecordTexts = {}  # see outbox_meta.meta_bytes
+        # meta_bytes' cache of record texts, made at the first meta.json written.
+        self._record_texts: RecordTexts | None = None
         self._generation = generation  # of meta.json on disk, and of the journal after it
         self._journal_lines = 0  # in that journal
         self._journal_broken = False  # an append failed: its tail may be torn
@@ -370,6 +375,8 @@ class OutboxStore:
         generation = self._generation + 1
         path = self.directory / META_NAME
         with _storage_errors("write the outbox metadata", path):
+            if self._record_texts is None:
+                self._record_texts = {}
             atomic_write(path, meta_bytes(box, self._record_texts, generation))
         old = self.directory / journal_name(self._generation)
         self._generation, self._journal_lines, self._journal_broken = generation, 0, False
