@@ -73,10 +73,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emulator.clock import VirtualClock  # noqa: E402
-from emulator.fleet.loop import LOOP_NAMES, LoopName, resolve  # noqa: E402
-from emulator.fleet.loop import run as run_on_loop  # noqa: E402
 from emulator.fleet.runner import Fleet, ServerTarget, _Endpoint, run_fleet  # noqa: E402
 from emulator.fleet.spec import FleetSpec, Shard, UploadWindow  # noqa: E402
+from emulator.loop import LOOP_NAMES, LoopName, resolve  # noqa: E402
+from emulator.loop import run as run_on_loop  # noqa: E402
 
 BENCH_WINDOW = UploadWindow.parse("02:00-02:01")
 

@@ -33,8 +33,6 @@ from emulator.fleet.cli_common import (
 )
 from emulator.fleet.html_report import RunRecorder, write_html_report
 from emulator.fleet.live_sinks import FROM_ENV, LiveSinks
-from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
-from emulator.fleet.loop import run as run_on_loop
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, summary_table, write_report
 from emulator.fleet.runner import DEFAULT_CONCURRENCY, ServerTarget, run_fleet
@@ -50,6 +48,8 @@ from emulator.fleet.spec import (
     parse_actions,
     parse_mix,
 )
+from emulator.loop import LOOP_NAMES, LoopUnavailable, resolve
+from emulator.loop import run as run_on_loop
 
 DEMO_DEVICES, DEMO_DAYS = 50, 7
 # What the demo's server asks of its printers, per device-day: a few of every kind a

@@ -42,12 +42,12 @@ from urllib.parse import urlsplit
 from device_direct.clock import SystemClock
 from emulator.fleet.cli_common import scratch_dir
 from emulator.fleet.live_stats import merge_snapshots
-from emulator.fleet.loop import LoopName
-from emulator.fleet.loop import run as run_on_loop
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, merge_reports
 from emulator.fleet.runner import FleetRunError, ServerTarget, server_upload_counts
 from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard
+from emulator.loop import LoopName
+from emulator.loop import run as run_on_loop
 from emulator.server.app import ReferenceServer
 
 CONNECT_TIMEOUT_S = 10.0

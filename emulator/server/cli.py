@@ -20,8 +20,8 @@ from typing import Any
 
 from emulator.closed_output import run_with_closed_output_quiet
 from emulator.errors import EmulatorError
-from emulator.fleet.loop import LOOP_NAMES, LoopUnavailable, resolve
-from emulator.fleet.loop import run as run_on_loop
+from emulator.loop import LOOP_NAMES, LoopUnavailable, resolve
+from emulator.loop import run as run_on_loop
 from emulator.server.app import ReferenceServer
 from emulator.server.export import export_uploads, open_state, parse_since
 from emulator.server.pki import ServerTlsFiles

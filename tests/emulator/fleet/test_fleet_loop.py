@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulator.fleet import loop as fleet_loop
+from emulator import loop as fleet_loop
 from emulator.fleet.cli import EXIT_USAGE, main
 from emulator.fleet.report import FleetReport, merge_reports
 from emulator.fleet.runner import run_fleet

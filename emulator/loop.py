@@ -1,4 +1,8 @@
-"""Which event loop a fleet runs on: uvloop when it is installed, else asyncio's own.
+"""Which event loop an emulator process runs on (``--loop auto|uvloop|asyncio``).
+
+The fleet's default is auto: uvloop when it is installed, else asyncio's own. The
+reference server's default is asyncio (``server run --loop``), for the TLS alerts of
+refused handshakes (``emulator/server/tls_listener.py``); uvloop measured no cheaper there.
 
 A fleet is thousands of agents on one loop in one process, and it is CPU-bound: the
 loop's own work (scheduling, sockets, the TLS transport of every daily connection) is a
