@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own, in C
 from typing import Any
 
 from device_direct.core.outbox import Outbox, OutboxChange, OutboxEntry
@@ -55,7 +56,12 @@ def record_from_json(d: dict[str, Any]) -> TransferRecord:
 
 
 def record_text(r: TransferRecord) -> str:
-    return json.dumps(record_to_json(r), sort_keys=True, separators=(",", ":"))
+    """The same text as ``json.dumps(record_to_json(r), sort_keys=True,
+    separators=(",", ":"))``, written out (a record is made a payload, and its text
+    goes into a journal line)."""
+    upload_id = "null" if r.upload_id is None else _quote(r.upload_id)
+    return (f'{{"at":{_quote(r.at.isoformat())},"bytes":{r.bytes},"detail":{_quote(r.detail)},'
+            f'"result":{_quote(r.result)},"upload_id":{upload_id}}}')
 
 
 def entry_to_json(e: OutboxEntry) -> dict[str, Any]:
@@ -193,18 +199,24 @@ def meta_bytes(box: Outbox, texts: RecordTexts | None = None, generation: int = 
     ).encode()
 
 
+def _entry_text(e: OutboxEntry) -> str:
+    """``entry_to_json(e)`` as compact JSON (three of these a payload)."""
+    return (f'{{"attempts":{e.attempts},"size":{e.size},'
+            f'"created_at":{_quote(e.created_at.isoformat())},'
+            f'"next_attempt_at":{_quote(e.next_attempt_at.isoformat())},'
+            f'"last_error":{_quote(e.last_error)}}}')
+
+
 def change_line(change: OutboxChange) -> bytes:
-    """The journal line of ``change``, newline included."""
-    head = json.dumps({
-        "b": (change.delivered_before.isoformat()
-              if change.delivered_before is not None else None),
-        "d": list(change.records_dropped),
-        "e": {e.upload_id: entry_to_json(e) for e in change.entries},
-        "n": change.next_sequence,
-        "x": list(change.removed),
-    }, separators=(",", ":"))
+    """The journal line of ``change``, newline included (compact JSON, written out)."""
+    when = change.delivered_before
+    delivered = "null" if when is None else _quote(when.isoformat())
+    dropped = ",".join(map(str, change.records_dropped))
+    entries = ",".join(f"{_quote(e.upload_id)}:{_entry_text(e)}" for e in change.entries)
+    removed = ",".join(map(_quote, change.removed))
     records = ",".join(record_text(r) for r in change.records_added)
-    return f'{head[:-1]},"r":[{records}]}}\n'.encode()
+    return (f'{{"b":{delivered},"d":[{dropped}],"e":{{{entries}}},'
+            f'"n":{change.next_sequence},"x":[{removed}],"r":[{records}]}}\n').encode()
 
 
 def journal_lines(raw: bytes) -> tuple[list[Any], str, bool]:

@@ -133,12 +133,13 @@ class OutboxStore:
     """The device's outbox on disk. Create with :meth:`open`."""
 
     # Slots: a fleet holds one store per simulated device (the idle-memory goal).
-    __slots__ = ("_box", "_clock", "_generation", "_journal_broken", "_journal_lines",
+    __slots__ = ("_box", "_clock", "_dir", "_generation", "_journal_broken", "_journal_lines",
                  "_record_texts", "_rng", "directory")
 
     def __init__(self, directory: Path, box: Outbox, clock: Clock, rng: RandomBits,
                  generation: int = 0) -> None:
         self.directory = directory
+        self._dir = str(directory)  # the hot paths join strings, not Paths
         self._box = box
         self._clock = clock
         self._rng = rng
@@ -216,7 +217,10 @@ class OutboxStore:
 
     def path_of(self, entry: OutboxEntry) -> Path:
         """Where ``entry``'s payload file lives."""
-        return self.directory / payload_name(entry.sequence, entry.upload_id)
+        return Path(self._file(entry.sequence, entry.upload_id))
+
+    def _file(self, sequence: int, upload_id: str) -> str:
+        return f"{self._dir}/{payload_name(sequence, upload_id)}"
 
     def read(self, entry: OutboxEntry) -> bytes:
         """The zip bytes of ``entry``."""
@@ -243,7 +247,7 @@ class OutboxStore:
         now = self._clock.now()
         work = self._box.copy()
         result = work.add(meta.upload_id, meta.sequence, len(zip_bytes), now)
-        path = self.directory / payload_name(meta.sequence, meta.upload_id)
+        path = self._file(meta.sequence, meta.upload_id)
         if result.entry is not None:
             with _storage_errors("write the payload", path):
                 atomic_write(path, zip_bytes)
@@ -261,7 +265,7 @@ class OutboxStore:
             log.warning(
                 "outbox over budget: dropped payload %s (seq %d)", gone.upload_id, gone.sequence
             )
-            self._unlink_quietly(self.path_of(gone))
+            self._unlink_quietly(self._file(gone.sequence, gone.upload_id))
         if result.entry is None:
             raise StorageError(
                 f"payload {meta.upload_id} ({len(zip_bytes)} bytes) does not fit in the outbox "
@@ -280,7 +284,8 @@ class OutboxStore:
         problem = ""
         data = b""
         try:
-            data = self.path_of(live).read_bytes()
+            with open(self._file(live.sequence, live.upload_id), "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             problem = "payload file is missing"
         except OSError as exc:
@@ -308,7 +313,7 @@ class OutboxStore:
         work = self._box.copy()
         record = work.acknowledge(entry.upload_id, result, at)
         self._commit(work, raise_errors=False)
-        self._unlink_quietly(self.path_of(entry))
+        self._unlink_quietly(self._file(entry.sequence, entry.upload_id))
         return record
 
     def mark_failed(
@@ -327,7 +332,7 @@ class OutboxStore:
         work = self._box.copy()
         record = work.reject(entry.upload_id, at, status, detail)
         self._commit(work, raise_errors=False)
-        self._unlink_quietly(self.path_of(entry))
+        self._unlink_quietly(self._file(entry.sequence, entry.upload_id))
         return record
 
     # -- internals -----------------------------------------------------------------------
@@ -360,7 +365,7 @@ class OutboxStore:
             self._snapshot(work)
             return
         change = work.change_from(self._box)
-        path = self.directory / journal_name(self._generation)
+        path = f"{self._dir}/{journal_name(self._generation)}"
         try:
             with _storage_errors("write the outbox journal", path):
                 append_durably(path, change_line(change), new_file=self._journal_lines == 0)
@@ -397,7 +402,7 @@ class OutboxStore:
         except OSError as exc:
             log.error("outbox: spare sequence counter %s not saved: %s", path, exc)
 
-    def _unlink_quietly(self, path: Path) -> None:
+    def _unlink_quietly(self, path: str | Path) -> None:
         # The outcome is already recorded; a file left behind is deleted on next open.
         # No fsync of the directory: if a power cut undoes the deletion, the history
         # still names the outcome on open (it keeps the last 50), and the next payload

@@ -37,7 +37,11 @@ async def test_a_full_disk_skips_a_payload_but_the_agent_goes_on(
         def full(path: Path, data: bytes, **kw: object) -> None:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-        clock.register()  # the test: time stands still
+        # Two participants, this test (never parked) and the agent (make_agent does not
+        # register it): counted alone, the agent's parking let virtual time run on to
+        # its daily syncs and retries, and a slow run failed. Time stands still now.
+        clock.register()
+        clock.register()
         task = asyncio.create_task(agent.run())
         try:
             monkeypatch.setattr(outbox_store, "atomic_write", full)

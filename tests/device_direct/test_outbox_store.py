@@ -671,3 +671,29 @@ def test_a_full_disk_at_open_does_not_stop_the_outbox(
     again.begin_send(entry, T0)
     again.mark_sent(entry, "stored", T0)
     assert _state(open_store(tmp_path)) == _state(again)
+
+
+def test_journal_and_record_texts_are_the_json_the_library_writes() -> None:
+    """record_text and change_line write their JSON out by hand: the same text as
+    json.dumps for the records (meta.json must stay canonical), and lines that decode to
+    what json.dumps would have said, whatever the strings hold."""
+    from device_direct.core.outbox import OutboxChange, OutboxEntry
+    from device_direct.core.payload import TransferRecord
+    from device_direct.outbox_meta import change_line, entry_to_json, record_text, record_to_json
+
+    odd = ['plain', 'quote " back \\ slash', "new\nline\ttab\x01", "ünï ☃ \u2028", ""]
+    uid = str(uuid.UUID(int=7))
+    for i, text in enumerate(odd):
+        at = T0 + timedelta(seconds=i, microseconds=i * 7)
+        record = TransferRecord(at, "rejected", i, uid if i % 2 else None, text)
+        assert record_text(record) == json.dumps(record_to_json(record), sort_keys=True,
+                                                 separators=(",", ":"))
+        entry = OutboxEntry(uid, i, 10 + i, at, at + timedelta(hours=1), i, last_error=text)
+        change = OutboxChange((entry,), (str(uuid.UUID(int=8)),), (0, 3), (record,), i + 1,
+                              at if i % 2 else None)
+        line = change_line(change)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert json.loads(line) == {
+            "b": at.isoformat() if i % 2 else None, "d": [0, 3],
+            "e": {uid: entry_to_json(entry)}, "n": i + 1,
+            "x": [str(uuid.UUID(int=8))], "r": [record_to_json(record)]}
