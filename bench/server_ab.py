@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import random
 import socket
 import ssl
@@ -42,7 +41,7 @@ from pathlib import Path
 
 from fleet_bench import tmp_base  # bench/, beside this script
 from server_bench import ROOT, Server, cpu_s
-from upload_load import Device, build_payload, nvm_table, upload_request
+from upload_load import Device, build_payload, nvm_table, run_forked, upload_request
 
 BASE_COMMIT = "46e9462"  # main before issue 23f's server work
 Target = tuple[int, str, list[Device]]  # port, CA bundle, devices
@@ -139,16 +138,9 @@ def alternate(targets: list[Target], seconds: float, seed: int, mode: str,
     """Send for ``seconds``, alternating between ``targets``; successes and failures
     per target."""
     items = int(700 * seconds / processes)
-    ctx = mp.get_context("fork")
-    barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(targets, p, processes, items, threads,
-                                              seed + p, mode, barrier, seconds, out))
-             for p in range(processes)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=seconds * 4 + 600) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    results = run_forked(
+        _child, lambda p: (targets, p, processes, items, threads, seed + p, mode),
+        processes, seconds)
     return ([sum(r[0][i] for r in results) for i in range(len(targets))],
             [sum(r[1][i] for r in results) for i in range(len(targets))])
 

@@ -24,9 +24,11 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "fixtures" / "payloads" / "sample-device-data.xml").read_text()
@@ -169,6 +171,25 @@ def _child(port: int, ca: str, devices: list[Device], first_n: int, step: int,
     out.put((stored, errors, first, last, min(sizes), max(sizes), statuses, cpu))  # type: ignore[attr-defined]
 
 
+def run_forked(child: Callable[..., None], args_of: Callable[[int], tuple[Any, ...]],
+               processes: int, seconds: float) -> list[Any]:
+    """Start ``processes`` forked load processes together and gather what each puts.
+
+    Process ``p`` runs ``child(*args_of(p), barrier, seconds, out)``: it builds its work,
+    waits at ``barrier`` for the others, sends for ``seconds`` and puts one result on
+    ``out``."""
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=child, args=(*args_of(p), barrier, seconds, out))
+             for p in range(processes)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=seconds * 4 + 600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return results
+
+
 def run_load(port: int, ca: Path, devices: list[Device], *, seconds: float,
              processes: int = 2, threads: int = 16, rate_guess: float = 800.0,
              seed: int = 7) -> LoadResult:
@@ -178,17 +199,9 @@ def run_load(port: int, ca: Path, devices: list[Device], *, seconds: float,
     load stops early if they run out, which the rate allows for) and all start
     together."""
     items = max(1, int(rate_guess * seconds / processes))
-    ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(processes)
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(port, str(ca), devices, p, processes, items,
-                                              threads, seed + p, barrier, seconds, out))
-             for p in range(processes)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=seconds * 4 + 600) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    results = run_forked(
+        _child, lambda p: (port, str(ca), devices, p, processes, items, threads, seed + p),
+        processes, seconds)
     statuses: dict[int, int] = {}
     for r in results:
         for k, v in r[6].items():

@@ -116,6 +116,16 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a write may take less than it was given), then
+    ``fsync`` it."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.fsync(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically and durably; the file gets ``mode``."""
     target = os.fspath(path)
@@ -124,11 +134,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, target)
@@ -147,11 +153,7 @@ def append_durably(path: str | os.PathLike[str], data: bytes, *, new_file: bool,
     directory is ``fsync``ed too (the file's name must survive a power cut as well)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        _write_all(fd, data)
     finally:
         os.close(fd)
     if new_file:

@@ -386,12 +386,7 @@ class OutboxStore:
         old = self.directory / journal_name(self._generation)
         self._generation, self._journal_lines, self._journal_broken = generation, 0, False
         self._save_sequence(box.next_sequence)
-        try:
-            os.unlink(old)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.error("outbox: old journal %s not deleted: %s", old, exc)
+        self._unlink_quietly(old, "old journal")
 
     def _save_sequence(self, next_sequence: int) -> None:
         # A second copy of the counter, for when meta.json is lost. The payload is
@@ -402,17 +397,19 @@ class OutboxStore:
         except OSError as exc:
             log.error("outbox: spare sequence counter %s not saved: %s", path, exc)
 
-    def _unlink_quietly(self, path: str | Path) -> None:
-        # The outcome is already recorded; a file left behind is deleted on next open.
-        # No fsync of the directory: if a power cut undoes the deletion, the history
-        # still names the outcome on open (it keeps the last 50), and the next payload
-        # written (its rename is fsync'd in the same directory) makes the deletion last.
+    def _unlink_quietly(self, path: str | Path, what: str = "finished payload") -> None:
+        # What it held is already recorded elsewhere; a file left behind is deleted on
+        # the next open. No fsync of the directory: if a power cut undoes the deletion
+        # of a sent payload, the history still names its outcome on open (it keeps the
+        # last 50), and the next payload written (its rename is fsync'd in the same
+        # directory) makes the deletion last; an old journal left is ignored, then
+        # deleted, on open.
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.error("could not delete finished payload %s: %s", path, exc)
+            log.error("outbox: could not delete %s %s: %s", what, path, exc)
 
     def _delete_finished_files(self) -> None:
         live = {payload_name(e.sequence, e.upload_id) for e in self._box.entries}
