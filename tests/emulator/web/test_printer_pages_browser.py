@@ -22,6 +22,7 @@ from selenium.common.exceptions import (
     NoAlertPresentException,
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -62,8 +63,22 @@ class Rig:
                 return str(self.driver.find_element(By.CSS_SELECTOR, css).text) or " "
             except (NoSuchElementException, StaleElementReferenceException):
                 return None
+            except WebDriverException as exc:
+                if _page_changed(exc):
+                    return None
+                raise
 
         return wait_for(find, f"{css} on {self.driver.current_url}", timeout).strip()
+
+
+# What Chromium answers, instead of a stale-element error, when the page is replaced
+# between finding an element and reading it (a form's answer arriving): not yet, not
+# a failure.
+_REPLACED_PAGE = ("does not belong to the document", "Cannot find context with specified id")
+
+
+def _page_changed(exc: WebDriverException) -> bool:
+    return any(words in str(exc.msg) for words in _REPLACED_PAGE)
 
 
 @pytest.fixture(scope="module")
