@@ -215,6 +215,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                      help="write the run's running totals to FILE, one CSV row a second")
     # A shard process of --processes: where its parent reads its live figures.
     run.add_argument("--live-stats-file", type=Path, help=argparse.SUPPRESS)
+    # A shard process of --processes: its stdin is the parent's pipe; stop when it closes.
+    run.add_argument("--parent-pipe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="?", choices=("merge-reports",),
                         metavar="merge-reports REPORT...",
                         help="merge the --report files of shards "
@@ -334,9 +336,13 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
             report = run_on_loop(run_processes(spec, args, target, work_dir, progress=bar,
                                                stats=stats), loop)
         else:
-            report = run_on_loop(run_fleet(spec, work_dir, shard=args.shard, target=target,
-                                           concurrency=args.concurrency, progress=bar,
-                                           stats=stats), loop)
+            work = run_fleet(spec, work_dir, shard=args.shard, target=target,
+                             concurrency=args.concurrency, progress=bar, stats=stats)
+            if args.parent_pipe:
+                from emulator.fleet.processes import stop_with_parent
+
+                work = stop_with_parent(work)
+            report = run_on_loop(work, loop)
     except FleetSpecError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,12 @@ and checks the whole fleet. Keys and tokens go through files, never the command 
 where any local user could read them. When the parent shows live figures
 (``--metrics-port``, ``--stats-csv``), each shard also writes its latest snapshot to a
 file the parent reads.
+
+A shard stops when its parent is gone, however it went: the parent holds the write end
+of each shard's standard input, and a shard (``--parent-pipe``) that reads its end
+closed stops (:func:`stop_with_parent`). SIGTERM and Ctrl-C the parent passes on itself;
+SIGKILL (a CI runner's hard timeout, the OOM killer) it cannot, and the kernel closes
+the pipe instead.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import emulator
 from device_direct.clock import SystemClock
@@ -33,6 +39,8 @@ from emulator.fleet.spec import FleetSpec, format_actions, format_mix
 from emulator.server.app import ReferenceServer
 
 _KEY_TTL_S = 7 * 86400  # real seconds: the parent's server runs on the real clock
+
+T = TypeVar("T")
 
 
 def _private(path: Path, text: str) -> Path:
@@ -51,7 +59,7 @@ def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[
         "--zones", ",".join(spec.zones), "--concurrency", str(args.concurrency),
         *(["--actions", format_actions(spec.actions)] if spec.actions else []),
         "--no-progress", "--log-level", args.log_level, "--loop", args.loop, *server_args,
-        "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
+        "--parent-pipe", "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
         "--report", str(work_dir / f"shard-{i}.json"),
         *(["--live-stats-file", str(_stats_file(work_dir, i))] if live else []),
     ]
@@ -119,6 +127,36 @@ def _on_sigterm_cancel(task: asyncio.Task[Any] | None) -> _SigtermCancels | None
         return None
 
 
+class _PipeClosed(asyncio.Protocol):
+    def __init__(self, closed: asyncio.Future[None]) -> None:
+        self._closed = closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+async def stop_with_parent(work: Awaitable[T]) -> T:
+    """``work``'s result, unless standard input (the ``--processes`` parent's pipe)
+    closes first: then ``work`` is cancelled and :class:`FleetRunError` says why."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    pipe, _ = await loop.connect_read_pipe(lambda: _PipeClosed(closed), sys.stdin)
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((task, closed), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.wait((task,))
+        raise FleetRunError("the --processes parent is gone (its pipe closed): this shard "
+                            "stopped too")
+    finally:
+        pipe.close()
+        if not task.done():
+            task.cancel()
+
+
 async def run_processes(spec: FleetSpec, args: argparse.Namespace,
                         target: ServerTarget | None, work_dir: Path, *,
                         progress: ProgressBar,
@@ -153,7 +191,8 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
         for i in range(1, k + 1):
             procs.append(await asyncio.create_subprocess_exec(
                 *_shard_command(spec, args, server_args, work_dir, i, k, stats is not None),
-                stdout=asyncio.subprocess.DEVNULL, env=env))
+                # The shard's stdin is this process's pipe: closed when we are gone.
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, env=env))
         waits = [asyncio.ensure_future(p.wait()) for p in procs]
         while True:
             # Uploads stored stand for device-days (action payloads may add a few).

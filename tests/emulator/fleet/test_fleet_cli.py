@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -232,6 +234,68 @@ def test_sigterm_to_the_parent_stops_its_shard_processes(tmp_path: Path) -> None
         while any(Path(f"/proc/{pid}").exists() for pid in shards):
             assert time.monotonic() < deadline, "shard processes outlived their parent"
             time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_killed_parent_leaves_no_shard_running(tmp_path: Path) -> None:
+    """SIGKILL (a CI runner's hard timeout, the OOM killer) cannot be passed on: the
+    shards see their stdin pipe from the parent close and stop by themselves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.fleet", "--devices", "200", "--days", "30",
+         "--processes", "2", "--no-progress", "--work-dir", str(tmp_path / "w")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(shards) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            shards = _children(proc.pid)
+        assert len(shards) == 2, "the two shard processes did not start"
+        time.sleep(1.0)  # the shards are building their devices or uploading by now
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while alive := [pid for pid in shards if _running(pid)]:
+            assert time.monotonic() < deadline, f"shards {alive} outlived their killed parent"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in shards:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (an orphan's zombie is init's to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_shard_stops_when_its_parent_pipe_closes(tmp_path: Path) -> None:
+    """What a shard of --processes does when its parent is gone: exit 3, saying so."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.fleet", "--devices", "200", "--days", "30",
+         "--no-progress", "--parent-pipe", "--shard", "1/2", "--work-dir",
+         str(tmp_path / "w")],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        time.sleep(1.0)
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        err = proc.stderr.read()
+        assert proc.returncode == 3, err
+        assert "parent is gone" in err and "Traceback" not in err
     finally:
         if proc.poll() is None:
             proc.kill()
