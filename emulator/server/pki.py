@@ -125,9 +125,10 @@ class Pki:
                 self.server_chain_path = self.server_cert_path  # the operator's chain
                 self.server_key_path = Path(tls_files.key_file)
                 extra_ca = Path(tls_files.ca_file).read_bytes() if tls_files.ca_file else b""
-            self.bundle_path = pki_dir / "bundle.pem"
-            self.bundle_path.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM)
-                                         + extra_ca)
+            # Read by every worker and by the devices' clients while a worker starts.
+            self.bundle_path = _write_if_changed(
+                pki_dir / "bundle.pem",
+                self.ca_cert.public_bytes(serialization.Encoding.PEM) + extra_ca)
         except OSError as exc:
             raise ServerError(f"cannot use PKI directory {pki_dir}: {exc}") from exc
 

@@ -63,3 +63,22 @@ def test_an_operators_chain_file_is_served_as_given(tmp_path: Path) -> None:
                tls_files=files)
     assert ours.server_chain_path == theirs.server_chain_path
     assert not (tmp_path / "pki" / "server-chain.pem").exists()
+
+
+def test_the_ca_bundle_is_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
+    """Each worker of ``server run --workers N`` opens the state while the others (and
+    the devices' clients) may read ``bundle.pem``: a start that finds it right leaves it
+    alone, and a changed bundle is a new file renamed over the old, never the old one
+    truncated and written again (which a reader could see half-written)."""
+    now = datetime.now(UTC)
+    bundle = Pki(tmp_path / "pki", server_names=("localhost",), now=now).bundle_path
+    first = bundle.stat().st_ino
+    Pki(tmp_path / "pki", server_names=("localhost",), now=now)
+    assert bundle.stat().st_ino == first  # unchanged: not written at all
+    operator = Pki(tmp_path / "operator-ca", server_names=("localhost",), now=now)
+    files = ServerTlsFiles(operator.server_chain_path, operator.server_key_path,
+                           operator.dir / "ca.pem")
+    again = Pki(tmp_path / "pki", server_names=("localhost",), now=now, tls_files=files)
+    assert bundle.stat().st_ino != first  # replaced by a rename
+    assert _certs(bundle.read_bytes()) == [again.ca_cert, operator.ca_cert]
+    assert not list((tmp_path / "pki").glob(".*.tmp"))
