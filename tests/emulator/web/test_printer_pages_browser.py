@@ -240,17 +240,25 @@ def _tinyproxy(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
     if not Path(binary).exists():
         pytest.fail("tinyproxy is not installed: apt-get install tinyproxy")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     conf, log = tmp / "tinyproxy.conf", tmp / "tinyproxy.log"
-    conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\n"
-                    f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp / "tinyproxy.pid"}"\n')
-    proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for(lambda: log.exists() and "Accepting connections" in log.read_text(),
-             "tinyproxy to start", timeout=10)
-    return proc, port, log
+    for _ in range(3):  # tinyproxy cannot bind port 0: the port chosen may be taken meanwhile
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        log.unlink(missing_ok=True)
+        conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\n"
+                        f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp / "tinyproxy.pid"}"\n')
+        proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+        def started(proc: subprocess.Popen[bytes] = proc) -> str | None:
+            if log.exists() and "Accepting connections" in log.read_text():
+                return "ready"
+            return "exited" if proc.poll() is not None else None
+
+        if wait_for(started, "tinyproxy to start", timeout=30) == "ready":
+            return proc, port, log
+    pytest.fail("tinyproxy did not start:\n" + (log.read_text() if log.exists() else ""))
 
 
 def _save_settings(rig: Rig) -> None:
