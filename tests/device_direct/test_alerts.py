@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from proxyfixtures import refusing_socket
 from tlsfixtures import TestCA, server_context
 
 from device_direct.alerts import AlertMailer, MailError, SmtpSender
@@ -111,7 +112,7 @@ async def smtp_server(
 ) -> AsyncIterator[int]:
     """aiosmtpd on 127.0.0.1; STARTTLS offered when ``tls`` is given; AUTH over TLS only.
 
-    On a free port, or on ``sock`` (bound already: see :func:`_reserved_port`)."""
+    On a free port, or on ``sock`` (bound already: see ``refusing_socket``)."""
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
@@ -261,18 +262,9 @@ async def test_rate_limit_and_digest() -> None:
     assert len(subjects) == 4 and m.planner.suppressed >= 1
 
 
-def _reserved_port() -> socket.socket:
-    """A socket bound to a free port on 127.0.0.1 and not listening: connections to it
-    are refused, and nothing else can take the port before a server listens on it
-    (a port chosen, closed and bound again later could be taken meanwhile)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 async def test_server_down_then_up_is_retried_after_a_backoff() -> None:
     inbox, model, clock = Inbox(), Model(), VirtualClock(T0)
-    with _reserved_port() as sock:  # the server closes it; a failure before, this block
+    with refusing_socket() as sock:  # the server closes it; a failure before, this block
         m = mailer(config(int(sock.getsockname()[1])), model, clock)
         model.active = [TONER_EMPTY]
         assert not await m.check()
