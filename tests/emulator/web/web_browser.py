@@ -142,10 +142,11 @@ def submit(driver: webdriver.Chrome, button_id: str, timeout: float = 30.0) -> N
 def click_through(driver: webdriver.Chrome, element: WebElement, timeout: float = 30.0) -> None:
     """Click ``element`` (a form's button, a link) and wait for the next page.
 
-    A click returns before the browser has even started to navigate, so anything read
-    right after it may come from the page it was on: a "Settings saved" left by the
-    save before, or an element replaced while it is read. The page's root element is
-    remembered; the wait ends once it has gone and the next page has loaded."""
+    A click may return before the browser has replaced the page, so anything read right
+    after it may come from the page it was on: a "Settings saved" left by the save
+    before, or an element replaced while it is read (the CI failure of 80be9ec). The
+    page's root element is remembered; the wait ends once it has gone stale and the
+    next page has loaded."""
     old = driver.find_element(By.TAG_NAME, "html")
     was = driver.current_url
     element.click()
