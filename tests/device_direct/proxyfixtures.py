@@ -38,6 +38,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def refusing_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1 and not listening.
+
+    While it is open, connections to its port are refused and nothing else can take the
+    port: a port chosen and closed (:func:`free_port`) may be handed out again by the
+    next bind to port 0, this test's own peers' included. A server may later listen on
+    it (``loop.create_server(sock=...)``)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @dataclass
 class Tinyproxy:
     port: int

@@ -94,7 +94,8 @@ async def test_without_a_key_the_device_says_it_needs_registering_and_keeps_its_
     clock = VirtualClock()
     async with ReferenceServer(tmp_path / "server", clock=clock) as server:
         agent, config = make_agent(tmp_path, server, make_device(clock, None), clock)
-        clock.register()
+        clock.register()  # the test (never parks): time stands still while it polls
+        clock.register()  # the agent, which parks between its steps
         async with running(agent):
             agent.send_now()
             await _until(lambda: agent.stats.uploads_stored == 1)
@@ -132,7 +133,8 @@ async def test_a_certificate_expired_while_the_device_was_off_is_replaced(
     async with ReferenceServer(tmp_path / "server", clock=clock) as server:
         model = make_device(clock, None)
         agent, config = make_agent(tmp_path, server, model, clock)
-        clock.register()
+        clock.register()  # the test (never parks but below): time stands still
+        clock.register()  # the agent, then the reborn agent
         async with running(agent):
             agent.send_now()
             await _until(lambda: agent.stats.uploads_stored == 1)
@@ -140,6 +142,7 @@ async def test_a_certificate_expired_while_the_device_was_off_is_replaced(
         assert reg is not None
         # Off for longer than the certificate lives; back on with a fresh key. (The
         # server signs in wall time: its next certificate must outlive the virtual jump.)
+        # The agent is stopped: one participant less, and the test's sleep moves time.
         server.cert_days = 1000
         clock.unregister()
         await clock.sleep((reg.not_after - clock.now()).total_seconds() + 86400)

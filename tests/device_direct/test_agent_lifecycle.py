@@ -33,7 +33,8 @@ async def test_send_now_does_not_end_an_agent_whose_services_are_off(tmp_path: P
     async with ReferenceServer(tmp_path / "server", clock=clock) as server:
         agent, _ = make_agent(tmp_path, server, make_device(clock, None), clock,
                               extra="[services]\nenabled = false\n")
-        clock.register()
+        clock.register()  # the test: time stands still
+        clock.register()  # the agent
         task = asyncio.create_task(agent.run())
         try:
             await _until(lambda: agent.status()["state"] == "idle")
@@ -56,6 +57,9 @@ async def test_a_config_error_making_the_transport_is_backed_off_not_fatal(
         bundle = tmp_path / "bundle.pem"  # the device's CA bundle, lost (bad update)
         agent.config = dataclasses.replace(
             agent.config, server=dataclasses.replace(agent.config.server, ca_bundle=bundle))
+        # The test (never parked) and the agent: time stands still while the test
+        # polls, so the agent is still in its first backoff wait when it looks.
+        clock.register()
         clock.register()
         task = asyncio.create_task(agent.run())
         try:
@@ -63,8 +67,7 @@ async def test_a_config_error_making_the_transport_is_backed_off_not_fatal(
             await _until(lambda: agent.stats.step_failures >= 1)
             assert "CA bundle" in agent.stats.last_error
             assert not task.done()
-            # Backing off (or already trying again: time may move while the test polls).
-            assert agent.lifecycle.backoff.attempt >= 1 or agent.stats.step_failures >= 2
+            assert agent.stats.step_failures == 1 and agent.lifecycle.backoff.attempt == 1
             shutil.copy(server.ca_cert_path, bundle)  # repaired
             agent.send_now()  # the panel button ends the backoff wait
             await _until(lambda: agent.stats.uploads_stored >= 1)

@@ -69,7 +69,8 @@ async def test_a_jam_is_mailed_while_uploads_go_on(tmp_path: Path) -> None:
         )
         assert agent.mailer is not None
         model.jam()
-        clock.register()
+        clock.register()  # the test: time stands still
+        clock.register()  # the agent (the mailer beside it sleeps in the background)
         task = asyncio.create_task(agent.run())
         try:
             await _until(lambda: len(inbox.mail) >= 1)

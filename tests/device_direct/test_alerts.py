@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import random
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from proxyfixtures import free_port
+from proxyfixtures import refusing_socket
 from tlsfixtures import TestCA, server_context
 
 from device_direct.alerts import AlertMailer, MailError, SmtpSender
@@ -107,21 +108,21 @@ def authenticator(
 
 @asynccontextmanager
 async def smtp_server(
-    inbox: Inbox, *, tls: ssl.SSLContext | None = None, port: int = 0
+    inbox: Inbox, *, tls: ssl.SSLContext | None = None, sock: socket.socket | None = None
 ) -> AsyncIterator[int]:
-    """aiosmtpd on 127.0.0.1; STARTTLS offered when ``tls`` is given; AUTH over TLS only."""
+    """aiosmtpd on 127.0.0.1; STARTTLS offered when ``tls`` is given; AUTH over TLS only.
+
+    On a free port, or on ``sock`` (bound already: see ``refusing_socket``)."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(
-            inbox,
-            hostname="mail.test",
-            tls_context=tls,
-            authenticator=authenticator,
-            auth_require_tls=True,
-        ),
-        "127.0.0.1",
-        port,
-    )
+
+    def protocol() -> SMTP:
+        return SMTP(inbox, hostname="mail.test", tls_context=tls,
+                    authenticator=authenticator, auth_require_tls=True)
+
+    if sock is not None:
+        server = await loop.create_server(protocol, sock=sock)
+    else:
+        server = await loop.create_server(protocol, "127.0.0.1", 0)
     try:
         yield int(server.sockets[0].getsockname()[1])
     finally:
@@ -263,18 +264,18 @@ async def test_rate_limit_and_digest() -> None:
 
 async def test_server_down_then_up_is_retried_after_a_backoff() -> None:
     inbox, model, clock = Inbox(), Model(), VirtualClock(T0)
-    port = free_port()
-    m = mailer(config(port), model, clock)
-    model.active = [TONER_EMPTY]
-    assert not await m.check()
-    assert m.last_error is not None and m.last_error.reason == "connect"
-    retry_at = m.planner.next_wakeup()
-    assert retry_at is not None and retry_at > T0
-    async with smtp_server(inbox, port=port):
-        assert not await m.check()  # backing off: not yet
-        assert inbox.mail == []
-        clock.advance_to(retry_at)
-        assert await m.check()
+    with refusing_socket() as sock:  # the server closes it; a failure before, this block
+        m = mailer(config(int(sock.getsockname()[1])), model, clock)
+        model.active = [TONER_EMPTY]
+        assert not await m.check()
+        assert m.last_error is not None and m.last_error.reason == "connect"
+        retry_at = m.planner.next_wakeup()
+        assert retry_at is not None and retry_at > T0
+        async with smtp_server(inbox, sock=sock):
+            assert not await m.check()  # backing off: not yet
+            assert inbox.mail == []
+            clock.advance_to(retry_at)
+            assert await m.check()
     assert len(inbox.mail) == 1 and m.last_error is None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from proxyfixtures import DnsTable, WpadServer, free_port, mitm_proxy, tinyproxy
+from proxyfixtures import DnsTable, WpadServer, mitm_proxy, refusing_socket, tinyproxy
 
 from device_direct.clock import SystemClock
 from device_direct.config import ProxyConfig
@@ -146,33 +146,36 @@ async def _wpad_detector(
 
 
 async def test_a_dead_proxy_hands_over_to_the_next_pac_entry_then_direct(tmp_path: Path) -> None:
-    dead = free_port()
-    auto = ProxyConfig(mode="auto")
-    async with (
-        ReferenceServer(tmp_path / "server") as srv,
-        tinyproxy(tmp_path / "tp") as tp,
-        WpadServer() as wpad,
-        device(srv, tmp_path / "id") as (t, url),
-    ):
-        detector, net = await _wpad_detector(
-            wpad, f"PROXY 127.0.0.1:{dead}; PROXY 127.0.0.1:{tp.port}; DIRECT", auto
-        )
-        await register(detector, t, url, srv, net)
-        assert detector.last_route == ProxyRoute(f"PROXY 127.0.0.1:{tp.port}", "wpad-dhcp")
-        # The dead proxy is now tried last.
-        decision = await detector.decide(url, net)
-        assert [c.port for c in decision.choices] == [tp.port, None, dead]
-
-        wpad2 = WpadServer()
-        async with wpad2:
-            direct_detector, net2 = await _wpad_detector(
-                wpad2, f"PROXY 127.0.0.1:{dead}; DIRECT", auto
+    # Held while the test runs: a port chosen and closed could be taken by the next
+    # bind to port 0 (tinyproxy's, the servers'), and the dead proxy would answer.
+    with refusing_socket() as held:
+        dead = int(held.getsockname()[1])
+        auto = ProxyConfig(mode="auto")
+        async with (
+            ReferenceServer(tmp_path / "server") as srv,
+            tinyproxy(tmp_path / "tp") as tp,
+            WpadServer() as wpad,
+            device(srv, tmp_path / "id") as (t, url),
+        ):
+            detector, net = await _wpad_detector(
+                wpad, f"PROXY 127.0.0.1:{dead}; PROXY 127.0.0.1:{tp.port}; DIRECT", auto
             )
-            data, upload_id = payload()
-            result = await direct_detector.call(t, url, net2, lambda: t.upload(data, upload_id))
-        assert result == UploadResult("stored", 201)
-        assert direct_detector.last_route == ProxyRoute("DIRECT", "wpad-dhcp")
-    assert any("CONNECT" in line for line in tp.log)
+            await register(detector, t, url, srv, net)
+            assert detector.last_route == ProxyRoute(f"PROXY 127.0.0.1:{tp.port}", "wpad-dhcp")
+            # The dead proxy is now tried last.
+            decision = await detector.decide(url, net)
+            assert [c.port for c in decision.choices] == [tp.port, None, dead]
+
+            wpad2 = WpadServer()
+            async with wpad2:
+                direct_detector, net2 = await _wpad_detector(
+                    wpad2, f"PROXY 127.0.0.1:{dead}; DIRECT", auto
+                )
+                data, upload_id = payload()
+                result = await direct_detector.call(t, url, net2, lambda: t.upload(data, upload_id))
+            assert result == UploadResult("stored", 201)
+            assert direct_detector.last_route == ProxyRoute("DIRECT", "wpad-dhcp")
+        assert any("CONNECT" in line for line in tp.log)
 
 
 async def test_credentials_go_to_a_discovered_proxy_only_when_allowed(tmp_path: Path) -> None:

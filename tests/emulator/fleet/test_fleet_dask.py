@@ -159,11 +159,13 @@ def test_a_worker_killed_mid_run_has_its_shard_run_again(cluster: Cluster,
 def test_an_unreachable_scheduler_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     import socket
 
-    with socket.socket() as s:  # a port nothing listens on
+    # A port nothing listens on, held (bound, not listening) while the run tries it:
+    # closed at once, it could be handed to another listener meanwhile.
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = subprocess.run(_fleet("--devices", "2", "--days", "1", "--cluster",
-                                f"tcp://127.0.0.1:{port}"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(_fleet("--devices", "2", "--days", "1", "--cluster",
+                                    f"tcp://127.0.0.1:{port}"),
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"tcp://127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -24,9 +23,11 @@ from emulator.fleet.spec import FleetSpec
 from emulator.server.app import ReferenceServer
 from tests.emulator.web.web_browser import (
     LoopThread,
+    element_text,
     screenshot,
     spki_pin,
     start_chromium,
+    submit,
     wait_for,
 )
 
@@ -45,13 +46,7 @@ class Dash:
         self.driver.get(f"https://localhost:{self.server.port}{path}")
 
     def text(self, css: str) -> str:
-        def find() -> str | None:
-            try:
-                return str(self.driver.find_element(By.CSS_SELECTOR, css).text) or " "
-            except (NoSuchElementException, StaleElementReferenceException):
-                return None
-
-        return wait_for(find, f"{css} on {self.driver.current_url}", 10).strip()
+        return element_text(self.driver, css)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +77,11 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
         d = Dash(loop, server, runner, driver, downloads)
         d.get("/dashboard/")
         d.driver.find_element(By.ID, "token").send_keys("not the token")
-        d.driver.find_element(By.ID, "login-submit").click()
+        submit(d.driver, "login-submit")
         assert "Wrong admin token" in d.text("#login-error")
         screenshot(driver, "dashboard-login-refused")
         d.driver.find_element(By.ID, "token").send_keys(server.admin_token)
-        d.driver.find_element(By.ID, "login-submit").click()
+        submit(d.driver, "login-submit")
         wait_for(lambda: d.driver.find_elements(By.ID, "devices"), "the devices table")
         yield d
     finally:
@@ -141,13 +136,13 @@ def test_an_action_queued_from_the_form_is_answered(dash: Dash) -> None:
     params = dash.driver.find_element(By.ID, "action-params")
     params.clear()
     params.send_keys("{not json")
-    dash.driver.find_element(By.ID, "queue-action").click()
+    submit(dash.driver, "queue-action")
     assert "not JSON" in dash.text("#queue-error")
     params = dash.driver.find_element(By.ID, "action-params")
     params.clear()
     params.send_keys("{}")
     Select(dash.driver.find_element(By.ID, "action-type")).select_by_value("get_status")
-    dash.driver.find_element(By.ID, "queue-action").click()
+    submit(dash.driver, "queue-action")
     assert "queued" in dash.text("#queued")
     pending = dash.driver.find_elements(By.CSS_SELECTOR, "tr.pending-action")
     assert len(pending) == 1

@@ -43,9 +43,11 @@ from emulator.server.app import ReferenceServer
 from emulator.server.sources import Sources
 from tests.emulator.web.web_browser import (
     LoopThread,
+    click_through,
     screenshot,
     spki_pin,
     start_chromium,
+    submit,
     wait_for,
 )
 
@@ -199,7 +201,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         b = Browser(loop, office, driver, downloads)
         b.get("/dashboard/managers")
         driver.find_element(By.ID, "token").send_keys(office.server.admin_token)
-        driver.find_element(By.ID, "login-submit").click()
+        submit(driver, "login-submit")
         wait_for(lambda: driver.find_elements(By.ID, "managers"), "the managers table")
         yield b
     finally:
@@ -240,7 +242,8 @@ def test_managers_listed_with_printers_and_problems(browser: Browser) -> None:
 def test_a_managers_page_shows_its_refusals_and_printers(browser: Browser) -> None:
     b, office = browser, browser.office
     b.get("/dashboard/managers")
-    _manager_row(b, HOSTILE_HOST).find_element(By.CSS_SELECTOR, "a.manager-link").click()
+    click_through(b.driver, _manager_row(b, HOSTILE_HOST).find_element(
+        By.CSS_SELECTOR, "a.manager-link"))
     wait_for(lambda: b.driver.find_elements(By.ID, "rejections"), "the refusals table")
     assert b.driver.find_element(By.ID, "manager-location").text == HOSTILE_LOCATION
     codes = [r.find_element(By.CSS_SELECTOR, "td.error-code").text
@@ -250,7 +253,8 @@ def test_a_managers_page_shows_its_refusals_and_printers(browser: Browser) -> No
     screenshot(b.driver, "dashboard-manager-rejected")
 
     b.get("/dashboard/managers")
-    _manager_row(b, "mgr-pc").find_element(By.CSS_SELECTOR, "a.manager-link").click()
+    click_through(b.driver, _manager_row(b, "mgr-pc").find_element(
+        By.CSS_SELECTOR, "a.manager-link"))
     wait_for(lambda: b.driver.find_elements(By.ID, "printers"), "the printers it reports")
     rows = {r.get_attribute("data-serial"): r for r in b.rows("tr.printer")}
     assert set(rows) == office.serials
@@ -289,7 +293,8 @@ def test_a_printers_two_sources_side_by_side(browser: Browser) -> None:
     rows = {r.get_attribute("data-serial"): r for r in b.rows("tr.printer")}
     assert set(rows) == office.serials  # one row per printer, whichever path reported it
     screenshot(b.driver, "dashboard-printers")
-    rows[office.busy_serial].find_element(By.CSS_SELECTOR, "a.printer-link").click()
+    click_through(b.driver, rows[office.busy_serial].find_element(
+        By.CSS_SELECTOR, "a.printer-link"))
     wait_for(lambda: b.driver.find_elements(By.ID, "readings"), "the readings table")
     kinds = sorted(str(r.get_attribute("data-kind")) for r in b.rows("tr.source"))
     assert kinds == ["device", "manager"]

@@ -18,18 +18,20 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import (
-    NoAlertPresentException,
-    NoSuchElementException,
-    StaleElementReferenceException,
-    WebDriverException,
-)
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from emulator.device_runner import AgentOptions, DeviceOptions, DeviceRunner
 from emulator.server.app import ReferenceServer
-from tests.emulator.web.web_browser import LoopThread, screenshot, start_chromium, wait_for
+from tests.emulator.web.web_browser import (
+    LoopThread,
+    element_text,
+    screenshot,
+    start_chromium,
+    submit,
+    wait_for,
+)
 
 PASSWORD = "s3cret-admin"
 HOSTILE = '<script>alert("x")</script>'
@@ -58,27 +60,14 @@ class Rig:
 
     def text(self, css: str, timeout: float = 10.0) -> str:
         """The text of the first element matching ``css`` (waiting for the page)."""
-        def find() -> str | None:
-            try:
-                return str(self.driver.find_element(By.CSS_SELECTOR, css).text) or " "
-            except (NoSuchElementException, StaleElementReferenceException):
-                return None
-            except WebDriverException as exc:
-                if _page_changed(exc):
-                    return None
-                raise
+        return element_text(self.driver, css, timeout)
 
-        return wait_for(find, f"{css} on {self.driver.current_url}", timeout).strip()
-
-
-# What Chromium answers, instead of a stale-element error, when the page is replaced
-# between finding an element and reading it (a form's answer arriving): not yet, not
-# a failure.
-_REPLACED_PAGE = ("does not belong to the document", "Cannot find context with specified id")
-
-
-def _page_changed(exc: WebDriverException) -> bool:
-    return any(words in str(exc.msg) for words in _REPLACED_PAGE)
+    def submit(self, button_id: str, done: str | None = None) -> None:
+        """Submit a form and wait for the page it answers with (never the page before,
+        which may say the same ``done`` words: two saves in a row)."""
+        submit(self.driver, button_id)
+        if done is not None:
+            wait_for(lambda: done in self.text("#done"), f"{done!r} on the page")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +115,7 @@ def _login(rig: Rig) -> None:
     rig.get("/remote")
     if "/login" in rig.driver.current_url:
         rig.driver.find_element(By.ID, "password").send_keys(PASSWORD)
-        rig.driver.find_element(By.ID, "login-submit").click()
+        rig.submit("login-submit")
     wait_for(lambda: rig.driver.current_url.endswith("/remote"), "the remote-services page")
 
 
@@ -134,11 +123,11 @@ def test_log_in_to_the_device(rig: Rig) -> None:
     rig.get("/qa")  # an admin page sends the browser to the login
     assert "/login" in rig.driver.current_url
     rig.driver.find_element(By.ID, "password").send_keys("wrong password")
-    rig.driver.find_element(By.ID, "login-submit").click()
+    rig.submit("login-submit")
     assert rig.text("#login-error") == "Wrong password."
     screenshot(rig.driver, "printer-login-refused")
     rig.driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    rig.driver.find_element(By.ID, "login-submit").click()
+    rig.submit("login-submit")
     wait_for(lambda: rig.driver.current_url.endswith("/qa"), "the QA page after login")
     screenshot(rig.driver, "printer-qa")
 
@@ -147,8 +136,7 @@ def test_supply_level_matches_snmp(rig: Rig) -> None:
     rig.get("/qa")
     Select(rig.driver.find_element(By.ID, "supply-index")).select_by_value("1")
     rig.driver.find_element(By.ID, "supply-level").send_keys("1060")
-    rig.driver.find_element(By.ID, "set-level").click()
-    _done(rig, "Supply level set")
+    rig.submit("set-level", done="Supply level set")
     rig.get("/supplies")
     row = rig.driver.find_element(By.CSS_SELECTOR, 'tr.supply[data-index="1"]')
     page_level = int(row.get_attribute("data-level") or "-9")
@@ -213,7 +201,7 @@ def test_markup_in_device_strings_is_shown_as_text(rig: Rig) -> None:
 
 def test_test_connection_against_a_live_server(rig: Rig) -> None:
     _login(rig)
-    rig.driver.find_element(By.ID, "test-connection").click()
+    rig.submit("test-connection")
     assert wait_for(lambda: rig.text("#check-result"), "the connection test") == "passed"
     steps = {e.get_attribute("data-step"): e.get_attribute("data-ok")
              for e in rig.driver.find_elements(By.CSS_SELECTOR, "tr.step")}
@@ -225,9 +213,8 @@ def test_test_connection_against_a_live_server(rig: Rig) -> None:
 def test_jam_on_qa_page_shows_on_status_snmp_and_next_payload(rig: Rig) -> None:
     rig.get("/qa")
     Select(rig.driver.find_element(By.ID, "fault-code")).select_by_value("075-135")
-    rig.driver.find_element(By.ID, "raise-fault").click()
+    rig.submit("raise-fault", done="Fault raised")
     screenshot(rig.driver, "printer-qa-fault")
-    _done(rig, "Fault raised")
     rig.get("/status")
     codes = [e.text for e in rig.driver.find_elements(By.CSS_SELECTOR, "#alerts td.code")]
     assert "075-135" in codes and rig.text("#device-status") == "down"
@@ -239,42 +226,43 @@ def test_jam_on_qa_page_shows_on_status_snmp_and_next_payload(rig: Rig) -> None:
     assert first_octet & 0x04
     before = len(rig.uploads())
     _login(rig)
-    rig.driver.find_element(By.ID, "send-now").click()
-    _done(rig, "Send now requested")
+    rig.submit("send-now", done="Send now requested")
     ups = wait_for(lambda: (u := rig.uploads()) and len(u) > before and u, "the next upload")
     assert "075-135" in [f["code"] for f in ups[-1]["faults"]]
     rig.get("/counters")  # the fault history, newest first, with its impression count
     assert rig.text("#faults td.code") == "075-135"
     screenshot(rig.driver, "printer-counters")
     rig.get("/qa")
-    rig.driver.find_element(By.ID, "clear-fault").click()
+    rig.submit("clear-fault", done="Active fault cleared")
 
 
 def _tinyproxy(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
     if not Path(binary).exists():
         pytest.fail("tinyproxy is not installed: apt-get install tinyproxy")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     conf, log = tmp / "tinyproxy.conf", tmp / "tinyproxy.log"
-    conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\n"
-                    f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp / "tinyproxy.pid"}"\n')
-    proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for(lambda: log.exists() and "Accepting connections" in log.read_text(),
-             "tinyproxy to start", timeout=10)
-    return proc, port, log
+    for _ in range(3):  # tinyproxy cannot bind port 0: the port chosen may be taken meanwhile
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        log.unlink(missing_ok=True)
+        conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\n"
+                        f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp / "tinyproxy.pid"}"\n')
+        proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
 
+        def started(proc: subprocess.Popen[bytes] = proc) -> str | None:
+            if log.exists() and "Accepting connections" in log.read_text():
+                return "ready"
+            return "exited" if proc.poll() is not None else None
 
-def _done(rig: Rig, words: str) -> None:
-    """Wait for the page after a form to say ``words`` (not the page before it)."""
-    wait_for(lambda: words in rig.text("#done"), f"{words!r} on the page")
+        if wait_for(started, "tinyproxy to start", timeout=30) == "ready":
+            return proc, port, log
+    pytest.fail("tinyproxy did not start:\n" + (log.read_text() if log.exists() else ""))
 
 
 def _save_settings(rig: Rig) -> None:
-    rig.driver.find_element(By.ID, "save").click()
-    _done(rig, "Settings saved")
+    rig.submit("save", done="Settings saved")
 
 
 def test_proxy_set_on_the_page_carries_the_next_upload(rig: Rig) -> None:
@@ -285,7 +273,7 @@ def test_proxy_set_on_the_page_carries_the_next_upload(rig: Rig) -> None:
         Select(rig.driver.find_element(By.ID, "proxy-mode")).select_by_value("manual")
         rig.driver.find_element(By.ID, "proxy-host").send_keys("127.0.0.1")
         rig.driver.find_element(By.ID, "proxy-port").send_keys("99999")
-        rig.driver.find_element(By.ID, "save").click()
+        rig.submit("save")
         assert "1-65535" in rig.text("#error-proxy-port")
         screenshot(rig.driver, "printer-remote-bad-port")
         assert rig.runner.agent is not None and rig.runner.agent.config.proxy.mode == "off"
@@ -296,7 +284,7 @@ def test_proxy_set_on_the_page_carries_the_next_upload(rig: Rig) -> None:
         assert rig.runner.agent.config.proxy.port == port
         assert "port = " in (rig.runner.state_dir / "web-settings.toml").read_text()
         before = len(rig.uploads())
-        rig.driver.find_element(By.ID, "send-now").click()
+        rig.submit("send-now", done="Send now requested")
         wait_for(lambda: len(rig.uploads()) > before, "an upload through the proxy")
         host = urlsplit(rig.server.base_url).hostname
         assert f"CONNECT {host}:{rig.server.port}" in log.read_text()
@@ -318,7 +306,7 @@ def test_a_disabled_action_is_rejected(rig: Rig) -> None:
     _save_settings(rig)
     assert "get_status" in rig.runner.agent.config.services.disabled_actions  # type: ignore[union-attr]
     action_id = rig.loop.call(lambda: rig.server.enqueue_action(rig.device_id(), "get_status"))
-    rig.driver.find_element(By.ID, "send-now").click()
+    rig.submit("send-now", done="Send now requested")
     action = wait_for(lambda: (a := rig.loop.call(lambda: rig.server.storage.action(action_id)))
                       and a.get("result_status") and a, "the action's result")
     assert action["result_status"] == "rejected"
@@ -357,7 +345,7 @@ def test_audit_page_and_its_exports(rig: Rig) -> None:
 def test_test_connection_with_the_server_stopped_names_the_step(rig: Rig) -> None:
     rig.loop.run(rig.server.stop())
     _login(rig)
-    rig.driver.find_element(By.ID, "test-connection").click()
+    rig.submit("test-connection")
     assert wait_for(lambda: rig.text("#check-result"), "the connection test") == "failed"
     failed = rig.text("#failed-step")
     assert "TCP connection" in failed and "refused" in failed.lower()

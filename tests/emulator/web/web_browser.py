@@ -23,8 +23,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
@@ -84,6 +91,76 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.1)
+
+
+# What Chromium answers, instead of a stale-element error, when the page is replaced
+# between finding an element and reading it (a form's answer arriving): not yet, not
+# a failure.
+_REPLACED_PAGE = ("does not belong to the document", "Cannot find context with specified id")
+
+
+def page_replaced(exc: WebDriverException) -> bool:
+    """Whether ``exc`` says the page went away under the command (a navigation)."""
+    return any(words in str(exc.msg) for words in _REPLACED_PAGE)
+
+
+def element_text(driver: webdriver.Chrome, css: str, timeout: float = 10.0) -> str:
+    """The text of the first element matching ``css``, waiting for it to be there.
+
+    An element missing, gone stale or on a page being replaced is "not yet": the page
+    a form answered with may still be on its way."""
+    def find() -> str | None:
+        try:
+            return str(driver.find_element(By.CSS_SELECTOR, css).text) or " "
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+        except WebDriverException as exc:
+            if page_replaced(exc):
+                return None
+            raise
+
+    return wait_for(find, f"{css} on {driver.current_url}", timeout).strip()
+
+
+def _gone(element: WebElement) -> bool:
+    try:
+        element.is_enabled()  # any command on an element of a replaced page fails
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if page_replaced(exc):
+            return True
+        raise
+    return False
+
+
+def submit(driver: webdriver.Chrome, button_id: str, timeout: float = 30.0) -> None:
+    """Click the submit button ``button_id`` and wait for the page the server answers."""
+    click_through(driver, driver.find_element(By.ID, button_id), timeout)
+
+
+def click_through(driver: webdriver.Chrome, element: WebElement, timeout: float = 30.0) -> None:
+    """Click ``element`` (a form's button, a link) and wait for the next page.
+
+    A click may return before the browser has replaced the page, so anything read right
+    after it may come from the page it was on: a "Settings saved" left by the save
+    before, or an element replaced while it is read (the CI failure of 80be9ec). The
+    page's root element is remembered; the wait ends once it has gone stale and the
+    next page has loaded."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    was = driver.current_url
+    element.click()
+    wait_for(lambda: _gone(old), f"the page after a click on {was}", timeout)
+
+    def loaded() -> bool:
+        try:
+            return bool(driver.execute_script("return document.readyState") == "complete")
+        except WebDriverException as exc:
+            if page_replaced(exc):
+                return False
+            raise
+
+    wait_for(loaded, f"the page after a click on {was} to load", timeout)
 
 
 class LoopThread:
