@@ -210,9 +210,11 @@ def map_exceptions(endpoint: str) -> Iterator[None]:
     except ConnectionBroke as exc:
         raise ConnectError(f"{endpoint}: the connection broke off: {exc.os_error}") from exc
     except ResponseIncomplete as exc:
-        if not exc.head_complete:
-            raise ConnectError(f"{endpoint}: the server closed the connection: {exc}") from exc
-        raise ConnectError(f"{endpoint}: the response body broke off: {exc}") from exc
+        if not exc.head_complete:  # "the server closed the connection before answering"
+            raise ConnectError(f"{endpoint}: {exc}") from exc
+        of = f" of {exc.expected}" if exc.expected is not None else ""
+        raise ConnectError(f"{endpoint}: the response body broke off: {exc.received}{of} "
+                           "bytes arrived") from exc
     except MalformedResponse as exc:
         raise RemoteProtocolError(f"{endpoint}: malformed response: {exc.detail}") from exc
     except TimeoutError as exc:

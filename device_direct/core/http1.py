@@ -333,7 +333,8 @@ class ResponseParser:
                 return _END
             raise MalformedResponse("the response was already refused")
         except MalformedResponse:
-            self._move(Step.VIOLATION)
+            if self.state is not State.BROKEN:
+                self._move(Step.VIOLATION)
             raise
 
     # -- the steps --------------------------------------------------------------------
