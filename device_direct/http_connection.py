@@ -1,9 +1,10 @@
 """The device's one connection to its server: TCP + TLS (or a proxy's CONNECT tunnel).
 
 The I/O shell around :mod:`device_direct.core.http1` (why our own HTTP client rather
-than aiohttp's: see that module). :class:`ServerLink` keeps at most one connection and
+than aiohttp's: see that module). :class:`ServerLink` keeps one idle connection and
 hands it the requests of a sync one after another, as aiohttp's pool did: a device-day's
-three requests go over one TLS connection. A request :meth:`ServerLink.exchange`:
+three requests go over one TLS connection (a request made while another is under way
+gets a connection of its own). A request :meth:`ServerLink.exchange`:
 
 * takes the kept connection if its :class:`Route` (TLS context, proxy) is the one asked
   for and the server has not closed it, else opens a new one: ``loop.create_connection``
@@ -208,7 +209,7 @@ class _Wire(asyncio.Protocol):
 class Exchange:
     """A response being read: its head now, its body through :meth:`next_chunk`."""
 
-    __slots__ = ("_ended", "_link", "_read_timeout", "_wire", "response")
+    __slots__ = ("_closed", "_ended", "_link", "_read_timeout", "_wire", "response")
 
     def __init__(self, response: Response, wire: _Wire, link: ServerLink,
                  read_timeout: float | None) -> None:
@@ -217,6 +218,7 @@ class Exchange:
         self._link = link
         self._read_timeout = read_timeout
         self._ended = False
+        self._closed = False
 
     @property
     def status(self) -> int:
@@ -260,23 +262,32 @@ class Exchange:
 
     def close(self) -> None:
         """Done with the response: the connection is kept only if it ended cleanly."""
+        if self._closed:
+            return
+        self._closed = True
         wire = self._wire
         parser = wire.parser
         done = parser is not None and parser.state is State.DONE
         if done and parser is not None and parser.reusable and wire.alive():
-            wire.parser = None  # idle: bytes arriving now are stray
+            self._link.release(wire)
         else:
             self._link.drop(wire, graceful=done)
 
 
 class ServerLink:
-    """At most one kept connection to the server; see the module's docstring."""
+    """One idle connection kept for the next request; see the module's docstring.
 
-    __slots__ = ("_route", "_wire")
+    A connection is either idle (kept here, with its route) or busy with an exchange.
+    Requests made while another is under way (the agent makes none today) get a
+    connection of their own; the one that ends last while none is kept is kept.
+    """
+
+    __slots__ = ("_busy", "_idle", "_idle_route")
 
     def __init__(self) -> None:
-        self._wire: _Wire | None = None
-        self._route: Route | None = None
+        self._idle: _Wire | None = None
+        self._idle_route: Route | None = None
+        self._busy: dict[_Wire, Route] = {}
 
     async def exchange(self, route: Route, method: str, target: str,
                        headers: list[tuple[str, str]], body: bytes | None, *,
@@ -286,13 +297,14 @@ class ServerLink:
                                                *headers], body)
         retry = method in IDEMPOTENT
         while True:
-            wire = self._wire
-            reused = wire is not None and self._route == route and wire.alive()
+            wire, self._idle = self._idle, None
+            reused = wire is not None and self._idle_route == route and wire.alive()
             if not reused:
-                self.close()
+                if wire is not None:
+                    wire.close()
                 wire = await _open(route, connect_timeout)
-                self._wire, self._route = wire, route
             assert wire is not None and wire.transport is not None
+            self._busy[wire] = route
             parser = wire.parser = ResponseParser(head_request=method == "HEAD")
             try:
                 if body and len(body) <= 16 * 1024:
@@ -303,24 +315,32 @@ class ServerLink:
                         wire.transport.write(body)
                 event = await wire.next_event(read_timeout)
             except (ResponseIncomplete, ConnectionBroke):
-                self.close()
+                self.drop(wire, graceful=False)
                 if reused and retry and parser.buffered == 0 and parser.response is None:
                     retry = False
                     continue
                 raise
             except BaseException:
-                self.close()
+                self.drop(wire, graceful=False)
                 raise
             if not isinstance(event, Response):  # pragma: no cover - the parser's contract
-                self.close()
+                self.drop(wire, graceful=False)
                 raise MalformedResponse("no response head")
             return Exchange(event, wire, self, read_timeout)
+
+    def release(self, wire: _Wire) -> None:
+        """The exchange on ``wire`` ended cleanly and it may carry another request."""
+        route = self._busy.pop(wire, None)
+        wire.parser = None  # idle: bytes arriving now are stray
+        if route is None or self._idle is not None:
+            wire.close()  # closed meanwhile, or another is kept already
+            return
+        self._idle, self._idle_route = wire, route
 
     def drop(self, wire: _Wire, *, graceful: bool) -> None:
         """``wire`` cannot carry another request: close it after a complete response
         (``Connection: close``), abort it rather than read what is left of a half-read one."""
-        if wire is self._wire:
-            self._wire = None
+        self._busy.pop(wire, None)
         wire.parser = None
         if graceful:
             wire.close()
@@ -328,13 +348,13 @@ class ServerLink:
             wire.abort()
 
     def close(self) -> None:
-        """Close the kept connection, if any."""
-        wire, self._wire = self._wire, None
+        """Close the kept connection, and abort any still busy (their readers fail)."""
+        wire, self._idle = self._idle, None
         if wire is not None:
-            if wire.parser is not None:  # a response left half-read: do not linger on it
-                wire.abort()
-            else:
-                wire.close()
+            wire.close()
+        busy, self._busy = self._busy, {}
+        for wire in busy:
+            wire.abort()
 
 
 async def _open(route: Route, connect_timeout: float) -> _Wire:

@@ -340,3 +340,19 @@ async def test_a_download_broken_off_keeps_what_arrived(
                         received.append(chunk)
     assert b"".join(received) == b"i" * 200_000
     assert max(map(len, received)) <= 64 * 1024
+
+
+async def test_requests_made_at_once_get_connections_of_their_own_and_one_is_kept(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    def script(seen: Seen) -> bytes:
+        return answer(200, f'{{"connection": {seen.connection}}}'.encode())
+
+    async with scripted(tmp_path, ca, script) as server:
+        link, r = ServerLink(), route(server.port, bundle)
+        first, second = await asyncio.gather(get(link, r), get(link, r))
+        assert {first[1], second[1]} == {b'{"connection": 0}', b'{"connection": 1}'}
+        third = await get(link, r)
+        assert third[1] in (b'{"connection": 0}', b'{"connection": 1}')
+        link.close()
+    assert server.connections == 2
