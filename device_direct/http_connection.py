@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
 from typing import cast
 
 from device_direct.core.http1 import (
@@ -87,26 +86,34 @@ class ConnectionBroke(LinkError):
         super().__init__(str(os_error))
 
 
-@dataclass(frozen=True, slots=True)
 class Route:
     """How to reach the server: its address, TLS context and name, and the proxy if any.
 
-    A connection is reused only for the same route (a new client certificate means a new
-    context, so a new connection, as aiohttp's pool keyed by context).
+    A kept connection is reused only for the same Route object (the transport makes a
+    new one when its TLS context or proxy changes: a new client certificate means a new
+    connection, as aiohttp's pool keyed by context). A plain slotted class, not a frozen
+    dataclass, for the agent's import time (see :mod:`device_direct.core.http1`).
     """
 
-    host: str
-    port: int
-    ssl: ssl.SSLContext
-    server_name: str
-    proxy: tuple[str, int] | None = None
-    proxy_authorization: str | None = None  # sent on the CONNECT only
+    __slots__ = ("host", "port", "proxy", "proxy_authorization", "server_name", "ssl")
 
-    def __post_init__(self) -> None:
-        if not self.host or not 0 < self.port < 65536:
-            raise ValueError(f"bad server address {self.host!r}:{self.port}")
-        if self.proxy_authorization is not None and self.proxy is None:
+    def __init__(self, host: str, port: int, ssl: ssl.SSLContext, server_name: str, *,
+                 proxy: tuple[str, int] | None = None,
+                 proxy_authorization: str | None = None) -> None:
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"bad server address {host!r}:{port}")
+        if proxy_authorization is not None and proxy is None:
             raise ValueError("proxy authorization without a proxy")
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.server_name = server_name
+        self.proxy = proxy
+        self.proxy_authorization = proxy_authorization  # sent on the CONNECT only
+
+    def __repr__(self) -> str:
+        via = f" via {self.proxy[0]}:{self.proxy[1]}" if self.proxy else ""
+        return f"Route({self.host}:{self.port} as {self.server_name!r}{via})"
 
 
 class _Wire(asyncio.Protocol):
@@ -298,7 +305,7 @@ class ServerLink:
         retry = method in IDEMPOTENT
         while True:
             wire, self._idle = self._idle, None
-            reused = wire is not None and self._idle_route == route and wire.alive()
+            reused = wire is not None and self._idle_route is route and wire.alive()
             if not reused:
                 if wire is not None:
                     wire.close()
