@@ -417,7 +417,7 @@ async def _tunnel(loop: asyncio.AbstractEventLoop, wire: _Wire, route: Route) ->
     try:
         event = await wire.next_event(None)
     except (MalformedResponse, ResponseIncomplete, ConnectionBroke) as exc:
-        raise ProxyUnreachable(f"the proxy's answer to CONNECT: {exc}") from exc
+        raise ProxyUnreachable(f"no usable answer to CONNECT ({exc})") from exc
     assert isinstance(event, Response)
     if not 200 <= event.status < 300:
         raise ProxyRefused(event.status, event.reason)

@@ -21,7 +21,7 @@ import pytest
 from tlsfixtures import TestCA, server_context
 
 from device_direct.clock import SystemClock
-from device_direct.errors import ConnectError, RemoteProtocolError
+from device_direct.errors import ConnectError, ProxyError, RemoteProtocolError
 from device_direct.http_connection import Route, ServerLink
 from device_direct.identity import IdentityStore
 from device_direct.transport import Timeouts, Transport, build_ssl_context, map_exceptions
@@ -356,3 +356,91 @@ async def test_requests_made_at_once_get_connections_of_their_own_and_one_is_kep
         assert third[1] in (b'{"connection": 0}', b'{"connection": 1}')
         link.close()
     assert server.connections == 2
+
+
+# -- through a proxy -----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def tunnel_proxy(reply: bytes | None = None) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A CONNECT proxy that records each CONNECT head, then tunnels (or sends ``reply``
+    instead of opening the tunnel, and closes)."""
+    heads: list[bytes] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        if reply is not None:
+            writer.write(reply)
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = head.split()[1].decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        for task in (asyncio.create_task(pipe(reader, up_writer)),
+                     asyncio.create_task(pipe(up_reader, writer))):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], heads
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def test_proxy_credentials_go_on_the_connect_only_and_the_tunnel_is_kept(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    def script(seen: Seen) -> bytes:
+        return answer(200, b"{}")
+
+    async with scripted(tmp_path, ca, script) as server, tunnel_proxy() as (proxy_port, heads):
+        r = Route("127.0.0.1", server.port, build_ssl_context(bundle), "localhost",
+                  proxy=("127.0.0.1", proxy_port), proxy_authorization="Basic YTpi")
+        link = ServerLink()
+        assert await get(link, r) == (200, b"{}")
+        assert await get(link, r) == (200, b"{}")
+        link.close()
+    assert heads == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\nHost: 127.0.0.1:"
+                     f"{server.port}\r\nProxy-Authorization: Basic YTpi\r\n\r\n".encode()]
+    assert [s.connection for s in server.seen] == [0, 0]
+    assert all("proxy-authorization" not in s.headers for s in server.seen)
+
+
+@pytest.mark.parametrize(("reply", "error", "status"), [
+    (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+     r"proxy refused the tunnel \(502 Bad Gateway\)", 502),
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "cannot reach the proxy: no usable answer to CONNECT "
+                                     r"\(bad status line", None),
+    (b"", "cannot reach the proxy: no usable answer to CONNECT "
+          r"\(the server closed the connection before answering\)", None),
+])
+async def test_a_proxy_that_does_not_open_the_tunnel_is_a_proxy_error_with_its_status(
+    tmp_path: Path, ca: TestCA, bundle: Path, reply: bytes, error: str, status: int | None
+) -> None:
+    async with tunnel_proxy(reply) as (proxy_port, _):
+        transport = Transport("https://127.0.0.1:9", bundle, "localhost",
+                              IdentityStore(tmp_path / "id"), SystemClock(), timeouts=FAST,
+                              proxy=f"http://127.0.0.1:{proxy_port}")
+        async with transport:
+            with pytest.raises(ProxyError, match=f"POST /dd/v1/register: {error}") as info:
+                await transport.register("XRX-1", "C8000", "00:11:22:33:44:55", {}, KEY)
+    assert info.value.status == status
