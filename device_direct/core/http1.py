@@ -62,7 +62,9 @@ _TOKEN_STR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BAD_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a value we send: no CTL but HTAB
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: (.*))?")
+_STATUS_LINE = re.compile(r"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: (.*))?")
+# A field line: a token, a colon, the value without the white space around it.
+_FIELD_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:.*[^ \t])?)[ \t]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -99,13 +101,15 @@ class Headers:
 
     __slots__ = ("_map", "raw")
 
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+    def __init__(self, pairs: Iterable[tuple[str, str]],
+                 _folded: dict[str, str] | None = None) -> None:
         self.raw: tuple[tuple[str, str], ...] = tuple(pairs)
-        folded: dict[str, str] = {}
-        for name, value in self.raw:
-            key = name.lower()
-            folded[key] = f"{folded[key]}, {value}" if key in folded else value
-        self._map = folded
+        if _folded is None:  # the parser folds as it reads and hands its dict over
+            _folded = {}
+            for name, value in self.raw:
+                key = name.lower()
+                _folded[key] = f"{_folded[key]}, {value}" if key in _folded else value
+        self._map = _folded
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._map.get(name.lower(), default)
@@ -182,6 +186,12 @@ _END = EndOfMessage()
 
 
 class State(enum.Enum):
+    """Where the parser is in a response (the module's theory of operation)."""
+
+    # Members are singletons: identity hashing is right, and C-fast for the table look-up
+    # made at every step (Enum's own __hash__ is Python code, hashing the name).
+    __hash__ = object.__hash__
+
     HEAD = "head"
     BODY = "body"  # Content-Length
     CHUNK_SIZE = "chunk-size"
@@ -195,6 +205,8 @@ class State(enum.Enum):
 
 class Step(enum.Enum):
     """What the parser found; with the state it was in, it picks the next state."""
+
+    __hash__ = object.__hash__
 
     INTERIM = "interim-head"  # 1xx, skipped
     HEAD_NO_BODY = "head-no-body"
@@ -397,45 +409,54 @@ class ResponseParser:
     def _parse_head(self, raw: bytes) -> Response | None:
         if _CTL.search(raw):
             raise MalformedResponse("control character (NUL, ...) in the response head")
-        lines = raw.split(b"\n")
+        text = raw.decode("latin-1")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+            if "\r" in text:
+                raise MalformedResponse("bare CR in the response head")
+        lines = text.split("\n")
         if len(lines) > MAX_HEAD_LINES:
             raise MalformedResponse(f"response head has more than {MAX_HEAD_LINES} lines")
-        status_line = lines[0].removesuffix(b"\r")
-        match = _STATUS_LINE.fullmatch(status_line)
-        if match is None or b"\r" in status_line:
-            raise MalformedResponse(f"bad status line {status_line[:80]!r}")
+        match = _STATUS_LINE.fullmatch(lines[0])
+        if match is None:
+            raise MalformedResponse(f"bad status line {lines[0][:80]!r}")
         major, minor, code = match.group(1), match.group(2), int(match.group(3))
-        if major != b"1":
-            raise MalformedResponse(f"unsupported HTTP version {major.decode()}.{minor.decode()}")
+        if major != "1":
+            raise MalformedResponse(f"unsupported HTTP version {major}.{minor}")
         pairs: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            line = line.removesuffix(b"\r")
-            if b"\r" in line:
-                raise MalformedResponse("bare CR in a header line")
-            if line[:1] in (b" ", b"\t"):
-                raise MalformedResponse("obsolete line folding (a header line starts with "
-                                        "white space)")
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
+        folded: dict[str, str] = {}
+        field_line = _FIELD_LINE.fullmatch
+        for index in range(1, len(lines)):
+            field = field_line(lines[index])
+            if field is None:
+                line = lines[index]
+                if line[:1] in (" ", "\t"):
+                    raise MalformedResponse("obsolete line folding (a header line starts with "
+                                            "white space)")
                 raise MalformedResponse(f"bad header line {line[:80]!r}")
-            pairs.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+            name, value = field.groups()
+            pairs.append((name, value))
+            key = name.lower()
+            folded[key] = f"{folded[key]}, {value}" if key in folded else value
         if 100 <= code < 200:
             if code == 101:
                 raise MalformedResponse("101 Switching Protocols was not asked for")
             return None
-        reason = (match.group(4) or b"").decode("latin-1")
-        headers = Headers(pairs)
-        response = Response(code, reason, f"1.{minor.decode()}", headers)
+        headers = Headers(pairs, folded)
+        response = Response(code, match.group(4) or "", f"1.{minor}", headers)
         self.response = response
-        self._frame(response, minor == b"0")
+        self._frame(response, folded, minor == "0")
         return response
 
-    def _frame(self, response: Response, http10: bool) -> None:
-        headers = response.headers
-        tokens = {t.strip().lower() for t in (headers.get("connection") or "").split(",")}
-        self._keep_alive = ("keep-alive" in tokens) if http10 else ("close" not in tokens)
-        te = headers.get("transfer-encoding")
-        cl = headers.get("content-length")
+    def _frame(self, response: Response, fields: dict[str, str], http10: bool) -> None:
+        connection = fields.get("connection")
+        if connection is None:
+            self._keep_alive = not http10
+        else:
+            tokens = {t.strip().lower() for t in connection.split(",")}
+            self._keep_alive = ("keep-alive" in tokens) if http10 else ("close" not in tokens)
+        te = fields.get("transfer-encoding")
+        cl = fields.get("content-length")
         if (self._head_request or response.status in _NO_BODY_STATUSES
                 or (self._connect_request and response.status < 300)):
             self._finish(Step.HEAD_NO_BODY)
