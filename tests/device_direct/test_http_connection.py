@@ -444,3 +444,34 @@ async def test_a_proxy_that_does_not_open_the_tunnel_is_a_proxy_error_with_its_s
             with pytest.raises(ProxyError, match=f"POST /dd/v1/register: {error}") as info:
                 await transport.register("XRX-1", "C8000", "00:11:22:33:44:55", {}, KEY)
     assert info.value.status == status
+
+
+def test_on_uvloop_a_tunnel_and_a_direct_connection_are_each_kept(tmp_path: Path) -> None:
+    """The fleet runs its agents on uvloop, whose TLS transport is its own (``start_tls``
+    over the CONNECT tunnel included): the same exchanges on its loop."""
+    try:
+        import uvloop
+    except ImportError:
+        pytest.fail("uvloop is needed (the emulator extra: pip install -e '.[emulator]')")
+    ca = TestCA()
+    bundle = ca.write_cert(tmp_path / "bundle.pem")
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        def script(seen: Seen) -> bytes:
+            return answer(200, f'{{"connection": {seen.connection}}}'.encode())
+
+        async with (scripted(tmp_path, ca, script) as server,
+                    tunnel_proxy() as (proxy_port, heads)):
+            context = build_ssl_context(bundle)
+            direct = Route("127.0.0.1", server.port, context, "localhost")
+            tunnelled = Route("127.0.0.1", server.port, context, "localhost",
+                              proxy=("127.0.0.1", proxy_port))
+            link = ServerLink()
+            statuses = [(await get(link, r))[0] for r in (direct, direct, tunnelled, tunnelled)]
+            link.close()
+            return statuses, [s.connection for s in server.seen], len(heads)
+
+    statuses, connections, connects = uvloop.run(scenario())
+    assert statuses == [200] * 4
+    assert connections == [0, 0, 1, 1]  # the route changed once: one new connection
+    assert connects == 1
