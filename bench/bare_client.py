@@ -1,11 +1,12 @@
-"""The fleet's HTTP stack alone: Locust's device-day over aiohttp on uvloop, no agent.
+"""A library HTTP client alone: Locust's device-day over aiohttp on uvloop, no agent.
 
 A baseline for ``fleet_bench.py``, not a benchmark of its own: the same device-day as
 its Locust users (build a payload zip from the sample, upload it with the device's
 client certificate, poll actions, check firmware, over one new TLS connection that
-verifies the server), made with the library and event loop the fleet's agents use, and
-nothing else: no model, no outbox, no journal. Its CPU per device-day is the floor of
-the fleet's own stack; the fleet's CPU above it is what the agents' work costs.
+verifies the server), made with aiohttp on the fleet's event loop, and nothing else: no
+model, no outbox, no journal. Until brief 23x this was the fleet's own stack; the
+transport now speaks HTTP/1.1 itself (``device_direct/core/http1.py``), for less CPU
+per device-day than this (docs/fleet.md, "Where a device-day goes").
 
     python bench/bare_client.py --port P --devices devices.json --ca bundle.pem \
         --sample sample.xml --seconds 15 --concurrency 32

@@ -20,10 +20,11 @@ share one event loop:
     as a stricter baseline beside it;
 (c) ``openssl s_time -new``: full TLS handshakes per second against the same port, the
     floor TLS itself sets;
-(e) ``bare_client.py``: Locust's device-day made with the fleet's own stack (aiohttp on
-    uvloop) and nothing else, no agent: the floor of that stack. Its CPU per device-day
+(e) ``bare_client.py``: Locust's device-day made over aiohttp on uvloop and nothing else,
+    no agent: the floor of the fleet's stack until brief 23x gave the transport its own
+    HTTP/1.1 (cheaper than aiohttp's client: docs/fleet.md). Its CPU per device-day
     beside the fleet's says what the agents' own work (model, payload, outbox, journal)
-    costs above it;
+    costs above a library client;
 (d) RSS per idle simulated device: 10,000 models + agents created and parked on the
     virtual clock, in a fresh process; RSS delta / 10,000.
 
@@ -209,7 +210,7 @@ LOCUSTFILE = textwrap.dedent('''
 ''')
 
 LOCUST_USERS = ("HttpUser", "FastHttpUser")
-BARE = "aiohttp"  # (e): bare_client.py, the fleet's HTTP stack without the agents
+BARE = "aiohttp"  # (e): bare_client.py, aiohttp's client on uvloop without the agents
 CLIENTS = (*LOCUST_USERS, BARE)
 
 
@@ -463,8 +464,8 @@ def main() -> int:
     print(f"(d)  idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
     print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core): "
           f"fleet {fleet_ms}, locust FastHttpUser {client_ms('FastHttpUser')}, locust "
-          f"HttpUser {client_ms('HttpUser')}, bare aiohttp {client_ms(BARE)} (the fleet's "
-          "own stack; the fleet above it is what the agents' work costs)")
+          f"HttpUser {client_ms('HttpUser')}, bare aiohttp {client_ms(BARE)} (a library "
+          "client on the fleet's loop; the fleet's own HTTP/1.1 is cheaper than aiohttp's)")
 
     def ratio(a: float | None, b: float) -> float | None:
         return round(a / b, 3) if a and b else None

@@ -5,8 +5,9 @@ process (as ``fleet_bench.py`` does) and times, in CPU seconds of the loop's thr
 (``time.thread_time``), the parts of a device-day that are plain calls: the client's
 TLS handshake (OpenSSL), the model snapshot, the payload XML and zip, the audit line,
 the outbox reads and the agent-state write on the loop, the TLS context builds (at
-registration). The rest of the loop thread's CPU is aiohttp, the event loop (uvloop's
-C code and TLS transport), asyncio and the agent's own logic: ``--py-spy FILE`` also
+registration). The rest of the loop thread's CPU is the HTTP client (the transport's
+own HTTP/1.1, ``device_direct/core/http1.py`` and ``http_connection.py``), the event loop
+(uvloop's C code and TLS transport), asyncio and the agent's own logic: ``--py-spy FILE`` also
 records a sampled profile of the timed run (``py-spy``, in the ``bench`` extra) to split
 that rest. The outbox's durable writes and bookkeeping are timed
 wherever they run: on the loop (a fleet on a RAM disk, the default) or in the storage
@@ -136,7 +137,7 @@ def main() -> int:
         return float(round(1000 * seconds / days, 3))
 
     rows = {label: ms(cpu) for label, cpu in sorted(CPU.items(), key=lambda kv: -kv[1])}
-    rows["rest of the loop thread (aiohttp, event loop, asyncio, agent logic)"] = ms(
+    rows["rest of the loop thread (HTTP client, event loop, asyncio, agent logic)"] = ms(
         loop_cpu - sum(CPU.values()))
     for label, cpu in sorted(ELSEWHERE.items(), key=lambda kv: -kv[1]):
         rows[f"{label}, in the storage thread"] = ms(cpu)

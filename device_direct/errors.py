@@ -62,7 +62,15 @@ class ForeignAnswer(NetworkError):
 
 
 class ProxyError(NetworkError):
-    """The proxy refused the tunnel (for example 407) or could not be reached."""
+    """The proxy refused the tunnel (for example 407) or could not be reached.
+
+    ``status``: the proxy's answer to the CONNECT when it refused one (407, 502, ...);
+    None when it could not be reached or the error is not about a tunnel.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class TLSError(NetworkError):

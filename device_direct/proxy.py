@@ -295,17 +295,15 @@ def _network_key(network: NetworkInfo) -> tuple[object, ...]:
 
 def _fail_over(exc: BaseException) -> bool:
     """Whether a failed call should move to the next route (not for 407 or server errors)."""
-    cause = exc.__cause__
     if isinstance(exc, ProxyError):
-        if isinstance(cause, aiohttp.ClientHttpProxyError):
-            return cause.status != 407 and cause.status >= 500
+        if exc.status is not None:
+            return exc.status != 407 and exc.status >= 500
         return True  # the proxy could not be reached
     return False
 
 
 def _proxy_status(exc: BaseException) -> int | None:
-    cause = exc.__cause__
-    return cause.status if isinstance(cause, aiohttp.ClientHttpProxyError) else None
+    return exc.status if isinstance(exc, ProxyError) else None
 
 
 def _auth_refused(
@@ -321,7 +319,8 @@ def _auth_refused(
         hint = "no credentials are configured: set proxy.username and proxy.password"
     else:
         hint = f"it refused the credentials of user {credentials[0]!r}: check proxy.password"
-    return ProxyError(f"proxy {choice.hostport} requires authentication ({status}); {hint}")
+    return ProxyError(f"proxy {choice.hostport} requires authentication ({status}); {hint}",
+                      status=status)
 
 
 class ProxyDetector:

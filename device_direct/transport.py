@@ -1,16 +1,23 @@
-"""HTTPS to the communication server: one aiohttp session, one TLS context, mutual TLS.
+"""HTTPS to the communication server: one kept connection, one TLS context, mutual TLS.
 
 The :class:`Transport` speaks the wire contract of ``/dd/v1`` and nothing else: it does
 not retry, schedule or decide. Every failure comes out as a
-:class:`device_direct.errors.DeviceDirectError` subclass; aiohttp, ssl and OSError
-exceptions are translated in one place, :func:`map_exceptions`, and the decision of
-which TLS check failed is the pure function :func:`tls_reason`.
+:class:`device_direct.errors.DeviceDirectError` subclass; the connection's, the HTTP
+parser's, ssl and OSError exceptions are translated in one place, :func:`map_exceptions`,
+and the decision of which TLS check failed is the pure function :func:`tls_reason`.
+
+HTTP/1.1 is the project's own small client (:mod:`device_direct.core.http1`, sans-I/O,
+and :mod:`device_direct.http_connection`, the connection), not aiohttp's ClientSession:
+the same device-day costs ~0.6 ms less CPU without the session's machinery (measured
+figures in that module and docs/fleet.md). The requests of one sync share one
+connection; no redirects are followed, nothing is decompressed (``Accept-Encoding:
+identity``), there are no cookies, and the User-Agent is ``device-direct/<version>``.
 
 TLS: 1.2 minimum, certificate and host name always checked, trust only the configured
 CA bundle. The host name checked is the configured server name, which may differ from
 the host in the URL (connect to 127.0.0.1, verify "localhost"). After registration (or
-renewal) the context is rebuilt with the client certificate; the old context's pooled
-connections are never reused because aiohttp keys its pool by context.
+renewal) the context is rebuilt with the client certificate; the kept connection is
+never reused with another context (it is keyed by its :class:`Route`).
 
 Bodies are read with a hard cap: a server that sends more than the cap, or something
 that is not the JSON object the endpoint promises, raises :class:`RemoteProtocolError`
@@ -19,12 +26,14 @@ naming the endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
 import hashlib
 import json
 import re
+import socket
 import ssl
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -34,13 +43,13 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import aiohttp
 from yarl import URL
 
 from device_direct import __version__
 from device_direct.clock import Clock
+from device_direct.core.http1 import MalformedResponse, ResponseIncomplete
 from device_direct.errors import (
     AuthError,
     BodyTooLong,
@@ -57,8 +66,22 @@ from device_direct.errors import (
     TimeoutError_,
     TLSError,
 )
+from device_direct.http_connection import (
+    ConnectFailed,
+    ConnectionBroke,
+    Exchange,
+    ProxyRefused,
+    ProxyUnreachable,
+    Route,
+    ServerLink,
+)
 from device_direct.identity import IdentityStore
 
+# Every request's own fields besides Host (and Content-Length, Content-Type).
+_FIXED_FIELDS: list[tuple[str, str]] = [
+    ("User-Agent", f"device-direct/{__version__}"),
+    ("Accept-Encoding", "identity"),  # a compressed body would dodge the size limits
+]
 JSON_LIMIT = 1024 * 1024  # bytes; control messages are small, anything bigger is hostile
 _CHUNK = 64 * 1024
 ACTION_STATUSES = frozenset({"succeeded", "failed", "rejected", "expired"})
@@ -161,57 +184,43 @@ class UploadResult:
 
 @contextmanager
 def map_exceptions(endpoint: str) -> Iterator[None]:
-    """Translate aiohttp/ssl/OS exceptions raised in the block into device_direct errors.
-
-    ``endpoint`` ("POST /dd/v1/register") goes into every message.
+    """Translate the connection's, the parser's, ssl and OS exceptions raised in the block
+    into device_direct errors. ``endpoint`` ("POST /dd/v1/register") goes into every
+    message. Errors of our own raised in the block (a body over its limit) pass as they are.
     """
     try:
         yield
-    except aiohttp.ClientHttpProxyError as exc:
-        raise ProxyError(
-            f"{endpoint}: proxy refused the tunnel ({exc.status} {exc.message})"
-        ) from exc
-    except aiohttp.ClientProxyConnectionError as exc:
-        raise ProxyError(f"{endpoint}: cannot reach the proxy: {exc.os_error}") from exc
-    except aiohttp.ClientConnectorCertificateError as exc:
-        cert_error = exc.certificate_error
-        code = getattr(cert_error, "verify_code", None)
-        message = getattr(cert_error, "verify_message", None) or str(cert_error)
-        reason = tls_reason(code, getattr(cert_error, "reason", None))
-        raise TLSError(f"{endpoint}: {_REASON_HINTS[reason]} ({message})", reason=reason) from exc
-    except aiohttp.ClientSSLError as exc:
-        raise _from_ssl_error(endpoint, exc.os_error, exc) from exc
-    except aiohttp.ClientConnectorDNSError as exc:
-        raise ConnectError(f"{endpoint}: cannot resolve the server name: {exc.os_error}") from exc
-    except aiohttp.ServerTimeoutError as exc:
-        raise TimeoutError_(f"{endpoint}: the server did not answer in time ({exc})") from exc
-    except TimeoutError as exc:
-        raise TimeoutError_(f"{endpoint}: the server did not answer in time") from exc
-    except aiohttp.ClientConnectorError as exc:
-        if exc.ssl and isinstance(exc.os_error, ConnectionResetError | BrokenPipeError):
+    except ProxyRefused as exc:
+        raise ProxyError(f"{endpoint}: proxy refused the tunnel ({exc.status} {exc.reason})",
+                         status=exc.status) from exc
+    except ProxyUnreachable as exc:
+        raise ProxyError(f"{endpoint}: cannot reach the proxy: {exc.detail}") from exc
+    except ConnectFailed as exc:
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionResetError | BrokenPipeError):
             # Cut during the TLS handshake without an alert (an asyncio TLS server that
             # refuses our versions does this): say so; the caller may find out why.
             raise HandshakeCut(
                 f"{endpoint}: the server closed the connection during the TLS handshake "
-                f"({type(exc.os_error).__name__})") from exc
-        raise ConnectError(f"{endpoint}: cannot connect: {exc.os_error}") from exc
-    except aiohttp.ClientOSError as exc:
-        if isinstance(exc.__cause__, ssl.SSLError):
-            raise _from_ssl_error(endpoint, exc.__cause__, exc) from exc
-        raise ConnectError(f"{endpoint}: the connection broke off: {exc}") from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise ConnectError(f"{endpoint}: the server closed the connection: {exc}") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise ConnectError(f"{endpoint}: the response body broke off: {exc}") from exc
-    except aiohttp.ClientResponseError as exc:
-        # aiohttp raises this for responses it cannot parse (bad status line, headers).
-        raise RemoteProtocolError(f"{endpoint}: malformed response: {exc.message}") from exc
-    except aiohttp.InvalidURL as exc:
-        raise LocalProtocolError(f"{endpoint}: invalid URL {exc.url}") from exc
+                f"({type(os_error).__name__})") from exc
+        if isinstance(os_error, socket.gaierror):
+            raise ConnectError(
+                f"{endpoint}: cannot resolve the server name: {os_error}") from exc
+        raise ConnectError(f"{endpoint}: cannot connect: {os_error}") from exc
+    except ConnectionBroke as exc:
+        raise ConnectError(f"{endpoint}: the connection broke off: {exc.os_error}") from exc
+    except ResponseIncomplete as exc:
+        if not exc.head_complete:  # "the server closed the connection before answering"
+            raise ConnectError(f"{endpoint}: {exc}") from exc
+        of = f" of {exc.expected}" if exc.expected is not None else ""
+        raise ConnectError(f"{endpoint}: the response body broke off: {exc.received}{of} "
+                           "bytes arrived") from exc
+    except MalformedResponse as exc:
+        raise RemoteProtocolError(f"{endpoint}: malformed response: {exc.detail}") from exc
+    except TimeoutError as exc:
+        raise TimeoutError_(f"{endpoint}: the server did not answer in time") from exc
     except ssl.SSLError as exc:
         raise _from_ssl_error(endpoint, exc, exc) from exc
-    except aiohttp.ClientError as exc:
-        raise ConnectError(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise ConnectError(f"{endpoint}: {exc}") from exc
 
@@ -356,7 +365,7 @@ def content_range_start(value: str | None) -> int | None:
 
 
 class Transport:
-    """The device's HTTPS client for ``/dd/v1``: one session, one TLS context.
+    """The device's HTTPS client for ``/dd/v1``: one kept connection, one TLS context.
 
     Create it, call :meth:`register` once (or rely on a stored identity), then the
     device calls; :meth:`close` at the end (or use ``async with``).
@@ -388,6 +397,9 @@ class Transport:
         if not path.endswith(API_BASE):
             path += API_BASE
         self._base = url.with_path(path).with_query(None).with_fragment(None)
+        self._host: str = url.host
+        self._port: int = url.port or 443
+        self._base_path = url.with_path(path).raw_path  # requests go to base path + path
         # The config's Path as it is (a transport is made every session of every day).
         self._ca_bundle = (ca_bundle if isinstance(ca_bundle, Path) or ca_bundle is None
                            else Path(ca_bundle))
@@ -397,10 +409,12 @@ class Transport:
         self._timeouts = timeouts or Timeouts()
         self._json_limit = json_limit
         self._proxy: str | None = None
-        self._proxy_headers: dict[str, str] | None = None
+        self._proxy_address: tuple[str, int] | None = None
+        self._proxy_authorization: str | None = None
+        self._route: Route | None = None  # made on first use, again when TLS or proxy change
         self.set_proxy(proxy, proxy_credentials)
         self._ssl = self._build_context()
-        self._session: aiohttp.ClientSession | None = None
+        self._link = ServerLink()
         self._server_date: datetime | None = None
         self._server_date_seen_at: datetime | None = None
 
@@ -413,24 +427,25 @@ class Transport:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session and its pooled connections."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close the kept connection."""
+        self._link.close()
 
     def set_proxy(self, proxy: str | None, credentials: tuple[str, str] | None = None) -> None:
         """Send later requests through ``proxy`` (``http://host:port``), or directly."""
+        address = None
         if proxy is not None:
             purl = URL(proxy)
             if purl.scheme != "http" or not purl.host:
                 raise ConfigError(f"proxy URL must be http://host:port, got {proxy!r}")
+            address = (purl.host, purl.port or 80)
         if credentials is not None and proxy is None:
             raise ConfigError("proxy credentials given without a proxy")
         self._proxy = proxy
+        self._proxy_address = address
         self._proxy_credentials = credentials
-        self._proxy_headers = (
-            {"Proxy-Authorization": _basic_auth(*credentials)} if credentials else None
-        )
+        # Sent on the CONNECT request to the proxy only, never to the server.
+        self._proxy_authorization = _basic_auth(*credentials) if credentials else None
+        self._route = None
 
     @property
     def proxy_setting(self) -> tuple[str | None, tuple[str, str] | None]:
@@ -636,34 +651,29 @@ class Transport:
             raise LocalProtocolError(f"download: bad range start={start} max_bytes={max_bytes}")
         target = self._same_origin(url)
         endpoint = f"GET {target.path}"
-        headers = {"Range": f"bytes={start}-"} if start else {}
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
-        )
-        session = self._get_session()
+        self._check_registered(device=True)
+        fields = [*_FIXED_FIELDS, ("Range", f"bytes={start}-")] if start else _FIXED_FIELDS
         with map_exceptions(endpoint):
-            async with session.get(
-                target,
-                headers=headers,
-                timeout=timeout,
-                **self._request_options(device=True),
-            ) as response:
-                self._note_date(response)
-                if response.status >= 300:
-                    await self._raise_for_status(response, endpoint, device=True)
+            exchange = await self._link.exchange(
+                self._current_route(), "GET", target.raw_path_qs, fields, None,
+                connect_timeout=self._timeouts.connect, read_timeout=self._timeouts.read)
+            try:
+                self._note_date(exchange)
+                if exchange.status >= 300:
+                    await self._raise_for_status(exchange, endpoint, device=True)
                 skip = 0
-                if response.status == 206:
-                    first = content_range_start(response.headers.get("Content-Range"))
+                if exchange.status == 206:
+                    first = content_range_start(exchange.headers.get("Content-Range"))
                     if first != start:
                         raise RemoteProtocolError(
                             f"{endpoint}: asked for bytes from {start}, got Content-Range "
-                            f"{response.headers.get('Content-Range')!r}"
+                            f"{exchange.headers.get('Content-Range')!r}"
                         )
-                elif response.status == 200:
+                elif exchange.status == 200:
                     skip = start  # the server ignored Range: drop what we already have
                 else:
-                    raise RemoteProtocolError(f"{endpoint}: unexpected status {response.status}")
-                length = response.content_length
+                    raise RemoteProtocolError(f"{endpoint}: unexpected status {exchange.status}")
+                length = exchange.content_length
                 if length is not None and length - skip > max_bytes:
                     raise BodyTooLong(
                         f"{endpoint}: body of {length - skip} bytes is longer than the "
@@ -671,26 +681,29 @@ class Transport:
                     )
                 received = 0
                 while True:
-                    if skip:
-                        chunk = await response.content.read(min(_CHUNK, skip))
-                        if not chunk:
-                            raise RemoteProtocolError(
-                                f"{endpoint}: body ended before offset {start}"
-                            )
-                        skip -= len(chunk)
-                        continue
-                    # Ask for one byte more than allowed: getting it proves the body is
-                    # too long without reading any further.
-                    chunk = await response.content.read(min(_CHUNK, max_bytes - received + 1))
+                    chunk = await exchange.next_chunk()
                     if not chunk:
+                        if skip:
+                            raise RemoteProtocolError(
+                                f"{endpoint}: body ended before offset {start}")
                         return
-                    received += len(chunk)
-                    if received > max_bytes:
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    # A piece that goes past the limit proves the body too long: it is
+                    # not handed on, and nothing further is read.
+                    if received + len(chunk) > max_bytes:
                         raise BodyTooLong(
                             f"{endpoint}: body is longer than the {max_bytes} bytes allowed",
                             limit=max_bytes,
                         )
-                    yield chunk
+                    received += len(chunk)
+                    for offset in range(0, len(chunk), _CHUNK):
+                        yield chunk[offset:offset + _CHUNK]
+            finally:
+                exchange.close()
 
     # -- the one request path ----------------------------------------------------------
 
@@ -709,43 +722,39 @@ class Transport:
         total: float | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """Send one request; return (status, JSON object) for a 2xx answer."""
-        timeout = aiohttp.ClientTimeout(
-            total=total or self._timeouts.request, connect=self._timeouts.connect
-        )
-        session = self._get_session()
+        self._check_registered(device)
+        target = self._base_path + path
+        if params:
+            target += "?" + urlencode(params, quote_via=quote)
+        fields = _FIXED_FIELDS
+        if json_body is not None:
+            data = json.dumps(json_body).encode("utf-8")
+            fields = [*fields, ("Content-Type", "application/json")]
+        if headers:
+            fields = [*fields, *headers.items()]
         try:
-            return await self._request(session, method, path, endpoint, json_body=json_body,
-                                       data=data, headers=headers, params=params,
-                                       timeout=timeout, device=device,
-                                       allow_empty=allow_empty)
+            with map_exceptions(endpoint):
+                async with asyncio.timeout(total or self._timeouts.request):
+                    exchange = await self._link.exchange(
+                        self._current_route(), method, target, fields, data,
+                        connect_timeout=self._timeouts.connect)
+                    try:
+                        return await self._answer(exchange, endpoint, device, allow_empty)
+                    finally:
+                        exchange.close()
         except HandshakeCut as exc:
             raise await self._diagnose(exc) from exc
 
-    async def _request(self, session: aiohttp.ClientSession, method: str, path: str,
-                       endpoint: str, *, json_body: Any, data: bytes | None,
-                       headers: Mapping[str, str] | None, params: Mapping[str, str] | None,
-                       timeout: aiohttp.ClientTimeout, device: bool,
-                       allow_empty: bool) -> tuple[int, dict[str, Any]]:
-        with map_exceptions(endpoint):
-            async with session.request(
-                method,
-                self._base.with_path(self._base.path + path, encoded=False),
-                json=json_body,
-                data=data,
-                headers=headers,
-                params=params,
-                timeout=timeout,
-                **self._request_options(device=device),
-            ) as response:
-                self._note_date(response)
-                if response.status >= 300:
-                    await self._raise_for_status(response, endpoint, device=device)
-                if response.status == 204 and allow_empty:
-                    return response.status, {}
-                body = await self._read_limited(response, endpoint)
-                if not body and allow_empty:
-                    return response.status, {}
-                return response.status, _json_object(body, endpoint)
+    async def _answer(self, exchange: Exchange, endpoint: str, device: bool,
+                      allow_empty: bool) -> tuple[int, dict[str, Any]]:
+        self._note_date(exchange)
+        status = exchange.status
+        if status >= 300:
+            await self._raise_for_status(exchange, endpoint, device=device)
+        body = await self._read_limited(exchange, endpoint)
+        if not body and allow_empty:
+            return status, {}
+        return status, _json_object(body, endpoint)
 
     async def _diagnose(self, exc: HandshakeCut) -> NetworkError:
         """Why a handshake was cut: a server that only speaks TLS < 1.2 is named as such."""
@@ -759,20 +768,20 @@ class Transport:
                             f"{_REASON_HINTS['tls-version']})", reason="tls-version")
         return exc
 
-    def _request_options(self, *, device: bool) -> dict[str, Any]:
+    def _check_registered(self, device: bool) -> None:
         if device and not self._identity.is_registered:
             raise AuthError("the device is not registered yet: register before device calls")
-        return {
-            "ssl": self._ssl,
-            "server_hostname": self._server_name,
-            "proxy": self._proxy,
-            # Sent on the CONNECT request to the proxy only, never to the server.
-            "proxy_headers": self._proxy_headers,
-            "allow_redirects": False,  # a device follows no redirects off its server
-        }
+
+    def _current_route(self) -> Route:
+        route = self._route
+        if route is None or route.ssl is not self._ssl:
+            route = self._route = Route(
+                self._host, self._port, self._ssl, self._server_name,
+                proxy=self._proxy_address, proxy_authorization=self._proxy_authorization)
+        return route
 
     async def _raise_for_status(
-        self, response: aiohttp.ClientResponse, endpoint: str, *, device: bool
+        self, response: Exchange, endpoint: str, *, device: bool
     ) -> None:
         status = response.status
         try:
@@ -807,7 +816,7 @@ class Transport:
                     f"{detail}")
         raise ServerRejected(status, error, f"{endpoint}: {detail}".rstrip(": "))
 
-    async def _read_limited(self, response: aiohttp.ClientResponse, endpoint: str) -> bytes:
+    async def _read_limited(self, response: Exchange, endpoint: str) -> bytes:
         limit = self._json_limit
         if response.content_length is not None and response.content_length > limit:
             raise RemoteProtocolError(
@@ -817,9 +826,9 @@ class Transport:
         parts: list[bytes] = []
         size = 0
         while True:
-            chunk = await response.content.read(min(_CHUNK, limit - size + 1))
+            chunk = await response.next_chunk()
             if not chunk:
-                return b"".join(parts)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
             size += len(chunk)
             if size > limit:
                 raise RemoteProtocolError(
@@ -827,27 +836,13 @@ class Transport:
                 )
             parts.append(chunk)
 
-    def _note_date(self, response: aiohttp.ClientResponse) -> None:
+    def _note_date(self, response: Exchange) -> None:
         date = parse_http_date(response.headers.get("Date"))
         if date is not None:
             self._server_date = date
             self._server_date_seen_at = self._clock.now()
 
     # -- plumbing ----------------------------------------------------------------------
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the running loop, as aiohttp requires.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers={
-                    "User-Agent": f"device-direct/{__version__}",
-                    "Accept-Encoding": "identity",
-                },
-                auto_decompress=False,  # a compressed body would dodge the size limits
-                cookie_jar=aiohttp.DummyCookieJar(),  # the protocol has no cookies
-                connector=aiohttp.TCPConnector(limit=4, ssl=self._ssl),
-            )
-        return self._session
 
     def _build_context(self) -> ssl.SSLContext:
         # One context per agent: kept on the identity store and rebuilt only when the
