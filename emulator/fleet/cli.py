@@ -215,8 +215,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                      help="write the run's running totals to FILE, one CSV row a second")
     # A shard process of --processes: where its parent reads its live figures.
     run.add_argument("--live-stats-file", type=Path, help=argparse.SUPPRESS)
-    # A shard process of --processes: its stdin is the parent's pipe; stop when it closes.
-    run.add_argument("--parent-pipe", action="store_true", help=argparse.SUPPRESS)
+    # A shard process of --processes: stop when the parent is no longer this process.
+    run.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="?", choices=("merge-reports",),
                         metavar="merge-reports REPORT...",
                         help="merge the --report files of shards "
@@ -338,10 +338,10 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         else:
             work = run_fleet(spec, work_dir, shard=args.shard, target=target,
                              concurrency=args.concurrency, progress=bar, stats=stats)
-            if args.parent_pipe:
+            if args.parent_pid is not None:
                 from emulator.fleet.processes import stop_with_parent
 
-                work = stop_with_parent(work)
+                work = stop_with_parent(work, args.parent_pid)
             report = run_on_loop(work, loop)
     except FleetSpecError as exc:
         bar.close()

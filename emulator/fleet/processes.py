@@ -10,11 +10,11 @@ where any local user could read them. When the parent shows live figures
 (``--metrics-port``, ``--stats-csv``), each shard also writes its latest snapshot to a
 file the parent reads.
 
-A shard stops when its parent is gone, however it went: the parent holds the write end
-of each shard's standard input, and a shard (``--parent-pipe``) that reads its end
-closed stops (:func:`stop_with_parent`). SIGTERM and Ctrl-C the parent passes on itself;
-SIGKILL (a CI runner's hard timeout, the OOM killer) it cannot, and the kernel closes
-the pipe instead.
+A shard stops when its parent is gone, however it went: a shard started with
+``--parent-pid PID`` looks twice a second whether its parent is still PID, and stops
+when it is not (:func:`stop_with_parent`; an orphan gets a new parent). SIGTERM and
+Ctrl-C the parent passes on itself; SIGKILL (a CI runner's hard timeout, the OOM killer)
+it cannot.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def _shard_command(spec: FleetSpec, args: argparse.Namespace, server_args: list[
         "--zones", ",".join(spec.zones), "--concurrency", str(args.concurrency),
         *(["--actions", format_actions(spec.actions)] if spec.actions else []),
         "--no-progress", "--log-level", args.log_level, "--loop", args.loop, *server_args,
-        "--parent-pipe", "--shard", f"{i}/{k}", "--work-dir", str(work_dir / f"shard-{i}"),
+        "--parent-pid", str(os.getpid()), "--shard", f"{i}/{k}",
+        "--work-dir", str(work_dir / f"shard-{i}"),
         "--report", str(work_dir / f"shard-{i}.json"),
         *(["--live-stats-file", str(_stats_file(work_dir, i))] if live else []),
     ]
@@ -127,32 +128,24 @@ def _on_sigterm_cancel(task: asyncio.Task[Any] | None) -> _SigtermCancels | None
         return None
 
 
-class _PipeClosed(asyncio.Protocol):
-    def __init__(self, closed: asyncio.Future[None]) -> None:
-        self._closed = closed
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
+PARENT_CHECK_S = 0.5  # how often a shard looks whether its parent is still there
 
 
-async def stop_with_parent(work: Awaitable[T]) -> T:
-    """``work``'s result, unless standard input (the ``--processes`` parent's pipe)
-    closes first: then ``work`` is cancelled and :class:`FleetRunError` says why."""
-    loop = asyncio.get_running_loop()
-    closed: asyncio.Future[None] = loop.create_future()
-    pipe, _ = await loop.connect_read_pipe(lambda: _PipeClosed(closed), sys.stdin)
+async def stop_with_parent(work: Awaitable[T], parent_pid: int) -> T:
+    """``work``'s result, unless this process's parent stops being ``parent_pid`` first
+    (it died: the orphan was given another parent): then ``work`` is cancelled and
+    :class:`FleetRunError` says why."""
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.wait((task, closed), return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.wait((task,))
-        raise FleetRunError("the --processes parent is gone (its pipe closed): this shard "
-                            "stopped too")
+        while not task.done():
+            if os.getppid() != parent_pid:
+                task.cancel()
+                await asyncio.wait((task,))
+                raise FleetRunError(f"the --processes parent (pid {parent_pid}) is gone: "
+                                    "this shard stopped too")
+            await asyncio.wait((task,), timeout=PARENT_CHECK_S)
+        return task.result()
     finally:
-        pipe.close()
         if not task.done():
             task.cancel()
 
@@ -191,8 +184,7 @@ async def run_processes(spec: FleetSpec, args: argparse.Namespace,
         for i in range(1, k + 1):
             procs.append(await asyncio.create_subprocess_exec(
                 *_shard_command(spec, args, server_args, work_dir, i, k, stats is not None),
-                # The shard's stdin is this process's pipe: closed when we are gone.
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, env=env))
+                stdout=asyncio.subprocess.DEVNULL, env=env))
         waits = [asyncio.ensure_future(p.wait()) for p in procs]
         while True:
             # Uploads stored stand for device-days (action payloads may add a few).
