@@ -170,11 +170,7 @@ async def mitm_proxy(
     try:
         yield state
     finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+        await stop_server(server, tasks)
 
 
 @dataclass
@@ -244,3 +240,62 @@ class DnsTable:
         if host in ("127.0.0.1", "::1"):
             return [host]
         return list(self.names.get(host.lower().rstrip("."), []))
+
+
+@asynccontextmanager
+async def connect_proxy(credentials: str | None = None, reply: bytes | None = None
+                        ) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A CONNECT proxy on loopback: records each CONNECT head, answers 407 when it lacks
+    ``Proxy-Authorization: Basic credentials`` (when given), sends ``reply`` instead of
+    opening the tunnel (when given) and closes; otherwise tunnels."""
+    heads: list[bytes] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        if credentials is not None and (
+                f"Proxy-Authorization: Basic {credentials}".encode() not in head):
+            reply_now: bytes | None = (
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n')
+        else:
+            reply_now = reply
+        if reply_now is not None:
+            writer.write(reply_now)
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = head.split()[1].decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        for task in (asyncio.create_task(pipe(reader, up_writer)),
+                     asyncio.create_task(pipe(up_reader, writer))):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], heads
+    finally:
+        await stop_server(server, tasks)
+
+
+async def stop_server(server: asyncio.Server, tasks: set[asyncio.Task[None]]) -> None:
+    """Close a loopback server of these fixtures and cancel its connections' tasks."""
+    server.close()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await server.wait_closed()

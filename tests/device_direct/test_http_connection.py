@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from proxyfixtures import connect_proxy, stop_server
 from tlsfixtures import TestCA, server_context
 
 from device_direct.clock import SystemClock
@@ -115,11 +116,7 @@ async def scripted(tmp_path: Path, ca: TestCA, script: Script) -> AsyncIterator[
     try:
         yield state
     finally:
-        server.close()
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
+        await stop_server(server, handlers)
 
 
 @pytest.fixture
@@ -361,58 +358,13 @@ async def test_requests_made_at_once_get_connections_of_their_own_and_one_is_kep
 # -- through a proxy -----------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def tunnel_proxy(reply: bytes | None = None) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A CONNECT proxy that records each CONNECT head, then tunnels (or sends ``reply``
-    instead of opening the tunnel, and closes)."""
-    heads: list[bytes] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        heads.append(head)
-        if reply is not None:
-            writer.write(reply)
-            await writer.drain()
-            writer.close()
-            return
-        host, _, port = head.split()[1].decode().rpartition(":")
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-        for task in (asyncio.create_task(pipe(reader, up_writer)),
-                     asyncio.create_task(pipe(up_reader, writer))):
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], heads
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-
 async def test_proxy_credentials_go_on_the_connect_only_and_the_tunnel_is_kept(
     tmp_path: Path, ca: TestCA, bundle: Path
 ) -> None:
     def script(seen: Seen) -> bytes:
         return answer(200, b"{}")
 
-    async with scripted(tmp_path, ca, script) as server, tunnel_proxy() as (proxy_port, heads):
+    async with scripted(tmp_path, ca, script) as server, connect_proxy() as (proxy_port, heads):
         r = Route("127.0.0.1", server.port, build_ssl_context(bundle), "localhost",
                   proxy=("127.0.0.1", proxy_port), proxy_authorization="Basic YTpi")
         link = ServerLink()
@@ -436,7 +388,7 @@ async def test_proxy_credentials_go_on_the_connect_only_and_the_tunnel_is_kept(
 async def test_a_proxy_that_does_not_open_the_tunnel_is_a_proxy_error_with_its_status(
     tmp_path: Path, ca: TestCA, bundle: Path, reply: bytes, error: str, status: int | None
 ) -> None:
-    async with tunnel_proxy(reply) as (proxy_port, _):
+    async with connect_proxy(reply=reply) as (proxy_port, _):
         transport = Transport("https://127.0.0.1:9", bundle, "localhost",
                               IdentityStore(tmp_path / "id"), SystemClock(), timeouts=FAST,
                               proxy=f"http://127.0.0.1:{proxy_port}")
@@ -461,7 +413,7 @@ def test_on_uvloop_a_tunnel_and_a_direct_connection_are_each_kept(tmp_path: Path
             return answer(200, f'{{"connection": {seen.connection}}}'.encode())
 
         async with (scripted(tmp_path, ca, script) as server,
-                    tunnel_proxy() as (proxy_port, heads)):
+                    connect_proxy() as (proxy_port, heads)):
             context = build_ssl_context(bundle)
             direct = Route("127.0.0.1", server.port, context, "localhost")
             tunnelled = Route("127.0.0.1", server.port, context, "localhost",

@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from proxyfixtures import connect_proxy
 from tlsfixtures import (
     AlertingTLSServer,
     TestCA,
@@ -686,56 +687,6 @@ async def test_a_server_ignoring_range_is_handled_by_skipping(
 # -- proxy --------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def connect_proxy(credentials: str | None) -> AsyncIterator[tuple[int, list[str]]]:
-    """A CONNECT proxy that demands ``Basic credentials`` (or nothing) and then tunnels."""
-    seen: list[str] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        seen.append(head)
-        want = f"Proxy-Authorization: Basic {credentials}" if credentials else None
-        if want is not None and want not in head:
-            writer.write(
-                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n'
-            )
-            await writer.drain()
-            writer.close()
-            return
-        host, _, port = head.split()[1].rpartition(":")
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-        for task in (
-            asyncio.create_task(pipe(reader, up_writer)),
-            asyncio.create_task(pipe(up_reader, writer)),
-        ):
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], seen
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-
 async def test_proxy_tunnel_with_credentials(tmp_path: Path, ca: TestCA, bundle: Path) -> None:
     import base64
 
@@ -751,7 +702,7 @@ async def test_proxy_tunnel_with_credentials(tmp_path: Path, ca: TestCA, bundle:
         async with transport:
             await transport.register(SERIAL, "C8000", "00:11:22:33:44:55", {}, GOOD_KEY)
             assert len(await transport.poll_actions()) == 1
-    assert seen and seen[0].startswith("CONNECT 127.0.0.1:")
+    assert seen and seen[0].startswith(b"CONNECT 127.0.0.1:")
 
 
 async def test_proxy_407_is_a_proxy_error(tmp_path: Path, ca: TestCA, bundle: Path) -> None:

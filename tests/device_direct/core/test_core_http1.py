@@ -36,8 +36,12 @@ def parse(raw: bytes, *, eof: bool = False, pieces: list[int] | None = None,
     head: Response | None = None
     body = bytearray()
     ended = False
-    for a, b in itertools.pairwise(cuts):
-        parser.feed(raw[a:b])
+    chunks: list[bytes | None] = [raw[a:b] for a, b in itertools.pairwise(cuts)]
+    for piece in [*chunks, None] if eof else chunks:  # None: the peer closed
+        if piece is None:
+            parser.feed_eof()
+        else:
+            parser.feed(piece)
         while (event := parser.next_event()) is not NEED_DATA:
             if isinstance(event, Response):
                 assert head is None
@@ -49,16 +53,6 @@ def parse(raw: bytes, *, eof: bool = False, pieces: list[int] | None = None,
                 break
         if ended:
             break
-    if eof and not ended:
-        parser.feed_eof()
-        while (event := parser.next_event()) is not NEED_DATA:
-            if isinstance(event, Response):
-                head = event
-            elif isinstance(event, Data):
-                body += event.data
-            else:
-                ended = True
-                break
     assert head is not None and ended, (head, ended)
     return head, bytes(body), parser
 

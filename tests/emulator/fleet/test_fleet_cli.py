@@ -211,6 +211,18 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _two_shards_at_work(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> list[int]:
+    """The two shard processes of ``proc`` (a `--processes 2` run), once they are at work."""
+    shards: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(shards) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        shards = _children(proc.pid)
+    assert len(shards) == 2, "the two shard processes did not start"
+    time.sleep(1.0)  # the shards are building their devices or uploading by now
+    return shards
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_sigterm_to_the_parent_stops_its_shard_processes(tmp_path: Path) -> None:
     """`kill PID` (a cancelled CI job) must not leave the shards running on their own."""
@@ -219,13 +231,7 @@ def test_sigterm_to_the_parent_stops_its_shard_processes(tmp_path: Path) -> None
          "--processes", "2", "--no-progress", "--work-dir", str(tmp_path / "w")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        shards: list[int] = []
-        deadline = time.monotonic() + 120
-        while len(shards) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            shards = _children(proc.pid)
-        assert len(shards) == 2, "the two shard processes did not start"
-        time.sleep(1.0)  # the shards are building their devices or uploading by now
+        shards = _two_shards_at_work(proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 3, err
@@ -250,12 +256,7 @@ def test_a_killed_parent_leaves_no_shard_running(tmp_path: Path) -> None:
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards: list[int] = []
     try:
-        deadline = time.monotonic() + 120
-        while len(shards) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            shards = _children(proc.pid)
-        assert len(shards) == 2, "the two shard processes did not start"
-        time.sleep(1.0)  # the shards are building their devices or uploading by now
+        shards = _two_shards_at_work(proc)
         proc.kill()
         proc.wait(timeout=30)
         deadline = time.monotonic() + 60
