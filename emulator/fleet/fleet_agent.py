@@ -3,9 +3,17 @@
 :class:`FleetAgent` is :class:`device_direct.agent.Agent` with two things added by
 composition-friendly overrides of its public methods, nothing of its logic replaced:
 
-* a shared semaphore around :meth:`sync`: at most ``concurrency`` devices of the fleet
-  talk to the server at once. A device waiting for its turn is busy, not parked, so
-  virtual time does not move on without it (its upload happens "at" its upload time);
+* a shared semaphore, the fleet's ``concurrency`` slots: a device holds one for its
+  turn, from building its payload to the end of the sync that sends it (or for the sync
+  alone when it only retries what is queued), so at most ``concurrency`` devices of the
+  fleet build or talk to the server at once. Without the build in the turn, the 1,000
+  devices woken at 02:00 would all build their payloads (about half a second of the
+  fleet's CPU) before the first of them connected, while the server sat idle; inside
+  it, the next device builds while the others' requests are on the wire. A device
+  waiting for its turn is busy, not parked, so virtual time does not move on without it
+  (its payload is built and uploaded "at" its upload time). A payload an action asks
+  for (``send_meters_now``) is built inside the turn of the sync or the background
+  pass that runs the action, as before: it takes no slot of its own;
 * an end: once the device built its ``target`` daily payloads and its outbox is empty,
   :meth:`step` raises :class:`DeviceDone` instead of waiting for the next day (payloads
   a ``send_meters_now`` action asked for are delivered too, but are not days);
@@ -151,7 +159,7 @@ class FleetAgent(Agent):
 
     # Slots, so the agent's attribute dict keeps the size CPython shares between
     # instances (see :class:`Agent`): thousands of these live in one fleet.
-    __slots__ = ("action_built", "daily_built", "fleet", "gate", "latency", "target")
+    __slots__ = ("action_built", "daily_built", "fleet", "gate", "in_turn", "latency", "target")
 
     def __init__(
         self,
@@ -174,6 +182,7 @@ class FleetAgent(Agent):
                          transport_factory=transport_factory or _counting_transport,
                          upload_rng=upload_rng)  # the outbox opened once, with the ids' own
         self.gate = gate
+        self.in_turn = False  # holds one of the gate's slots (see the module)
         self.target = target
 
     @property
@@ -182,7 +191,10 @@ class FleetAgent(Agent):
         return self.daily_built >= self.target and not self.outbox.entries()
 
     async def queue_payload(self, trigger: Trigger) -> str | None:
-        """The agent's payload; counted as a day unless an action asked for it."""
+        """The agent's payload, built in the device's turn (a fleet slot) unless an action
+        asked for it; counted as a day unless an action asked for it."""
+        if trigger != "action":
+            await self._begin_turn()
         upload_id = await super().queue_payload(trigger)
         if upload_id is not None:
             if trigger == "action":
@@ -208,9 +220,25 @@ class FleetAgent(Agent):
         """One pass of the agent, or :class:`DeviceDone` when the device is finished."""
         if self.finished:
             raise DeviceDone
-        await super().step()
+        try:
+            await super().step()
+        finally:
+            self._end_turn()  # a step that failed between its build and its sync
 
     async def sync(self, trigger: Trigger | None) -> bool:
-        """The agent's sync, once a connection slot of the fleet is free."""
-        async with self.gate:
+        """The agent's sync, in the device's turn: the slot its build took, or a new one."""
+        await self._begin_turn()
+        try:
             return await super().sync(trigger)
+        finally:
+            self._end_turn()
+
+    async def _begin_turn(self) -> None:
+        if not self.in_turn:
+            await self.gate.acquire()
+            self.in_turn = True
+
+    def _end_turn(self) -> None:
+        if self.in_turn:
+            self.in_turn = False
+            self.gate.release()
