@@ -194,8 +194,9 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                           "reach this machine's embedded server at (default 127.0.0.1: "
                           "workers on this machine)")
     run.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
-                     metavar="C", help="at most C devices talk to the server at once "
-                                       f"(per process; default {DEFAULT_CONCURRENCY})")
+                     metavar="C", help="at most C devices build a payload or talk to the "
+                                       "server at once (per process; default "
+                                       f"{DEFAULT_CONCURRENCY})")
     run.add_argument("--loop", choices=LOOP_NAMES, default="auto",
                      help="event loop of a fleet run: auto (default) is uvloop when it "
                           "is installed, which needs less CPU per device-day; else asyncio")

@@ -18,8 +18,10 @@ a grace day) the office task stops whoever is still retrying, and the report say
 
 Time: the office task and every running agent are participants of the
 :class:`~emulator.clock.VirtualClock`; the clock jumps only when all of them sleep on
-it. Waiting for a connection slot (``concurrency``) or for the server is not sleeping,
-so an upload happens at its virtual upload time however long it takes for real.
+it. Waiting for a connection slot (``concurrency``; a device holds one from building its
+payload to the end of the sync that sends it, see ``fleet_agent.py``) or for the server
+is not sleeping, so a payload is built and uploaded at its virtual upload time however
+long it takes for real.
 
 With no ``target`` the runner starts an embedded reference server in the same event
 loop (on the same virtual clock), mints one single-use registration key per device
