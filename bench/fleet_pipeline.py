@@ -6,10 +6,12 @@ often each of them is at work. This script runs ``--devices`` x ``--days`` of th
 (as ``fleet_bench.py`` does: every device uploads at 02:00, ``--concurrency`` slots)
 against the server in its own process, after a same-size one-day fleet that registers
 other devices. A separate sampler process (so that sampling takes nothing from the
-fleet's interpreter, only a little of a core) reads, every ``--interval-ms``, whether
-the fleet's loop thread and the server's are running or waiting
-(``/proc/<pid>/task/<tid>/stat``: R is running or runnable, anything else waiting).
-It prints the share of the timed run's wall time in each of the four states:
+fleet's interpreter, only a little of a core) reads, every ``--interval-ms``, how long
+the fleet's loop thread and the server's ran on a CPU since the last look
+(``/proc/<pid>/task/<tid>/schedstat``, in nanoseconds): a thread that ran more than half
+of the interval was at work in it, else waiting (for the other side, or for a core on a
+busy machine). It prints the share of the timed run's intervals in each of the four
+states:
 
 - both at work;
 - the fleet waits, the server works (the server sets the pace);
@@ -53,25 +55,29 @@ STATES = {
 # The sampler: its own interpreter, so its wake-ups cost the fleet nothing but a core's
 # share. Reads two stat files until stdin closes, then prints the counts as JSON.
 SAMPLER = textwrap.dedent("""
-    import json, os, sys, threading, time
+    import json, sys, threading, time
     fleet, server, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
-    def state(path):
+    def on_cpu(path):
         with open(path, "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"R"
+            return int(fh.read().split()[0])  # ns this thread has run
     counts = {}
+    last = (time.perf_counter_ns(), on_cpu(fleet), on_cpu(server))
     while not done.is_set():
-        key = f"{int(state(fleet))}{int(state(server))}"
-        counts[key] = counts.get(key, 0) + 1
         time.sleep(interval)
+        now = (time.perf_counter_ns(), on_cpu(fleet), on_cpu(server))
+        span = now[0] - last[0]
+        key = f"{int(2 * (now[1] - last[1]) > span)}{int(2 * (now[2] - last[2]) > span)}"
+        counts[key] = counts.get(key, 0) + 1
+        last = now
     print(json.dumps(counts))
 """)
 
 
-def main_thread_stat(pid: int) -> str:
-    """The stat file of ``pid``'s main thread (its loop's, for the fleet and the server)."""
-    return f"/proc/{pid}/task/{pid}/stat"
+def main_thread_schedstat(pid: int) -> str:
+    """The scheduler's figures of ``pid``'s main thread (the loop's, fleet and server)."""
+    return f"/proc/{pid}/task/{pid}/schedstat"
 
 
 def main() -> int:
@@ -95,8 +101,8 @@ def main() -> int:
                       args.devices, 1, args.concurrency, seed=9, loop=args.loop)
             target = fleet_target(port, state, args.devices)
             sampler = subprocess.Popen(
-                [sys.executable, "-c", SAMPLER, main_thread_stat(os.getpid()),
-                 main_thread_stat(proc.pid), str(args.interval_ms / 1000)],
+                [sys.executable, "-c", SAMPLER, main_thread_schedstat(os.getpid()),
+                 main_thread_schedstat(proc.pid), str(args.interval_ms / 1000)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             started, fleet0, server0 = time.perf_counter(), time.process_time(), cpu_s(proc.pid)
             rate, _, ok = fleet_run(target, Path(tmp) / "fleet", args.devices, args.days,
