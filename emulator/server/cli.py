@@ -52,7 +52,8 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
     run.add_argument("--metrics-port", type=int, metavar="P",
                      help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
-                          "(emulator/server/metrics.py)")
+                          "(emulator/server/metrics.py); 0: any free port, named as "
+                          "metrics_port in the line printed at start")
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="server processes accepting on the one port, sharing the "
                           "database (about one per core; default %(default)s). Faults "

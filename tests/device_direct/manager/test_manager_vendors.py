@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from snmpsim_peer import Snmpsim, sys_descr
 
 from device_direct.manager.errors import VendorFileError
 from device_direct.manager.scan import Scanner, ScanOptions
@@ -27,6 +30,23 @@ async def _scan_one(port: int, community: str, *more: str, v1: str = "fallback"
     assert len(doc["printers"]) == 1, doc
     printer: dict[str, Any] = doc["printers"][0]
     return printer
+
+
+def test_snmpsim_serves_on_a_port_nobody_else_can_take(snmpsim: Snmpsim) -> None:
+    """The fixture bound the port before snmpsim started and snmpsim serves on that very
+    socket: no bind of the port can succeed while it runs (with SO_REUSEADDR or
+    SO_REUSEPORT neither), and the agent answering there is this run's (its own
+    community and value, which no other agent serves)."""
+    for option in (None, socket.SO_REUSEADDR, socket.SO_REUSEPORT):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            if option is not None:
+                other.setsockopt(socket.SOL_SOCKET, option, 1)
+            with pytest.raises(OSError) as taken:
+                other.bind(("127.0.0.1", snmpsim.port))
+            assert taken.value.errno == errno.EADDRINUSE
+    assert sys_descr(snmpsim.port, snmpsim.probe_community) == snmpsim.probe_value
+    assert sys_descr(snmpsim.port, "hp") == ("HP ETHERNET MULTI-ENVIRONMENT,ROM none,JETDIRECT,"
+                                             "JD153,EEPROM JSI24090012,CIDATE 09/09/2024")
 
 
 async def test_hp_model_from_hr_device_serial_and_meters_from_private_mib(

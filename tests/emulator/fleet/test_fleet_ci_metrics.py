@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -71,27 +72,46 @@ def test_shards_run_as_ci_jobs_merge_into_one_report(tmp_path: Path) -> None:
     assert out.returncode == 1 and "[FAIL] every device of the fleet ran once" in out.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _metrics_url(run: subprocess.Popen[str]) -> str:
+    """The endpoint a fleet started with ``--metrics-port 0`` names on stderr
+    (``metrics: http://HOST:PORT/metrics``), before the run starts."""
+    assert run.stderr is not None
+    before: list[str] = []
+    while line := run.stderr.readline():  # ends at EOF: the fleet exited first
+        if match := re.fullmatch(r"metrics: (http://127\.0\.0\.1:(\d+)/metrics)\n", line):
+            assert int(match[2]) > 0, line
+            return match[1]
+        before.append(line)
+    raise AssertionError("no 'metrics: URL' line on stderr:\n" + "".join(before)[-2000:])
+
+
+def test_a_metrics_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out = subprocess.run(_fleet("--devices", "1", "--days", "1", "--metrics-port",
+                                    str(port)), cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in out.stderr
 
 
 def test_metrics_scraped_during_a_run_and_stats_csv(tmp_path: Path) -> None:
-    port = _free_port()
     stats = tmp_path / "stats.csv"
+    # Port 0: the fleet binds a free port itself and says which, so no other process
+    # can take the port between the test choosing it and the fleet binding it.
     run = subprocess.Popen(
-        _fleet("--devices", "20", "--days", "6", "--metrics-port", str(port),
+        _fleet("--devices", "20", "--days", "6", "--metrics-port", "0",
                "--stats-csv", str(stats), "--actions", "get_status:0.2"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: dict[str, float] = {}
     families: set[str] = set()
-    deadline = time.monotonic() + 90
     try:
+        url = _metrics_url(run)
+        deadline = time.monotonic() + 90
         while run.poll() is None and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                            timeout=5) as r:
+                with urllib.request.urlopen(url, timeout=5) as r:
                     text = r.read().decode()
             except OSError:
                 time.sleep(0.05)

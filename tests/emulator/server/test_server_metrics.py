@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -52,24 +53,34 @@ async def test_server_metrics_count_a_fleets_uploads(tmp_path: Path) -> None:
     assert seen["ddserver_request_seconds_count,route=/dd/v1/devices/{id}/uploads"] == 6
 
 
-def test_server_run_serves_metrics_on_the_port_asked(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_server_run_serves_metrics_on_a_port_it_picks(tmp_path: Path) -> None:
+    """``--metrics-port 0``: the server binds a free port itself and names it in its
+    first line, so nothing can take the port between choosing and binding it."""
     proc = subprocess.Popen([sys.executable, "-m", "emulator", "server", "--state-dir",
                              str(tmp_path / "s"), "run", "--port", "0", "--metrics-port",
-                             str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                             "0"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, proc.stderr.read() if proc.stderr else ""
-        assert json.loads(line)["metrics_port"] == port
-        import urllib.request
-
+        port = json.loads(line)["metrics_port"]
+        assert isinstance(port, int) and port > 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             seen = _samples(r.read().decode())
         assert seen["ddserver_devices"] == 0 and seen["ddserver_uploads_stored"] == 0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_server_run_says_when_its_metrics_port_is_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "emulator", "server", "--state-dir",
+                              str(tmp_path / "s"), "run", "--port", "0", "--metrics-port",
+                              str(port)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in out.stderr
