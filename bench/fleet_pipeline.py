@@ -18,8 +18,8 @@ states:
 - the server waits, the fleet works (the fleet sets the pace);
 - both wait (neither has work: between virtual days, or a stall).
 
-and each process's CPU share of a core over the run. docs/fleet.md ("Where the floor
-is") quotes it. The last line is one JSON object.
+and each process's CPU share of a core and CPU per device-day over the run.
+docs/fleet.md ("Where the floor is") quotes it. The last line is one JSON object.
 
     .venv/bin/python bench/fleet_pipeline.py [--devices 1000] [--days 10]
         [--concurrency 32] [--interval-ms 5] [--loop auto|uvloop|asyncio]
@@ -120,8 +120,10 @@ def main() -> int:
     print(f"{args.devices} devices x {args.days} days, {rate:.1f} device-days/s "
           f"(registration in the run), {args.concurrency} slots, expectations "
           f"{'ok' if ok else 'FAILED'}; {total} samples every {args.interval_ms:g} ms")
-    print(f"  the fleet process: {fleet_cpu / wall:.0%} of a core; the server: "
-          f"{server_cpu / wall:.0%} of a core")
+    device_days = args.devices * args.days
+    print(f"  the fleet process: {fleet_cpu / wall:.0%} of a core, "
+          f"{1000 * fleet_cpu / device_days:.2f} ms CPU per device-day; the server: "
+          f"{server_cpu / wall:.0%} of a core, {1000 * server_cpu / device_days:.2f} ms")
     print("share of the run's wall time:")
     for name, share in shares.items():
         print(f"  {share:6.1%}  {name}")
@@ -130,6 +132,8 @@ def main() -> int:
         "device_days_per_s": round(rate, 1), "ok": ok, "samples": total,
         "fleet_cpu_fraction_of_core": round(fleet_cpu / wall, 3),
         "server_cpu_fraction_of_core": round(server_cpu / wall, 3),
+        "fleet_cpu_ms_per_device_day": round(1000 * fleet_cpu / device_days, 3),
+        "server_cpu_ms_per_device_day": round(1000 * server_cpu / device_days, 3),
         **{f"wall_fraction_{key[name]}": round(share, 4) for name, share in shares.items()},
     }))
     return 0 if ok else 1
