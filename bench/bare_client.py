@@ -1,15 +1,21 @@
-"""A library HTTP client alone: Locust's device-day over aiohttp on uvloop, no agent.
+"""An HTTP client alone: Locust's device-day on uvloop, no agent.
 
 A baseline for ``fleet_bench.py``, not a benchmark of its own: the same device-day as
 its Locust users (build a payload zip from the sample, upload it with the device's
 client certificate, poll actions, check firmware, over one new TLS connection that
-verifies the server), made with aiohttp on the fleet's event loop, and nothing else: no
-model, no outbox, no journal. Until brief 23x this was the fleet's own stack; the
-transport now speaks HTTP/1.1 itself (``device_direct/core/http1.py``), for less CPU
-per device-day than this (docs/fleet.md, "Where a device-day goes").
+verifies the server), on the fleet's event loop, and nothing else: no model, no outbox,
+no journal. ``--client``:
+
+- ``aiohttp`` (default): a library client, aiohttp's ``ClientSession`` (a session and
+  connector per device-day). Until brief 23x this was the fleet's own stack.
+- ``transport``: the device's own transport (``device_direct.transport.Transport``, its
+  HTTP/1.1 in ``device_direct/core/http1.py`` and ``http_connection.py``), one per
+  device-day, with the device's identity (its TLS context kept, as an agent keeps it):
+  the fleet's HTTP stack without the agent, so the fleet's CPU per device-day less this
+  one's is what the agents' own work costs.
 
     python bench/bare_client.py --port P --devices devices.json --ca bundle.pem \
-        --sample sample.xml --seconds 15 --concurrency 32
+        --sample sample.xml --seconds 15 --concurrency 32 [--client aiohttp|transport]
 
 ``devices.json`` is the list ``fleet_bench.py`` hands Locust (serial, device_id, cert,
 key). Prints one JSON object: device_days, errors, seconds (first to last device-day).
@@ -24,6 +30,7 @@ import io
 import json
 import re
 import ssl
+import sys
 import time
 import uuid
 import zipfile
@@ -31,6 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from device_direct.clock import SystemClock  # noqa: E402
+from device_direct.errors import DeviceDirectError  # noqa: E402
+from device_direct.identity import IdentityStore  # noqa: E402
+from device_direct.transport import Transport  # noqa: E402
 
 FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
 
@@ -51,6 +66,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     devices = json.loads(Path(args.devices).read_text(encoding="utf-8"))
     sample = Path(args.sample).read_text(encoding="utf-8")
     contexts: dict[str, ssl.SSLContext] = {}  # one per device, as each agent keeps one
+    identities: dict[str, IdentityStore] = {}  # the same for the transport (its context)
     done = {"device_days": 0, "errors": 0}
     first: list[float] = []
     last = [0.0]
@@ -93,7 +109,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             done["device_days" if ok else "errors"] += 1
             last[0] = time.perf_counter()
 
-    await asyncio.gather(*(device_days() for _ in range(args.concurrency)))
+    async def transport_days() -> None:
+        clock = SystemClock()
+        url = f"https://127.0.0.1:{args.port}/"
+        while time.perf_counter() < stop_at:
+            n = next(counter)
+            dev = devices[n % len(devices)]
+            first[:] = first or [time.perf_counter()]
+            upload_id, body = payload(sample, dev["serial"], 200000 + n // len(devices))
+            identity = identities.get(dev["serial"])
+            if identity is None:
+                identity = identities[dev["serial"]] = IdentityStore(Path(dev["cert"]).parent)
+            transport = Transport(url, args.ca, "localhost", identity, clock)
+            ok = True
+            try:
+                ok &= (await transport.upload(body, upload_id)).status == "stored"
+                await transport.poll_actions()
+                await transport.check_firmware(FIRMWARE["model"], FIRMWARE["version"])
+            except DeviceDirectError:
+                ok = False
+            finally:
+                await transport.close()
+            done["device_days" if ok else "errors"] += 1
+            last[0] = time.perf_counter()
+
+    days = transport_days if args.client == "transport" else device_days
+    await asyncio.gather(*(days() for _ in range(args.concurrency)))
     return {**done, "seconds": round(last[0] - first[0], 3) if first else 0.0}
 
 
@@ -105,6 +146,8 @@ def main() -> int:
     ap.add_argument("--sample", required=True, help="the sample device-data.xml")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--client", choices=("aiohttp", "transport"), default="aiohttp",
+                    help="aiohttp's ClientSession (default), or the device's own transport")
     args = ap.parse_args()
     try:
         import uvloop

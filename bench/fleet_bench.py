@@ -25,10 +25,14 @@ share one event loop:
     HTTP/1.1 (cheaper than aiohttp's client: docs/fleet.md). Its CPU per device-day
     beside the fleet's says what the agents' own work (model, payload, outbox, journal)
     costs above a library client;
+(e') ``bare_client.py --client transport``: the same device-day over the device's own
+    transport (``device_direct.transport.Transport``: the fleet's HTTP/1.1 and TLS
+    settings) and nothing else. The fleet's CPU per device-day less this one's is what
+    the agents' own work costs (printed as "the agents' own work");
 (d) RSS per idle simulated device: 10,000 models + agents created and parked on the
     virtual clock, in a fresh process; RSS delta / 10,000.
 
-(b), (b'), (e) and (c) are each run ``--repeats`` times (4), interleaved with each other and
+(b), (b'), (e), (e') and (c) are each run ``--repeats`` times (4), interleaved with each other and
 bracketing (a) evenly: half the rounds before the 30-day fleet, half after it (and one
 more openssl run first). Their medians are quoted: the machine is shared, its speed
 drifts over minutes, and one noisy stretch must not make or break a ratio. The split is
@@ -211,7 +215,8 @@ LOCUSTFILE = textwrap.dedent('''
 
 LOCUST_USERS = ("HttpUser", "FastHttpUser")
 BARE = "aiohttp"  # (e): bare_client.py, aiohttp's client on uvloop without the agents
-CLIENTS = (*LOCUST_USERS, BARE)
+OWN = "transport"  # (e'): bare_client.py --client transport, the device's own transport
+CLIENTS = (*LOCUST_USERS, BARE, OWN)
 
 
 SAMPLE = ROOT / "fixtures" / "payloads" / "sample-device-data.xml"
@@ -267,13 +272,16 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
     return rate, result["device_days"], result["errors"], cpu
 
 
-def bare_run(port: int, state: Path, work: Path, users: int, seconds: int) -> Baseline:
-    """(e): the same device-day over aiohttp on uvloop alone (``bare_client.py``)."""
+def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
+             client: str = BARE) -> Baseline:
+    """(e), (e'): the same device-day over aiohttp's client or the device's transport on
+    uvloop alone (``bare_client.py --client``)."""
     cpu0 = children_cpu_s()
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("bare_client.py")), "--port", str(port),
          "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
-         "--sample", str(SAMPLE), "--seconds", str(seconds), "--concurrency", str(users)],
+         "--sample", str(SAMPLE), "--seconds", str(seconds), "--concurrency", str(users),
+         "--client", client],
         check=False, capture_output=True, text=True, timeout=seconds * 3 + 60)
     cpu = children_cpu_s() - cpu0
     if proc.returncode != 0:
@@ -391,7 +399,7 @@ def main() -> int:
                 for user in CLIENTS:
                     before_cpu = cpu_s(proc.pid)
                     result = (bare_run(port, state, one_day, args.concurrency,
-                                       args.locust_seconds) if user == BARE else
+                                       args.locust_seconds, user) if user in (BARE, OWN) else
                               locust_run(port, state, one_day, args.concurrency,
                                          args.locust_seconds, f"{user}-{run}", user))
                     server_use[user][0] += cpu_s(proc.pid) - before_cpu
@@ -450,7 +458,9 @@ def main() -> int:
     fleet_ms = round(1000 * fleet_cpu / device_days, 2)
     for label, user, name in (("(b) ", "HttpUser", "locust HttpUser"),
                               ("(b')", "FastHttpUser", "locust FastHttpUser"),
-                              ("(e) ", BARE, "bare aiohttp on uvloop (bare_client.py)")):
+                              ("(e) ", BARE, "bare aiohttp on uvloop (bare_client.py)"),
+                              ("(e')", OWN, "the device's transport alone on uvloop "
+                                            "(bare_client.py --client transport)")):
         runs = locust_runs[user]
         print(f"{label} {name}: median {locust_rate[user]:.1f} device-days/s of "
               f"{len(runs)} runs ({', '.join(f'{r[0]:.1f}' for r in runs)}, the first "
@@ -465,7 +475,11 @@ def main() -> int:
     print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core): "
           f"fleet {fleet_ms}, locust FastHttpUser {client_ms('FastHttpUser')}, locust "
           f"HttpUser {client_ms('HttpUser')}, bare aiohttp {client_ms(BARE)} (a library "
-          "client on the fleet's loop; the fleet's own HTTP/1.1 is cheaper than aiohttp's)")
+          f"client on the fleet's loop), the device's transport alone {client_ms(OWN)}")
+    own_ms = client_ms(OWN)
+    agents_ms = round(fleet_ms - own_ms, 2) if own_ms is not None else None
+    print(f"     the agents' own work (the fleet less its transport alone): {agents_ms} ms "
+          "per device-day (model, payload, outbox, journal, the agent's logic, registration)")
 
     def ratio(a: float | None, b: float) -> float | None:
         return round(a / b, 3) if a and b else None
@@ -515,6 +529,10 @@ def main() -> int:
         "locust_fasthttpuser_cpu_ms_per_device_day": client_ms("FastHttpUser"),
         "locust_httpuser_cpu_ms_per_device_day": client_ms("HttpUser"),
         "bare_aiohttp_cpu_ms_per_device_day": client_ms(BARE),
+        "transport_alone_device_days_per_s": round(locust_rate[OWN], 1),
+        "transport_alone_cpu_ms_per_device_day": own_ms,
+        "agents_own_work_cpu_ms_per_device_day": agents_ms,
+        "server_cpu_ms_per_device_day_transport_alone": server_ms(OWN),
         "server_cpu_ms_per_device_day_bare_aiohttp": server_ms(BARE),
         "server_cpu_ms_per_device_day_fleet": server_ms("fleet"),
         "server_cpu_ms_per_device_day_locust_fasthttpuser": server_ms("FastHttpUser"),
