@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -70,6 +71,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from peers import openssl_handshakes, start_server  # bench/, beside this script
@@ -94,6 +96,22 @@ def server_cli(state: Path, *args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "emulator.server.cli", "server", "--state-dir", str(state),
          *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+@contextlib.contextmanager
+def served() -> Iterator[tuple[Path, Path, subprocess.Popen[str], int]]:
+    """A temporary directory (in RAM where there is one) and the reference server in its
+    own process with its state in ``<tmp>/state``: (tmp, state, process, port). The
+    server is stopped and the directory removed at the end."""
+    with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
+        state = Path(tmp) / "state"
+        server_cli(state, "export-firmware-key")  # creates the state (PKI, keys)
+        proc, port = start_server(state)
+        try:
+            yield Path(tmp), state, proc, port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 # -- (a) the fleet --------------------------------------------------------------------------
@@ -364,71 +382,65 @@ def main() -> int:
     args = ap.parse_args()
     args.loop = resolve(args.loop)
     if args.idle_only:
-        with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-            print(run_on_loop(idle_devices(args.idle_only, Path(tmp)), args.loop))
+        with tempfile.TemporaryDirectory(dir=tmp_base()) as idle_dir:
+            print(run_on_loop(idle_devices(args.idle_only, Path(idle_dir)), args.loop))
         return 0
-    with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-        state, work = Path(tmp) / "state", Path(tmp) / "fleet"
-        server_cli(state, "export-firmware-key")  # creates the state (PKI, keys)
-        proc, port = start_server(state)
-        try:
-            # The same fleet for one day (other serials, so it registers too): what the
-            # one-time set-up plus a day costs, to split the 30-day run into set-up and
-            # steady state. Locust's device-days below are steady state only.
-            # Warm-up (not measured): imports and first-use costs in this process would
-            # otherwise land on whichever fleet runs first.
-            fleet_run(fleet_target(port, state, 5), Path(tmp) / "warm-up", 5, 1,
-                      args.concurrency, seed=10, loop=args.loop)
-            # The machine is shared and noisy: the baselines are taken several times,
-            # before and after the fleet and between each other, and their medians used.
-            handshake_runs = [openssl_handshakes(port, args.openssl_seconds)]
-            target = fleet_target(port, state, args.devices)
-            t0 = time.perf_counter()
-            one_day = Path(tmp) / "one-day"
-            fleet_run(target, one_day, args.devices, 1, args.concurrency, seed=9,
-                      loop=args.loop)
-            one_day_s = time.perf_counter() - t0
-            # Locust drives the devices the one-day fleet registered. Its rounds bracket
-            # the 30-day fleet evenly, each followed by openssl.
-            locust_runs: dict[str, list[Baseline]] = {user: [] for user in CLIENTS}
-            # The server's CPU seconds and the device-days it served, per client.
-            server_use: dict[str, list[float]] = {
-                user: [0.0, 0.0] for user in ("fleet", *CLIENTS)}
+    with served() as (tmp, state, proc, port):
+        work = tmp / "fleet"
+        # The same fleet for one day (other serials, so it registers too): what the
+        # one-time set-up plus a day costs, to split the 30-day run into set-up and
+        # steady state. Locust's device-days below are steady state only.
+        # Warm-up (not measured): imports and first-use costs in this process would
+        # otherwise land on whichever fleet runs first.
+        fleet_run(fleet_target(port, state, 5), tmp / "warm-up", 5, 1,
+                  args.concurrency, seed=10, loop=args.loop)
+        # The machine is shared and noisy: the baselines are taken several times,
+        # before and after the fleet and between each other, and their medians used.
+        handshake_runs = [openssl_handshakes(port, args.openssl_seconds)]
+        target = fleet_target(port, state, args.devices)
+        t0 = time.perf_counter()
+        one_day = tmp / "one-day"
+        fleet_run(target, one_day, args.devices, 1, args.concurrency, seed=9,
+                  loop=args.loop)
+        one_day_s = time.perf_counter() - t0
+        # Locust drives the devices the one-day fleet registered. Its rounds bracket
+        # the 30-day fleet evenly, each followed by openssl.
+        locust_runs: dict[str, list[Baseline]] = {user: [] for user in CLIENTS}
+        # The server's CPU seconds and the device-days it served, per client.
+        server_use: dict[str, list[float]] = {
+            user: [0.0, 0.0] for user in ("fleet", *CLIENTS)}
 
-            def baseline_round(run: int) -> None:
-                for user in CLIENTS:
-                    before_cpu = cpu_s(proc.pid)
-                    result = (bare_run(port, state, one_day, args.concurrency,
-                                       args.locust_seconds, user) if user in (BARE, OWN) else
-                              locust_run(port, state, one_day, args.concurrency,
-                                         args.locust_seconds, f"{user}-{run}", user))
-                    server_use[user][0] += cpu_s(proc.pid) - before_cpu
-                    server_use[user][1] += result[1] + result[2]
-                    locust_runs[user].append(result)
-                handshake_runs.append(openssl_handshakes(port, args.openssl_seconds))
+        def baseline_round(run: int) -> None:
+            for user in CLIENTS:
+                before_cpu = cpu_s(proc.pid)
+                result = (bare_run(port, state, one_day, args.concurrency,
+                                   args.locust_seconds, user) if user in (BARE, OWN) else
+                          locust_run(port, state, one_day, args.concurrency,
+                                     args.locust_seconds, f"{user}-{run}", user))
+                server_use[user][0] += cpu_s(proc.pid) - before_cpu
+                server_use[user][1] += result[1] + result[2]
+                locust_runs[user].append(result)
+            handshake_runs.append(openssl_handshakes(port, args.openssl_seconds))
 
-            before = max(1, args.repeats // 2)
-            for run in range(before):
-                baseline_round(run)
-            target = fleet_target(port, state, args.devices)
-            t0 = time.perf_counter()
-            before_cpu, fleet_cpu0 = cpu_s(proc.pid), time.process_time()
-            fleet_rate, totals, fleet_ok = fleet_run(target, work, args.devices, args.days,
-                                                     args.concurrency, loop=args.loop)
-            fleet_s = time.perf_counter() - t0
-            fleet_cpu = time.process_time() - fleet_cpu0
-            server_use["fleet"] = [cpu_s(proc.pid) - before_cpu,
-                                   float(args.devices * args.days)]
-            server_busy = server_use["fleet"][0] / fleet_s
-            # Only meaningful when the run is long beside its set-up.
-            steady_rate: float | None = (
-                (args.devices * (args.days - 1)) / (fleet_s - one_day_s)
-                if args.days >= 5 and fleet_s > 2 * one_day_s else None)
-            for run in range(before, args.repeats):
-                baseline_round(run)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        before = max(1, args.repeats // 2)
+        for run in range(before):
+            baseline_round(run)
+        target = fleet_target(port, state, args.devices)
+        t0 = time.perf_counter()
+        before_cpu, fleet_cpu0 = cpu_s(proc.pid), time.process_time()
+        fleet_rate, totals, fleet_ok = fleet_run(target, work, args.devices, args.days,
+                                                 args.concurrency, loop=args.loop)
+        fleet_s = time.perf_counter() - t0
+        fleet_cpu = time.process_time() - fleet_cpu0
+        server_use["fleet"] = [cpu_s(proc.pid) - before_cpu,
+                               float(args.devices * args.days)]
+        server_busy = server_use["fleet"][0] / fleet_s
+        # Only meaningful when the run is long beside its set-up.
+        steady_rate: float | None = (
+            (args.devices * (args.days - 1)) / (fleet_s - one_day_s)
+            if args.days >= 5 and fleet_s > 2 * one_day_s else None)
+        for run in range(before, args.repeats):
+            baseline_round(run)
     kib = idle_rss_subprocess(args.idle_devices, args.loop)
     locust_rate = {u: statistics.median(r[0] for r in runs) for u, runs in locust_runs.items()}
     handshakes = statistics.median(handshake_runs)

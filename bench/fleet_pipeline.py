@@ -32,13 +32,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-from fleet_bench import cpu_s, fleet_run, fleet_target, server_cli, tmp_base
-from peers import start_server
+from fleet_bench import cpu_s, fleet_run, fleet_target, served
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,28 +89,21 @@ def main() -> int:
     ap.add_argument("--loop", choices=LOOP_NAMES, default="auto",
                     help="the fleet's event loop, as `fleet --loop`")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-        state = Path(tmp) / "state"
-        server_cli(state, "export-firmware-key")
-        proc, port = start_server(state)
-        try:
-            # Registration, imports and the server's first requests, outside the timing.
-            fleet_run(fleet_target(port, state, args.devices), Path(tmp) / "one",
-                      args.devices, 1, args.concurrency, seed=9, loop=args.loop)
-            target = fleet_target(port, state, args.devices)
-            sampler = subprocess.Popen(
-                [sys.executable, "-c", SAMPLER, main_thread_schedstat(os.getpid()),
-                 main_thread_schedstat(proc.pid), str(args.interval_ms / 1000)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            started, fleet0, server0 = time.perf_counter(), time.process_time(), cpu_s(proc.pid)
-            rate, _, ok = fleet_run(target, Path(tmp) / "fleet", args.devices, args.days,
-                                    args.concurrency, loop=args.loop)
-            wall = time.perf_counter() - started
-            fleet_cpu, server_cpu = time.process_time() - fleet0, cpu_s(proc.pid) - server0
-            out, _ = sampler.communicate("", timeout=30)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with served() as (tmp, state, proc, port):
+        # Registration, imports and the server's first requests, outside the timing.
+        fleet_run(fleet_target(port, state, args.devices), tmp / "one",
+                  args.devices, 1, args.concurrency, seed=9, loop=args.loop)
+        target = fleet_target(port, state, args.devices)
+        sampler = subprocess.Popen(
+            [sys.executable, "-c", SAMPLER, main_thread_schedstat(os.getpid()),
+             main_thread_schedstat(proc.pid), str(args.interval_ms / 1000)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started, fleet0, server0 = time.perf_counter(), time.process_time(), cpu_s(proc.pid)
+        rate, _, ok = fleet_run(target, tmp / "fleet", args.devices, args.days,
+                                args.concurrency, loop=args.loop)
+        wall = time.perf_counter() - started
+        fleet_cpu, server_cpu = time.process_time() - fleet0, cpu_s(proc.pid) - server0
+        out, _ = sampler.communicate("", timeout=30)
     counts = json.loads(out)
     total = sum(counts.values()) or 1
     shares = {name: counts.get(f"{int(f)}{int(s)}", 0) / total

@@ -29,15 +29,13 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_bench import fleet_run, fleet_target, server_cli, tmp_base  # bench/, beside this
-from peers import start_server
+from fleet_bench import fleet_run, fleet_target, served  # bench/, beside this
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -103,34 +101,27 @@ def main() -> int:
                     help="also record py-spy's sampled profile of the timed run (raw format)")
     args = ap.parse_args()
     instrument()
-    with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-        state = Path(tmp) / "state"
-        server_cli(state, "export-firmware-key")
-        proc, port = start_server(state)
-        try:
-            fleet_run(fleet_target(port, state, 5), Path(tmp) / "warm-up", 5, 1,
-                      args.concurrency, seed=10)
-            target = fleet_target(port, state, args.devices)
-            spy = None
-            if args.py_spy:
-                spy = subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "250",
-                     "-f", "raw", "--threads", "-o", args.py_spy, "--pid",
-                     str(os.getpid())],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(1.5)  # py-spy attaches
-            CPU.clear()
-            loop_cpu, process_cpu = time.thread_time(), time.process_time()
-            rate, _, ok = fleet_run(target, Path(tmp) / "fleet", args.devices, args.days,
-                                    args.concurrency)
-            loop_cpu = time.thread_time() - loop_cpu
-            process_cpu = time.process_time() - process_cpu
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with served() as (tmp, state, _, port):
+        fleet_run(fleet_target(port, state, 5), tmp / "warm-up", 5, 1,
+                  args.concurrency, seed=10)
+        target = fleet_target(port, state, args.devices)
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "250",
+                 "-f", "raw", "--threads", "-o", args.py_spy, "--pid",
+                 str(os.getpid())],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)  # py-spy attaches
+        CPU.clear()
+        loop_cpu, process_cpu = time.thread_time(), time.process_time()
+        rate, _, ok = fleet_run(target, tmp / "fleet", args.devices, args.days,
+                                args.concurrency)
+        loop_cpu = time.thread_time() - loop_cpu
+        process_cpu = time.process_time() - process_cpu
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
     days = args.devices * args.days
 
     def ms(seconds: float) -> float:

@@ -24,13 +24,11 @@ import socket
 import ssl
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fleet_bench import fleet_run, fleet_target, server_cli, tmp_base  # bench/, beside this
-from peers import start_server
+from fleet_bench import fleet_run, fleet_target, served  # bench/, beside this
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,23 +91,16 @@ def main() -> int:
     ap.add_argument("--handshakes", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=tmp_base()) as tmp:
-        state = Path(tmp) / "state"
-        server_cli(state, "export-firmware-key")
-        proc, port = start_server(state)
-        try:
-            one = Path(tmp) / "one"
-            fleet_run(fleet_target(port, state, 1), one, 1, 1, 1, seed=9)
-            ident = next((one / "devices").glob("*/identity/identity.json"))
-            made = variants(state / "pki" / "bundle.pem", ident.with_name("certificate.pem"),
-                            ident.with_name("key.pem"))
-            results: dict[str, list[float]] = {name: [] for name in made}
-            for _ in range(args.rounds):
-                for name, make in made.items():
-                    results[name].append(handshakes(make(), port, args.handshakes))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with served() as (tmp, state, _, port):
+        one = tmp / "one"
+        fleet_run(fleet_target(port, state, 1), one, 1, 1, 1, seed=9)
+        ident = next((one / "devices").glob("*/identity/identity.json"))
+        made = variants(state / "pki" / "bundle.pem", ident.with_name("certificate.pem"),
+                        ident.with_name("key.pem"))
+        results: dict[str, list[float]] = {name: [] for name in made}
+        for _ in range(args.rounds):
+            for name, make in made.items():
+                results[name].append(handshakes(make(), port, args.handshakes))
     base = statistics.median(results["agent's context"])
     print(f"client CPU per handshake, median of {args.rounds} rounds of {args.handshakes}:")
     for name, runs in results.items():

@@ -1,4 +1,5 @@
-"""Fixtures shared by the device tests: a virtual clock and the reference server on it."""
+"""Fixtures shared by the device tests: a virtual clock, the reference server on it, and a
+test CA with its bundle (tlsfixtures.py) for the transport's own TLS peers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tlsfixtures import TestCA
 
 from emulator.clock import VirtualClock
 from emulator.server.app import ReferenceServer
@@ -26,3 +28,13 @@ async def server(tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Reference
         pytest.fail(f"reference server could not start: {exc}")
     yield srv
     await srv.stop()
+
+
+@pytest.fixture
+def ca() -> TestCA:
+    return TestCA()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, ca: TestCA) -> Path:
+    return ca.write_cert(tmp_path / "bundle.pem")

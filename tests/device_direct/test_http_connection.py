@@ -119,16 +119,6 @@ async def scripted(tmp_path: Path, ca: TestCA, script: Script) -> AsyncIterator[
         await stop_server(server, handlers)
 
 
-@pytest.fixture
-def ca() -> TestCA:
-    return TestCA()
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, ca: TestCA) -> Path:
-    return ca.write_cert(tmp_path / "bundle.pem")
-
-
 def route(port: int, bundle: Path) -> Route:
     return Route("127.0.0.1", port, build_ssl_context(bundle), "localhost")
 

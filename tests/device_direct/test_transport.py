@@ -191,16 +191,6 @@ class FakeServer:
         return web.Response(body=IMAGE)
 
 
-@pytest.fixture
-def ca() -> TestCA:
-    return TestCA()
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, ca: TestCA) -> Path:
-    return ca.write_cert(tmp_path / "bundle.pem")
-
-
 @asynccontextmanager
 async def fake_server(
     tmp_path: Path, ca: TestCA, stem: str = "server"
