@@ -2,13 +2,27 @@
 
 At first start the server makes, in ``<state_dir>/pki``:
 
-- a CA (EC P-256) that signs device client certificates and the server certificate;
+- the device CA (EC P-256, ``ca.pem``), which signs devices' client certificates and is
+  the one CA the server checks them against;
+- the server CA (``server-ca.pem``), which signs the server certificate and is what
+  devices trust (``bundle.pem``);
 - a server certificate for ``localhost``, 127.0.0.1 and any configured server names;
 - an Ed25519 key that signs firmware manifests.
 
+Two CAs, as a real service has (a server certificate from one CA, device certificates
+from the service's own), so that each side sends its certificate alone: OpenSSL
+completes a chain it is not given from the CAs it trusts, so a server that trusted the
+CA of its own certificate sent that CA too, and so did a device. Each extra certificate
+is parsed by the other side on every handshake (OpenSSL 3.0's key decoding), and a
+device's completed chain is verified by the device itself each time. With two CAs
+neither side finds its own issuer among the CAs it trusts, and one certificate goes
+each way (RFC 8446 4.4.2 lets the root be left out).
+
 Private keys are written 0600. A later start with the same directory loads them again,
-so devices registered before a restart keep working. An operator may bring their own
-server certificate and key instead (``ServerTlsFiles``); the CA is still ours, because
+so devices registered before a restart keep working. A directory made before the server
+CA existed keeps its one CA (``ca.pem`` signs the server certificate too, and goes out
+after it): its devices trust that CA alone. An operator may bring their own server
+certificate and key instead (``ServerTlsFiles``); the device CA is still ours, because
 it signs the client certificates.
 
 Certificate validity (not-before/not-after) is real time: OpenSSL checks it against the
@@ -110,15 +124,31 @@ class Pki:
         try:
             pki_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(pki_dir, 0o700)
-            self._ca_key, self.ca_cert = self._load_or_make_ca(now)
+            # One CA for everything in a directory made before the server CA existed
+            # (its devices trust that CA alone), and when an operator brings the server
+            # certificate (the fault certificates are then ours, signed by the CA in
+            # the bundle). Two in any other, new or not.
+            one_ca = tls_files is not None or (
+                (pki_dir / "ca.pem").exists() and not (pki_dir / "server-ca.pem").exists())
+            self._ca_key, self.ca_cert = self._load_or_make_ca(
+                "ca", "device-direct reference server CA", now)
+            self._server_ca_key, self.server_ca_cert = (
+                (self._ca_key, self.ca_cert) if one_ca else self._load_or_make_ca(
+                    "server-ca", "device-direct reference server TLS CA", now))
             self.firmware_key = self._load_or_make_firmware_key()
             if tls_files is None:
                 self.server_cert_path, self.server_key_path = self._load_or_make_server_cert(
                     server_names, now
                 )
-                self.server_chain_path = _write_if_changed(
+                # With one CA, the chain as a file (certificate, then CA): given no
+                # chain, OpenSSL would build it for every handshake from the verify
+                # store, verifying the server's own certificate each time. With two,
+                # the certificate alone: the verify store holds the device CA only, so
+                # OpenSSL finds nothing to add.
+                self.server_chain_path = (_write_if_changed(
                     pki_dir / "server-chain.pem", self.server_cert_path.read_bytes()
                     + self.ca_cert.public_bytes(serialization.Encoding.PEM))
+                    if one_ca else self.server_cert_path)
                 extra_ca = b""
             else:
                 self.server_cert_path = Path(tls_files.cert_file)
@@ -128,23 +158,23 @@ class Pki:
             # Read by every worker and by the devices' clients while a worker starts.
             self.bundle_path = _write_if_changed(
                 pki_dir / "bundle.pem",
-                self.ca_cert.public_bytes(serialization.Encoding.PEM) + extra_ca)
+                self.server_ca_cert.public_bytes(serialization.Encoding.PEM) + extra_ca)
         except OSError as exc:
             raise ServerError(f"cannot use PKI directory {pki_dir}: {exc}") from exc
 
     # -- first start / restart ----------------------------------------------------------
 
     def _load_or_make_ca(
-        self, now: datetime
+        self, stem: str, common_name: str, now: datetime
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        key_path, cert_path = self.dir / "ca.key", self.dir / "ca.pem"
+        key_path, cert_path = self.dir / f"{stem}.key", self.dir / f"{stem}.pem"
         if key_path.exists() and cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise ServerError(f"{key_path} is not an EC private key")
             return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
-        name = _name("device-direct reference server CA")
+        name = _name(common_name)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         cert = (
             x509.CertificateBuilder()
@@ -222,7 +252,7 @@ class Pki:
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(server_names[0] if server_names else "localhost"))
-            .issuer_name(self.ca_cert.subject)
+            .issuer_name(self.server_ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or now - timedelta(minutes=5))
@@ -233,8 +263,8 @@ class Pki:
                            critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
-            .add_extension(self._aki(), critical=False)
-            .sign(self._ca_key, hashes.SHA256())
+            .add_extension(_aki(self.server_ca_cert), critical=False)
+            .sign(self._server_ca_key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
@@ -281,13 +311,9 @@ class Pki:
                            critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
                            critical=False)
-            .add_extension(self._aki(), critical=False)
+            .add_extension(_aki(self.ca_cert), critical=False)
             .sign(self._ca_key, hashes.SHA256())
         )
-
-    def _aki(self) -> x509.AuthorityKeyIdentifier:
-        ski = self.ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
     # -- exported values ----------------------------------------------------------------
 
@@ -300,6 +326,11 @@ class Pki:
         return self.firmware_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
 
 def _covers(cert: x509.Certificate, server_names: tuple[str, ...]) -> bool:

@@ -184,10 +184,8 @@ class ServerState:
         # and each device the work of storing them.
         ctx.num_tickets = 0
         ctx.options |= ssl.OP_NO_TICKET
-        # The chain as a file (our certificate, then our CA), not the certificate alone:
-        # given no chain, OpenSSL builds one for every handshake from the verify store,
-        # by verifying the server's own certificate (an ECDSA check and OpenSSL 3.0's
-        # key decoding each time). The same two certificates go out either way.
+        # The certificate alone, or with its CA in a directory with one CA (see
+        # emulator/server/pki.py: what each handshake costs either side).
         ctx.load_cert_chain(str(self.pki.server_chain_path), str(self.pki.server_key_path))
         return ctx
 

@@ -34,8 +34,9 @@ async def test_registration_issues_a_client_cert_for_the_serial(
     cert = x509.load_pem_x509_certificate(dev.cert_pem.encode())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == dev.serial
     assert cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == dev.serial
-    ca = x509.load_pem_x509_certificate(server.ca_cert_path.read_bytes())
-    cert.verify_directly_issued_by(ca)
+    # Issued by the device CA (ca.pem), not the server CA devices trust (the bundle).
+    cert.verify_directly_issued_by(server.pki.ca_cert)
+    assert server.pki.ca_cert != x509.load_pem_x509_certificate(server.ca_cert_path.read_bytes())
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
     assert 364 <= days <= 366
