@@ -227,7 +227,8 @@ LOCUSTFILE = textwrap.dedent('''
 
     @events.quitting.add_listener
     def _save(environment, **kw):
-        with open(os.environ["FLEET_RESULT"], "w") as fh:
+        # One file per process: with --processes, each worker counts its own users.
+        with open(f"{os.environ['FLEET_RESULT']}.{os.getpid()}", "w") as fh:
             json.dump(DONE, fh)
 ''')
 
@@ -264,7 +265,9 @@ def children_cpu_s() -> float:
 
 
 def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: str,
-               user_class: str = "HttpUser") -> Baseline:
+               user_class: str = "HttpUser", processes: int = 1) -> Baseline:
+    """Locust's device-day for ``seconds``, ``users`` at once, in one process or, with
+    ``processes`` > 1, ``locust --processes`` workers (its own master beside them)."""
     locust = Path(sys.executable).with_name("locust")
     if not locust.exists():
         raise SystemExit("locust is not installed: .venv/bin/pip install locust")
@@ -278,16 +281,21 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
     proc = subprocess.run(
         [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),
          "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
-         "--only-summary", "--loglevel", "ERROR"],
+         "--only-summary", "--loglevel", "ERROR",
+         *(("--processes", str(processes)) if processes > 1 else ())],
         cwd=tmp, env=env, check=False, capture_output=True, text=True,
         timeout=seconds * 3 + 60)
     cpu = children_cpu_s() - cpu0
-    if not (tmp / "result.json").exists():
+    # The processes that made device-days (a --processes master makes none).
+    results = [r for r in (json.loads(f.read_text()) for f in tmp.glob("result.json.*"))
+               if r["first"] is not None]
+    if not results:
         raise SystemExit(f"locust ({user_class}) wrote no result:\n{proc.stderr[-2000:]}")
-    result = json.loads((tmp / "result.json").read_text())
-    span = (result["last"] or 0) - (result["first"] or 0)
-    rate = result["device_days"] / span if span > 0 else 0.0
-    return rate, result["device_days"], result["errors"], cpu
+    done = sum(r["device_days"] for r in results)
+    # perf_counter is the system's monotonic clock here (Linux): one time line for all.
+    span = max(r["last"] or 0 for r in results) - min(r["first"] for r in results)
+    rate = done / span if span > 0 else 0.0
+    return rate, done, sum(r["errors"] for r in results), cpu
 
 
 def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
