@@ -75,6 +75,14 @@ def variants(ca: Path, cert: Path, key: Path) -> dict[str, Callable[[], ssl.SSLC
             "(no client certificate)": no_client_cert}
 
 
+def device_files(port: int, state: Path, work: Path) -> tuple[Path, Path]:
+    """Certificate and key of one device registered on the server at ``port`` (a
+    one-device fleet in ``work``)."""
+    fleet_run(fleet_target(port, state, 1), work, 1, 1, 1, seed=9)
+    ident = next((work / "devices").glob("*/identity/identity.json"))
+    return ident.with_name("certificate.pem"), ident.with_name("key.pem")
+
+
 def handshakes(ctx: ssl.SSLContext, port: int, n: int) -> float:
     """Client CPU ms per full handshake (connect, handshake, close)."""
     started = time.process_time()
@@ -92,11 +100,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     with served() as (tmp, state, _, port):
-        one = tmp / "one"
-        fleet_run(fleet_target(port, state, 1), one, 1, 1, 1, seed=9)
-        ident = next((one / "devices").glob("*/identity/identity.json"))
-        made = variants(state / "pki" / "bundle.pem", ident.with_name("certificate.pem"),
-                        ident.with_name("key.pem"))
+        made = variants(state / "pki" / "bundle.pem", *device_files(port, state, tmp / "one"))
         results: dict[str, list[float]] = {name: [] for name in made}
         for _ in range(args.rounds):
             for name, make in made.items():

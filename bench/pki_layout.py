@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import ssl
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from fleet_bench import cpu_s, fleet_run, fleet_target, served, server_cli  # bench/
+from fleet_bench import cpu_s, served, server_cli  # bench/, beside this script
+from fleet_tls_params import device_files, handshakes
 from peers import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,23 +49,15 @@ def one_ca_state(state: Path) -> None:
 
 def device_context(port: int, state: Path, work: Path) -> ssl.SSLContext:
     """The agent's TLS context of one device registered on the server at ``port``."""
-    fleet_run(fleet_target(port, state, 1), work, 1, 1, 1, seed=9)
-    ident = next((work / "devices").glob("*/identity/identity.json"))
-    return build_ssl_context(state / "pki" / "bundle.pem",
-                             (ident.with_name("certificate.pem"), ident.with_name("key.pem")))
+    return build_ssl_context(state / "pki" / "bundle.pem", device_files(port, state, work))
 
 
-def handshakes(ctx: ssl.SSLContext, port: int, server_pid: int, n: int) -> tuple[float, float]:
+def timed(ctx: ssl.SSLContext, port: int, server_pid: int, n: int) -> tuple[float, float]:
     """Client and server CPU ms per full handshake (connect, handshake, close)."""
-    client, server = time.process_time(), cpu_s(server_pid)
-    for _ in range(n):
-        with socket.create_connection(("127.0.0.1", port)) as raw, \
-                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            sent = len(tls.getpeercert(binary_form=True) or b"")
-            assert sent, "no server certificate"
-    client = time.process_time() - client
+    server = cpu_s(server_pid)
+    client_ms = handshakes(ctx, port, n)
     time.sleep(0.05)  # the server's side of the last close
-    return 1000 * client / n, 1000 * (cpu_s(server_pid) - server) / n
+    return client_ms, 1000 * (cpu_s(server_pid) - server) / n
 
 
 def main() -> int:
@@ -86,7 +78,7 @@ def main() -> int:
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in layouts}
             for _ in range(args.rounds):
                 for name, (ctx, at, pid) in layouts.items():
-                    runs[name].append(handshakes(ctx, at, pid, args.handshakes))
+                    runs[name].append(timed(ctx, at, pid, args.handshakes))
         finally:
             one_proc.terminate()
             one_proc.wait(timeout=10)
