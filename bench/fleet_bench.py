@@ -317,6 +317,14 @@ def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
     return rate, result["device_days"], result["errors"], cpu
 
 
+def cpu_needed(rate: float, fleet_busy: float) -> tuple[float, float]:
+    """CPU ms per device-day that the fleet (busy ``fleet_busy`` of a core, as measured)
+    and the server (one process, at most all of a core) may spend for ``rate``
+    device-days/s: each is one thread, so its rate is at most its share of a core over
+    its CPU per device-day."""
+    return 1000 * fleet_busy / rate, 1000 / rate
+
+
 # -- (d) idle RSS ---------------------------------------------------------------------------
 
 
@@ -527,6 +535,19 @@ def main() -> int:
     if server_busy > 0.9:
         print(f"     note: the server was busy {server_busy:.0%} of a core while the fleet "
               "ran: it may have set the fleet's rate")
+    fleet_busy = fleet_cpu / fleet_s
+    needs = {key: cpu_needed(target, fleet_busy) for key, target in (
+        ("fasthttpuser", locust_rate["FastHttpUser"]), ("openssl", 0.65 * handshakes))}
+    print("what a goal's rate needs, from this run's figures (each process is one thread: "
+          "at most one core):")
+    for name, key, target in (("fleet >= FastHttpUser", "fasthttpuser",
+                               locust_rate["FastHttpUser"]),
+                              ("fleet >= 0.65 x openssl", "openssl", 0.65 * handshakes)):
+        fleet_need, server_need = needs[key]
+        print(f"     {name} ({target:.1f}/s): the fleet at <= {fleet_need:.2f} ms CPU per "
+              f"device-day at its {fleet_busy:.0%} of a core (now {fleet_ms}), the server at "
+              f"<= {server_need:.2f} ms per fleet device-day at all of a core (now "
+              f"{server_ms('fleet')})")
     print(json.dumps({
         "device_days_per_s": round(fleet_rate, 1),
         "locust_httpuser_device_days_per_s": round(locust_rate["HttpUser"], 1),
@@ -558,6 +579,11 @@ def main() -> int:
         "server_cpu_ms_per_device_day_locust_fasthttpuser": server_ms("FastHttpUser"),
         "server_cpu_ms_per_device_day_locust_httpuser": server_ms("HttpUser"),
         "server_busy_fraction_of_core_during_fleet": round(server_busy, 3),
+        "fleet_busy_fraction_of_core": round(fleet_busy, 3),
+        **{f"goal_{key}_needs_fleet_cpu_ms_per_device_day": round(need[0], 2)
+           for key, need in needs.items()},
+        **{f"goal_{key}_needs_server_cpu_ms_per_device_day": round(need[1], 2)
+           for key, need in needs.items()},
         "fleet_wall_s": round(fleet_s, 1),
         "fleet_ok": fleet_ok,
         "fleet_loop": args.loop,

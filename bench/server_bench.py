@@ -226,6 +226,10 @@ def main() -> int:
     print(f"ratios: server uploads / fleet device-days {rate / fleet_rate:.2f} (goal >= 2), "
           f"server uploads / openssl handshakes {rate / hs:.3f}; server capacity / fleet "
           f"device-days {capacity / fleet_rate:.2f}")
+    need = 1000 * cores / (2 * fleet_rate)
+    print(f"what the goal needs: {2 * fleet_rate:.1f} stored uploads/s, so the server and its "
+          f"load generator at <= {need:.2f} ms CPU per upload together on the {cores} cores "
+          f"(now {ms:.2f} + {client:.2f}; each upload is a new full handshake on both sides)")
     print(json.dumps({
         "server_workers": args.workers,
         "server_loop": args.loop or "default",
@@ -248,6 +252,7 @@ def main() -> int:
         "ratio_uploads_vs_fleet": round(rate / fleet_rate, 3),
         "ratio_uploads_vs_openssl": round(rate / hs, 3),
         "ratio_capacity_vs_fleet": round(capacity / fleet_rate, 3),
+        "goal_cpu_ms_per_upload_server_and_load": round(need, 2),
         "errors": errors,
     }))
     return 0 if errors == 0 else 1
