@@ -15,7 +15,14 @@ One run, all on this machine:
 (c) baselines in the same run: ``openssl s_time -new`` against the same server before
     and after (b), and the same fleet command with ``--devices`` / 100 (1,000 by
     default) just before (b): the device-days/s a small fleet makes, which the big one
-    should keep (ratio big/small).
+    should keep (ratio big/small). The fleet command's own start-up (its interpreter and
+    each shard's, the imports) weighs a hundred times more per device in the small
+    fleet, so a 2-device fleet run first measures it (wall and CPU), and the ratios are
+    of the figures less it.
+
+Each fleet's CPU is measured too, so that a slow-down at scale shows on its side: the
+fleet's (the CLI and its shards, all reaped: ``RUSAGE_CHILDREN`` over the run) and the
+server's (its parent and workers, from ``/proc``), each per device-day.
 
 Peak RSS is each process's own high-water mark (``VmHWM`` in ``/proc/PID/status``),
 sampled every half second for the fleet parent, its shard processes and the server
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import sqlite3
 import statistics
@@ -39,6 +47,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from peers import launch_server, openssl_handshakes  # bench/, beside this script
 
@@ -105,6 +114,39 @@ class PeakRss:
                 self.names[pid] = _label(cmd)
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's reaped children (and theirs)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds used so far by ``root`` and its live descendants."""
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+                todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Run(NamedTuple):
+    """One fleet command: wall seconds, its report, peak RSS by process, and the CPU
+    seconds the fleet's processes and the server's spent meanwhile."""
+
+    wall: float
+    report: dict[str, Any]
+    peaks: list[tuple[str, int, int]]
+    fleet_cpu: float
+    server_cpu: float
+
+
 def _label(cmd: str) -> str:
     if "--shard" in cmd:
         return "fleet shard " + cmd.split("--shard ", 1)[1].split()[0]
@@ -118,9 +160,8 @@ def _label(cmd: str) -> str:
 
 
 def run_fleet(target: dict[str, str], work: Path, devices: int, processes: int,
-              concurrency: int, seed: int, server_pids: list[int]
-              ) -> tuple[float, dict[str, object], list[tuple[str, int, int]]]:
-    """The fleet CLI for ``devices`` x 1 day; (wall s, report, [(label, pid, peak KiB)])."""
+              concurrency: int, seed: int, server_pids: list[int]) -> Run:
+    """The fleet CLI for ``devices`` x 1 day."""
     report = work / "report.json"
     cmd = [sys.executable, "-m", "emulator", "fleet", "--devices", str(devices), "--days", "1",
            "--processes", str(processes), "--seed", str(seed),
@@ -129,7 +170,8 @@ def run_fleet(target: dict[str, str], work: Path, devices: int, processes: int,
            "--server-name", "localhost", "--key-file", target["keys"],
            "--firmware-key", target["firmware_key"], "--work-dir", str(work / "fleet"),
            "--report", str(report), "--no-progress"]
-    started = time.perf_counter()
+    started, fleet0 = time.perf_counter(), children_cpu_s()
+    server0 = sum(tree_cpu_s(pid) for pid in server_pids)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     names: dict[int, str] = {}
@@ -141,11 +183,13 @@ def run_fleet(target: dict[str, str], work: Path, devices: int, processes: int,
         os.killpg(proc.pid, signal.SIGTERM)
         raise
     wall = time.perf_counter() - started
+    fleet_cpu = children_cpu_s() - fleet0
+    server_cpu = sum(tree_cpu_s(pid) for pid in server_pids) - server0
     if not report.exists():
         raise SystemExit(f"the fleet wrote no report (exit {proc.returncode}):\n{err[-3000:]}")
     peaks = sorted(((names.get(pid, "?"), pid, kib) for pid, kib in rss.peak.items()),
                    key=lambda t: (t[0], t[1]))
-    return wall, json.loads(report.read_text()), peaks
+    return Run(wall, json.loads(report.read_text()), peaks, fleet_cpu, server_cpu)
 
 
 def mint(state: Path, work: Path, devices: int) -> dict[str, str]:
@@ -154,6 +198,9 @@ def mint(state: Path, work: Path, devices: int) -> dict[str, str]:
     fw = work / "firmware-key.pem"
     fw.write_text(server_cli(state, "export-firmware-key"))
     return {"keys": str(work / "keys.txt"), "firmware_key": str(fw)}
+
+
+STARTUP_DEVICES = 2  # the fleet that measures the command's start-up
 
 
 def main() -> int:
@@ -178,21 +225,25 @@ def main() -> int:
             base = {"url": f"https://127.0.0.1:{info['port']}/",
                     "ca": str(state / "pki" / "bundle.pem")}
             handshakes = [openssl_handshakes(int(str(info["port"])), args.openssl_seconds)]
-            small_rate = None
+            small_run = startup = None
             if small > 0:
+                work = Path(tmp) / "startup"
+                work.mkdir()
+                target = {**base, **mint(state, work, STARTUP_DEVICES)}
+                startup = run_fleet(target, work, STARTUP_DEVICES, args.processes,
+                                    args.concurrency, 10, server_pids)
                 work = Path(tmp) / "small"
                 work.mkdir()
                 target = {**base, **mint(state, work, small)}
-                s_wall, _, _ = run_fleet(target, work, small, args.processes,
-                                                args.concurrency, 11, server_pids)
-                small_rate = small / s_wall
+                small_run = run_fleet(target, work, small, args.processes,
+                                      args.concurrency, 11, server_pids)
             work = Path(tmp) / "big"
             work.mkdir()
             t0 = time.perf_counter()
             target = {**base, **mint(state, work, args.devices)}
             mint_s = time.perf_counter() - t0
-            wall, report, peaks = run_fleet(target, work, args.devices, args.processes,
-                                            args.concurrency, 12, server_pids)
+            big = run_fleet(target, work, args.devices, args.processes,
+                            args.concurrency, 12, server_pids)
             handshakes.append(openssl_handshakes(int(str(info["port"])), args.openssl_seconds))
         finally:
             proc.terminate()
@@ -200,18 +251,41 @@ def main() -> int:
         db = sqlite3.connect(state / "server.sqlite3")
         stored = db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
         db.close()
-    totals = report.get("totals", {}) if isinstance(report, dict) else {}
-    ok = bool(report.get("ok")) if isinstance(report, dict) else False
+    wall, report, peaks = big.wall, big.report, big.peaks
+    totals = report.get("totals", {})
+    ok = bool(report.get("ok"))
     rate = args.devices / wall
+    small_rate = small / small_run.wall if small_run is not None else None
+    # The start-up's wall and fleet CPU, taken off both fleets' for the ratios.
+    up_wall, up_cpu = (startup.wall, startup.fleet_cpu) if startup is not None else (0.0, 0.0)
+
+    def net(run: Run, n: int) -> tuple[float, float, float]:
+        """device-days/s, fleet and server CPU ms per device-day, less the start-up."""
+        return (n / max(run.wall - up_wall, 1e-9), 1000 * (run.fleet_cpu - up_cpu) / n,
+                1000 * run.server_cpu / n)
+
+    big_ms = net(big, args.devices)
     hs = statistics.median(handshakes)
     print(f"fleet: {args.devices} devices x 1 day, --processes {args.processes}, against "
           f"server --workers {args.workers}: {wall:.1f} s wall (registration included), "
           f"{rate:.1f} device-days/s; expectations {'ok' if ok else 'FAILED'}")
     print(f"       keys minted before the clock started: {mint_s:.1f} s; uploads stored by "
           f"the server in all: {stored}; fleet totals: {json.dumps(totals)}")
-    if small_rate is not None:
+    small_ms = None
+    if startup is not None:
+        print(f"       the fleet command's start-up ({STARTUP_DEVICES}-device fleet, same run): "
+              f"{up_wall:.1f} s wall, {up_cpu:.1f} s CPU; less it: {big_ms[0]:.1f} "
+              f"device-days/s")
+    print(f"       CPU per device-day (registration included, less the start-up): the "
+          f"fleet's processes {big_ms[1]:.2f} ms, the server's {big_ms[2]:.2f} ms")
+    if small_run is not None and small_rate is not None:
+        small_ms = net(small_run, small)
         print(f"small fleet, same run: {small} devices x 1 day: {small_rate:.1f} "
-              f"device-days/s; big/small {rate / small_rate:.3f}")
+              f"device-days/s ({small_ms[0]:.1f} less the start-up); big/small "
+              f"{big_ms[0] / small_ms[0]:.3f} less the start-up ({rate / small_rate:.3f} "
+              f"with it); CPU per device-day: the fleet's {small_ms[1]:.2f} ms (big/small "
+              f"{big_ms[1] / small_ms[1]:.3f}), the server's {small_ms[2]:.2f} ms "
+              f"(big/small {big_ms[2] / small_ms[2]:.3f})")
     print(f"openssl s_time -new: {', '.join(f'{h:.1f}' for h in handshakes)} handshakes/s "
           f"(before, after); fleet/openssl {rate / hs:.3f}")
     print("peak RSS per process (VmHWM):")
@@ -224,7 +298,14 @@ def main() -> int:
         "device_days_per_s": round(rate, 1),
         "small_fleet_devices": small if small > 0 else None,
         "small_fleet_device_days_per_s": round(small_rate, 1) if small_rate else None,
-        "ratio_vs_small_fleet": round(rate / small_rate, 3) if small_rate else None,
+        "ratio_vs_small_fleet_with_startup": round(rate / small_rate, 3) if small_rate else None,
+        "ratio_vs_small_fleet": round(big_ms[0] / small_ms[0], 3) if small_ms else None,
+        "startup_wall_s": round(up_wall, 2) if startup is not None else None,
+        "startup_fleet_cpu_s": round(up_cpu, 2) if startup is not None else None,
+        "fleet_cpu_ms_per_device_day": round(big_ms[1], 3),
+        "server_cpu_ms_per_device_day": round(big_ms[2], 3),
+        "small_fleet_fleet_cpu_ms_per_device_day": round(small_ms[1], 3) if small_ms else None,
+        "small_fleet_server_cpu_ms_per_device_day": round(small_ms[2], 3) if small_ms else None,
         "openssl_handshakes_per_s": round(hs, 1),
         "ratio_vs_openssl": round(rate / hs, 3),
         "key_mint_s": round(mint_s, 1),
