@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS manager_uploads (
     sequence INTEGER NOT NULL, generated_at TEXT NOT NULL, received_at TEXT NOT NULL,
     size INTEGER NOT NULL, sha256 TEXT NOT NULL, zip BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS manager_uploads_serial ON manager_uploads (serial, generated_at);
+CREATE INDEX IF NOT EXISTS manager_uploads_mid ON manager_uploads (manager_id, n);
 CREATE TABLE IF NOT EXISTS manager_meters (
     upload_n INTEGER NOT NULL REFERENCES manager_uploads, name TEXT NOT NULL,
     value INTEGER NOT NULL, PRIMARY KEY (upload_n, name));
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS manager_rejections (
     n INTEGER PRIMARY KEY, manager_id TEXT NOT NULL REFERENCES managers, at TEXT NOT NULL,
     status INTEGER NOT NULL, error TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS manager_rejections_mid ON manager_rejections (manager_id, n);
+CREATE INDEX IF NOT EXISTS manager_actions_mid ON manager_actions (manager_id, result_status);
 """
 
 SCOPE_MODES = ("learn", "fixed")

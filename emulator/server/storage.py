@@ -66,10 +66,14 @@ CREATE TABLE IF NOT EXISTS firmware (
 CREATE INDEX IF NOT EXISTS faults_upload ON faults (upload_n);
 CREATE INDEX IF NOT EXISTS gaps_device ON sequence_gaps (device_id);
 CREATE INDEX IF NOT EXISTS actions_device ON actions (device_id, result_status);
+-- Re-registration and renewal revoke a device's current certificates: without this
+-- index each one read the whole table (a fleet's registrations, quadratic).
+CREATE INDEX IF NOT EXISTS certificates_device ON certificates (device_id);
 CREATE TABLE IF NOT EXISTS engineering_logs (
     n INTEGER PRIMARY KEY, device_id TEXT NOT NULL, received_at TEXT NOT NULL,
     content_type TEXT NOT NULL, content_encoding TEXT NOT NULL, size INTEGER NOT NULL,
     body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS logs_device ON engineering_logs (device_id, n);
 """
 
 
