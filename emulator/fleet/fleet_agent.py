@@ -154,12 +154,25 @@ def _counting_transport(agent: Agent) -> Transport:
                              latency=fleet.latency if fleet is not None else None)
 
 
+class DeliveryTally:
+    """The daily payloads a shard's agents have delivered, kept up to date by the agents
+    as it changes, so that progress is read without a pass over every agent (a shard of
+    a 100,000-device fleet holds 50,000: a pass four times a second took a quarter of
+    its CPU, and the run's length grows with the fleet, so the passes grew as its square)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
 class FleetAgent(Agent):
     """An :class:`Agent` that shares a connection budget and stops after ``target``."""
 
     # Slots, so the agent's attribute dict keeps the size CPython shares between
     # instances (see :class:`Agent`): thousands of these live in one fleet.
-    __slots__ = ("action_built", "daily_built", "fleet", "gate", "in_turn", "latency", "target")
+    __slots__ = ("action_built", "counted", "daily_built", "fleet", "gate", "in_turn",
+                 "latency", "tally", "target")
 
     def __init__(
         self,
@@ -173,8 +186,11 @@ class FleetAgent(Agent):
         transport_factory: Callable[[Agent], Transport] | None = None,
         upload_rng: RandomBits | None = None,
         latency: Latency | None = None,
+        tally: DeliveryTally | None = None,
     ) -> None:
         self.fleet = FleetCounters()
+        self.tally = tally
+        self.counted = 0  # this agent's days_delivered as last added to the tally
         self.latency = latency
         self.daily_built = 0  # payloads of the daily schedule (not action-triggered ones)
         self.action_built = 0  # payloads a send_meters_now action asked for
@@ -224,6 +240,7 @@ class FleetAgent(Agent):
             await super().step()
         finally:
             self._end_turn()  # a step that failed between its build and its sync
+            self._recount()  # the step may have finished the device
 
     async def sync(self, trigger: Trigger | None) -> bool:
         """The agent's sync, in the device's turn: the slot its build took, or a new one."""
@@ -232,6 +249,15 @@ class FleetAgent(Agent):
             return await super().sync(trigger)
         finally:
             self._end_turn()
+            self._recount()  # uploads are acknowledged in a sync, whoever called it
+
+    def _recount(self) -> None:
+        """Bring the fleet's :class:`DeliveryTally` up to date with this agent."""
+        if self.tally is not None:
+            now = self.days_delivered
+            if now != self.counted:
+                self.tally.total += now - self.counted
+                self.counted = now
 
     async def _begin_turn(self) -> None:
         if not self.in_turn:

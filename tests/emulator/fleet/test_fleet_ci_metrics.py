@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -144,3 +145,51 @@ def test_metrics_scraped_during_a_run_and_stats_csv(tmp_path: Path) -> None:
     assert int(rows[-1]["actions_issued"]) == int(rows[-1]["actions_run"]) > 0
     delivered = [int(r["device_days_delivered"]) for r in rows]
     assert delivered == sorted(delivered)
+
+
+async def test_live_snapshots_of_a_big_shard_keep_to_a_small_share_of_its_time() -> None:
+    """A snapshot is a pass over every agent: every 0.5 s while that is cheap, and spaced
+    so that the passes take at most 2% of the time once a shard is big enough for one
+    pass to cost more than 10 ms (a shard of 50,000 agents: about 0.1 s a pass)."""
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from emulator.fleet import runner
+
+    class Wall:  # a fake clock: time moves by the ticker's sleeps and the passes' cost
+        now = 0.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+        async def sleep(self, seconds: float) -> None:
+            self.now += seconds
+            if self.now > 60:
+                raise TimeoutError  # the end of the test's minute
+
+    wall = Wall()
+
+    class BigShard:
+        agents: tuple[object, ...] = ()
+        spec = type("Spec", (), {"days": 1})()
+        clock = type("Clock", (), {"now": staticmethod(lambda: datetime.now(UTC))})()
+        cost = 0.0
+
+        def days_delivered(self) -> int:
+            return 0
+
+        def snapshot(self) -> dict[str, Any]:
+            wall.now += self.cost
+            return {}
+
+    at: list[float] = []
+    for cost, every in ((0.001, 0.5), (0.1, 5.0)):
+        shard, wall.now = BigShard(), 0.0
+        shard.cost = cost
+        at.clear()
+        with pytest.raises(TimeoutError):
+            await runner._ticker(shard, None,  # type: ignore[arg-type]
+                                 lambda _: at.append(wall.now), wall)  # type: ignore[arg-type]
+        gaps = [b - a for a, b in itertools.pairwise(at)]
+        assert gaps and all(every - 0.25 <= g <= every + 0.25 + cost for g in gaps), (cost, gaps)
+        assert sum(cost for _ in at) / wall.now <= max(runner.STATS_SHARE, cost / every)

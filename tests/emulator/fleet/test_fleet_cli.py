@@ -171,6 +171,64 @@ async def test_progress_counts_device_days_as_they_are_delivered(tmp_path: Path)
     assert len({d for d in done if 0 < d < spec.device_days}) >= 3
 
 
+async def test_progress_reads_a_tally_the_agents_keep_not_a_pass_over_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each progress tick used to sum every agent's figure: 50,000 agents a shard four
+    times a second. Now reading progress reads no agent; the tally the agents keep is
+    never ahead of that sum, behind it only by devices still in their turn, and equal to
+    it at the end."""
+    from datetime import datetime
+
+    from device_direct.clock import SystemClock
+    from emulator.fleet.fleet_agent import FleetAgent
+    from emulator.fleet.runner import Fleet, run_fleet
+    from emulator.fleet.spec import FleetSpec
+
+    class FastWall(SystemClock):
+        async def sleep(self, seconds: float) -> None:
+            await super().sleep(0.002)
+
+    reads = 0
+    agent_figure = FleetAgent.days_delivered.fget  # type: ignore[attr-defined]
+
+    def counted(agent: FleetAgent) -> int:
+        nonlocal reads
+        reads += 1
+        return agent_figure(agent)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(FleetAgent, "days_delivered", property(counted))
+    fleets: list[Fleet] = []
+    tally_reads: list[int] = []
+    fleet_figure = Fleet.days_delivered
+
+    def read_progress(self: Fleet) -> int:
+        fleets[:] = [self]
+        before = reads
+        done = fleet_figure(self)
+        tally_reads.append(reads - before)
+        return done
+
+    monkeypatch.setattr(Fleet, "days_delivered", read_progress)
+    pairs: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int, now: datetime | None) -> None:
+        agents = fleets[0].agents
+        # An agent adds its deliveries at the end of its sync (after the action poll and
+        # the firmware check): until then a device in its turn may be one day behind.
+        in_turn = sum(a.in_turn for a in agents)
+        pairs.append((done + in_turn, sum(agent_figure(a) for a in agents)))
+        assert done <= pairs[-1][1]
+
+    spec = FleetSpec(devices=6, days=4, seed=3)
+    report = await run_fleet(spec, tmp_path, progress=progress, wall=FastWall())
+    assert report.ok and len(pairs) > 5
+    assert set(tally_reads) == {0}  # no agent read to tell the progress
+    assert all(done >= walked for done, walked in pairs), [p for p in pairs if p[0] < p[1]]
+    assert pairs[-1] == (spec.device_days, spec.device_days)
+    assert any(0 < done < spec.device_days for done, _ in pairs)
+
+
 def _imports(path: Path) -> set[str]:
     """Every module a source file imports, at any depth (function bodies too)."""
     import ast
