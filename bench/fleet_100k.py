@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import sqlite3
 import statistics
@@ -49,7 +48,13 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from peers import launch_server, openssl_handshakes  # bench/, beside this script
+from peers import (  # bench/, beside this script
+    children_cpu_s,
+    launch_server,
+    openssl_handshakes,
+    process_tree,
+    tree_cpu_s,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,24 +87,12 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
 
-    def _tree(self) -> list[int]:
-        out, todo = [], list(self.roots)
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            try:
-                with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
-            except OSError:
-                continue
-        return out
-
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             self.sample()
 
     def sample(self) -> None:
-        for pid in self._tree():
+        for pid in process_tree(self.roots):
             try:
                 with open(f"/proc/{pid}/status", encoding="ascii") as fh:
                     status = fh.read()
@@ -112,28 +105,6 @@ class PeakRss:
                     self.peak[pid] = max(self.peak.get(pid, 0), int(line.split()[1]))
             if pid not in self.names:
                 self.names[pid] = _label(cmd)
-
-
-def children_cpu_s() -> float:
-    """User + system CPU seconds of this process's reaped children (and theirs)."""
-    use = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return use.ru_utime + use.ru_stime
-
-
-def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds used so far by ``root`` and its live descendants."""
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
-                todo.extend(int(c) for c in fh.read().split())
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 class Run(NamedTuple):

@@ -67,7 +67,6 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -77,7 +76,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from peers import openssl_handshakes, start_server  # bench/, beside this script
+from peers import (  # bench/, beside this script
+    children_cpu_s,
+    openssl_handshakes,
+    start_server,
+    tree_cpu_s,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -261,12 +265,6 @@ def devices_file(work: Path) -> Path:
     return path
 
 
-def children_cpu_s() -> float:
-    """CPU seconds of this process's waited-for children so far."""
-    use = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return use.ru_utime + use.ru_stime
-
-
 def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: str,
                user_class: str = "HttpUser", processes: int = 1) -> Baseline:
     """Locust's device-day for ``seconds``, ``users`` at once, in one process or, with
@@ -339,11 +337,7 @@ def rss_kib() -> int:
     raise SystemExit("no VmRSS in /proc/self/status")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far (its threads included)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_s = tree_cpu_s  # the server's CPU seconds so far (other benches import it from here)
 
 
 async def idle_devices(n: int, work: Path) -> float:

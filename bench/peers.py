@@ -1,5 +1,6 @@
 """What the benchmarks measure against: the reference server in its own process, and
-the floor TLS itself sets (``openssl s_time -new`` handshakes per second).
+the floor TLS itself sets (``openssl s_time -new`` handshakes per second); and how they
+read the CPU the processes they start have used.
 
 Shared by the fleet and server benchmarks; not a benchmark.
 """
@@ -7,7 +8,9 @@ Shared by the fleet and server benchmarks; not a benchmark.
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,3 +58,37 @@ def openssl_handshakes(port: int, seconds: int) -> float:
     if m is None:
         raise SystemExit(f"cannot read openssl s_time output:\n{out}")
     return int(m.group(1)) / float(m.group(2))
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    """``roots`` and their live descendants (``/proc/<pid>/task/<pid>/children``)."""
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+                todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds used so far by ``root`` and its live descendants (a
+    server and its workers)."""
+    total = 0.0
+    for pid in process_tree([root]):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's waited-for children (and theirs)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime

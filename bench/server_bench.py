@@ -47,7 +47,7 @@ from pathlib import Path
 
 import aiohttp
 from fleet_bench import fleet_run, fleet_target, tmp_base  # bench/, beside this script
-from peers import openssl_handshakes, start_server
+from peers import openssl_handshakes, start_server, tree_cpu_s
 from upload_load import Device, LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,23 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from emulator.server.pki import make_csr  # noqa: E402
 
-
-def cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and its children (the server's workers)."""
-    pids, total = [root], 0.0
-    try:
-        with open(f"/proc/{root}/task/{root}/children", encoding="ascii") as fh:
-            pids += [int(c) for c in fh.read().split()]
-    except OSError:
-        pass
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+cpu_s = tree_cpu_s  # the server and its workers (server_ab.py imports it from here)
 
 
 async def register_all(base: str, ca: Path, keys: list[str], work: Path) -> list[Device]:
