@@ -86,6 +86,7 @@ from peers import (  # bench/, beside this script
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from device_direct.config import TlsLibrary  # noqa: E402
 from emulator.clock import VirtualClock  # noqa: E402
 from emulator.fleet.runner import Fleet, ServerTarget, _Endpoint, run_fleet  # noqa: E402
 from emulator.fleet.spec import FleetSpec, Shard, UploadWindow  # noqa: E402
@@ -135,11 +136,13 @@ def fleet_target(port: int, state: Path, devices: int) -> ServerTarget:
 
 
 def fleet_run(target: ServerTarget, work: Path, devices: int, days: int, concurrency: int,
-              seed: int = 8, loop: LoopName = "auto") -> tuple[float, dict[str, int], bool]:
+              seed: int = 8, loop: LoopName = "auto", tls_library: TlsLibrary | None = None
+              ) -> tuple[float, dict[str, int], bool]:
+    """One fleet run; ``tls_library`` None: the fleet's default (bundled where usable)."""
     spec = FleetSpec(devices=devices, days=days, seed=seed, zones=("UTC",),
                      upload_window=BENCH_WINDOW)
-    report = run_on_loop(run_fleet(spec, work, target=target, concurrency=concurrency),
-                         loop)
+    report = run_on_loop(run_fleet(spec, work, target=target, concurrency=concurrency,
+                                   tls_library=tls_library), loop)
     for e in report.expectations:
         if not e.ok:
             print(f"fleet expectation FAILED: {e.name}: {e.detail}")

@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=300)
     ap.add_argument("--days", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--tls-library", choices=("system", "bundled"),
+                    help="whose OpenSSL the devices' TLS runs on (default: the fleet's)")
     ap.add_argument("--py-spy", metavar="FILE",
                     help="also record py-spy's sampled profile of the timed run (raw format)")
     args = ap.parse_args()
@@ -116,7 +118,7 @@ def main() -> int:
         CPU.clear()
         loop_cpu, process_cpu = time.thread_time(), time.process_time()
         rate, _, ok = fleet_run(target, tmp / "fleet", args.devices, args.days,
-                                args.concurrency)
+                                args.concurrency, tls_library=args.tls_library)
         loop_cpu = time.thread_time() - loop_cpu
         process_cpu = time.process_time() - process_cpu
         if spy is not None:

@@ -791,6 +791,7 @@ def _cause(exc: DeviceDirectError) -> str:
 def _default_transport(agent: Agent) -> Transport:
     cfg = agent.config.server
     return Transport(
-        cfg.url, cfg.ca_bundle, cfg.server_name, agent.identity, agent.clock
+        cfg.url, cfg.ca_bundle, cfg.server_name, agent.identity, agent.clock,
+        tls_library=cfg.tls_library,
     )
 

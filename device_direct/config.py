@@ -85,6 +85,7 @@ SecurityMode = Literal["normal", "locked-down"]
 FirmwareCheck = Literal["daily", "off"]
 ProxyMode = Literal["off", "manual", "auto"]
 StartTls = Literal["opportunistic", "required", "off"]
+TlsLibrary = Literal["system", "bundled"]
 SEVERITIES = ("critical", "warning", "warning-binary-change", "other")
 
 _ACTION_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -138,6 +139,9 @@ class ServerConfig:
     ca_bundle: Path | None = None
     server_name: str = ""  # "" -> the URL's host
     registration_key: str | None = None
+    # Whose OpenSSL the TLS runs on: "system" (Python's ssl) or "bundled" (the one the
+    # cryptography package ships; device_direct/tls_bundled.py). Same checks either way.
+    tls_library: TlsLibrary = "system"
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -158,6 +162,7 @@ class ServerConfig:
         _host("server.server_name", self.server_name)
         if self.registration_key is not None and not self.registration_key.strip():
             raise _invalid("server.registration_key", "must not be empty")
+        _choice("server.tls_library", self.tls_library, get_args(TlsLibrary))
 
     @property
     def host(self) -> str:
@@ -522,6 +527,7 @@ def _server(t: Table, base: Path) -> ServerConfig:
         ca_bundle=_path(t, "ca_bundle", base, must_exist=True),
         server_name=t.str("server_name", ""),
         registration_key=t.str("registration_key", None),
+        tls_library=t.choice("tls_library", get_args(TlsLibrary), "system"),
     )
     t.done()
     return cfg

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from device_direct.core.http1 import (
     NEED_DATA,
@@ -43,6 +43,9 @@ from device_direct.core.http1 import (
     format_request,
     host_header,
 )
+
+if TYPE_CHECKING:
+    from device_direct.tls_bundled import BundledContext
 
 HIGH_WATER = 256 * 1024  # pause reading the socket above this many unread bytes
 LOW_WATER = 64 * 1024
@@ -97,7 +100,8 @@ class Route:
 
     __slots__ = ("host", "port", "proxy", "proxy_authorization", "server_name", "ssl")
 
-    def __init__(self, host: str, port: int, ssl: ssl.SSLContext, server_name: str, *,
+    def __init__(self, host: str, port: int, ssl: ssl.SSLContext | BundledContext,
+                 server_name: str, *,
                  proxy: tuple[str, int] | None = None,
                  proxy_authorization: str | None = None) -> None:
         if not host or not 0 < port < 65536:
@@ -372,26 +376,36 @@ async def _open(route: Route, connect_timeout: float) -> _Wire:
         async with asyncio.timeout(connect_timeout):
             if route.proxy is None:
                 try:
-                    await loop.create_connection(lambda: wire, route.host, route.port,
-                                                 ssl=route.ssl,
-                                                 server_hostname=route.server_name)
+                    if isinstance(route.ssl, ssl.SSLContext):
+                        await loop.create_connection(lambda: wire, route.host, route.port,
+                                                     ssl=route.ssl,
+                                                     server_hostname=route.server_name)
+                    else:
+                        from device_direct.tls_bundled import open_tls
+                        await open_tls(loop, wire, route.host, route.port, route.ssl,
+                                       route.server_name)
                 except ssl.SSLError:
                     raise
                 except OSError as exc:
                     raise ConnectFailed(exc) from exc
                 return wire
             await _tunnel(loop, wire, route)
-            assert wire.transport is not None
+            plain = wire.transport
+            assert plain is not None
             try:
-                tls = await loop.start_tls(wire.transport, wire, route.ssl,
-                                           server_hostname=route.server_name)
+                if isinstance(route.ssl, ssl.SSLContext):
+                    tls = await loop.start_tls(plain, wire, route.ssl,
+                                               server_hostname=route.server_name)
+                    if tls is None:  # pragma: no cover - only for a closed transport
+                        raise ConnectionResetError("the tunnel closed before TLS")
+                    wire.transport = tls
+                else:
+                    from device_direct.tls_bundled import start_tls
+                    await start_tls(plain, wire, route.ssl, route.server_name)
             except ssl.SSLError:
                 raise
             except OSError as exc:
                 raise ConnectFailed(exc) from exc
-            if tls is None:  # pragma: no cover - only for a closed transport
-                raise ConnectFailed(ConnectionResetError("the tunnel closed before TLS"))
-            wire.transport = tls
             return wire
     except BaseException:
         wire.abort()

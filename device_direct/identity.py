@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     # At run time device_direct.certificates (cryptography) is imported where a key or
     # a certificate is made or parsed; see "Loading without cryptography" above.
     from device_direct.certificates import Certificate, CertificateFacts, DeviceKey
+    from device_direct.tls_bundled import BundledContext
 
 RENEWAL_MARGIN = timedelta(days=30)
 
@@ -147,7 +148,7 @@ class IdentityStore:
         self._key_unread = False
         self._registration: Registration | None = None
         # The agent's TLS context, cached by the transport: (cache key, context).
-        self.ssl_context: tuple[object, ssl.SSLContext] | None = None
+        self.ssl_context: tuple[object, ssl.SSLContext | BundledContext] | None = None
         self._load()
 
     # -- paths -----------------------------------------------------------------------------

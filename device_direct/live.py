@@ -108,7 +108,8 @@ async def check_connection(agent: Agent) -> ConnectionCheck:
 
     cfg = agent.config
     transport = Transport(cfg.server.url, cfg.server.ca_bundle, cfg.server.server_name,
-                          agent.identity, agent.clock)
+                          agent.identity, agent.clock,
+                          tls_library=cfg.server.tls_library)
     try:
         if agent.proxy is not None:
             try:

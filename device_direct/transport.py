@@ -42,13 +42,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
 from yarl import URL
 
 from device_direct import __version__
 from device_direct.clock import Clock
+from device_direct.config import TlsLibrary
 from device_direct.core.http1 import MalformedResponse, ResponseIncomplete
 from device_direct.errors import (
     AuthError,
@@ -76,6 +77,10 @@ from device_direct.http_connection import (
     ServerLink,
 )
 from device_direct.identity import IdentityStore
+
+if TYPE_CHECKING:
+    from device_direct.tls_bundled import BundledContext
+
 
 # Every request's own fields besides Host (and Content-Length, Content-Type).
 _FIXED_FIELDS: list[tuple[str, str]] = [
@@ -310,23 +315,35 @@ def build_ssl_context(
 # Client sessions are not cached by OpenSSL across connections (Python never sets a
 # session on them), so sharing it changes nothing on the wire: each device still makes
 # its own full handshake and checks the server's certificate and name.
-_TRUST_CONTEXTS: dict[tuple[str, bytes], ssl.SSLContext] = {}
+_TRUST_CONTEXTS: dict[tuple[str, str, bytes], ssl.SSLContext | BundledContext] = {}
 _TRUST_CONTEXTS_MAX = 4
 
 
-def shared_trust_context(ca_bundle: Path) -> ssl.SSLContext:
-    """:func:`build_ssl_context` of ``ca_bundle`` without a client certificate, built
-    once per bundle content in this process and shared; do not change the context."""
+def build_tls_context(library: TlsLibrary, ca_bundle: Path | None,
+                      client_cert: tuple[Path, Path] | None = None
+                      ) -> ssl.SSLContext | BundledContext:
+    """:func:`build_ssl_context` on ``library``'s OpenSSL (see :data:`TLS_LIBRARIES`)."""
+    if library == "system":
+        return build_ssl_context(ca_bundle, client_cert)
+    from device_direct.tls_bundled import BundledContext
+
+    return BundledContext(ca_bundle, client_cert)
+
+
+def shared_trust_context(ca_bundle: Path, library: TlsLibrary = "system"
+                         ) -> ssl.SSLContext | BundledContext:
+    """:func:`build_tls_context` of ``ca_bundle`` without a client certificate, built
+    once per library and bundle content in this process and shared; do not change it."""
     try:
         data = ca_bundle.read_bytes()
     except FileNotFoundError:
         raise ConfigError("CA bundle file not found", path=ca_bundle) from None
     except OSError as exc:
         raise ConfigError(f"CA bundle cannot be loaded: {exc}", path=ca_bundle) from exc
-    key = (str(ca_bundle), hashlib.sha256(data).digest())
+    key = (library, str(ca_bundle), hashlib.sha256(data).digest())
     ctx = _TRUST_CONTEXTS.get(key)
     if ctx is None:
-        ctx = build_ssl_context(ca_bundle)
+        ctx = build_tls_context(library, ca_bundle)
         while len(_TRUST_CONTEXTS) >= _TRUST_CONTEXTS_MAX:
             del _TRUST_CONTEXTS[next(iter(_TRUST_CONTEXTS))]
         _TRUST_CONTEXTS[key] = ctx
@@ -383,6 +400,7 @@ class Transport:
         proxy_credentials: tuple[str, str] | None = None,
         timeouts: Timeouts | None = None,
         json_limit: int = JSON_LIMIT,
+        tls_library: TlsLibrary = "system",
     ) -> None:
         url = URL(base_url)
         if url.scheme != "https" or not url.host:
@@ -408,6 +426,7 @@ class Transport:
         self._clock = clock
         self._timeouts = timeouts or Timeouts()
         self._json_limit = json_limit
+        self._tls_library: TlsLibrary = tls_library
         self._proxy: str | None = None
         self._proxy_address: tuple[str, int] | None = None
         self._proxy_authorization: str | None = None
@@ -844,20 +863,22 @@ class Transport:
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _build_context(self) -> ssl.SSLContext:
+    def _build_context(self) -> ssl.SSLContext | BundledContext:
         # One context per agent: kept on the identity store and rebuilt only when the
         # certificate changes (loading the CA bundle and key costs ~1 ms a time). Before
         # the device registered, the process's shared one (shared_trust_context).
         reg = self._identity.registration
-        key = (str(self._ca_bundle), reg.fingerprint_sha256 if reg is not None else None)
+        library = self._tls_library
+        key = (library, str(self._ca_bundle),
+               reg.fingerprint_sha256 if reg is not None else None)
         cached = self._identity.ssl_context
         if cached is not None and cached[0] == key:
             return cached[1]
         if reg is None and self._ca_bundle is not None:
-            ctx = shared_trust_context(self._ca_bundle)
+            ctx = shared_trust_context(self._ca_bundle, library)
         else:
             client = self._identity.client_cert_files() if reg is not None else None
-            ctx = build_ssl_context(self._ca_bundle, client)
+            ctx = build_tls_context(library, self._ca_bundle, client)
         self._identity.ssl_context = (key, ctx)
         return ctx
 

@@ -74,6 +74,7 @@ class ShardJob:
     loop: LoopName
     topic: str  # event-log topic of this run's live figures
     ca_pem: str | None = None  # the CA bundle itself: workers elsewhere have no copy
+    tls_library: str = "auto"  # --tls-library: auto is resolved on the worker
 
 
 def run_shard(job: ShardJob) -> dict[str, Any]:
@@ -100,9 +101,10 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
         if job.ca_pem is not None:
             (work / "ca.pem").write_text(job.ca_pem, encoding="utf-8")
             target = replace(target, ca_bundle=work / "ca.pem")
+        library = None if job.tls_library == "auto" else job.tls_library
         report = run_on_loop(run_fleet(job.spec, work, shard=job.shard, target=target,
-                                       concurrency=job.concurrency,
-                                       stats=stats), job.loop)
+                                       concurrency=job.concurrency, stats=stats,
+                                       tls_library=library), job.loop)  # type: ignore[arg-type]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"report": report.to_json(), "stats": last.get("stats")}
@@ -179,7 +181,7 @@ async def run_cluster(spec: FleetSpec, args: argparse.Namespace, target: ServerT
         client.subscribe_topic(topic, on_event)
         futures = [client.submit(run_shard, ShardJob(spec, Shard(i, k), target,
                                                      int(args.concurrency), args.loop, topic,
-                                                     ca_pem),
+                                                     ca_pem, args.tls_library),
                                  key=f"{topic}-shard-{i}-of-{k}", pure=False, retries=0)
                    for i in range(1, k + 1)]
         done = asyncio.ensure_future(_gather(client, futures, k))

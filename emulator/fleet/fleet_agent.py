@@ -151,7 +151,8 @@ def _counting_transport(agent: Agent) -> Transport:
     cfg = agent.config.server
     return CountingTransport(counters, cfg.url, cfg.ca_bundle, cfg.server_name,
                              agent.identity, agent.clock,
-                             latency=fleet.latency if fleet is not None else None)
+                             latency=fleet.latency if fleet is not None else None,
+                             tls_library=cfg.tls_library)
 
 
 class DeliveryTally:

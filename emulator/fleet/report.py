@@ -73,6 +73,7 @@ class FleetReport:
     expectations: tuple[Expectation, ...] = field(default=())
     actions: str = ""  # the --actions plan ("" for none)
     loop: str = ""  # the event loop it ran on: uvloop | asyncio (shards: each one's)
+    tls: str = ""  # the devices' TLS library: "bundled (OpenSSL 4.0.3 ...)" (shards: each's)
 
     def __post_init__(self) -> None:
         if self.wall_s < 0:
@@ -104,7 +105,7 @@ class FleetReport:
             "fleet", ok=self.ok,
             fleet={"devices": self.devices, "days": self.days, "seed": self.seed,
                    "mix": self.mix, "actions": self.actions, "shards": list(self.shards),
-                   "loop": self.loop},
+                   "loop": self.loop, "tls": self.tls},
             totals=self.totals(), wall_s=self.wall_s,
             expectations=[expectation(e.name, e.ok, e.detail) for e in self.expectations])
         data.update({
@@ -132,6 +133,7 @@ class FleetReport:
                                for e in data["expectations"]),
             actions=str(fleet.get("actions", "")),
             loop=str(fleet.get("loop", "")),
+            tls=str(fleet.get("tls", "")),
         )
 
 
@@ -203,7 +205,8 @@ def merge_reports(parts: Sequence[FleetReport], *, wall_s: float,
         devices=first.devices, days=first.days, seed=first.seed, mix=first.mix,
         shards=tuple(s for p in parts for s in p.shards), outcomes=outcomes, wall_s=wall_s,
         server_uploads=server_uploads, actions=first.actions,
-        loop=",".join(sorted({p.loop for p in parts if p.loop})))
+        loop=",".join(sorted({p.loop for p in parts if p.loop})),
+        tls=", ".join(sorted({p.tls for p in parts if p.tls})))
     return check(merged, complete_fleet=True)
 
 
@@ -229,6 +232,8 @@ def summary_table(report: FleetReport) -> str:
         ("wall time", f"{report.wall_s:.1f} s" + (f" ({report.loop})" if report.loop else "")),
         ("device-days/s", f"{rate:.1f}"),
     ]
+    if report.tls:
+        rows.insert(-2, ("TLS library", report.tls))
     if report.server_uploads is not None:
         rows.insert(5, ("server holds", str(sum(report.server_uploads.values()))))
     width = max(len(k) for k, _ in rows)

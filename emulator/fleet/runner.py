@@ -56,8 +56,10 @@ from device_direct.config import (
     ScheduleConfig,
     ServerConfig,
     ServicesConfig,
+    TlsLibrary,
 )
 from device_direct.durable import in_ram, writes_on_loop
+from device_direct.tls_bundled import available, preferred
 from emulator.clock import VirtualClock
 from emulator.errors import EmulatorError
 from emulator.fleet.fleet_agent import DeliveryTally, DeviceDone, FleetAgent, SeededBits
@@ -132,6 +134,7 @@ class _Endpoint:
     ca_bundle: Path | None
     server_name: str
     firmware_key: str | None  # pinned by every agent: without it no firmware check
+    tls_library: TlsLibrary = "system"  # whose OpenSSL the agents' TLS runs on
 
 
 class Fleet:
@@ -172,7 +175,8 @@ class Fleet:
             config = AgentConfig(
                 server=ServerConfig(url=endpoint.url, ca_bundle=endpoint.ca_bundle,
                                     server_name=endpoint.server_name,
-                                    registration_key=key_for(ident)),
+                                    registration_key=key_for(ident),
+                                    tls_library=endpoint.tls_library),
                 device=DeviceConfig(data_dir=devices_dir / ident.serial,
                                     time_zone=ident.time_zone, profile=ident.profile),
                 schedule=ScheduleConfig(upload_time=ident.upload_time),
@@ -349,10 +353,13 @@ async def run_fleet(
     progress: ProgressFn | None = None,
     wall: Clock | None = None,
     stats: StatsFn | None = None,
+    tls_library: TlsLibrary | None = None,
 ) -> FleetReport:
     """Run one shard of the fleet and return its checked report.
 
     ``target`` None: an embedded reference server under ``work_dir/server``.
+    ``tls_library``: whose OpenSSL the devices' TLS runs on; None: the bundled one
+    where it can be used (:func:`device_direct.tls_bundled.preferred`).
     ``stats``: called with a live snapshot twice a second and once at the end.
     With ``work_dir`` on a RAM disk (the default, /dev/shm) the devices' durable writes
     run on the loop: cheaper there than two hand-offs to the storage thread a write.
@@ -360,13 +367,13 @@ async def run_fleet(
     with writes_on_loop(in_ram(work_dir)):
         return await _run_fleet(spec, work_dir, shard=shard, target=target,
                                 concurrency=concurrency, progress=progress, wall=wall,
-                                stats=stats)
+                                stats=stats, tls_library=tls_library or preferred())
 
 
 async def _run_fleet(spec: FleetSpec, work_dir: Path, *, shard: Shard,
                      target: ServerTarget | None, concurrency: int,
                      progress: ProgressFn | None, wall: Clock | None,
-                     stats: StatsFn | None) -> FleetReport:
+                     stats: StatsFn | None, tls_library: TlsLibrary) -> FleetReport:
     wall = wall or SystemClock()
     started = wall.monotonic()
     identities = fleet_identities(spec, shard.indices(spec.devices))
@@ -385,7 +392,8 @@ async def _run_fleet(spec: FleetSpec, work_dir: Path, *, shard: Shard,
                                      rng=random.Random(spec.seed))
             await server.start()
             endpoint = _Endpoint(f"https://127.0.0.1:{server.port}/", server.ca_cert_path,
-                                 "localhost", server.firmware_public_key_pem.decode())
+                                 "localhost", server.firmware_public_key_pem.decode(),
+                                 tls_library)
             ttl = (spec.days + 3) * 86400  # keys live on the virtual clock too
             embedded = server
             fleet.build(endpoint, lambda _: embedded.create_registration_key(ttl_s=ttl))
@@ -396,7 +404,7 @@ async def _run_fleet(spec: FleetSpec, work_dir: Path, *, shard: Shard,
             issue: IssueFn | None = issue_embedded if spec.actions else None
         else:
             endpoint = _Endpoint(target.url, target.ca_bundle, target.server_name,
-                                 target.firmware_key)
+                                 target.firmware_key, tls_library)
             keys = target.keys
             if not keys:
                 assert target.admin_token is not None
@@ -454,8 +462,15 @@ async def _run_fleet(spec: FleetSpec, work_dir: Path, *, shard: Shard,
     report = FleetReport(
         devices=spec.devices, days=spec.days, seed=spec.seed, mix=format_mix(spec.mix),
         shards=(str(shard),), outcomes=fleet.outcomes(), wall_s=wall.monotonic() - started,
-        server_uploads=counts, actions=format_actions(spec.actions), loop=_loop_name())
+        server_uploads=counts, actions=format_actions(spec.actions), loop=_loop_name(),
+        tls=_tls_name(tls_library))
     return check(report, complete_fleet=shard.count == 1)
+
+
+def _tls_name(library: TlsLibrary) -> str:
+    """The devices' TLS library, for the report: ``bundled (OpenSSL 4.0.3 ...)``."""
+    version = available() if library == "bundled" else ssl.OPENSSL_VERSION
+    return f"{library} ({version})"
 
 
 def _loop_name() -> str:

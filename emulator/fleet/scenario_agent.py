@@ -161,7 +161,7 @@ class ScenarioAgent(FleetAgent):
         cfg = self.config.server
         return ScenarioTransport(self.slot, self.fleet, cfg.url, cfg.ca_bundle,
                                  cfg.server_name, self.identity, self.clock,
-                                 timeouts=self._timeouts)
+                                 timeouts=self._timeouts, tls_library=cfg.tls_library)
 
     def _fleet_now(self) -> datetime:
         return self.slot.clock.base.now()  # the run's end does not move with a skewed clock

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -75,6 +76,21 @@ def test_tiny_embedded_run_prints_the_summary(tmp_path: Path,
     assert data["ok"] is True
     assert data["totals"]["uploads_stored"] == 6
     assert [d["serial"] for d in data["devices"]] == sorted(d["serial"] for d in data["devices"])
+
+
+@pytest.mark.parametrize("library", ["system", "bundled"])
+def test_the_devices_tls_library_is_chosen_and_named_in_the_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], library: str) -> None:
+    report = tmp_path / "report.json"
+    code = main(["--devices", "2", "--days", "2", "--tls-library", library,
+                 "--report", str(report), "--work-dir", str(tmp_path / "work")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    tls = json.loads(report.read_text())["fleet"]["tls"]
+    assert tls.startswith(f"{library} (OpenSSL ")
+    assert f"TLS library      {tls}" in out
+    if library == "system":
+        assert ssl.OPENSSL_VERSION in tls
 
 
 def test_used_work_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,134 @@
+"""The device's TLS on the OpenSSL that cryptography ships (``tls_library = "bundled"``)
+does what it does on the system's.
+
+The transport's and the connection's own tests (``test_transport.py``,
+``test_http_connection.py``) run here once more, every ``Transport`` and every ``Route``
+of theirs on the bundled library: mutual TLS with each device call, renewal, each
+certificate problem with its own reason, the server name checked, an old-TLS server
+refused, a strict server refusing a foreign client certificate (TLS 1.3: an alert after
+the handshake), a server that never starts TLS, the proxy's CONNECT tunnel, kept and
+dropped connections, chunked and broken-off bodies, downloads. Then what is the bundled
+library's own: that it is the one in use, garbage instead of TLS, the config key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+
+import pytest
+import test_http_connection as connection_tests
+import test_transport as transport_tests
+from test_http_connection import (  # noqa: F401  (collected here, on the bundled library)
+    test_a_chunked_answer_is_read_whole_and_the_connection_kept,
+    test_a_device_day_is_three_requests_on_one_connection,
+    test_a_download_broken_off_keeps_what_arrived,
+    test_a_get_left_unanswered_on_a_kept_connection_is_sent_once_more,
+    test_a_malformed_head_is_a_remote_protocol_error_naming_the_endpoint,
+    test_a_post_left_unanswered_is_never_sent_twice,
+    test_a_server_closing_mid_body_is_a_connect_error_and_a_new_connection_follows,
+    test_an_idle_connection_the_server_dropped_is_replaced_before_sending,
+    test_connection_close_means_a_new_connection_for_the_next_request,
+    test_on_uvloop_a_tunnel_and_a_direct_connection_are_each_kept,
+    test_proxy_credentials_go_on_the_connect_only_and_the_tunnel_is_kept,
+    test_requests_made_at_once_get_connections_of_their_own_and_one_is_kept,
+)
+from test_transport import (  # noqa: F401  (collected here, on the bundled library)
+    GOOD_KEY,
+    SERIAL,
+    test_a_huge_chunked_body_is_cut_off_at_the_limit,
+    test_a_server_offering_only_tls_1_0_and_1_1_is_refused,
+    test_a_server_that_never_answers_the_request_is_a_timeout,
+    test_a_server_that_never_starts_tls_is_a_timeout,
+    test_a_stored_identity_is_used_after_restart,
+    test_a_tls_1_1_server_that_cuts_the_handshake_is_named_as_such,
+    test_download_resumes_with_range,
+    test_download_without_content_length_stops_at_max_bytes_plus_one,
+    test_each_certificate_problem_has_its_own_reason,
+    test_proxy_tunnel_with_credentials,
+    test_register_then_every_device_call_over_mutual_tls,
+    test_register_upload_actions_firmware_and_logs_against_the_reference_server,
+    test_renewal_replaces_the_certificate_and_keeps_working,
+    test_strict_mtls_server_refuses_a_foreign_certificate_and_accepts_ours,
+    test_the_expected_name_not_the_url_host_is_verified,
+)
+from tlsfixtures import TestCA
+
+from device_direct.config import ServerConfig
+from device_direct.errors import ConfigError, TLSError
+from device_direct.identity import IdentityStore
+from device_direct.tls_bundled import BundledContext, available
+from device_direct.transport import Timeouts, Transport, build_tls_context
+from emulator.clock import VirtualClock
+
+
+@pytest.fixture(autouse=True)
+def _on_the_bundled_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport_tests, "Transport",
+                        functools.partial(Transport, tls_library="bundled"))
+    monkeypatch.setattr(connection_tests, "build_ssl_context", BundledContext)
+
+
+def test_this_installation_can_run_the_device_tls_on_the_bundled_openssl() -> None:
+    # Every test above would fall back to nothing: say so rather than skip them.
+    version = available()
+    assert version is not None and version.startswith("OpenSSL ")
+
+
+async def test_a_registered_device_uses_the_bundled_library_for_its_own_certificate(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    async with transport_tests.fake_server(tmp_path, ca) as (server, url):
+        transport = await transport_tests.registered(url, bundle, tmp_path / "id")
+        async with transport:
+            context = transport._build_context()
+            assert isinstance(context, BundledContext) and context.has_client_cert
+            await transport.poll_actions()  # the server saw our certificate (401 otherwise)
+    assert server.requests[-1].endswith("/actions")
+
+
+@pytest.mark.parametrize("library", ["system", "bundled"])
+async def test_garbage_instead_of_tls_is_a_tls_error_on_either_library(
+    tmp_path: Path, bundle: Path, library: str
+) -> None:
+    async def plain_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport = Transport(f"https://127.0.0.1:{port}/", bundle, "localhost",
+                              IdentityStore(tmp_path / "id"), VirtualClock(),
+                              timeouts=Timeouts(connect=5, request=5, upload=5, read=5),
+                              tls_library=library)  # type: ignore[arg-type]
+        async with transport:
+            with pytest.raises(TLSError) as info:
+                await transport.register(SERIAL, "C8000", "00:11:22:33:44:55", {}, GOOD_KEY)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert info.value.reason in ("tls-version", "handshake")
+    assert "POST /dd/v1/register" in str(info.value)
+
+
+def test_a_bad_bundle_or_key_is_named_as_on_the_system_library(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for library in ("system", "bundled"):
+        with pytest.raises(ConfigError, match="CA bundle file not found"):
+            build_tls_context(library, tmp_path / "missing.pem")  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="CA bundle cannot be loaded"):
+            build_tls_context(library, junk)  # type: ignore[arg-type]
+        with pytest.raises(Exception, match="cannot load the client certificate and key"):
+            build_tls_context(library, bundle, (bundle, junk))  # type: ignore[arg-type]
+
+
+def test_the_config_key_names_its_choices() -> None:
+    with pytest.raises(ConfigError, match=r"server\.tls_library.*system, bundled"):
+        ServerConfig(url="https://dd.example.com", tls_library="gnutls")  # type: ignore[arg-type]
