@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from device_direct.clock import SystemClock  # noqa: E402
 from device_direct.errors import DeviceDirectError  # noqa: E402
 from device_direct.identity import IdentityStore  # noqa: E402
+from device_direct.tls_bundled import preferred  # noqa: E402
 from device_direct.transport import Transport  # noqa: E402
 
 FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
@@ -111,6 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def transport_days() -> None:
         clock = SystemClock()
+        tls_library = preferred()  # the fleet's TLS library, as the fleet picks it
         url = f"https://127.0.0.1:{args.port}/"
         while time.perf_counter() < stop_at:
             n = next(counter)
@@ -120,7 +122,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             identity = identities.get(dev["serial"])
             if identity is None:
                 identity = identities[dev["serial"]] = IdentityStore(Path(dev["cert"]).parent)
-            transport = Transport(url, args.ca, "localhost", identity, clock)
+            transport = Transport(url, args.ca, "localhost", identity, clock,
+                                  tls_library=tls_library)
             ok = True
             try:
                 ok &= (await transport.upload(body, upload_id)).status == "stored"

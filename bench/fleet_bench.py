@@ -26,8 +26,8 @@ share one event loop:
     beside the fleet's says what the agents' own work (model, payload, outbox, journal)
     costs above a library client;
 (e') ``bare_client.py --client transport``: the same device-day over the device's own
-    transport (``device_direct.transport.Transport``: the fleet's HTTP/1.1 and TLS
-    settings) and nothing else. The fleet's CPU per device-day less this one's is what
+    transport (``device_direct.transport.Transport``: the fleet's HTTP/1.1, TLS settings
+    and TLS library) and nothing else. The fleet's CPU per device-day less this one's is what
     the agents' own work costs (printed as "the agents' own work");
 (d) RSS per idle simulated device: 10,000 models + agents created and parked on the
     virtual clock, in a fresh process; RSS delta / 10,000.
