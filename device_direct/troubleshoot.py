@@ -20,7 +20,7 @@ from device_direct.config import AgentConfig
 from device_direct.errors import DeviceDirectError
 from device_direct.identity import IdentityStore
 from device_direct.model import DeviceModel
-from device_direct.transport import Transport, build_ssl_context, tls_reason
+from device_direct.transport import Transport, build_tls_context, tls_reason
 
 STEP_TIMEOUT_S = 15.0
 LATEST_FAULTS = 5
@@ -100,16 +100,30 @@ async def _tcp(host: str, port: int) -> dict[str, Any]:
 
 async def _tls(config: AgentConfig, identity: IdentityStore, host: str, port: int
                ) -> dict[str, Any]:
+    library = config.server.tls_library
     try:
         client = identity.client_cert_files() if identity.is_registered else None
-        ctx = build_ssl_context(config.server.ca_bundle, client)
+        ctx = build_tls_context(library, config.server.ca_bundle, client)
     except DeviceDirectError as exc:
         return {"ok": False, "reason": "config", "error": str(exc)}
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ctx,
-                                    server_hostname=config.server.server_name),
-            STEP_TIMEOUT_S)
+        if isinstance(ctx, ssl.SSLContext):
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ctx,
+                                        server_hostname=config.server.server_name),
+                STEP_TIMEOUT_S)
+            ssl_object = writer.get_extra_info("ssl_object")
+            version = ssl_object.version() if ssl_object is not None else None
+            closing: asyncio.BaseTransport = writer.transport
+        else:
+            from device_direct.tls_bundled import open_tls
+
+            end = _TlsEnd()
+            await asyncio.wait_for(open_tls(asyncio.get_running_loop(), end, host, port,
+                                            ctx, config.server.server_name), STEP_TIMEOUT_S)
+            assert end.transport is not None
+            version = end.transport.get_extra_info("tls_version")
+            closing = end.transport
     except ssl.SSLCertVerificationError as exc:
         return {"ok": False, "reason": tls_reason(exc.verify_code, exc.reason),
                 "error": exc.verify_message or str(exc)}
@@ -117,13 +131,19 @@ async def _tls(config: AgentConfig, identity: IdentityStore, host: str, port: in
         return {"ok": False, "reason": tls_reason(None, exc.reason), "error": str(exc)}
     except (OSError, TimeoutError) as exc:
         return {"ok": False, "reason": "connect", "error": f"{type(exc).__name__}: {exc}"}
-    ssl_object = writer.get_extra_info("ssl_object")
-    version = ssl_object.version() if ssl_object is not None else None
-    writer.close()
-    with contextlib.suppress(OSError, ssl.SSLError):
-        await writer.wait_closed()
+    closing.close()
     return {"ok": True, "version": version, "server_name": config.server.server_name,
-            "client_certificate": client is not None}
+            "client_certificate": client is not None, "library": library}
+
+
+class _TlsEnd(asyncio.Protocol):
+    """The TLS step's end of a connection on the bundled library: it only says hello."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
 
 async def _mtls_call(transport: Transport, model: DeviceModel) -> dict[str, Any]:

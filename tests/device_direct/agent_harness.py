@@ -24,6 +24,7 @@ def write_agent_config(
     missed: str = "skip",
     time_zone: str = "Europe/Berlin",
     extra: str = "",
+    tls_library: str = "system",
 ) -> Path:
     """An agent config for ``server`` (TOML, as a user would write it)."""
     path.write_text(
@@ -33,6 +34,7 @@ url = "https://127.0.0.1:{server.port}/"
 ca_bundle = "{server.ca_cert_path}"
 server_name = "localhost"
 registration_key = "{key}"
+tls_library = "{tls_library}"
 
 [device]
 data_dir = "{data_dir}"

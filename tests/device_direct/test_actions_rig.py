@@ -113,11 +113,13 @@ class Rig:
 async def make_rig(
     tmp: Path, server: ReferenceServer, clock: VirtualClock, *, extra: str = "",
     transport_factory: TransportFactory | None = None, serial: str = "ACT0001",
+    tls_library: str = "system",
 ) -> Rig:
     """Server, device and a registered agent (first sync done)."""
     device = make_device(clock, tmp / "model", serial=serial)
     key = server.create_registration_key()
-    path = write_agent_config(tmp / "agent.toml", server, tmp / "data", key=key, extra=extra)
+    path = write_agent_config(tmp / "agent.toml", server, tmp / "data", key=key, extra=extra,
+                              tls_library=tls_library)
     config = load_config(path)
     model = CutModel(device)
     agent = Agent(config, cast(DeviceModel, model), clock=clock, rng=random.Random(1),

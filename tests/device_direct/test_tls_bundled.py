@@ -61,6 +61,8 @@ from device_direct.identity import IdentityStore
 from device_direct.tls_bundled import BundledContext, available
 from device_direct.transport import Timeouts, Transport, build_tls_context
 from emulator.clock import VirtualClock
+from emulator.server.app import ReferenceServer
+from tests.device_direct.test_actions_rig import make_rig
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +129,24 @@ def test_a_bad_bundle_or_key_is_named_as_on_the_system_library(
             build_tls_context(library, junk)  # type: ignore[arg-type]
         with pytest.raises(Exception, match="cannot load the client certificate and key"):
             build_tls_context(library, bundle, (bundle, junk))  # type: ignore[arg-type]
+
+
+async def test_an_agent_configured_for_the_bundled_library_syncs_and_troubleshoots_on_it(
+    tmp_path: Path, server: ReferenceServer, clock: VirtualClock
+) -> None:
+    rig = await make_rig(tmp_path, server, clock, tls_library="bundled")  # registered, synced
+    assert rig.config.server.tls_library == "bundled"
+    action = rig.enqueue("troubleshoot", {})
+    meters = rig.enqueue("send_meters_now", {})
+    assert await rig.agent.sync("on-demand")
+    assert rig.results()[meters]["result_status"] == "succeeded"
+    result = rig.results()[action]
+    assert result["result_status"] == "succeeded", result
+    steps = result["result_detail"]["steps"]
+    assert steps["tls"]["ok"] is True and steps["tls"]["library"] == "bundled", steps["tls"]
+    assert steps["tls"]["version"] == "TLSv1.3" and steps["tls"]["client_certificate"] is True
+    assert steps["mtls_call"]["ok"] is True
+    assert len(server.storage.uploads(rig.device_id)) == 1  # send_meters_now's, over it too
 
 
 def test_the_config_key_names_its_choices() -> None:
