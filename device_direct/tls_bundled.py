@@ -6,8 +6,11 @@ dearly: 3.0's per-connection set-up (provider look-ups, the key decoders) makes 
 client handshake about 1.0 ms of CPU and a context with the device's own certificate
 about 1.1 ms. ``cryptography``, already a dependency of the device, ships a current
 OpenSSL in its wheels, and its cffi bindings (the ones pyOpenSSL is built on) reach
-libssl. Through them the same handshake costs about 0.75 ms and the same context about
-0.3 ms (``bench/tls_library.py``). Nothing else changes; no new dependency.
+libssl. Through them the same handshake costs about 0.5-0.7 of that and the same context
+about 0.25-0.4 (``bench/tls_library.py``). Nothing else changes; no new dependency.
+cryptography makes no compatibility promise for these bindings: :func:`available` checks
+that every function the link calls is there, and a fleet's ``--tls-library auto`` falls
+back to the system's when one is missing.
 
 What a connection does is what :func:`device_direct.transport.build_ssl_context` asks of
 the system's OpenSSL:

@@ -322,7 +322,8 @@ _TRUST_CONTEXTS_MAX = 4
 def build_tls_context(library: TlsLibrary, ca_bundle: Path | None,
                       client_cert: tuple[Path, Path] | None = None
                       ) -> ssl.SSLContext | BundledContext:
-    """:func:`build_ssl_context` on ``library``'s OpenSSL (see :data:`TLS_LIBRARIES`)."""
+    """:func:`build_ssl_context` on ``library``'s OpenSSL: the system's, through Python's
+    :mod:`ssl`, or the one cryptography ships (:mod:`device_direct.tls_bundled`)."""
     if library == "system":
         return build_ssl_context(ca_bundle, client_cert)
     from device_direct.tls_bundled import BundledContext

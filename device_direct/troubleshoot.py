@@ -114,7 +114,9 @@ async def _tls(config: AgentConfig, identity: IdentityStore, host: str, port: in
                 STEP_TIMEOUT_S)
             ssl_object = writer.get_extra_info("ssl_object")
             version = ssl_object.version() if ssl_object is not None else None
-            closing: asyncio.BaseTransport = writer.transport
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
         else:
             from device_direct.tls_bundled import open_tls
 
@@ -123,7 +125,7 @@ async def _tls(config: AgentConfig, identity: IdentityStore, host: str, port: in
                                             ctx, config.server.server_name), STEP_TIMEOUT_S)
             assert end.transport is not None
             version = end.transport.get_extra_info("tls_version")
-            closing = end.transport
+            end.transport.close()
     except ssl.SSLCertVerificationError as exc:
         return {"ok": False, "reason": tls_reason(exc.verify_code, exc.reason),
                 "error": exc.verify_message or str(exc)}
@@ -131,7 +133,6 @@ async def _tls(config: AgentConfig, identity: IdentityStore, host: str, port: in
         return {"ok": False, "reason": tls_reason(None, exc.reason), "error": str(exc)}
     except (OSError, TimeoutError) as exc:
         return {"ok": False, "reason": "connect", "error": f"{type(exc).__name__}: {exc}"}
-    closing.close()
     return {"ok": True, "version": version, "server_name": config.server.server_name,
             "client_certificate": client is not None, "library": library}
 

@@ -36,10 +36,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from device_direct.clock import SystemClock
+from device_direct.config import TlsLibrary
 from emulator.fleet.cli_common import scratch_dir
 from emulator.fleet.live_stats import merge_snapshots
 from emulator.fleet.progress import ProgressBar
@@ -101,10 +102,10 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
         if job.ca_pem is not None:
             (work / "ca.pem").write_text(job.ca_pem, encoding="utf-8")
             target = replace(target, ca_bundle=work / "ca.pem")
-        library = None if job.tls_library == "auto" else job.tls_library
+        library = None if job.tls_library == "auto" else cast(TlsLibrary, job.tls_library)
         report = run_on_loop(run_fleet(job.spec, work, shard=job.shard, target=target,
                                        concurrency=job.concurrency, stats=stats,
-                                       tls_library=library), job.loop)  # type: ignore[arg-type]
+                                       tls_library=library), job.loop)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"report": report.to_json(), "stats": last.get("stats")}
