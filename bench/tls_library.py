@@ -30,13 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "device_direct"))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 from tlsfixtures import TestCA  # noqa: E402
 
 from device_direct import tls_bundled  # noqa: E402
+from device_direct.certificates import csr_pem, key_pem, new_key  # noqa: E402
 from device_direct.transport import build_ssl_context  # noqa: E402
 
 
@@ -98,16 +95,11 @@ def handshake(make_client: Callable[[], Any], server_ctx: ssl.SSLContext) -> flo
 
 
 def client_certificate(ca: TestCA, work: Path) -> tuple[Path, Path]:
-    """A device's key and the certificate the CA signed for it, as files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-1")]))
-           .sign(key, hashes.SHA256()))
+    """A device's key and the certificate the CA signed for its CSR, as files."""
+    key = new_key()
     cert, key_file = work / "device.crt", work / "device.key"
-    cert.write_bytes(ca.sign_csr(csr.public_bytes(serialization.Encoding.PEM)))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert.write_bytes(ca.sign_csr(csr_pem(key, "device-1").encode("ascii")))
+    key_file.write_bytes(key_pem(key))
     return cert, key_file
 
 

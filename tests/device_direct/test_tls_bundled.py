@@ -56,7 +56,7 @@ from test_transport import (  # noqa: F401  (collected here, on the bundled libr
 from tlsfixtures import TestCA
 
 from device_direct.config import ServerConfig
-from device_direct.errors import ConfigError, TLSError
+from device_direct.errors import AuthError, ConfigError, TLSError
 from device_direct.identity import IdentityStore
 from device_direct.tls_bundled import BundledContext, available
 from device_direct.transport import Timeouts, Transport, build_tls_context
@@ -127,7 +127,7 @@ def test_a_bad_bundle_or_key_is_named_as_on_the_system_library(
             build_tls_context(library, tmp_path / "missing.pem")  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="CA bundle cannot be loaded"):
             build_tls_context(library, junk)  # type: ignore[arg-type]
-        with pytest.raises(Exception, match="cannot load the client certificate and key"):
+        with pytest.raises(AuthError, match="cannot load the client certificate and key"):
             build_tls_context(library, bundle, (bundle, junk))  # type: ignore[arg-type]
 
 
