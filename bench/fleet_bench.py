@@ -19,7 +19,9 @@ share one event loop:
     with FastHttpUser (geventhttpclient), the faster class Locust's docs offer, printed
     as a stricter baseline beside it;
 (c) ``openssl s_time -new``: full TLS handshakes per second against the same port, the
-    floor TLS itself sets;
+    floor TLS itself sets. s_time makes one connection at a time (no client
+    certificate), so its rate is set by openssl's CPU and the server's in turn; the
+    bench prints both per handshake and the server's share of a core meanwhile;
 (e) ``bare_client.py``: Locust's device-day made over aiohttp on uvloop and nothing else,
     no agent: the floor of the fleet's stack until brief 23x gave the transport its own
     HTTP/1.1 (cheaper than aiohttp's client: docs/fleet.md). Its CPU per device-day
@@ -77,8 +79,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from peers import (  # bench/, beside this script
+    HandshakeRun,
     children_cpu_s,
-    openssl_handshakes,
+    openssl_run,
     start_server,
     tree_cpu_s,
 )
@@ -412,7 +415,7 @@ def main() -> int:
                   args.concurrency, seed=10, loop=args.loop)
         # The machine is shared and noisy: the baselines are taken several times,
         # before and after the fleet and between each other, and their medians used.
-        handshake_runs = [openssl_handshakes(port, args.openssl_seconds)]
+        handshake_runs: list[HandshakeRun] = [openssl_run(port, args.openssl_seconds, proc.pid)]
         target = fleet_target(port, state, args.devices)
         t0 = time.perf_counter()
         one_day = tmp / "one-day"
@@ -436,7 +439,7 @@ def main() -> int:
                 server_use[user][0] += cpu_s(proc.pid) - before_cpu
                 server_use[user][1] += result[1] + result[2]
                 locust_runs[user].append(result)
-            handshake_runs.append(openssl_handshakes(port, args.openssl_seconds))
+            handshake_runs.append(openssl_run(port, args.openssl_seconds, proc.pid))
 
         before = max(1, args.repeats // 2)
         for run in range(before):
@@ -459,7 +462,10 @@ def main() -> int:
             baseline_round(run)
     kib = idle_rss_subprocess(args.idle_devices, args.loop)
     locust_rate = {u: statistics.median(r[0] for r in runs) for u, runs in locust_runs.items()}
-    handshakes = statistics.median(handshake_runs)
+    handshakes = statistics.median(h.per_s for h in handshake_runs)
+    openssl_client_ms = statistics.median(h.client_cpu_ms for h in handshake_runs)
+    openssl_server_ms = statistics.median(h.server_cpu_ms or 0.0 for h in handshake_runs)
+    openssl_server_busy = statistics.median(h.server_busy or 0.0 for h in handshake_runs)
     device_days = args.devices * args.days
 
     def server_ms(user: str) -> float | None:
@@ -497,8 +503,12 @@ def main() -> int:
               f"{args.concurrency} at once, {args.locust_seconds} s each); its process "
               f"{client_ms(user)} ms CPU per device-day, the server's {server_ms(user)}")
     print(f"(c)  openssl s_time -new: median {handshakes:.1f} handshakes/s of "
-          f"{len(handshake_runs)} runs ({', '.join(f'{h:.1f}' for h in handshake_runs)}; "
+          f"{len(handshake_runs)} runs ({', '.join(f'{h.per_s:.1f}' for h in handshake_runs)}; "
           "same server, same port)")
+    print(f"     one connection at a time: openssl {openssl_client_ms:.2f} ms CPU per "
+          f"handshake, the server {openssl_server_ms:.2f} ms (no client certificate), "
+          f"busy {openssl_server_busy:.0%} of a core meanwhile: the rate is set by the two "
+          "in turn, not by the server's capacity")
     print(f"(d)  idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
     print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core): "
           f"fleet {fleet_ms}, locust FastHttpUser {client_ms('FastHttpUser')}, locust "
@@ -552,6 +562,9 @@ def main() -> int:
         "locust_httpuser_device_days_per_s": round(locust_rate["HttpUser"], 1),
         "locust_fasthttpuser_device_days_per_s": round(locust_rate["FastHttpUser"], 1),
         "openssl_handshakes_per_s": round(handshakes, 1),
+        "openssl_client_cpu_ms_per_handshake": round(openssl_client_ms, 3),
+        "openssl_server_cpu_ms_per_handshake": round(openssl_server_ms, 3),
+        "server_busy_fraction_of_core_during_openssl": round(openssl_server_busy, 3),
         "ratio_vs_locust_fasthttpuser": r_fast,
         "ratio_vs_openssl": r_openssl,
         "ratio_vs_locust": r_http,

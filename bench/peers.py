@@ -14,6 +14,8 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,17 +49,50 @@ def start_server(state: Path, workers: int = 1, loop: str | None = None,
     return proc, int(str(info["port"]))
 
 
-def openssl_handshakes(port: int, seconds: int) -> float:
-    """New full handshakes per second against 127.0.0.1:``port`` for ``seconds``."""
+@dataclass(frozen=True, slots=True)
+class HandshakeRun:
+    """One ``openssl s_time -new`` run: its rate, and the CPU each side spent on it.
+
+    s_time makes one connection at a time, so its rate is one over the sum of its own CPU
+    per handshake, the server's and the wake-ups between them: not the server's
+    capacity (the server sat about half idle in the runs of 2026-12-07)."""
+
+    per_s: float  # new full handshakes per second
+    connections: int
+    client_cpu_ms: float  # openssl's own CPU per handshake (user + system)
+    server_cpu_ms: float | None  # the server's, when its pid was given
+    server_busy: float | None  # the server's share of a core over the run
+
+
+def openssl_run(port: int, seconds: int, server_pid: int | None = None) -> HandshakeRun:
+    """``openssl s_time -new`` against 127.0.0.1:``port`` for ``seconds``; the server's
+    CPU is read from /proc when ``server_pid`` (it and its workers) is given."""
     if shutil.which("openssl") is None:
         raise SystemExit("openssl is not installed (apt-get install openssl)")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server0 = tree_cpu_s(server_pid) if server_pid is not None else 0.0
+    started = time.perf_counter()
     out = subprocess.run(
         ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
         capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
+    wall = time.perf_counter() - started
+    server = tree_cpu_s(server_pid) - server0 if server_pid is not None else None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = re.search(r"(\d+) connections in (\d+(?:\.\d+)?) real seconds", out)
     if m is None:
         raise SystemExit(f"cannot read openssl s_time output:\n{out}")
-    return int(m.group(1)) / float(m.group(2))
+    connections = int(m.group(1))
+    client = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+    per = 1000 / max(connections, 1)
+    return HandshakeRun(
+        per_s=connections / float(m.group(2)), connections=connections,
+        client_cpu_ms=client * per, server_cpu_ms=None if server is None else server * per,
+        server_busy=None if server is None else server / wall)
+
+
+def openssl_handshakes(port: int, seconds: int) -> float:
+    """New full handshakes per second against 127.0.0.1:``port`` for ``seconds``."""
+    return openssl_run(port, seconds).per_s
 
 
 def process_tree(roots: list[int]) -> list[int]:
