@@ -8,10 +8,9 @@ them: ``cli`` uses ``scenario_cli``, never the other way round.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
+from emulator.fleet.scratch import scratch_dir
 from emulator.fleet.spec import FleetSpecError
 
 EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
@@ -27,13 +26,3 @@ def fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
         path.mkdir(parents=True, exist_ok=True)
         return path, False
     return scratch_dir("dd-fleet-"), not args.keep
-
-
-def scratch_dir(prefix: str) -> Path:
-    """A new temporary directory, on a RAM disk when there is one.
-
-    Every payload is fsync'ed by the outbox, and a thousand simulated devices need not
-    wear a real disk (nor wait for it)."""
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))

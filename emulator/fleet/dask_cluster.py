@@ -41,11 +41,11 @@ from urllib.parse import urlsplit
 
 from device_direct.clock import SystemClock
 from device_direct.config import TlsLibrary
-from emulator.fleet.cli_common import scratch_dir
 from emulator.fleet.live_stats import merge_snapshots
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, merge_reports
 from emulator.fleet.runner import FleetRunError, ServerTarget, server_upload_counts
+from emulator.fleet.scratch import scratch_dir, sweep_orphans
 from emulator.fleet.spec import FleetSpec, FleetSpecError, Shard
 from emulator.loop import LoopName
 from emulator.loop import run as run_on_loop
@@ -62,6 +62,9 @@ class ClusterUnreachable(FleetSpecError):
         super().__init__(f"--cluster {address}: cannot reach the Dask scheduler ({cause}); "
                          "start one with `dask scheduler` or check the address")
         self.address = address
+
+
+SHARD_PREFIX = "dd-fleet-shard-"  # a shard's scratch directory on its worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,10 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
             sent[0] = wall.monotonic()
             worker.log_event(job.topic, {"shard": str(job.shard), "stats": snapshot})
 
-    work = scratch_dir(f"dd-fleet-shard-{job.shard.index}-")
+    # A worker killed mid-shard (SIGKILL, the OOM killer) could not remove its shard's
+    # directory: the first shard run on this host after it does.
+    sweep_orphans(SHARD_PREFIX)
+    work = scratch_dir(f"{SHARD_PREFIX}{job.shard.index}-", owned=True)
     target = job.target
     try:
         if job.ca_pem is not None:
