@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emulator.fleet.scratch import scratch_dir
+from emulator.fleet.scratch import scratch_dir, sweep_orphans
 from emulator.fleet.spec import FleetSpecError
 
 EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+WORK_PREFIX = "dd-fleet-"  # a run's scratch work directory (and a Dask shard's)
 
 
 def fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
@@ -25,4 +26,7 @@ def fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
                                  "(device data of another run would mix with this one)")
         path.mkdir(parents=True, exist_ok=True)
         return path, False
-    return scratch_dir("dd-fleet-"), not args.keep
+    # A run killed outright (SIGKILL, the OOM killer) could not remove its directory:
+    # swept up here, by the next run on this machine (--keep ones are never owned).
+    sweep_orphans(WORK_PREFIX)
+    return scratch_dir(WORK_PREFIX, owned=not args.keep), not args.keep

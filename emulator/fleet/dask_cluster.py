@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from device_direct.clock import SystemClock
 from device_direct.config import TlsLibrary
+from emulator.fleet.cli_common import WORK_PREFIX
 from emulator.fleet.live_stats import merge_snapshots
 from emulator.fleet.progress import ProgressBar
 from emulator.fleet.report import FleetReport, merge_reports
@@ -64,7 +65,7 @@ class ClusterUnreachable(FleetSpecError):
         self.address = address
 
 
-SHARD_PREFIX = "dd-fleet-shard-"  # a shard's scratch directory on its worker
+SHARD_PREFIX = f"{WORK_PREFIX}shard-"  # a shard's scratch directory on its worker
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,16 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from emulator.fleet.cli import main
+from emulator.fleet.cli_common import WORK_PREFIX
 from emulator.fleet.progress import ProgressBar, render
+from emulator.fleet.scratch import OWNER_FILE, Owner, scratch_base
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -347,6 +350,37 @@ def test_a_killed_parent_leaves_no_shard_running(tmp_path: Path) -> None:
         for pid in shards:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_killed_outright_has_its_scratch_dir_swept_by_the_next_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A run without --work-dir keeps its devices in a scratch directory (on the RAM disk)
+    that it removes when it ends; SIGKILL leaves it, and the next run removes it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator.fleet", "--devices", "50", "--days", "30",
+         "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (left := _work_dirs_of(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no scratch dir"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert all(path.is_dir() for path in left)
+    assert main(["--devices", "1", "--days", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert not any(path.exists() for path in left), left
+
+
+def _work_dirs_of(pid: int) -> list[Path]:
+    found = []
+    for path in (scratch_base() or Path(tempfile.gettempdir())).glob(f"{WORK_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            owner = Owner.parse((path / OWNER_FILE).read_text(encoding="ascii"))
+            if owner is not None and owner.pid == pid:
+                found.append(path)
+    return found
 
 
 def _describe(pid: int) -> str:
