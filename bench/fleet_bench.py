@@ -22,6 +22,9 @@ share one event loop:
     floor TLS itself sets. s_time makes one connection at a time (no client
     certificate), so its rate is set by openssl's CPU and the server's in turn; the
     bench prints both per handshake and the server's share of a core meanwhile;
+(c') the same, making the handshake a device makes (its client certificate, the
+    server's chain verified), after each round of (b)-(e'): printed beside the goal's (c),
+    which it does not replace;
 (e) ``bare_client.py``: Locust's device-day made over aiohttp on uvloop and nothing else,
     no agent: the floor of the fleet's stack until brief 23x gave the transport its own
     HTTP/1.1 (cheaper than aiohttp's client: docs/fleet.md). Its CPU per device-day
@@ -425,6 +428,10 @@ def main() -> int:
         # Locust drives the devices the one-day fleet registered. Its rounds bracket
         # the 30-day fleet evenly, each followed by openssl.
         locust_runs: dict[str, list[Baseline]] = {user: [] for user in CLIENTS}
+        # (c'): s_time making a device's handshake (one of the devices just registered).
+        first = json.loads(devices_file(one_day).read_text())[0]
+        device_files = (Path(first["cert"]), Path(first["key"]), state / "pki" / "bundle.pem")
+        device_handshake_runs: list[HandshakeRun] = []
         # The server's CPU seconds and the device-days it served, per client.
         server_use: dict[str, list[float]] = {
             user: [0.0, 0.0] for user in ("fleet", *CLIENTS)}
@@ -440,6 +447,8 @@ def main() -> int:
                 server_use[user][1] += result[1] + result[2]
                 locust_runs[user].append(result)
             handshake_runs.append(openssl_run(port, args.openssl_seconds, proc.pid))
+            device_handshake_runs.append(openssl_run(port, args.openssl_seconds, proc.pid,
+                                                     device_files))
 
         before = max(1, args.repeats // 2)
         for run in range(before):
@@ -463,6 +472,10 @@ def main() -> int:
     kib = idle_rss_subprocess(args.idle_devices, args.loop)
     locust_rate = {u: statistics.median(r[0] for r in runs) for u, runs in locust_runs.items()}
     handshakes = statistics.median(h.per_s for h in handshake_runs)
+    device_handshakes = statistics.median(h.per_s for h in device_handshake_runs)
+    device_hs_client_ms = statistics.median(h.client_cpu_ms for h in device_handshake_runs)
+    device_hs_server_ms = statistics.median(h.server_cpu_ms or 0.0
+                                            for h in device_handshake_runs)
     openssl_client_ms = statistics.median(h.client_cpu_ms for h in handshake_runs)
     openssl_server_ms = statistics.median(h.server_cpu_ms or 0.0 for h in handshake_runs)
     openssl_server_busy = statistics.median(h.server_busy or 0.0 for h in handshake_runs)
@@ -509,6 +522,11 @@ def main() -> int:
           f"handshake, the server {openssl_server_ms:.2f} ms (no client certificate), "
           f"busy {openssl_server_busy:.0%} of a core meanwhile: the rate is set by the two "
           "in turn, not by the server's capacity")
+    print(f"(c') the same with a device's handshake (its client certificate, the server's "
+          f"chain verified: -cert -key -CAfile -verify): median {device_handshakes:.1f} "
+          f"handshakes/s of {len(device_handshake_runs)} runs "
+          f"({', '.join(f'{h.per_s:.1f}' for h in device_handshake_runs)}); openssl "
+          f"{device_hs_client_ms:.2f} ms, the server {device_hs_server_ms:.2f} ms per handshake")
     print(f"(d)  idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
     print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core): "
           f"fleet {fleet_ms}, locust FastHttpUser {client_ms('FastHttpUser')}, locust "
@@ -537,6 +555,8 @@ def main() -> int:
         ok = value is not None and (value >= goal if op == ">=" else value <= goal)
         met[key] = ok
         print(f"     {name:<29} {value!s:>7}   goal {op} {goal:<5} {'met' if ok else 'NOT met'}")
+    print(f"     (fleet / openssl with a device's handshake, (c'), beside the goal: "
+          f"{ratio(fleet_rate, device_handshakes)})")
     if steady_rate:
         print(f"     steady state: fleet/locust-FastHttpUser "
               f"{ratio(steady_rate, locust_rate['FastHttpUser'])}, fleet/openssl "
@@ -562,6 +582,10 @@ def main() -> int:
         "locust_httpuser_device_days_per_s": round(locust_rate["HttpUser"], 1),
         "locust_fasthttpuser_device_days_per_s": round(locust_rate["FastHttpUser"], 1),
         "openssl_handshakes_per_s": round(handshakes, 1),
+        "openssl_device_handshakes_per_s": round(device_handshakes, 1),
+        "ratio_vs_openssl_device_handshake": ratio(fleet_rate, device_handshakes),
+        "openssl_device_handshake_client_cpu_ms": round(device_hs_client_ms, 3),
+        "openssl_device_handshake_server_cpu_ms": round(device_hs_server_ms, 3),
         "openssl_client_cpu_ms_per_handshake": round(openssl_client_ms, 3),
         "openssl_server_cpu_ms_per_handshake": round(openssl_server_ms, 3),
         "server_busy_fraction_of_core_during_openssl": round(openssl_server_busy, 3),

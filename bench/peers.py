@@ -64,17 +64,24 @@ class HandshakeRun:
     server_busy: float | None  # the server's share of a core over the run
 
 
-def openssl_run(port: int, seconds: int, server_pid: int | None = None) -> HandshakeRun:
+def openssl_run(port: int, seconds: int, server_pid: int | None = None,
+                device: tuple[Path, Path, Path] | None = None) -> HandshakeRun:
     """``openssl s_time -new`` against 127.0.0.1:``port`` for ``seconds``; the server's
-    CPU is read from /proc when ``server_pid`` (it and its workers) is given."""
+    CPU is read from /proc when ``server_pid`` (it and its workers) is given. ``device``
+    (certificate, key, CA bundle): the handshake a device makes, with its client
+    certificate and the server's chain verified (``-cert -key -CAfile -verify``)."""
     if shutil.which("openssl") is None:
         raise SystemExit("openssl is not installed (apt-get install openssl)")
+    extra: list[str] = []
+    if device is not None:
+        cert, key, ca = device
+        extra = ["-cert", str(cert), "-key", str(key), "-CAfile", str(ca), "-verify", "2"]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     server0 = tree_cpu_s(server_pid) if server_pid is not None else 0.0
     started = time.perf_counter()
     out = subprocess.run(
-        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
-        capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds),
+         *extra], capture_output=True, text=True, timeout=seconds * 4 + 30).stdout
     wall = time.perf_counter() - started
     server = tree_cpu_s(server_pid) - server0 if server_pid is not None else None
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
