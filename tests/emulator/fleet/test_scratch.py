@@ -57,7 +57,9 @@ def test_a_killed_process_not_yet_reaped_counts_as_ended(tmp_path: Path) -> None
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         started = _proc_start(child.pid)
+        deadline = time.monotonic() + 30
         while _proc_state(child.pid) != "Z":  # ended; not waited for: a zombie
+            assert time.monotonic() < deadline, "the child did not end"
             time.sleep(0.01)
         left = _dir(tmp_path, "dd-x-zombie", Owner(socket.gethostname(), child.pid,
                                                    started).text())
