@@ -106,22 +106,32 @@ def scratch_dir(prefix: str, *, owned: bool = False) -> Path:
     return path
 
 
-def sweep_orphans(prefix: str, base: Path | None = None) -> list[Path]:
-    """Remove the owned scratch directories named ``prefix...`` in ``base`` (default:
-    :func:`scratch_base`) whose process is gone; the directories removed. A directory
-    without an owner file (not owned, or its owner still writing it) is left alone."""
+def owned(prefix: str, base: Path | None = None) -> list[tuple[Path, Owner]]:
+    """The owned scratch directories named ``prefix...`` in ``base`` (default:
+    :func:`scratch_base`), with their owners, in name order. A directory without a
+    readable owner file (not owned, or its owner still writing it) is not listed."""
     root = base if base is not None else (scratch_base() or Path(tempfile.gettempdir()))
-    removed: list[Path] = []
+    found: list[tuple[Path, Owner]] = []
     try:
         candidates = sorted(root.glob(f"{prefix}*"))
     except OSError:
-        return removed
+        return found
     for path in candidates:
         try:
             owner = Owner.parse((path / OWNER_FILE).read_text(encoding="ascii"))
         except (OSError, UnicodeDecodeError):
             continue
-        if owner is None or alive(owner):
+        if owner is not None:
+            found.append((path, owner))
+    return found
+
+
+def sweep_orphans(prefix: str, base: Path | None = None) -> list[Path]:
+    """Remove the :func:`owned` directories named ``prefix...`` whose process is gone;
+    the directories removed. Unowned ones are left alone."""
+    removed: list[Path] = []
+    for path, owner in owned(prefix, base):
+        if alive(owner):
             continue
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():

@@ -9,7 +9,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from emulator.fleet.cli import main
 from emulator.fleet.cli_common import WORK_PREFIX
 from emulator.fleet.progress import ProgressBar, render
-from emulator.fleet.scratch import OWNER_FILE, Owner, scratch_base
+from emulator.fleet.scratch import owned
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -361,7 +360,7 @@ def test_a_run_killed_outright_has_its_scratch_dir_swept_by_the_next_run(
          "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not (left := _work_dirs_of(proc.pid)):
+        while not (left := [path for path, owner in owned(WORK_PREFIX) if owner.pid == proc.pid]):
             assert proc.poll() is None and time.monotonic() < deadline, "no scratch dir"
             time.sleep(0.05)
     finally:
@@ -371,16 +370,6 @@ def test_a_run_killed_outright_has_its_scratch_dir_swept_by_the_next_run(
     assert main(["--devices", "1", "--days", "1", "--no-progress"]) == 0
     capsys.readouterr()
     assert not any(path.exists() for path in left), left
-
-
-def _work_dirs_of(pid: int) -> list[Path]:
-    found = []
-    for path in (scratch_base() or Path(tempfile.gettempdir())).glob(f"{WORK_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            owner = Owner.parse((path / OWNER_FILE).read_text(encoding="ascii"))
-            if owner is not None and owner.pid == pid:
-                found.append(path)
-    return found
 
 
 def _describe(pid: int) -> str:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from emulator.fleet.dask_cluster import SHARD_PREFIX
-from emulator.fleet.scratch import OWNER_FILE, Owner, scratch_base
+from emulator.fleet.scratch import owned
 from emulator.server.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -144,7 +143,7 @@ def test_a_worker_killed_mid_run_has_its_shard_run_again(cluster: Cluster,
     while run.poll() is None and time.monotonic() < deadline and not killed:
         rows = list(csv.DictReader(stats.open())) if stats.exists() else []
         done = int(rows[-1]["device_days_delivered"]) if rows else 0
-        left = left or _shard_dirs_of(victim.pid)
+        left = left or [path for path, owner in owned(SHARD_PREFIX) if owner.pid == victim.pid]
         if left and devices * days // 10 <= done < devices * days * 3 // 4:
             victim.send_signal(signal.SIGKILL)  # mid-shard: both are running
             killed = True
@@ -163,19 +162,6 @@ def test_a_worker_killed_mid_run_has_its_shard_run_again(cluster: Cluster,
     # The killed worker could not remove its shard's device data; the shard run again
     # on the other worker swept it up.
     assert not any(path.exists() for path in left), left
-
-
-def _shard_dirs_of(pid: int) -> list[Path]:
-    """The shard scratch directories a worker process ``pid`` owns on this host."""
-    found = []
-    for path in (scratch_base() or Path(tempfile.gettempdir())).glob(f"{SHARD_PREFIX}*"):
-        try:
-            owner = Owner.parse((path / OWNER_FILE).read_text(encoding="ascii"))
-        except OSError:
-            continue
-        if owner is not None and owner.pid == pid:
-            found.append(path)
-    return found
 
 
 def test_an_unreachable_scheduler_is_a_usage_error_naming_it(tmp_path: Path) -> None:
