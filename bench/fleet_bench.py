@@ -537,6 +537,19 @@ def main() -> int:
     print(f"     the agents' own work (the fleet less its transport alone): {agents_ms} ms "
           "per device-day (model, payload, outbox, journal, the agent's logic, registration)")
 
+    def cores_busy(rate: float, client: float | None, server: float | None) -> float | None:
+        """Cores the client and the server kept busy together: rate x their CPU per
+        device-day. Each is one thread, so 2 is the most on this machine; what falls
+        short is time one of them waited for the other."""
+        return round(rate * (client + server) / 1000, 2) if client and server else None
+
+    fleet_cores = cores_busy(fleet_rate, fleet_ms, server_ms("fleet"))
+    fast_cores = cores_busy(locust_rate["FastHttpUser"], client_ms("FastHttpUser"),
+                            server_ms("FastHttpUser"))
+    print(f"cores kept busy by client and server together: fleet {fleet_cores}, locust "
+          f"FastHttpUser {fast_cores} (of {os.cpu_count()}; a rate is about this over "
+          "the two's CPU per device-day)")
+
     def ratio(a: float | None, b: float) -> float | None:
         return round(a / b, 3) if a and b else None
 
@@ -568,12 +581,12 @@ def main() -> int:
     fleet_busy = fleet_cpu / fleet_s
     targets = (("fleet >= FastHttpUser", "fasthttpuser", locust_rate["FastHttpUser"]),
                ("fleet >= 0.65 x openssl", "openssl", 0.65 * handshakes))
-    needs = {key: cpu_needed(target, fleet_busy) for _, key, target in targets}
+    needs = {key: cpu_needed(goal_rate, fleet_busy) for _, key, goal_rate in targets}
     print("what a goal's rate needs, from this run's figures (each process is one thread: "
           "at most one core):")
-    for name, key, target in targets:
+    for name, key, goal_rate in targets:
         fleet_need, server_need = needs[key]
-        print(f"     {name} ({target:.1f}/s): the fleet at <= {fleet_need:.2f} ms CPU per "
+        print(f"     {name} ({goal_rate:.1f}/s): the fleet at <= {fleet_need:.2f} ms CPU per "
               f"device-day at its {fleet_busy:.0%} of a core (now {fleet_ms}), the server at "
               f"<= {server_need:.2f} ms per fleet device-day at all of a core (now "
               f"{server_ms('fleet')})")
@@ -616,6 +629,8 @@ def main() -> int:
         "server_cpu_ms_per_device_day_locust_httpuser": server_ms("HttpUser"),
         "server_busy_fraction_of_core_during_fleet": round(server_busy, 3),
         "fleet_busy_fraction_of_core": round(fleet_busy, 3),
+        "cores_busy_fleet_and_server": fleet_cores,
+        "cores_busy_locust_fasthttpuser_and_server": fast_cores,
         **{f"goal_{key}_needs_fleet_cpu_ms_per_device_day": round(need[0], 2)
            for key, need in needs.items()},
         **{f"goal_{key}_needs_server_cpu_ms_per_device_day": round(need[1], 2)
