@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,53 @@ async def test_power_cut_while_building_is_caught_up_at_boot(tmp_path: Path) -> 
                 await task
         uploads = server.storage.uploads(reborn.identity.device_id or "")
         assert [u["trigger"] for u in uploads] == ["scheduled", "scheduled"]
+
+
+async def test_the_payload_build_lets_the_loop_run_between_its_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshot, XML, zip and store each run in their own turn of the loop, so a
+    process's other connections (a fleet's, the device's web pages) are served in
+    between (docs/fleet.md, "Two processes waiting on each other")."""
+    import device_direct.agent as agent_module
+
+    order: list[str] = []
+    for name in ("collect", "build_xml", "pack_zip"):
+        real = getattr(agent_module, name)
+
+        def staged(*args: object, _real: Callable[..., object] = real, _name: str = name,
+                   **kwargs: object) -> object:
+            order.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(agent_module, name, staged)
+    real_off_loop = agent_module.off_loop
+
+    async def storing(*args: Any, **kwargs: Any) -> Any:
+        order.append("store")
+        return await real_off_loop(*args, **kwargs)
+
+    monkeypatch.setattr(agent_module, "off_loop", storing)
+    clock = VirtualClock()
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        agent, _ = make_agent(tmp_path, server, make_device(clock, None), clock)
+
+        async def other_work() -> None:
+            while True:
+                order.append("other")
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        try:
+            upload_id = await agent.queue_payload("on-demand")
+        finally:
+            other.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await other
+    assert upload_id is not None
+    assert [e.upload_id for e in agent.outbox.entries()] == [upload_id]
+    stages = [i for i, what in enumerate(order) if what != "other"]
+    assert [order[i] for i in stages] == ["collect", "build_xml", "pack_zip", "store"]
+    for this, following in itertools.pairwise(stages):
+        assert "other" in order[this + 1:following], order[this:following + 1]
