@@ -15,10 +15,13 @@ no journal. ``--client``:
   one's is what the agents' own work costs.
 
     python bench/bare_client.py --port P --devices devices.json --ca bundle.pem \
-        --sample sample.xml --seconds 15 --concurrency 32 [--client aiohttp|transport]
+        --sample sample.xml|payloads.json --seconds 15 --concurrency 32 \
+        [--client aiohttp|transport]
 
 ``devices.json`` is the list ``fleet_bench.py`` hands Locust (serial, device_id, cert,
-key). Prints one JSON object: device_days, errors, seconds (first to last device-day).
+key). ``--sample`` is one device-data.xml, or a JSON list of them (the fleet's own
+payloads, as ``fleet_bench.py`` hands them): device-day ``n`` sends the ``n``-th, round
+robin. Prints one JSON object: device_days, errors, seconds (first to last device-day).
 """
 
 from __future__ import annotations
@@ -51,12 +54,25 @@ from device_direct.transport import Transport  # noqa: E402
 FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
 
 
+def load_samples(path: str | Path) -> list[str]:
+    """The payloads to send: one device-data.xml, or a JSON list of them."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith(".json"):
+        samples = json.loads(text)
+        if not isinstance(samples, list) or not samples or not all(
+                isinstance(x, str) for x in samples):
+            raise SystemExit(f"{path}: expected a JSON list of device-data.xml texts")
+        return samples
+    return [text]
+
+
 def payload(sample: str, serial: str, sequence: int) -> tuple[str, bytes]:
-    """The Locust user's payload: the sample with this device's id, sequence and serial."""
+    """The Locust user's payload: the sample with this device's id, sequence and serial
+    (the root's uploadId and sequence, the identity's serial: each the first of its kind)."""
     upload_id = str(uuid.uuid4())
     xml = re.sub(r'uploadId="[^"]+"', f'uploadId="{upload_id}"', sample, count=1)
     xml = re.sub(r'sequence="\d+"', f'sequence="{sequence}"', xml, count=1)
-    xml = xml.replace("<Serial>EMU8055001</Serial>", f"<Serial>{serial}</Serial>")
+    xml = re.sub(r"<Serial>[^<]*</Serial>", f"<Serial>{serial}</Serial>", xml, count=1)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("device-data.xml", xml)
@@ -65,7 +81,7 @@ def payload(sample: str, serial: str, sequence: int) -> tuple[str, bytes]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     devices = json.loads(Path(args.devices).read_text(encoding="utf-8"))
-    sample = Path(args.sample).read_text(encoding="utf-8")
+    samples = load_samples(args.sample)
     contexts: dict[str, ssl.SSLContext] = {}  # one per device, as each agent keeps one
     identities: dict[str, IdentityStore] = {}  # the same for the transport (its context)
     done = {"device_days": 0, "errors": 0}
@@ -88,7 +104,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             n = next(counter)
             dev = devices[n % len(devices)]
             first[:] = first or [time.perf_counter()]
-            upload_id, body = payload(sample, dev["serial"], 200000 + n // len(devices))
+            upload_id, body = payload(samples[n % len(samples)], dev["serial"],
+                                      200000 + n // len(devices))
             base = f"https://127.0.0.1:{args.port}/dd/v1/devices/{dev['device_id']}"
             headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
                        "Content-SHA256": hashlib.sha256(body).hexdigest()}
@@ -118,7 +135,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             n = next(counter)
             dev = devices[n % len(devices)]
             first[:] = first or [time.perf_counter()]
-            upload_id, body = payload(sample, dev["serial"], 200000 + n // len(devices))
+            upload_id, body = payload(samples[n % len(samples)], dev["serial"],
+                                      200000 + n // len(devices))
             identity = identities.get(dev["serial"])
             if identity is None:
                 identity = identities[dev["serial"]] = IdentityStore(Path(dev["cert"]).parent)
@@ -146,7 +164,8 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--devices", required=True, help="JSON list: serial, device_id, cert, key")
     ap.add_argument("--ca", required=True, help="the server's CA bundle")
-    ap.add_argument("--sample", required=True, help="the sample device-data.xml")
+    ap.add_argument("--sample", required=True,
+                    help="the device-data.xml to send, or a JSON list of them")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--client", choices=("aiohttp", "transport"), default="aiohttp",

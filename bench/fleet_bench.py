@@ -37,6 +37,17 @@ share one event loop:
 (d) RSS per idle simulated device: 10,000 models + agents created and parked on the
     virtual clock, in a fresh process; RSS delta / 10,000.
 
+What (b), (e) and (e') upload: the fleet's own payloads (``--baseline-payloads fleet``,
+the default). First of all (this is also the warm-up: imports and first-use costs) a
+small fleet of the same length as (a), 30 devices x ``--days``, uploads; the payloads the
+server stored, every day of each device's life, are what the baselines send, round
+robin, with their own devices' serials, Upload-Ids and sequence numbers. So the server
+checks and stores the same payloads whichever client sends them. A fleet device's
+payload grows through its first weeks (its transfer history gains a record a day:
+about 6.7 KB of XML on day 1, 10-11 KB on day 30), and the fixture's sample
+(``--baseline-payloads fixture``, 7.2 KB, what the baselines sent until the thirteenth
+round of issue 23) is lighter for the server than the fleet's average day.
+
 (b), (b'), (e), (e') and (c) are each run ``--repeats`` times (4), interleaved with each other and
 bracketing (a) evenly: half the rounds before the 30-day fleet, half after it (and one
 more openssl run first). Their medians are quoted: the machine is shared, its speed
@@ -70,14 +81,17 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import io
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,24 +181,24 @@ LOCUSTFILE = textwrap.dedent('''
     from locust import HttpUser, events, task
 
     DEVICES = json.load(open(os.environ["FLEET_DEVICES"]))
-    SAMPLE = open(os.environ["FLEET_SAMPLE"]).read()
     CA = os.environ["FLEET_CA"]
     NEXT = itertools.count()
     DONE = {"device_days": 0, "errors": 0, "first": None, "last": None}
     FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
 
-    # The same payload as bench/bare_client.py's device-day (one function for both).
+    # The same payloads as bench/bare_client.py's device-days (one function for both).
     sys.path.insert(0, os.environ["FLEET_BENCH_DIR"])
-    from bare_client import payload as sample_payload
+    from bare_client import load_samples, payload as sample_payload
+    SAMPLES = load_samples(os.environ["FLEET_SAMPLE"])
 
-    def payload(serial, sequence):
-        return sample_payload(SAMPLE, serial, sequence)
+    def payload(serial, sequence, n):
+        return sample_payload(SAMPLES[n % len(SAMPLES)], serial, sequence)
 
     def next_day():
         n = next(NEXT)
         dev = DEVICES[n % len(DEVICES)]
         DONE["first"] = DONE["first"] or time.perf_counter()
-        upload_id, body = payload(dev["serial"], 100000 + n // len(DEVICES))
+        upload_id, body = payload(dev["serial"], 100000 + n // len(DEVICES), n)
         headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
                    "Content-SHA256": hashlib.sha256(body).hexdigest()}
         return dev, f"/dd/v1/devices/{dev['device_id']}", body, headers
@@ -255,6 +269,24 @@ CLIENTS = (*LOCUST_USERS, BARE, OWN)
 
 
 SAMPLE = ROOT / "fixtures" / "payloads" / "sample-device-data.xml"
+SAMPLE_FLEET_DEVICES = 30  # the small fleet whose payloads the baselines send
+
+
+def fleet_payloads(state: Path, out: Path) -> tuple[Path, list[int]]:
+    """Every payload the server has stored so far (the small fleet's, run first), as a
+    JSON list of device-data.xml texts in ``out``; with their sizes in bytes."""
+    db = sqlite3.connect(f"file:{state / 'server.sqlite3'}?mode=ro", uri=True)
+    try:
+        zips = [row[0] for row in db.execute(
+            "SELECT zip FROM uploads ORDER BY device_id, sequence")]
+    finally:
+        db.close()
+    texts = [zipfile.ZipFile(io.BytesIO(z)).read("device-data.xml").decode("utf-8")
+             for z in zips]
+    if not texts:
+        raise SystemExit("the small fleet stored no payloads for the baselines")
+    out.write_text(json.dumps(texts), encoding="utf-8")
+    return out, [len(t.encode("utf-8")) for t in texts]
 
 # A baseline run: device-days/s, device-days, errors, the client process's CPU seconds.
 Baseline = tuple[float, int, int, float]
@@ -275,16 +307,18 @@ def devices_file(work: Path) -> Path:
 
 
 def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: str,
-               user_class: str = "HttpUser", processes: int = 1) -> Baseline:
+               user_class: str = "HttpUser", processes: int = 1,
+               samples: Path = SAMPLE) -> Baseline:
     """Locust's device-day for ``seconds``, ``users`` at once, in one process or, with
-    ``processes`` > 1, ``locust --processes`` workers (its own master beside them)."""
+    ``processes`` > 1, ``locust --processes`` workers (its own master beside them),
+    sending ``samples`` (one device-data.xml, or a JSON list of them)."""
     locust = Path(sys.executable).with_name("locust")
     if not locust.exists():
         raise SystemExit("locust is not installed: .venv/bin/pip install locust")
     tmp = work / f"locust-{run}"
     tmp.mkdir()
     (tmp / "locustfile.py").write_text(LOCUSTFILE)
-    env = dict(os.environ, FLEET_DEVICES=str(devices_file(work)), FLEET_SAMPLE=str(SAMPLE),
+    env = dict(os.environ, FLEET_DEVICES=str(devices_file(work)), FLEET_SAMPLE=str(samples),
                FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"),
                FLEET_USER=user_class, FLEET_BENCH_DIR=str(Path(__file__).parent))
     cpu0 = children_cpu_s()
@@ -309,14 +343,14 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
 
 
 def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
-             client: str = BARE) -> Baseline:
+             client: str = BARE, samples: Path = SAMPLE) -> Baseline:
     """(e), (e'): the same device-day over aiohttp's client or the device's transport on
-    uvloop alone (``bare_client.py --client``)."""
+    uvloop alone (``bare_client.py --client``), sending ``samples``."""
     cpu0 = children_cpu_s()
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("bare_client.py")), "--port", str(port),
          "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
-         "--sample", str(SAMPLE), "--seconds", str(seconds), "--concurrency", str(users),
+         "--sample", str(samples), "--seconds", str(seconds), "--concurrency", str(users),
          "--client", client],
         check=False, capture_output=True, text=True, timeout=seconds * 3 + 60)
     cpu = children_cpu_s() - cpu0
@@ -400,6 +434,10 @@ def main() -> int:
     ap.add_argument("--loop", choices=LOOP_NAMES, default="auto",
                     help="the fleet's event loop, as `fleet --loop` (default auto: uvloop "
                          "when installed)")
+    ap.add_argument("--baseline-payloads", choices=("fleet", "fixture"), default="fleet",
+                    help="what Locust and the bare clients upload: the fleet's own payloads "
+                         "(default: those of a small fleet of --days, run first) or the "
+                         "fixture's one sample")
     ap.add_argument("--idle-only", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.loop = resolve(args.loop)
@@ -413,9 +451,13 @@ def main() -> int:
         # one-time set-up plus a day costs, to split the 30-day run into set-up and
         # steady state. Locust's device-days below are steady state only.
         # Warm-up (not measured): imports and first-use costs in this process would
-        # otherwise land on whichever fleet runs first.
-        fleet_run(fleet_target(port, state, 5), tmp / "warm-up", 5, 1,
-                  args.concurrency, seed=10, loop=args.loop)
+        # otherwise land on whichever fleet runs first. It is also the small fleet whose
+        # payloads the baselines send (see the module's docstring).
+        fleet_run(fleet_target(port, state, SAMPLE_FLEET_DEVICES), tmp / "warm-up",
+                  SAMPLE_FLEET_DEVICES, args.days, args.concurrency, seed=10, loop=args.loop)
+        samples, sample_sizes = (
+            fleet_payloads(state, tmp / "baseline-payloads.json")
+            if args.baseline_payloads == "fleet" else (SAMPLE, [SAMPLE.stat().st_size]))
         # The machine is shared and noisy: the baselines are taken several times,
         # before and after the fleet and between each other, and their medians used.
         handshake_runs: list[HandshakeRun] = [openssl_run(port, args.openssl_seconds, proc.pid)]
@@ -440,9 +482,11 @@ def main() -> int:
             for user in CLIENTS:
                 before_cpu = cpu_s(proc.pid)
                 result = (bare_run(port, state, one_day, args.concurrency,
-                                   args.locust_seconds, user) if user in (BARE, OWN) else
+                                   args.locust_seconds, user, samples)
+                          if user in (BARE, OWN) else
                           locust_run(port, state, one_day, args.concurrency,
-                                     args.locust_seconds, f"{user}-{run}", user))
+                                     args.locust_seconds, f"{user}-{run}", user,
+                                     samples=samples))
                 server_use[user][0] += cpu_s(proc.pid) - before_cpu
                 server_use[user][1] += result[1] + result[2]
                 locust_runs[user].append(result)
@@ -515,6 +559,12 @@ def main() -> int:
               f"{sum(r[1] for r in runs)} device-days, {sum(r[2] for r in runs)} errors, "
               f"{args.concurrency} at once, {args.locust_seconds} s each); its process "
               f"{client_ms(user)} ms CPU per device-day, the server's {server_ms(user)}")
+    sizes_kb = sorted(n / 1000 for n in sample_sizes)
+    whose = "the fleet" if args.baseline_payloads == "fleet" else "the fixture"
+    print(f"     (b)-(e') uploaded {whose}'s payloads: {len(sizes_kb)} device-data.xml"
+          + (f" of a {SAMPLE_FLEET_DEVICES}-device, {args.days}-day fleet, median "
+             f"{statistics.median(sizes_kb):.1f} KB ({sizes_kb[0]:.1f}-{sizes_kb[-1]:.1f})"
+             if len(sizes_kb) > 1 else f", {sizes_kb[0]:.1f} KB"))
     print(f"(c)  openssl s_time -new: median {handshakes:.1f} handshakes/s of "
           f"{len(handshake_runs)} runs ({', '.join(f'{h.per_s:.1f}' for h in handshake_runs)}; "
           "same server, same port)")
@@ -635,6 +685,8 @@ def main() -> int:
            for key, need in needs.items()},
         **{f"goal_{key}_needs_server_cpu_ms_per_device_day": round(need[1], 2)
            for key, need in needs.items()},
+        "baseline_payloads": args.baseline_payloads,
+        "baseline_payload_xml_kb_median": round(statistics.median(sample_sizes) / 1000, 2),
         "fleet_wall_s": round(fleet_s, 1),
         "fleet_ok": fleet_ok,
         "fleet_loop": args.loop,

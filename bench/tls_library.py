@@ -7,6 +7,11 @@ and key) and (2) a full TLS 1.3 handshake with its client certificate, the serve
 verified, against a server made with Python's ``ssl`` in the same thread (memory BIOs;
 only the client's calls are timed). Alternating rounds; medians of each round's median.
 
+It also times (3) the other side: the server's CPU for the same handshake (a client made
+with Python's ``ssl`` presenting the device's certificate), and for one without a client
+certificate (what ``openssl s_time -new`` makes), with the server on each library. The
+reference server runs on the system's; these rows say what moving it would change.
+
     .venv/bin/python bench/tls_library.py [--rounds 7] [--count 200]
 
 Last line: JSON.
@@ -68,6 +73,82 @@ class BundledClient:
             raise SystemExit(f"bundled handshake failed: {tls_bundled._error_text(lib, self.ffi)}")
         count = lib.BIO_read(self.outgoing, self.buffer, 65536)
         return result == 1, self.ffi.buffer(self.buffer, count)[:] if count > 0 else b""
+
+
+class BundledServer:
+    """A server-side SSL object of the bundled OpenSSL on memory BIOs (bench only)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.lib, self.ffi = tls_bundled._bindings()
+        lib = self.lib
+        self.conn = self.ffi.gc(lib.SSL_new(ctx), lib.SSL_free)
+        self.incoming, self.outgoing = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
+        lib.SSL_set_bio(self.conn, self.incoming, self.outgoing)
+        lib.SSL_set_accept_state(self.conn)
+        self.buffer = self.ffi.new("char[]", 65536)
+
+    def step(self, data: bytes) -> tuple[bool, bytes]:
+        lib = self.lib
+        lib.BIO_write(self.incoming, data, len(data))
+        result = lib.SSL_do_handshake(self.conn)
+        if result != 1 and lib.SSL_get_error(self.conn, result) != lib.SSL_ERROR_WANT_READ:
+            raise SystemExit(f"bundled server handshake failed: "
+                             f"{tls_bundled._error_text(lib, self.ffi)}")
+        count = lib.BIO_read(self.outgoing, self.buffer, 65536)
+        return result == 1, self.ffi.buffer(self.buffer, count)[:] if count > 0 else b""
+
+
+class SystemServer:
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+
+    def step(self, data: bytes) -> tuple[bool, bytes]:
+        self.incoming.write(data)
+        try:
+            self.tls.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        return done, self.outgoing.read()
+
+
+def bundled_server_context(chain: Path, key: Path, client_ca: Path) -> Any:
+    """What the reference server's context asks (TLS 1.2+, client certificate optional,
+    no session tickets), on the bundled OpenSSL."""
+    lib, ffi = tls_bundled._bindings()
+    ctx = ffi.gc(lib.SSL_CTX_new(lib.TLS_server_method()), lib.SSL_CTX_free)
+    lib.SSL_CTX_set_min_proto_version(ctx, lib.TLS1_2_VERSION)
+    lib.SSL_CTX_set_options(ctx, lib.SSL_OP_ALL | lib.SSL_OP_NO_COMPRESSION | lib.SSL_OP_NO_TICKET)
+    if not (lib.SSL_CTX_use_certificate_chain_file(ctx, str(chain).encode())
+            and lib.SSL_CTX_use_PrivateKey_file(ctx, str(key).encode(), lib.SSL_FILETYPE_PEM)
+            and lib.SSL_CTX_load_verify_locations(ctx, str(client_ca).encode(), ffi.NULL)):
+        raise SystemExit(f"bundled server context: {tls_bundled._error_text(lib, ffi)}")
+    lib.SSL_CTX_set_verify(ctx, lib.SSL_VERIFY_PEER, ffi.NULL)
+    return ctx
+
+
+def server_handshake(make_server: Callable[[], Any], client_ctx: ssl.SSLContext) -> float:
+    """One handshake; the server's CPU seconds (its object made, every step)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    began = time.thread_time()
+    server = make_server()
+    spent = time.thread_time() - began
+    data = outgoing.read()
+    for _ in range(8):
+        began = time.thread_time()
+        done, answer = server.step(data)
+        spent += time.thread_time() - began
+        incoming.write(answer)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.do_handshake()
+        data = outgoing.read()
+        if done:
+            return spent
+    raise SystemExit("the handshake did not finish")
 
 
 def handshake(make_client: Callable[[], Any], server_ctx: ssl.SSLContext) -> float:
@@ -135,8 +216,22 @@ def main() -> None:
             return tls_bundled.BundledContext(bundle, client_files)
 
         system_ctx, bundled_ctx = system_context(), bundled_context()
+        # The server's side: a client with the device's certificate, and one without.
+        reference_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # as the reference server's
+        reference_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        reference_ctx.load_cert_chain(str(server_files.cert), str(server_files.key))
+        reference_ctx.load_verify_locations(str(bundle))
+        reference_ctx.verify_mode = ssl.CERT_OPTIONAL
+        reference_ctx.num_tickets = 0
+        reference_ctx.options |= ssl.OP_NO_TICKET
+        bundled_server_ctx = bundled_server_context(server_files.cert, server_files.key, bundle)
+        device_client = ssl.create_default_context(cafile=str(bundle))
+        device_client.load_cert_chain(str(client_files[0]), str(client_files[1]))
+        plain_client = ssl.create_default_context(cafile=str(bundle))
         rows: dict[str, list[float]] = {k: [] for k in (
-            "context_system", "context_bundled", "handshake_system", "handshake_bundled")}
+            "context_system", "context_bundled", "handshake_system", "handshake_bundled",
+            "server_system", "server_bundled", "server_nocert_system",
+            "server_nocert_bundled")}
         for _ in range(args.rounds):
             rows["context_system"].append(statistics.median(
                 cpu_of(system_context) for _ in range(args.count)))
@@ -148,15 +243,24 @@ def main() -> None:
             rows["handshake_bundled"].append(statistics.median(
                 handshake(lambda: BundledClient(bundled_ctx), server_ctx)
                 for _ in range(args.count)))
+            for suffix, client in (("", device_client), ("_nocert", plain_client)):
+                rows[f"server{suffix}_system"].append(statistics.median(
+                    server_handshake(lambda: SystemServer(reference_ctx), client)
+                    for _ in range(args.count)))
+                rows[f"server{suffix}_bundled"].append(statistics.median(
+                    server_handshake(lambda: BundledServer(bundled_server_ctx), client)
+                    for _ in range(args.count)))
     ms = {k: statistics.median(v) * 1e3 for k, v in rows.items()}
     print(f"system:  {ssl.OPENSSL_VERSION}\nbundled: {version}")
-    title = f"client CPU, ms (median of {args.rounds} rounds)"
-    print(f"{title:44s} system  bundled  ratio")
-    for what in ("context", "handshake"):
+    title = f"CPU, ms (median of {args.rounds} rounds)"
+    print(f"{title:52s} system  bundled  ratio")
+    labels = {"context": "client: context with the device's certificate",
+              "handshake": "client: TLS 1.3 handshake, client certificate",
+              "server": "server: the same handshake",
+              "server_nocert": "server: a handshake without client certificate"}
+    for what, label in labels.items():
         system, bundled = ms[f"{what}_system"], ms[f"{what}_bundled"]
-        label = ("context with the device's certificate" if what == "context"
-                 else "TLS 1.3 handshake, client certificate")
-        print(f"{label:44s} {system:6.3f}  {bundled:7.3f}  {bundled / system:5.3f}")
+        print(f"{label:52s} {system:6.3f}  {bundled:7.3f}  {bundled / system:5.3f}")
     print(json.dumps({
         "system_openssl": ssl.OPENSSL_VERSION, "bundled_openssl": version,
         "context_system_ms": round(ms["context_system"], 4),
@@ -165,6 +269,10 @@ def main() -> None:
         "handshake_bundled_ms": round(ms["handshake_bundled"], 4),
         "context_ratio": round(ms["context_bundled"] / ms["context_system"], 3),
         "handshake_ratio": round(ms["handshake_bundled"] / ms["handshake_system"], 3),
+        "server_handshake_system_ms": round(ms["server_system"], 4),
+        "server_handshake_bundled_ms": round(ms["server_bundled"], 4),
+        "server_handshake_nocert_system_ms": round(ms["server_nocert_system"], 4),
+        "server_handshake_nocert_bundled_ms": round(ms["server_nocert_bundled"], 4),
         "rounds": args.rounds}))
 
 
