@@ -97,7 +97,6 @@ from pathlib import Path
 
 from peers import (  # bench/, beside this script
     HandshakeRun,
-    children_cpu_s,
     openssl_run,
     start_server,
     tree_cpu_s,
@@ -175,6 +174,11 @@ def fleet_run(target: ServerTarget, work: Path, devices: int, days: int, concurr
 # quick start uses) and FastHttpUser (geventhttpclient; what Locust's docs point to for
 # more load per core). FLEET_USER picks one. Both verify the server's certificate and
 # present the device's client certificate; both close the connection after each device-day.
+# The rate and the CPU are those of the device-days alone (first to last): Locust's start-up
+# and imports are left out, as the fleet's steady state leaves out its set-up. FastHttpUser
+# builds each device's TLS context before the first device-day, as a fleet device has its
+# own from registration on; HttpUser (requests) makes one per connection, which is how
+# requests works.
 LOCUSTFILE = textwrap.dedent('''
     """One task = one device-day: upload + action poll + firmware check, new connection."""
     import hashlib, itertools, json, os, ssl, sys, time
@@ -183,7 +187,8 @@ LOCUSTFILE = textwrap.dedent('''
     DEVICES = json.load(open(os.environ["FLEET_DEVICES"]))
     CA = os.environ["FLEET_CA"]
     NEXT = itertools.count()
-    DONE = {"device_days": 0, "errors": 0, "first": None, "last": None}
+    DONE = {"device_days": 0, "errors": 0, "first": None, "last": None,
+            "cpu_first": None, "cpu_last": None}
     FIRMWARE = {"model": "ColorMFP C8055", "version": "100.002.057"}
 
     # The same payloads as bench/bare_client.py's device-days (one function for both).
@@ -197,7 +202,8 @@ LOCUSTFILE = textwrap.dedent('''
     def next_day():
         n = next(NEXT)
         dev = DEVICES[n % len(DEVICES)]
-        DONE["first"] = DONE["first"] or time.perf_counter()
+        if DONE["first"] is None:
+            DONE["first"], DONE["cpu_first"] = time.perf_counter(), time.process_time()
         upload_id, body = payload(dev["serial"], 100000 + n // len(DEVICES), n)
         headers = {"Content-Type": "application/zip", "Upload-Id": upload_id,
                    "Content-SHA256": hashlib.sha256(body).hexdigest()}
@@ -205,22 +211,24 @@ LOCUSTFILE = textwrap.dedent('''
 
     def count(ok):
         DONE["device_days" if ok else "errors"] += 1
-        DONE["last"] = time.perf_counter()
+        DONE["last"], DONE["cpu_last"] = time.perf_counter(), time.process_time()
 
     if os.environ.get("FLEET_USER") == "FastHttpUser":
         import gevent.ssl
         from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
-        CONTEXTS = {}  # one TLS context per device, as each agent keeps one
+        def device_context(dev):
+            ctx = gevent.ssl.create_default_context(cafile=CA)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(dev["cert"], dev["key"])
+            return ctx
+
+        # One TLS context per device, as each agent keeps one, built before the first
+        # device-day (a fleet device has its own from registration on).
+        CONTEXTS = {dev["serial"]: device_context(dev) for dev in DEVICES}
 
         def context_for(dev):
-            ctx = CONTEXTS.get(dev["serial"])
-            if ctx is None:
-                ctx = gevent.ssl.create_default_context(cafile=CA)
-                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-                ctx.load_cert_chain(dev["cert"], dev["key"])
-                CONTEXTS[dev["serial"]] = ctx
-            return ctx
+            return CONTEXTS[dev["serial"]]
 
         class Device(FastHttpUser):
             @task
@@ -321,7 +329,6 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
     env = dict(os.environ, FLEET_DEVICES=str(devices_file(work)), FLEET_SAMPLE=str(samples),
                FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"),
                FLEET_USER=user_class, FLEET_BENCH_DIR=str(Path(__file__).parent))
-    cpu0 = children_cpu_s()
     proc = subprocess.run(
         [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),
          "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
@@ -329,7 +336,6 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
          *(("--processes", str(processes)) if processes > 1 else ())],
         cwd=tmp, env=env, check=False, capture_output=True, text=True,
         timeout=seconds * 3 + 60)
-    cpu = children_cpu_s() - cpu0
     # The processes that made device-days (a --processes master makes none).
     results = [r for r in (json.loads(f.read_text()) for f in tmp.glob("result.json.*"))
                if r["first"] is not None]
@@ -339,6 +345,8 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
     # perf_counter is the system's monotonic clock here (Linux): one time line for all.
     span = max(r["last"] or 0 for r in results) - min(r["first"] for r in results)
     rate = done / span if span > 0 else 0.0
+    # Each process's CPU from its first device-day to its last (imports and set-up out).
+    cpu = sum((r["cpu_last"] or r["cpu_first"]) - r["cpu_first"] for r in results)
     return rate, done, sum(r["errors"] for r in results), cpu
 
 
@@ -346,19 +354,17 @@ def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
              client: str = BARE, samples: Path = SAMPLE) -> Baseline:
     """(e), (e'): the same device-day over aiohttp's client or the device's transport on
     uvloop alone (``bare_client.py --client``), sending ``samples``."""
-    cpu0 = children_cpu_s()
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("bare_client.py")), "--port", str(port),
          "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
          "--sample", str(samples), "--seconds", str(seconds), "--concurrency", str(users),
          "--client", client],
         check=False, capture_output=True, text=True, timeout=seconds * 3 + 60)
-    cpu = children_cpu_s() - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"bare_client.py failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rate = result["device_days"] / result["seconds"] if result["seconds"] > 0 else 0.0
-    return rate, result["device_days"], result["errors"], cpu
+    return rate, result["device_days"], result["errors"], result["cpu_s"]
 
 
 def cpu_needed(rate: float, fleet_busy: float) -> tuple[float, float]:
@@ -462,11 +468,12 @@ def main() -> int:
         # before and after the fleet and between each other, and their medians used.
         handshake_runs: list[HandshakeRun] = [openssl_run(port, args.openssl_seconds, proc.pid)]
         target = fleet_target(port, state, args.devices)
-        t0 = time.perf_counter()
+        t0, one_day_cpu0 = time.perf_counter(), time.process_time()
         one_day = tmp / "one-day"
         fleet_run(target, one_day, args.devices, 1, args.concurrency, seed=9,
                   loop=args.loop)
         one_day_s = time.perf_counter() - t0
+        one_day_cpu = time.process_time() - one_day_cpu0
         # Locust drives the devices the one-day fleet registered. Its rounds bracket
         # the 30-day fleet evenly, each followed by openssl.
         locust_runs: dict[str, list[Baseline]] = {user: [] for user in CLIENTS}
@@ -511,6 +518,9 @@ def main() -> int:
         steady_rate: float | None = (
             (args.devices * (args.days - 1)) / (fleet_s - one_day_s)
             if args.days >= 5 and fleet_s > 2 * one_day_s else None)
+        steady_ms: float | None = (
+            round(1000 * (fleet_cpu - one_day_cpu) / (args.devices * (args.days - 1)), 2)
+            if steady_rate else None)
         for run in range(before, args.repeats):
             baseline_round(run)
     kib = idle_rss_subprocess(args.idle_devices, args.loop)
@@ -540,7 +550,8 @@ def main() -> int:
           "meanwhile")
     steady_text = f"{steady_rate:.1f} device-days/s" if steady_rate else "n/a (run too short)"
     print(f"     steady state (days 2..{args.days}, set-up and registration excluded by a "
-          f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_text}")
+          f"same-run 1-day fleet of {one_day_s:.1f} s): {steady_text}, the fleet process "
+          f"{steady_ms} ms CPU per device-day")
     def client_ms(user: str) -> float | None:
         """The client process's CPU per device-day, median of its runs."""
         runs = [1000 * r[3] / r[1] for r in locust_runs[user] if r[1]]
@@ -578,14 +589,18 @@ def main() -> int:
           f"({', '.join(f'{h.per_s:.1f}' for h in device_handshake_runs)}); openssl "
           f"{device_hs_client_ms:.2f} ms, the server {device_hs_server_ms:.2f} ms per handshake")
     print(f"(d)  idle devices: {kib:.1f} KiB RSS per device ({args.idle_devices} parked)")
-    print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core): "
-          f"fleet {fleet_ms}, locust FastHttpUser {client_ms('FastHttpUser')}, locust "
-          f"HttpUser {client_ms('HttpUser')}, bare aiohttp {client_ms(BARE)} (a library "
-          f"client on the fleet's loop), the device's transport alone {client_ms(OWN)}")
+    print("client CPU per device-day (ms; a rate is capped at 1000 / this on one core; "
+          "the baselines' from their first device-day to their last): "
+          f"fleet {fleet_ms} (steady state {steady_ms}), locust FastHttpUser "
+          f"{client_ms('FastHttpUser')}, locust HttpUser {client_ms('HttpUser')}, bare "
+          f"aiohttp {client_ms(BARE)} (a library client on the fleet's loop), the device's "
+          f"transport alone {client_ms(OWN)}")
     own_ms = client_ms(OWN)
-    agents_ms = round(fleet_ms - own_ms, 2) if own_ms is not None else None
-    print(f"     the agents' own work (the fleet less its transport alone): {agents_ms} ms "
-          "per device-day (model, payload, outbox, journal, the agent's logic, registration)")
+    fleet_day_ms = steady_ms if steady_ms is not None else fleet_ms
+    agents_ms = round(fleet_day_ms - own_ms, 2) if own_ms is not None else None
+    print(f"     the agents' own work (the fleet{' in steady state' if steady_ms else ''} less "
+          f"its transport alone): {agents_ms} ms per device-day (model, payload, outbox, "
+          "journal, the agent's logic)")
 
     def cores_busy(rate: float, client: float | None, server: float | None) -> float | None:
         """Cores the client and the server kept busy together: rate x their CPU per
@@ -666,6 +681,7 @@ def main() -> int:
         "steady_ratio_vs_openssl": ratio(steady_rate, handshakes),
         "bare_aiohttp_device_days_per_s": round(locust_rate[BARE], 1),
         "fleet_cpu_ms_per_device_day": fleet_ms,
+        "fleet_steady_cpu_ms_per_device_day": steady_ms,
         "locust_fasthttpuser_cpu_ms_per_device_day": client_ms("FastHttpUser"),
         "locust_httpuser_cpu_ms_per_device_day": client_ms("HttpUser"),
         "bare_aiohttp_cpu_ms_per_device_day": client_ms(BARE),
