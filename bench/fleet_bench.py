@@ -67,10 +67,12 @@ device. For the two rate goals the bench also prints the most CPU per device-day
 side could have spent for the goal's rate, from the run's own figures: the fleet at the
 share of a core it had, the server at all of one (each is one thread). Also printed:
 (a)/(b) HttpUser (the earlier goal, >= 1). The last line is one JSON object, units in its
-keys. Each client's CPU per device-day (its process's user +
-system time over the device-days it made) is printed too: on this shared 2-core machine a
-client's rate is capped by the server as much as by itself, its CPU per device-day only by
-itself.
+keys. Each client's CPU per device-day is printed too: the baselines' from their first
+device-day to their last (their start-up left out; FastHttpUser and the bare clients
+build every device's TLS context before their first device-day, as a fleet device has its
+own from registration on), the fleet's over its whole run and in steady state. On this
+shared 2-core machine a client's rate is capped by the server as much as by itself, its
+CPU per device-day only by itself.
 
     .venv/bin/python bench/fleet_bench.py [--devices 1000] [--days 30] [--concurrency 32]
 """
