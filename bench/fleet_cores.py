@@ -10,7 +10,9 @@ server (own process) takes, in ``--rounds`` alternating rounds:
   ``--processes 1`` and ``--processes 2`` (shards as local processes); its rate is the
   device-days over the command's wall time, set-up and registration included;
 - Locust FastHttpUser doing fleet_bench.py's device-day for ``--locust-seconds``, as one
-  process and with ``locust --processes 2``; its rate counts from its first device-day.
+  process and with ``locust --processes 2``, uploading the fleet's own payloads (those of
+  a small fleet of ``--days`` run first, as in fleet_bench.py); its rate and CPU count
+  from its first device-day (each device's TLS context is built before it).
 
 Each client's CPU per device-day (all its processes) is printed beside its rate. Medians
 of the rounds, the ratios fleet / FastHttpUser at each process count and with each tool
@@ -31,13 +33,15 @@ from pathlib import Path
 
 from fleet_bench import (  # bench/, beside this script
     BENCH_WINDOW,
-    children_cpu_s,
+    SAMPLE_FLEET_DEVICES,
+    fleet_payloads,
     fleet_run,
     fleet_target,
     locust_run,
     served,
     server_cli,
 )
+from peers import children_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = (1, 2)
@@ -81,6 +85,10 @@ def main() -> int:
     fleet: dict[int, list[tuple[float, float]]] = {p: [] for p in PROCESSES}
     locust: dict[int, list[tuple[float, float]]] = {p: [] for p in PROCESSES}
     with served() as (tmp, state, _, port):
+        # The payloads Locust sends: a small fleet's, every day of its devices' lives.
+        fleet_run(fleet_target(port, state, SAMPLE_FLEET_DEVICES), tmp / "payloads",
+                  SAMPLE_FLEET_DEVICES, args.days, args.concurrency, seed=10)
+        samples, _ = fleet_payloads(state, tmp / "baseline-payloads.json")
         # Devices for Locust (registered by a one-day fleet in this process).
         registered = tmp / "registered"
         fleet_run(fleet_target(port, state, args.devices), registered, args.devices, 1,
@@ -92,7 +100,7 @@ def main() -> int:
                     processes, args.concurrency))
                 rate, done, errors, cpu = locust_run(
                     port, state, registered, args.concurrency, args.locust_seconds,
-                    f"cores-{run}-{processes}", "FastHttpUser", processes)
+                    f"cores-{run}-{processes}", "FastHttpUser", processes, samples=samples)
                 if errors:
                     raise SystemExit(f"Locust had {errors} failed device-days")
                 locust[processes].append((rate, 1000 * cpu / max(done, 1)))
