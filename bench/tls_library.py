@@ -42,10 +42,13 @@ from device_direct.certificates import csr_pem, key_pem, new_key  # noqa: E402
 from device_direct.transport import build_ssl_context  # noqa: E402
 
 
-class SystemClient:
-    def __init__(self, context: ssl.SSLContext) -> None:
+class SystemEnd:
+    """One side of a handshake on Python's ``ssl`` (the system's OpenSSL), memory BIOs."""
+
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool = False) -> None:
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                    server_hostname=None if server_side else "localhost")
 
     def step(self, data: bytes) -> tuple[bool, bytes]:
         if data:
@@ -58,10 +61,12 @@ class SystemClient:
         return done, self.outgoing.read()
 
 
-class BundledClient:
-    def __init__(self, context: tls_bundled.BundledContext) -> None:
+class BundledEnd:
+    """One side of a handshake on the bundled OpenSSL: an SSL object on memory BIOs."""
+
+    def __init__(self, parts: tuple[Any, Any, Any]) -> None:
         self.lib, self.ffi = tls_bundled._bindings()
-        self.conn, self.incoming, self.outgoing = context.connection("localhost")
+        self.conn, self.incoming, self.outgoing = parts
         self.buffer = self.ffi.new("char[]", 65536)
 
     def step(self, data: bytes) -> tuple[bool, bytes]:
@@ -75,42 +80,18 @@ class BundledClient:
         return result == 1, self.ffi.buffer(self.buffer, count)[:] if count > 0 else b""
 
 
-class BundledServer:
-    """A server-side SSL object of the bundled OpenSSL on memory BIOs (bench only)."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.lib, self.ffi = tls_bundled._bindings()
-        lib = self.lib
-        self.conn = self.ffi.gc(lib.SSL_new(ctx), lib.SSL_free)
-        self.incoming, self.outgoing = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
-        lib.SSL_set_bio(self.conn, self.incoming, self.outgoing)
-        lib.SSL_set_accept_state(self.conn)
-        self.buffer = self.ffi.new("char[]", 65536)
-
-    def step(self, data: bytes) -> tuple[bool, bytes]:
-        lib = self.lib
-        lib.BIO_write(self.incoming, data, len(data))
-        result = lib.SSL_do_handshake(self.conn)
-        if result != 1 and lib.SSL_get_error(self.conn, result) != lib.SSL_ERROR_WANT_READ:
-            raise SystemExit(f"bundled server handshake failed: "
-                             f"{tls_bundled._error_text(lib, self.ffi)}")
-        count = lib.BIO_read(self.outgoing, self.buffer, 65536)
-        return result == 1, self.ffi.buffer(self.buffer, count)[:] if count > 0 else b""
+def bundled_client(context: tls_bundled.BundledContext) -> BundledEnd:
+    return BundledEnd(context.connection("localhost"))
 
 
-class SystemServer:
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
-
-    def step(self, data: bytes) -> tuple[bool, bytes]:
-        self.incoming.write(data)
-        try:
-            self.tls.do_handshake()
-            done = True
-        except ssl.SSLWantReadError:
-            done = False
-        return done, self.outgoing.read()
+def bundled_server(ctx: Any) -> BundledEnd:
+    """The server's side on the bundled OpenSSL (bench only: the device is a client)."""
+    lib, ffi = tls_bundled._bindings()
+    conn = ffi.gc(lib.SSL_new(ctx), lib.SSL_free)
+    incoming, outgoing = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
+    lib.SSL_set_bio(conn, incoming, outgoing)  # freed with the SSL object
+    lib.SSL_set_accept_state(conn)
+    return BundledEnd((conn, incoming, outgoing))
 
 
 def bundled_server_context(chain: Path, key: Path, client_ca: Path) -> Any:
@@ -238,17 +219,17 @@ def main() -> None:
             rows["context_bundled"].append(statistics.median(
                 cpu_of(bundled_context) for _ in range(args.count)))
             rows["handshake_system"].append(statistics.median(
-                handshake(lambda: SystemClient(system_ctx), server_ctx)
+                handshake(lambda: SystemEnd(system_ctx), server_ctx)
                 for _ in range(args.count)))
             rows["handshake_bundled"].append(statistics.median(
-                handshake(lambda: BundledClient(bundled_ctx), server_ctx)
+                handshake(lambda: bundled_client(bundled_ctx), server_ctx)
                 for _ in range(args.count)))
             for suffix, client in (("", device_client), ("_nocert", plain_client)):
                 rows[f"server{suffix}_system"].append(statistics.median(
-                    server_handshake(lambda: SystemServer(reference_ctx), client)
+                    server_handshake(lambda: SystemEnd(reference_ctx, server_side=True), client)
                     for _ in range(args.count)))
                 rows[f"server{suffix}_bundled"].append(statistics.median(
-                    server_handshake(lambda: BundledServer(bundled_server_ctx), client)
+                    server_handshake(lambda: bundled_server(bundled_server_ctx), client)
                     for _ in range(args.count)))
     ms = {k: statistics.median(v) * 1e3 for k, v in rows.items()}
     print(f"system:  {ssl.OPENSSL_VERSION}\nbundled: {version}")
