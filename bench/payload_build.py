@@ -6,7 +6,8 @@ one-entry deflated zip). This times those three calls for ``--devices`` emulated
 of the fleet's profiles (office-color, office-mono, production in turn) over ``--days``
 days each: every device runs its day on the model, then builds its payload with its own
 transfer history (one "stored" line per earlier day, as the outbox records it), the
-default privacy policy and a ``DIRECT`` proxy route, as the fleet's agents do.
+default privacy policy, a ``DIRECT`` proxy route and its own ``PayloadCache`` (the parts
+of its payloads that did not change since the day before), as the fleet's agents do.
 
 Each round runs in a fresh interpreter and times each call in the thread's CPU time
 (``time.thread_time_ns``); the figures are medians over ``--rounds`` rounds of the mean
@@ -79,12 +80,22 @@ def child(devices: int, days: int) -> dict[str, Any]:
     from device_direct.core.privacy import PrivacyPolicy
     from emulator.model import EmulatedDevice, load_profile
 
+    try:  # each agent keeps its payloads' unchanged parts (trees before it: no cache)
+        from device_direct.core.payload import PayloadCache
+
+        def caching(n: int) -> dict[str, Any]:
+            return {"cache": PayloadCache()}
+    except ImportError:
+        def caching(n: int) -> dict[str, Any]:
+            return {}
+
     start = datetime.combine(START, datetime.min.time(), UTC)
     clock = _DayClock(start)
     profiles = [load_profile(p) for p in PROFILE_MIX]
     models = [EmulatedDevice(profiles[i % len(profiles)], serial=f"PB{i:06d}", clock=clock,
                              rng_seed=i, state_dir=None) for i in range(devices)]
     histories: list[list[Any]] = [[] for _ in models]
+    caches = [caching(n) for n in range(len(models))]
     rng = random.Random(23)
     policy = PrivacyPolicy()
     proxy = ProxyRoute("DIRECT", "off")
@@ -106,7 +117,7 @@ def child(devices: int, days: int) -> dict[str, Any]:
             snapshot = collect(model)
             t1 = clock_ns()
             xml = build_xml(snapshot, meta, policy=policy, transfer_history=history,
-                            proxy=proxy, engineering_log=None)
+                            proxy=proxy, engineering_log=None, **caches[n])
             t2 = clock_ns()
             zipped = pack_zip(xml)
             t3 = clock_ns()

@@ -64,7 +64,14 @@ from device_direct.collector import collect
 from device_direct.config import AgentConfig
 from device_direct.core.lifecycle import BACKOFF_STATES, AgentEvent, AgentState, Lifecycle
 from device_direct.core.outbox import OutboxEntry, RandomBits
-from device_direct.core.payload import PayloadMeta, ProxyRoute, Trigger, build_xml, pack_zip
+from device_direct.core.payload import (
+    PayloadCache,
+    PayloadMeta,
+    ProxyRoute,
+    Trigger,
+    build_xml,
+    pack_zip,
+)
 from device_direct.core.retry import Disposition, classify_error
 from device_direct.durable import atomic_write, off_loop
 from device_direct.errors import (
@@ -188,6 +195,8 @@ class Agent:
         self.backoff = config.retry.backoff()
         self.stats = SyncStats()
         self.proxy_route: ProxyRoute | None = None
+        # The parts of the last payloads that seldom change (made with the first one).
+        self._payload_cache: PayloadCache | None = None
         self._transport_factory = transport_factory or _default_transport
         self.firmware = FirmwareUpdater(
             config, model, clock=clock, data_dir=data_dir, rng=self.rng,
@@ -441,6 +450,8 @@ class Agent:
             # (whose server would otherwise wait on this process: see docs/fleet.md).
             snapshot = collect(self.model)
             await asyncio.sleep(0)
+            if self._payload_cache is None:
+                self._payload_cache = PayloadCache()
             xml = build_xml(
                 snapshot,
                 meta,
@@ -450,6 +461,7 @@ class Agent:
                 engineering_log=(
                     self.model.engineering_log() if self.policy.send_engineering else None
                 ),
+                cache=self._payload_cache,
             )
             await asyncio.sleep(0)
             zip_bytes = pack_zip(xml)

@@ -221,15 +221,20 @@ class _Writer:
     and ``etext()`` give the same, escaped for an attribute or element text, for the
     elements the sections format themselves (:meth:`XmlWriter.markup`)."""
 
-    __slots__ = ("_attr", "_done", "_etext", "_plain", "_scrub", "out")
+    __slots__ = ("_attr", "_done", "_etext", "_plain", "_scrub", "all_plain", "out", "slow")
 
     def __init__(self, scrub: Callable[[str], str],
-                 unchanged: frozenset[str] = frozenset()) -> None:
+                 unchanged: frozenset[str] = frozenset(), all_unchanged: bool = False) -> None:
         """``unchanged``: texts that ``scrub`` returns as they are (the scrubber's
         ``unchanged``); those that cleaning and escaping leave as they are too are
-        written without either (most of a payload's texts)."""
+        written without either (most of a payload's texts). ``all_unchanged``: every
+        free text of the snapshot is in ``unchanged``."""
         self._scrub = scrub
         self._plain = plain(unchanged, MAX_TEXT)
+        #: Every free text of the snapshot is written as it is: a section made only of
+        #: them depends on its data alone (see :class:`PayloadCache`).
+        self.all_plain = all_unchanged and self._plain is unchanged
+        self.slow = 0  # texts written that were not plain: cleaned, scrubbed, escaped
         self._done: dict[str, str] = {}  # a payload repeats many strings ("ok", "toner")
         self._attr: dict[str, str] = {}
         self._etext: dict[str, str] = {}
@@ -238,6 +243,7 @@ class _Writer:
     def text(self, value: str) -> str:
         if value in self._plain:
             return value
+        self.slow += 1
         done = self._done.get(value)
         if done is None:
             done = self._done[value] = _clean(self._scrub(value))
@@ -246,6 +252,7 @@ class _Writer:
     def attr(self, value: str) -> str:
         if value in self._plain:
             return value
+        self.slow += 1
         done = self._attr.get(value)
         if done is None:
             done = self._attr[value] = attr_value(self.text(value))
@@ -254,6 +261,7 @@ class _Writer:
     def etext(self, value: str) -> str:
         if value in self._plain:
             return value
+        self.slow += 1
         done = self._etext.get(value)
         if done is None:
             done = self._etext[value] = text_value(self.text(value))
@@ -272,6 +280,66 @@ def _opt(name: str, value: str | None) -> str:
     return "" if value is None else f' {name}="{attr_value(value)}"'
 
 
+class PayloadCache:
+    """What one device's earlier payloads wrote for the parts that seldom change, so
+    that the next payload writes again only what changed since: the identity, network,
+    properties, alerts, fault history and NVM settings, each kept with the data it was
+    written from and used again while the snapshot's data for it is equal; and each
+    transfer record's line (a record never changes).
+
+    A part is kept, and used again, only while every free text of the snapshot is
+    written as it is (nothing in them for the privacy rules to blank), and only if it
+    was written without a text being cleaned, scrubbed or escaped: it is then its data's
+    alone, byte for byte what a build without the cache writes. A transfer with a detail
+    text is never kept. One per device; :func:`build_xml` reads and refreshes it.
+    """
+
+    __slots__ = ("_parts", "_transfers")
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[object, str]] = {}
+        self._transfers: dict[int, tuple[TransferRecord, str]] = {}
+
+    def _get(self, w: _Writer, name: str, key: object) -> str | None:
+        kept = self._parts.get(name)
+        return kept[1] if kept is not None and w.all_plain and kept[0] == key else None
+
+    def _put(self, w: _Writer, name: str, key: object, markup: str, slow: int) -> None:
+        if w.all_plain and w.slow == slow:
+            self._parts[name] = (key, markup)
+        else:
+            self._parts.pop(name, None)
+
+
+def _section(w: _Writer, cache: PayloadCache | None, name: str, key: object,
+             write: Callable[[], None]) -> None:
+    """``write()`` a whole section, or the markup it wrote last time from ``cache``."""
+    if cache is None:
+        write()
+        return
+    kept = cache._get(w, name, key)
+    if kept is not None:
+        w.out.markup(kept)
+        return
+    mark, slow = w.out.mark(), w.slow
+    write()
+    cache._put(w, name, key, w.out.since(mark), slow)
+
+
+def _part(w: _Writer, cache: PayloadCache | None, name: str, key: object,
+          build: Callable[[], str]) -> str:
+    """``build()`` a piece of a section's markup, or the one it built last time."""
+    if cache is None:
+        return build()
+    kept = cache._get(w, name, key)
+    if kept is not None:
+        return kept
+    slow = w.slow
+    markup = build()
+    cache._put(w, name, key, markup, slow)
+    return markup
+
+
 _METERS: tuple[tuple[str, str], ...] = tuple(
     (f.name, f.name.replace("_", "-")) for f in fields(Counters)
 )
@@ -285,17 +353,20 @@ def build_xml(
     transfer_history: Sequence[TransferRecord] = (),
     proxy: ProxyRoute | None = None,
     engineering_log: str | None = None,
+    cache: PayloadCache | None = None,
 ) -> bytes:
     """Build ``device-data.xml`` for ``snapshot`` (deterministic UTF-8 bytes).
 
     ``engineering_log`` is only written with ``policy.send_engineering``; the job log
-    only with ``policy.send_job_data``. Raises :class:`PayloadError` naming a field the
-    schema cannot express.
+    only with ``policy.send_job_data``. ``cache``: the device's :class:`PayloadCache`,
+    whose kept parts are written again where the data is unchanged (the same bytes; a
+    kept part is not checked again: the snapshot it was written from was). Raises
+    :class:`PayloadError` naming a field the schema cannot express.
     """
     if not isinstance(snapshot, DeviceSnapshot):
         raise PayloadError(f"expected a DeviceSnapshot, got {type(snapshot).__name__}")
     scrubber = TextScrubber(policy, snapshot.jobs, texts=_free_texts(snapshot, proxy))
-    w = _Writer(scrubber.scrub, scrubber.unchanged)
+    w = _Writer(scrubber.scrub, scrubber.unchanged, scrubber.all_unchanged)
     # Unqualified tags plus an explicit xmlns: ElementTree's default_namespace option
     # refuses unqualified attributes, and this keeps the output byte-for-byte simple.
     w.out.start(
@@ -309,13 +380,17 @@ def build_xml(
             ("trigger", meta.trigger),
         ],
     )
-    _identity(w, snapshot)
-    _network(w, snapshot, policy, proxy)
-    _properties(w, snapshot)
-    _status(w, snapshot, transfer_history)
+    firmware = snapshot.firmware
+    _section(w, cache, "identity",
+             (snapshot.identity, firmware.active, firmware.running_version),
+             lambda: _identity(w, snapshot))
+    _section(w, cache, "network", (snapshot.network, policy.sends_ip_addresses, proxy),
+             lambda: _network(w, snapshot, policy, proxy))
+    _section(w, cache, "properties", snapshot.properties, lambda: _properties(w, snapshot))
+    _status(w, snapshot, transfer_history, cache)
     _counters(w, snapshot.counters)
     _supplies(w, snapshot)
-    _usage(w, snapshot, policy)
+    _usage(w, snapshot, policy, cache)
     if policy.send_engineering and engineering_log is not None:
         w.out.leaf("Engineering", text=_clean(scrubber.scrub(engineering_log), limit=None))
     w.out.end()
@@ -406,9 +481,17 @@ def _properties(w: _Writer, s: DeviceSnapshot) -> None:
     out.end()
 
 
-def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) -> None:
+def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord],
+            cache: PayloadCache | None) -> None:
     out = w.out
     out.start("Status", [("power", s.power.value)])
+    out.markup(_part(w, cache, "alerts", s.alerts, lambda: _alerts(w, s))
+               + _part(w, cache, "faults", s.faults, lambda: _fault_history(w, s))
+               + _transfer_history(w, history, cache))
+    out.end()
+
+
+def _alerts(w: _Writer, s: DeviceSnapshot) -> str:
     parts: list[str] = []
     for alert in sorted(s.alerts, key=lambda a: a.index)[:MAX_ALERTS]:
         text = w.etext(alert.description)
@@ -423,6 +506,10 @@ def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) ->
             f' raisedAt="{format_time(alert.raised_at, "alert {} raised_at", alert.index)}"',
             text,
         ))
+    return "".join(parts)
+
+
+def _fault_history(w: _Writer, s: DeviceSnapshot) -> str:
     faults: list[str] = []
     # Newest first; the stable sort keeps the model's order among equal times.
     newest = sorted(s.faults, key=lambda f: _require_aware(f.at, "fault.at"), reverse=True)
@@ -437,18 +524,30 @@ def _status(w: _Writer, s: DeviceSnapshot, history: Sequence[TransferRecord]) ->
             f' stopsMachine="{_bool(fault.stops_machine)}"',
             text,
         ))
-    parts.append(_element("FaultHistory", "", "".join(faults)))
+    return _element("FaultHistory", "", "".join(faults))
+
+
+def _transfer_history(w: _Writer, history: Sequence[TransferRecord],
+                      cache: PayloadCache | None) -> str:
+    kept = cache._transfers if cache is not None else {}
+    keep: dict[int, tuple[TransferRecord, str]] = {}
     transfers: list[str] = []
     for rec in list(history)[-MAX_TRANSFERS:]:
-        transfers.append(
-            f'<Transfer at="{format_time(rec.at, "transfer.at")}"'
-            f' result="{attr_value(rec.result)}"'
-            f' bytes="{_nonneg(rec.bytes, "transfer.bytes")}"'
-            f'{_opt("uploadId", rec.upload_id)}'
-            f'{_opt("detail", w.text(rec.detail) if rec.detail else None)} />')
-    parts.append(_element("TransferHistory", "", "".join(transfers)))
-    out.markup("".join(parts))
-    out.end()
+        hit = kept.get(id(rec))
+        if hit is not None and hit[0] is rec:
+            line = hit[1]
+        else:
+            line = (f'<Transfer at="{format_time(rec.at, "transfer.at")}"'
+                    f' result="{attr_value(rec.result)}"'
+                    f' bytes="{_nonneg(rec.bytes, "transfer.bytes")}"'
+                    f'{_opt("uploadId", rec.upload_id)}'
+                    f'{_opt("detail", w.text(rec.detail) if rec.detail else None)} />')
+        if cache is not None and not rec.detail:  # a detail is scrubbed: not kept
+            keep[id(rec)] = (rec, line)
+        transfers.append(line)
+    if cache is not None:
+        cache._transfers = keep
+    return _element("TransferHistory", "", "".join(transfers))
 
 
 def _counters(w: _Writer, counters: Counters) -> None:
@@ -485,7 +584,8 @@ def _supplies(w: _Writer, s: DeviceSnapshot) -> None:
     out.end()
 
 
-def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
+def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy,
+           cache: PayloadCache | None) -> None:
     out = w.out
     out.start("Usage")
     parts: list[str] = []
@@ -502,15 +602,7 @@ def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
                f'"{format_time(item.last_replaced_at, "hfsi {} last_replaced_at", item.id)}"'
                if item.last_replaced_at is not None else "")
             + " />")
-    for nvm in sorted(s.nvm, key=lambda n: n.id)[:MAX_NVM]:
-        parts.append(
-            f'<Nvm id="{attr_value(_chain_link(nvm.id, "nvm.id"))}"'
-            f' name="{w.attr(nvm.name)}"'
-            f' value="{_integer(nvm.value, "nvm {} value", nvm.id)}"'
-            f' default="{_integer(nvm.default, "nvm {} default", nvm.id)}"'
-            f' min="{_integer(nvm.minimum, "nvm {} minimum", nvm.id)}"'
-            f' max="{_integer(nvm.maximum, "nvm {} maximum", nvm.id)}"'
-            f' protected="{_bool(nvm.protected)}" />')
+    parts.append(_part(w, cache, "nvm", s.nvm, lambda: _nvm(w, s)))
     out.markup("".join(parts))
     if policy.send_job_data:  # personal data: otherwise the whole JobLog stays out
         out.start("JobLog")
@@ -525,6 +617,18 @@ def _usage(w: _Writer, s: DeviceSnapshot, policy: PrivacyPolicy) -> None:
             for job in jobs[-MAX_JOBS:]]))
         out.end()
     out.end()
+
+
+def _nvm(w: _Writer, s: DeviceSnapshot) -> str:
+    return "".join([
+        f'<Nvm id="{attr_value(_chain_link(nvm.id, "nvm.id"))}"'
+        f' name="{w.attr(nvm.name)}"'
+        f' value="{_integer(nvm.value, "nvm {} value", nvm.id)}"'
+        f' default="{_integer(nvm.default, "nvm {} default", nvm.id)}"'
+        f' min="{_integer(nvm.minimum, "nvm {} minimum", nvm.id)}"'
+        f' max="{_integer(nvm.maximum, "nvm {} maximum", nvm.id)}"'
+        f' protected="{_bool(nvm.protected)}" />'
+        for nvm in sorted(s.nvm, key=lambda n: n.id)[:MAX_NVM]])
 
 
 # -- zip ----------------------------------------------------------------------------------

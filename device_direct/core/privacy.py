@@ -59,7 +59,8 @@ class PrivacyPolicy:
 class TextScrubber:
     """Scrubs free text according to a policy and the personal names of one snapshot."""
 
-    __slots__ = ("_by_length", "_done", "_name_set", "_nameless", "_policy", "unchanged")
+    __slots__ = ("_by_length", "_done", "_name_set", "_nameless", "_policy", "all_unchanged",
+                 "unchanged")
 
     def __init__(self, policy: PrivacyPolicy, jobs: Iterable[JobRecord] = (),
                  texts: Iterable[str] = ()) -> None:
@@ -82,6 +83,8 @@ class TextScrubber:
         #: use them without calling :meth:`scrub`.
         self.unchanged = _unchanged(nameless, everything if nameless is known else None,
                                     policy)
+        #: Whether every one of ``texts`` is in ``unchanged`` (nothing in them to blank).
+        self.all_unchanged = self.unchanged is known
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with e-mail addresses and personal names blanked."""

@@ -163,6 +163,19 @@ class XmlWriter:
             self._open = False
         self._out.append(markup)
 
+    def mark(self) -> int:
+        """Where the next element begins, for :meth:`since` (the start tag still open,
+        if any, is closed first, as the next element would)."""
+        if self._open:
+            self._out.append(">")
+            self._open = False
+        return len(self._out)
+
+    def since(self, mark: int) -> str:
+        """The markup written since :meth:`mark` gave ``mark``: whole elements, once
+        those begun since are ended; :meth:`markup` writes it again elsewhere."""
+        return "".join(self._out[mark:])
+
     def getvalue(self) -> bytes:
         """The finished document as UTF-8 bytes (every element must be ended)."""
         if self._stack:

@@ -208,21 +208,30 @@ def firmware_modules(st: DeviceState, plan: Plan) -> dict[str, str]:
 
 
 def jobs(st: DeviceState) -> tuple[JobRecord, ...]:
+    """The job log, newest first. A logged job never changes: the records made for the
+    last snapshot (``st.job_records``) are used again, and only new jobs' made."""
     log = st.job_log
     out = []
     kinds = _KINDS
     texts = st.job_text
+    made, kept = st.job_records, {}
     for k in range(0, len(log), JOB_FIELDS):
-        kind, t, pages, imps, user, job_no = log[k:k + JOB_FIELDS]
-        login, email = synthetic_user(user)
-        name = synthetic_job_name(job_no)
-        given = texts.get(job_no)
-        if given is not None:
-            login, name, email = (g or d for g, d in zip(given, (login, name, email),
-                                                          strict=True))
-        # kind, at, pages, impressions, user, job_name, email
-        out.append(JobRecord(kinds[JOB_KIND_CODES[kind]], _fromtimestamp(t, UTC), pages,
-                             imps, login, name, email))
+        job_no = log[k + JOB_FIELDS - 1]
+        record = made.get(job_no)
+        if record is None:
+            kind, t, pages, imps, user, _ = log[k:k + JOB_FIELDS]
+            login, email = synthetic_user(user)
+            name = synthetic_job_name(job_no)
+            given = texts.get(job_no)
+            if given is not None:
+                login, name, email = (g or d for g, d in zip(given, (login, name, email),
+                                                              strict=True))
+            # kind, at, pages, impressions, user, job_name, email
+            record = JobRecord(kinds[JOB_KIND_CODES[kind]], _fromtimestamp(t, UTC), pages,
+                               imps, login, name, email)
+        kept[job_no] = record
+        out.append(record)
+    st.job_records = kept
     return tuple(out)
 
 

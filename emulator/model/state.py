@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from array import array
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.errors import StateStorageError
+
+if TYPE_CHECKING:
+    from device_direct.model import JobRecord
 from emulator.model.plan import (
     A4_MM,
     A4_UNITS,
@@ -75,7 +78,8 @@ class DeviceState:
         "bank_versions", "black", "black_large", "boot_epoch", "cmd_seq", "color",
         "color_large", "copy_imps", "duplex_sheets", "eng_log", "fault_log", "fax_imps",
         "fax_sent", "hfsi_due_at", "hfsi_raw", "hfsi_repl", "hfsi_repl_at", "install_epoch",
-        "job_log", "job_seq", "job_text", "last_day", "next_alert", "nvm", "pages_unprinted",
+        "job_log", "job_records", "job_seq", "job_text", "last_day", "next_alert", "nvm",
+        "pages_unprinted",
         "power_on_count", "print_imps", "repl_log", "report_imps", "scan_images", "sheets",
         "sup_due", "sup_imps", "sup_installed", "sup_order_at", "sup_repl", "sup_spare",
         "sup_spare_due", "sup_spare_order", "sup_status", "sup_used", "switched_off", "trial",
@@ -129,6 +133,9 @@ class DeviceState:
         self.last_day = 0
         self.cmd_seq = 0
         self.boot_epoch = float(install_epoch)  # volatile: not persisted
+        # Volatile: the records snapshot.jobs last made from the job log, by job number
+        # (a logged job never changes; the next snapshot makes only the new ones).
+        self.job_records: dict[int, JobRecord] = {}
         # Volatile: an order may lack its delivery day (set by the upkeep, which has
         # the calendar). True after loading, to be safe.
         self.unscheduled = True

@@ -89,3 +89,22 @@ def test_every_record_field_comes_from_its_own_source() -> None:
         assert (alert.index, alert.severity.value, alert.code, alert.group,
                 alert.group_index, alert.location, alert.raised_at, alert.uptime_ticks) == (
             index, severity, code, group, group_index, 0, _at(t), ticks)
+
+
+def test_the_job_log_records_are_made_once_each_and_stay_true_to_the_log() -> None:
+    """A logged job never changes, so each snapshot makes records only for the jobs new
+    since the last one; what it hands out is what a snapshot from scratch makes."""
+    dev = make_device("office-color", seed=3)
+    days = days_from(EPOCH.date(), 12)
+    dev.run_day(days[0])
+    yesterday = dev.snapshot().jobs
+    reused = 0
+    for day in days[1:]:
+        dev.run_day(day)
+        today = dev.snapshot().jobs
+        kept, dev._state.job_records = dev._state.job_records, {}
+        assert dev.snapshot().jobs == today  # from scratch
+        dev._state.job_records = kept
+        reused += len({id(j) for j in yesterday} & {id(j) for j in today})
+        yesterday = today
+    assert reused > len(days)  # most of a day's log was logged before it
