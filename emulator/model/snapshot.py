@@ -119,6 +119,9 @@ def counters(st: DeviceState) -> Counters:
 
 def supplies(st: DeviceState, plan: Plan, serial: str) -> tuple[Supply, ...]:
     out = []
+    units = st.supply_units
+    if units is None:
+        units = st.supply_units = [None] * len(plan.profile.supplies)
     for i, spec in enumerate(plan.profile.supplies):
         status = st.sup_status[i]
         receptacle = spec.supply_class == 4
@@ -128,13 +131,20 @@ def supplies(st: DeviceState, plan: Plan, serial: str) -> tuple[Supply, ...]:
             text = "near-full" if receptacle else "low"
         else:
             text = "full" if receptacle else "empty"
-        unit_serial = f"{zlib.crc32(f'{serial}:{i}:{st.sup_repl[i]}'.encode()):08X}"
+        # The unit in place: its serial and install time change only with the unit.
+        unit = units[i]
+        if (unit is None or unit[0] != st.sup_repl[i] or unit[1] != st.sup_installed[i]
+                or unit[4] != serial):
+            repl, installed = st.sup_repl[i], st.sup_installed[i]
+            unit = units[i] = (repl, installed,
+                               f"{zlib.crc32(f'{serial}:{i}:{repl}'.encode()):08X}",
+                               _fromtimestamp(installed, UTC), serial)
         # index, name, type, unit, capacity, level, colorant, supply_class, status,
         # serial, part_number, lifetime_impressions, installed_at
         out.append(Supply(
             spec.index, spec.name, spec.type, spec.unit, spec.capacity,
-            st.supply_level(plan, i), spec.colorant, spec.supply_class, text, unit_serial,
-            spec.part_number, st.sup_imps[i], _fromtimestamp(st.sup_installed[i], UTC)))
+            st.supply_level(plan, i), spec.colorant, spec.supply_class, text, unit[2],
+            spec.part_number, st.sup_imps[i], unit[3]))
     return tuple(out)
 
 
@@ -214,7 +224,7 @@ def jobs(st: DeviceState) -> tuple[JobRecord, ...]:
     out = []
     kinds = _KINDS
     texts = st.job_text
-    made, kept = st.job_records, {}
+    made, kept = st.job_records or {}, {}
     for k in range(0, len(log), JOB_FIELDS):
         job_no = log[k + JOB_FIELDS - 1]
         record = made.get(job_no)

@@ -77,13 +77,13 @@ class DeviceState:
         "active_bank", "active_fault", "active_fault_day", "alerts", "bank_sha",
         "bank_versions", "black", "black_large", "boot_epoch", "cmd_seq", "color",
         "color_large", "copy_imps", "duplex_sheets", "eng_log", "fault_log", "fax_imps",
-        "fax_sent", "hfsi_due_at", "hfsi_raw", "hfsi_repl", "hfsi_repl_at", "install_epoch",
-        "job_log", "job_records", "job_seq", "job_text", "last_day", "next_alert", "nvm",
-        "pages_unprinted",
-        "power_on_count", "print_imps", "repl_log", "report_imps", "scan_images", "sheets",
-        "sup_due", "sup_imps", "sup_installed", "sup_order_at", "sup_repl", "sup_spare",
-        "sup_spare_due", "sup_spare_order", "sup_status", "sup_used", "switched_off", "trial",
-        "trial_boots", "unscheduled", "visit_day",
+        "fax_sent", "hfsi_due_at", "hfsi_raw", "hfsi_repl", "hfsi_repl_at",
+        "install_epoch", "job_log", "job_records", "job_seq", "job_text", "last_day",
+        "next_alert", "nvm", "pages_unprinted", "power_on_count", "print_imps",
+        "repl_log", "report_imps", "scan_images", "sheets", "sup_due", "sup_imps",
+        "sup_installed", "sup_order_at", "sup_repl", "sup_spare", "sup_spare_due",
+        "sup_spare_order", "sup_status", "sup_used", "supply_units", "switched_off",
+        "trial", "trial_boots", "unscheduled", "visit_day",
     )
 
     def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
@@ -133,9 +133,13 @@ class DeviceState:
         self.last_day = 0
         self.cmd_seq = 0
         self.boot_epoch = float(install_epoch)  # volatile: not persisted
-        # Volatile: the records snapshot.jobs last made from the job log, by job number
-        # (a logged job never changes; the next snapshot makes only the new ones).
-        self.job_records: dict[int, JobRecord] = {}
+        # Volatile, made by the first snapshot (an idle device holds neither): the
+        # records snapshot.jobs last made from the job log, by job number (a logged job
+        # never changes; the next snapshot makes only the new ones); and per supply, the
+        # unit snapshot.supplies last described (its replacement count and install
+        # epoch, the serial and install time made from them, the device serial).
+        self.job_records: dict[int, JobRecord] | None = None
+        self.supply_units: list[tuple[int, int, str, datetime, str] | None] | None = None
         # Volatile: an order may lack its delivery day (set by the upkeep, which has
         # the calendar). True after loading, to be safe.
         self.unscheduled = True

@@ -102,9 +102,10 @@ def test_the_job_log_records_are_made_once_each_and_stay_true_to_the_log() -> No
     for day in days[1:]:
         dev.run_day(day)
         today = dev.snapshot().jobs
-        kept, dev._state.job_records = dev._state.job_records, {}
+        kept, dev._state.job_records = dev._state.job_records, None
         assert dev.snapshot().jobs == today  # from scratch
         dev._state.job_records = kept
         reused += len({id(j) for j in yesterday} & {id(j) for j in today})
         yesterday = today
     assert reused > len(days)  # most of a day's log was logged before it
+    assert dev._state.job_records is not None
