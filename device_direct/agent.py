@@ -195,7 +195,8 @@ class Agent:
         self.backoff = config.retry.backoff()
         self.stats = SyncStats()
         self.proxy_route: ProxyRoute | None = None
-        # The parts of the last payloads that seldom change (made with the first one).
+        # The parts of the last payloads that seldom change: made after the first
+        # payload, so that a device which builds one payload (a one-day fleet) holds none.
         self._payload_cache: PayloadCache | None = None
         self._transport_factory = transport_factory or _default_transport
         self.firmware = FirmwareUpdater(
@@ -450,7 +451,7 @@ class Agent:
             # (whose server would otherwise wait on this process: see docs/fleet.md).
             snapshot = collect(self.model)
             await asyncio.sleep(0)
-            if self._payload_cache is None:
+            if self._payload_cache is None and self.stats.payloads_built:
                 self._payload_cache = PayloadCache()
             xml = build_xml(
                 snapshot,

@@ -12,6 +12,9 @@ a payload can be rebuilt and compared, and the fleet replays exactly:
 * the zip has one entry with a fixed timestamp (1980-01-01), fixed attributes and
   deflate at a fixed level.
 
+A device keeps a :class:`PayloadCache`: its next payload writes again, as they were, the
+parts whose data did not change since (the same bytes as a build without it).
+
 What may appear at all is decided by :mod:`.privacy`. Values the schema cannot express
 (a negative meter, a malformed chain-link code) raise :class:`PayloadError` naming the
 field: sending data the server will reject with 4xx helps nobody.

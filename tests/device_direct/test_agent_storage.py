@@ -15,6 +15,7 @@ import pytest
 
 import device_direct.outbox_store as outbox_store
 from device_direct.agent import Agent
+from device_direct.core.payload import read_payload
 from emulator.clock import VirtualClock
 from emulator.server.app import ReferenceServer
 from tests.device_direct.agent_harness import make_agent, make_device
@@ -151,3 +152,25 @@ async def test_the_payload_build_lets_the_loop_run_between_its_stages(
     assert [order[i] for i in stages] == ["collect", "build_xml", "pack_zip", "store"]
     for this, following in itertools.pairwise(stages):
         assert "other" in order[this + 1:following], order[this:following + 1]
+
+
+async def test_the_agent_keeps_its_payloads_unchanged_parts_from_its_second_payload(
+    tmp_path: Path,
+) -> None:
+    """A device that builds one payload (a one-day fleet) holds no cache; from the second
+    on, the parts that did not change are written again (docs/fleet.md, "The parts of a
+    payload that did not change since the day before")."""
+    clock = VirtualClock()
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        agent, _ = make_agent(tmp_path, server, make_device(clock, None), clock)
+        assert await agent.queue_payload("on-demand") is not None
+        assert agent._payload_cache is None
+        assert await agent.queue_payload("on-demand") is not None
+        cache = agent._payload_cache
+        assert cache is not None and "identity" in cache._parts
+        identity = cache._parts["identity"]
+        assert await agent.queue_payload("on-demand") is not None
+        assert cache._parts["identity"] is identity  # written again, not rebuilt
+        xmls = [read_payload(agent.outbox.read(e)) for e in agent.outbox.entries()]
+    identities = {xml[xml.index(b"<Identity>"):xml.index(b"</Identity>")] for xml in xmls}
+    assert len(xmls) == 3 and len(identities) == 1  # the same part, built or written again
