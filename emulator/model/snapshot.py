@@ -219,7 +219,7 @@ def firmware_modules(st: DeviceState, plan: Plan) -> dict[str, str]:
 
 def jobs(st: DeviceState) -> tuple[JobRecord, ...]:
     """The job log, newest first. A logged job never changes: the records made for the
-    last snapshot (``st.job_records``) are used again, and only new jobs' made."""
+    last snapshot (``st.job_records``) are used again; only new jobs get new ones."""
     log = st.job_log
     out = []
     kinds = _KINDS

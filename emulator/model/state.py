@@ -16,9 +16,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from emulator.errors import StateStorageError
-
-if TYPE_CHECKING:
-    from device_direct.model import JobRecord
 from emulator.model.plan import (
     A4_MM,
     A4_UNITS,
@@ -30,6 +27,9 @@ from emulator.model.plan import (
     DRIVE_TONER,
     Plan,
 )
+
+if TYPE_CHECKING:
+    from device_direct.model import JobRecord
 
 STATE_VERSION = 2  # 2: replenishment, service visits, replacement log (1 still loads)
 FAULT_HISTORY = 40  # entries kept, newest first
