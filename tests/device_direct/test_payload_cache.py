@@ -24,27 +24,12 @@ from device_direct.core.payload import (
 )
 from device_direct.core.privacy import PERSONAL_REPLACEMENT, PrivacyPolicy
 from device_direct.model import JobKind, JobRecord, Property
+from emulator.clock import VirtualClock
 from emulator.model import EmulatedDevice, load_profile
 from tests.device_direct.core.payload_samples import make_snapshot
 
 START = date(2026, 2, 2)
 PROFILES = ("office-color", "office-mono", "production")
-
-
-class _Clock:
-    """The evening or the morning of a simulated day, set by hand."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return self.at.timestamp()
-
-    def set(self, at: datetime) -> None:
-        self.at = at
 
 
 def _meta(day: int, rng: random.Random, at: datetime) -> PayloadMeta:
@@ -53,7 +38,7 @@ def _meta(day: int, rng: random.Random, at: datetime) -> PayloadMeta:
 
 def test_an_emulated_fleet_gets_the_same_bytes_with_and_without_the_cache() -> None:
     at = datetime.combine(START, datetime.min.time(), UTC)
-    clock = _Clock(at)
+    clock = VirtualClock(at)
     rng = random.Random(7)
     devices = [EmulatedDevice(load_profile(PROFILES[i % 3]), serial=f"PC{i:04d}",
                               clock=clock, rng_seed=i, state_dir=None) for i in range(6)]
@@ -62,7 +47,7 @@ def test_an_emulated_fleet_gets_the_same_bytes_with_and_without_the_cache() -> N
     reused = 0
     for k in range(24):
         day = START + timedelta(days=k)
-        clock.set(at + timedelta(days=k, hours=8))
+        clock.advance_to(at + timedelta(days=k, hours=8))
         for n, dev in enumerate(devices):
             dev.run_day(day)
             # What a day can change in the parts the cache keeps.
@@ -79,7 +64,7 @@ def test_an_emulated_fleet_gets_the_same_bytes_with_and_without_the_cache() -> N
                 dev.replace_supply(1)
             if k == 11:
                 dev.set_door(n % 2 == 0)
-        clock.set(at + timedelta(days=k, hours=20))
+        clock.advance_to(at + timedelta(days=k, hours=20))
         # Locked down on some days: the network section changes with the policy.
         policy = PrivacyPolicy(locked_down=k % 8 == 5)
         proxy = ProxyRoute("DIRECT", "off") if k < 15 else ProxyRoute("PROXY 10.0.0.8:3128", "pac")
