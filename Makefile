@@ -40,7 +40,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check device_direct emulator tests bench
 	$(BIN)/mypy
 
+# The benches also count instructions with valgrind (bench/fleet_instructions.py).
 bench: $(STAMP) debs
+	@$(MAKE) --no-print-directory debs DEB_TOOLS="valgrind callgrind_annotate:valgrind"
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
