@@ -318,10 +318,11 @@ def devices_file(work: Path) -> Path:
 
 def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run: str,
                user_class: str = "HttpUser", processes: int = 1,
-               samples: Path = SAMPLE) -> Baseline:
+               samples: Path = SAMPLE, wrap: tuple[str, ...] = ()) -> Baseline:
     """Locust's device-day for ``seconds``, ``users`` at once, in one process or, with
     ``processes`` > 1, ``locust --processes`` workers (its own master beside them),
-    sending ``samples`` (one device-data.xml, or a JSON list of them)."""
+    sending ``samples`` (one device-data.xml, or a JSON list of them). ``wrap``: a
+    command to run Locust under (valgrind: fleet_instructions.py)."""
     locust = Path(sys.executable).with_name("locust")
     if not locust.exists():
         raise SystemExit("locust is not installed: .venv/bin/pip install locust")
@@ -332,12 +333,13 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
                FLEET_CA=str(state / "pki" / "bundle.pem"), FLEET_RESULT=str(tmp / "result.json"),
                FLEET_USER=user_class, FLEET_BENCH_DIR=str(Path(__file__).parent))
     proc = subprocess.run(
-        [str(locust), "-f", str(tmp / "locustfile.py"), "--headless", "-u", str(users),
+        [*wrap, sys.executable, str(locust), "-f", str(tmp / "locustfile.py"), "--headless",
+         "-u", str(users),
          "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
          "--only-summary", "--loglevel", "ERROR",
          *(("--processes", str(processes)) if processes > 1 else ())],
         cwd=tmp, env=env, check=False, capture_output=True, text=True,
-        timeout=seconds * 3 + 60)
+        timeout=seconds * 3 + (900 if wrap else 60))
     # The processes that made device-days (a --processes master makes none).
     results = [r for r in (json.loads(f.read_text()) for f in tmp.glob("result.json.*"))
                if r["first"] is not None]
@@ -353,15 +355,18 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
 
 
 def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
-             client: str = BARE, samples: Path = SAMPLE) -> Baseline:
+             client: str = BARE, samples: Path = SAMPLE, wrap: tuple[str, ...] = ()
+             ) -> Baseline:
     """(e), (e'): the same device-day over aiohttp's client or the device's transport on
-    uvloop alone (``bare_client.py --client``), sending ``samples``."""
+    uvloop alone (``bare_client.py --client``), sending ``samples``; under ``wrap``."""
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("bare_client.py")), "--port", str(port),
+        [*wrap, sys.executable, str(Path(__file__).with_name("bare_client.py")),
+         "--port", str(port),
          "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
          "--sample", str(samples), "--seconds", str(seconds), "--concurrency", str(users),
          "--client", client],
-        check=False, capture_output=True, text=True, timeout=seconds * 3 + 60)
+        check=False, capture_output=True, text=True,
+        timeout=seconds * 3 + (900 if wrap else 60))
     if proc.returncode != 0:
         raise SystemExit(f"bare_client.py failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

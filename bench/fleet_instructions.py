@@ -13,14 +13,22 @@ process is counted. A tree is run twice, ``--days`` short and long, and the diff
 divided by the extra device-days is what one more device-day costs once every device is
 registered (imports, set-up and registration cancel out). It is split by where the
 instructions ran: the interpreter, OpenSSL (the bundled one the devices' TLS runs on,
-and the system's), zlib, libc, the rest.
+and the system's together), zlib, libc, the rest.
 
-Instructions are not time: a handshake's arithmetic runs several per cycle, the
-interpreter fewer. Use this to tell whether a change does less work, and the timed
-benches for what it is worth. About 3 minutes a tree under valgrind.
+Beside the fleet, the same count for two of ``fleet_bench.py``'s baselines, each doing
+the same device-day with the fleet's own payloads and registered devices: (e') the
+device's transport alone (``bare_client.py --client transport``) and Locust's
+FastHttpUser. Their runs are timed, not counted in days, so each is run for two lengths
+of time and the difference divided by the extra device-days they made.
+
+Instructions are not time. A handshake's arithmetic runs several per cycle, the
+interpreter fewer; and valgrind counts the process's own code, not the kernel's work on
+its system calls (the fleet's files: about 90 calls a device-day). Use this to tell
+whether a change does less work, and the timed benches for what it is worth. About 3
+minutes a tree and 3 minutes the baselines under valgrind.
 
     .venv/bin/python bench/fleet_instructions.py [--devices 40] [--days 3 9]
-        [--compare-with TREE|COMMIT]
+        [--compare-with TREE|COMMIT] [--[no-]baselines] [--baseline-seconds 20 60]
 
 Last line: JSON.
 """
@@ -45,11 +53,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where the instructions ran, by the file name of the object that holds the code.
 PLACES = (
     ("interpreter", re.compile(r"^libpython")),
-    ("OpenSSL, bundled (cryptography)", re.compile(r"^_rust\.abi3\.so$")),
-    ("OpenSSL, system", re.compile(r"^lib(ssl|crypto)\.so")),
+    # One place for both OpenSSLs: the one cryptography bundles (the devices' TLS) and
+    # the system's (Python's ssl and hashlib, Locust's TLS). callgrind names code without
+    # symbols by function name, and gives some of one library's calls to the other.
+    ("OpenSSL", re.compile(r"^(_rust\.abi3\.so|lib(ssl|crypto)\.so.*)$")),
     ("zlib", re.compile(r"^libz\.so")),
     ("libc", re.compile(r"^lib(c|m)\.so")),
 )
+BASELINE_OWN = "the device's transport alone (e')"
+BASELINE_FHU = "Locust FastHttpUser"
 OTHER = "the rest (uvloop, extension modules, the loader)"
 # Lines without an object (code inlined from a header), by their source path: CPython's
 # build tree, or glibc's ("./nptl/...").
@@ -68,18 +80,16 @@ def child(tree: Path, devices: int, days: int) -> int:
     return 0 if ok else 1
 
 
-def counted(tree: Path, devices: int, days: int, out: Path) -> Counter[str]:
-    """Run ``tree``'s fleet under callgrind; its instructions by place."""
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-           sys.executable, str(Path(__file__).resolve()), "--child", str(tree),
-           "--devices", str(devices), "--child-days", str(days)]
-    run = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        raise SystemExit(f"the fleet under valgrind failed ({tree}, {days} days):\n"
-                         f"{run.stdout[-1500:]}{run.stderr[-1500:]}")
+def callgrind(out: Path) -> tuple[str, ...]:
+    """The command prefix that counts a process's instructions into ``out``."""
+    return ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
+
+
+def places(out: Path) -> Counter[str]:
+    """The instructions of callgrind's file ``out``, by place (the file is removed)."""
     table = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
                             str(out)], capture_output=True, text=True, check=True).stdout
-    places: Counter[str] = Counter()
+    found: Counter[str] = Counter()
     for line in table.splitlines():
         m = _LINE.match(line)
         if m is None or "PROGRAM TOTALS" in line:
@@ -90,9 +100,27 @@ def counted(tree: Path, devices: int, days: int, out: Path) -> Counter[str]:
         name = Path(obj.group(1)).name if obj else next(
             (lib for start, lib in _INLINED if where.startswith(start)), "")
         place = next((p for p, pattern in PLACES if pattern.match(name)), OTHER)
-        places[place] += int(m.group(1).replace(",", ""))
+        found[place] += int(m.group(1).replace(",", ""))
     out.unlink()
-    return places
+    return found
+
+
+def counted(tree: Path, devices: int, days: int, out: Path) -> Counter[str]:
+    """Run ``tree``'s fleet under callgrind; its instructions by place."""
+    cmd = [*callgrind(out), sys.executable, str(Path(__file__).resolve()), "--child",
+           str(tree), "--devices", str(devices), "--child-days", str(days)]
+    run = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"the fleet under valgrind failed ({tree}, {days} days):\n"
+                         f"{run.stdout[-1500:]}{run.stderr[-1500:]}")
+    return places(out)
+
+
+def difference(short: Counter[str], long: Counter[str], extra: int) -> dict[str, float]:
+    """Millions of instructions per extra device-day, by place, and their total."""
+    result = {p: (long[p] - short[p]) / extra / 1e6 for p in (*(p for p, _ in PLACES), OTHER)}
+    result["total"] = sum(result.values())
+    return result
 
 
 def per_device_day(tree: Path, devices: int, days: tuple[int, int], work: Path
@@ -100,10 +128,49 @@ def per_device_day(tree: Path, devices: int, days: tuple[int, int], work: Path
     """Instructions (millions) one more device-day costs in ``tree``'s fleet, by place."""
     short = counted(tree, devices, days[0], work / "short.out")
     long = counted(tree, devices, days[1], work / "long.out")
-    extra = devices * (days[1] - days[0])
-    result = {p: (long[p] - short[p]) / extra / 1e6 for p in (*(p for p, _ in PLACES), OTHER)}
-    result["total"] = sum(result.values())
-    return result
+    return difference(short, long, devices * (days[1] - days[0]))
+
+
+def baselines(devices: int, seconds: tuple[int, int], work: Path
+              ) -> dict[str, dict[str, float]]:
+    """fleet_bench.py's (e') and (b) FastHttpUser under callgrind: the device's transport
+    alone and Locust, each the same device-day (the fleet's payloads, registered devices),
+    run for two lengths of time; instructions per extra device-day, by place."""
+    from fleet_bench import (
+        OWN,
+        bare_run,
+        fleet_payloads,
+        fleet_run,
+        fleet_target,
+        locust_run,
+        served,
+    )
+
+    found: dict[str, dict[str, float]] = {}
+    with served() as (tmp, state, _, port):
+        fleet = tmp / "fleet"  # registers the devices the baselines use
+        fleet_run(fleet_target(port, state, devices), fleet, devices, 1, 32, seed=10)
+        samples, _ = fleet_payloads(state, tmp / "payloads.json")
+        for name in (BASELINE_OWN, BASELINE_FHU):
+            counts, done = [], []
+            for s in seconds:
+                out = work / f"baseline-{s}.out"
+                if name == BASELINE_OWN:
+                    result = bare_run(port, state, fleet, 32, s, client=OWN, samples=samples,
+                                      wrap=callgrind(out))
+                else:
+                    result = locust_run(port, state, fleet, 32, s, f"fhu-{s}",
+                                        user_class="FastHttpUser", samples=samples,
+                                        wrap=callgrind(out))
+                if result[2]:
+                    raise SystemExit(f"{name}: {result[2]} device-days failed under valgrind")
+                counts.append(places(out))
+                done.append(result[1])
+            if done[1] <= done[0]:
+                raise SystemExit(f"{name}: the longer run made no more device-days "
+                                 f"({done[0]}, {done[1]}); give --baseline-seconds more")
+            found[name] = difference(counts[0], counts[1], done[1] - done[0])
+    return found
 
 
 def main() -> int:
@@ -112,50 +179,63 @@ def main() -> int:
     ap.add_argument("--days", type=int, nargs=2, default=(3, 9), metavar=("SHORT", "LONG"),
                     help="the two run lengths whose difference is counted (default 3 9)")
     ap.add_argument("--compare-with", metavar="TREE|COMMIT",
-                    help="also count another checkout's code, or a commit of this repository")
+                    help="also count another checkout's code, or a commit of this "
+                         "repository (then without the baselines, unless --baselines)")
+    ap.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=None,
+                    help="also count the device's transport alone and Locust's "
+                         "FastHttpUser (default: yes without --compare-with)")
+    ap.add_argument("--baseline-seconds", type=int, nargs=2, default=(20, 60),
+                    metavar=("SHORT", "LONG"),
+                    help="the baselines' two run lengths under valgrind (default 20 60)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-days", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.devices < 1 or not 1 <= args.days[0] < args.days[1]:
         ap.error("--devices must be >= 1 and --days SHORT LONG with 1 <= SHORT < LONG")
+    if not 1 <= args.baseline_seconds[0] < args.baseline_seconds[1]:
+        ap.error("--baseline-seconds SHORT LONG needs 1 <= SHORT < LONG")
     if args.child is not None:
         return child(args.child, args.devices, args.child_days)
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
-        raise SystemExit("valgrind is not installed: sudo apt-get install valgrind")
+        print("valgrind is not installed (apt-get install valgrind, or make bench)",
+              file=sys.stderr)
+        return 2
+    with_baselines = args.compare_with is None if args.baselines is None else args.baselines
+    columns: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base: Path | None = None
         if args.compare_with is not None:
             given = Path(args.compare_with)
-            if (given / "device_direct").is_dir():
-                base = given.resolve()
-            else:
+            base: Path | None = given.resolve()
+            if not (given / "device_direct").is_dir():
                 (work / "base").mkdir()
                 base = _archive(args.compare_with, work / "base")
-                if base is None:
-                    return 2
-        ours = per_device_day(ROOT, args.devices, tuple(args.days), work)
-        theirs = per_device_day(base, args.devices, tuple(args.days), work) if base else None
-    print(f"{args.devices} devices, {args.days[0]} and {args.days[1]} days: millions of "
-          "instructions per device-day (the fleet process, registered devices)")
-    head = f"{'where':48}" + (f"{'baseline':>10}" if theirs else "") + f"{'this tree':>10}"
-    print(head + (f"{'ratio':>8}" if theirs else ""))
-    for place, value in ours.items():
-        row = f"{place:48}"
-        if theirs:
-            row += f"{theirs[place]:10.3f}"
-        row += f"{value:10.3f}"
-        if theirs and theirs[place]:
-            row += f"{value / theirs[place]:8.3f}"
-        print(row)
+            if base is None:
+                return 2
+            columns[f"baseline ({args.compare_with})"] = per_device_day(
+                base, args.devices, tuple(args.days), work)
+        if with_baselines:
+            columns.update(baselines(args.devices, tuple(args.baseline_seconds), work))
+        ours = columns["the fleet"] = per_device_day(ROOT, args.devices, tuple(args.days),
+                                                     work)
+    print(f"Millions of instructions per device-day (valgrind's count; the fleet: "
+          f"{args.devices} devices, {args.days[0]} and {args.days[1]} days, registered)")
+    names = list(columns)
+    width = max(12, *(len(n) for n in names)) + 2
+    print(f"{'where':40}" + "".join(f"{n:>{width}}" for n in names))
+    for place in ours:
+        print(f"{place[:39]:40}" + "".join(f"{columns[n][place]:{width}.3f}" for n in names))
     figures: dict[str, Any] = {"devices": args.devices, "days": list(args.days),
                                "minstr_per_device_day": round(ours["total"], 4),
                                "minstr_per_device_day_by_place": {
                                    k: round(v, 4) for k, v in ours.items() if k != "total"}}
-    if theirs:
-        print(f"baseline: {args.compare_with}")
-        figures["baseline_minstr_per_device_day"] = round(theirs["total"], 4)
-        figures["ratio_instructions"] = round(ours["total"] / theirs["total"], 4)
+    for name in names[:-1]:
+        ratio = ours["total"] / columns[name]["total"]
+        print(f"the fleet / {name}: {ratio:.3f}")
+        key = "baseline" if name.startswith("baseline") else (
+            "transport_alone" if name == BASELINE_OWN else "fasthttpuser")
+        figures[f"{key}_minstr_per_device_day"] = round(columns[name]["total"], 4)
+        figures[f"fleet_over_{key}_instructions"] = round(ratio, 4)
     print(json.dumps(figures))
     return 0
 
