@@ -64,8 +64,9 @@ BASELINE_OWN = "the device's transport alone (e')"
 BASELINE_FHU = "Locust FastHttpUser"
 OTHER = "the rest (uvloop, extension modules, the loader)"
 # Lines without an object (code inlined from a header), by their source path: CPython's
-# build tree, or glibc's ("./nptl/...").
-_INLINED = (("python-build", "libpython"), ("./", "libc.so"))
+# build tree (relative or not, as callgrind_annotate prints it from where it runs), or
+# glibc's ("./nptl/...").
+_INLINED = ((re.compile(r"^(.*/)?python-build"), "libpython"), (re.compile(r"^\./"), "libc.so"))
 _LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$")
 
 
@@ -98,7 +99,7 @@ def places(out: Path) -> Counter[str]:
         obj = re.search(r"\[([^\]]*)\]\s*$", where)
         # A line for code inlined from another file (a header) names no object.
         name = Path(obj.group(1)).name if obj else next(
-            (lib for start, lib in _INLINED if where.startswith(start)), "")
+            (lib for start, lib in _INLINED if start.match(where)), "")
         place = next((p for p, pattern in PLACES if pattern.match(name)), OTHER)
         found[place] += int(m.group(1).replace(",", ""))
     out.unlink()
