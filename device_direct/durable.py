@@ -145,6 +145,26 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
     fsync_dir(os.path.dirname(target) or ".")
 
 
+def read_at_most(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The first ``limit`` bytes of ``path`` (fewer if it is shorter).
+
+    A plain ``open(path, "rb").read()`` also asks the file's size twice, its position
+    and whether it is a terminal: four system calls more, for a file read daily."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts: list[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def append_durably(path: str | os.PathLike[str], data: bytes, *, new_file: bool,
                    mode: int = 0o644) -> None:
     """Append ``data`` to ``path`` (created if absent) and ``fsync`` it.

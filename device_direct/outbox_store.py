@@ -81,7 +81,14 @@ from device_direct.core.payload import (
     read_payload_head_id,
     read_payload_id,
 )
-from device_direct.durable import TMP_SUFFIX, append_durably, atomic_write, fsync_dir, settle
+from device_direct.durable import (
+    TMP_SUFFIX,
+    append_durably,
+    atomic_write,
+    fsync_dir,
+    read_at_most,
+    settle,
+)
 from device_direct.errors import PayloadError, StorageError
 from device_direct.outbox_meta import (
     JOURNAL_LIMIT,
@@ -284,8 +291,8 @@ class OutboxStore:
         problem = ""
         data = b""
         try:
-            with open(self._file(live.sequence, live.upload_id), "rb") as fh:
-                data = fh.read()
+            # One byte more than recorded, to tell a file that grew.
+            data = read_at_most(self._file(live.sequence, live.upload_id), live.size + 1)
         except FileNotFoundError:
             problem = "payload file is missing"
         except OSError as exc:

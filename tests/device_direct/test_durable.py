@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+
+import pytest
 
 from device_direct import durable
 
@@ -58,3 +61,17 @@ async def test_a_write_on_the_loop_is_the_same_durable_write(tmp_path: Path) -> 
         await durable.off_loop(durable.atomic_write, target, b"one")
     assert target.read_bytes() == b"one"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_read_at_most_stops_at_the_limit_and_gathers_short_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "payload.zip"
+    path.write_bytes(b"0123456789")
+    assert durable.read_at_most(path, 4) == b"0123"
+    assert durable.read_at_most(path, 11) == b"0123456789"  # shorter than asked
+    (tmp_path / "empty").write_bytes(b"")
+    assert durable.read_at_most(tmp_path / "empty", 5) == b""
+    real = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real(fd, min(n, 3)))  # short reads
+    assert durable.read_at_most(path, 8) == b"01234567"

@@ -255,6 +255,24 @@ def test_unreadable_payload_is_dropped_not_retried_forever(
     assert store.history()[-1].result == "dropped"
 
 
+@pytest.mark.parametrize("change", [b"extra", None], ids=["grew", "shrank"])
+def test_a_payload_changed_on_disk_is_quarantined_and_dropped(
+    tmp_path: Path, change: bytes | None
+) -> None:
+    store = open_store(tmp_path)
+    add_one(store)
+    entry = store.next_due(T0)
+    assert entry is not None
+    path = store.path_of(entry)
+    data = path.read_bytes()
+    path.write_bytes(data + change if change is not None else data[:-1])
+    with pytest.raises(StorageError, match="changed on disk"):
+        store.begin_send(entry, T0)
+    assert store.history()[-1].result == "dropped"
+    assert [p.name for p in (store.directory / QUARANTINE_DIR).iterdir()] == [path.name]
+    assert store.entries() == ()
+
+
 # -- crash at every step ------------------------------------------------------------------
 
 
