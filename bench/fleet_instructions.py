@@ -27,7 +27,7 @@ its system calls (the fleet's files: about 90 calls a device-day). Use this to t
 whether a change does less work, and the timed benches for what it is worth. About 3
 minutes a tree and 3 minutes the baselines under valgrind.
 
-    .venv/bin/python bench/fleet_instructions.py [--devices 40] [--days 3 9]
+    .venv/bin/python bench/fleet_instructions.py [--devices 40] [--days 10 30]
         [--compare-with TREE|COMMIT] [--[no-]baselines] [--baseline-seconds 20 60]
 
 Last line: JSON.
@@ -132,11 +132,13 @@ def per_device_day(tree: Path, devices: int, days: tuple[int, int], work: Path
     return difference(short, long, devices * (days[1] - days[0]))
 
 
-def baselines(devices: int, seconds: tuple[int, int], work: Path
+def baselines(devices: int, days: int, seconds: tuple[int, int], work: Path
               ) -> dict[str, dict[str, float]]:
     """fleet_bench.py's (e') and (b) FastHttpUser under callgrind: the device's transport
-    alone and Locust, each the same device-day (the fleet's payloads, registered devices),
-    run for two lengths of time; instructions per extra device-day, by place."""
+    alone and Locust, each the same device-day, run for two lengths of time;
+    instructions per extra device-day, by place. They send the payloads of a fleet of
+    ``devices`` run for ``days`` (its devices, registered), in turn: the payloads the
+    counted fleet sends, their transfer history growing day by day."""
     from fleet_bench import (
         OWN,
         bare_run,
@@ -150,7 +152,7 @@ def baselines(devices: int, seconds: tuple[int, int], work: Path
     found: dict[str, dict[str, float]] = {}
     with served() as (tmp, state, _, port):
         fleet = tmp / "fleet"  # registers the devices the baselines use
-        fleet_run(fleet_target(port, state, devices), fleet, devices, 1, 32, seed=10)
+        fleet_run(fleet_target(port, state, devices), fleet, devices, days, 32, seed=10)
         samples, _ = fleet_payloads(state, tmp / "payloads.json")
         for name in (BASELINE_OWN, BASELINE_FHU):
             counts, done = [], []
@@ -177,8 +179,9 @@ def baselines(devices: int, seconds: tuple[int, int], work: Path
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=40, help="fleet size (default 40)")
-    ap.add_argument("--days", type=int, nargs=2, default=(3, 9), metavar=("SHORT", "LONG"),
-                    help="the two run lengths whose difference is counted (default 3 9)")
+    ap.add_argument("--days", type=int, nargs=2, default=(10, 30), metavar=("SHORT", "LONG"),
+                    help="the two run lengths whose difference is counted (default 10 30, "
+                         "as fleet_bench.py's 30 days)")
     ap.add_argument("--compare-with", metavar="TREE|COMMIT",
                     help="also count another checkout's code, or a commit of this "
                          "repository (then without the baselines, unless --baselines)")
@@ -216,7 +219,8 @@ def main() -> int:
             columns[f"baseline ({args.compare_with})"] = per_device_day(
                 base, args.devices, tuple(args.days), work)
         if with_baselines:
-            columns.update(baselines(args.devices, tuple(args.baseline_seconds), work))
+            columns.update(baselines(args.devices, args.days[1], tuple(args.baseline_seconds),
+                                     work))
         ours = columns["the fleet"] = per_device_day(ROOT, args.devices, tuple(args.days),
                                                      work)
     print(f"Millions of instructions per device-day (valgrind's count; the fleet: "
