@@ -23,9 +23,11 @@ of time and the difference divided by the extra device-days they made.
 
 Instructions are not time. A handshake's arithmetic runs several per cycle, the
 interpreter fewer; and valgrind counts the process's own code, not the kernel's work on
-its system calls (the fleet's files: about 90 calls a device-day). Use this to tell
-whether a change does less work, and the timed benches for what it is worth. About 3
-minutes a tree and 3 minutes the baselines under valgrind.
+its system calls (the fleet's files: about 60 calls a device-day). So with the baselines
+the same three clients are also run natively, two lengths each, and their user and
+system CPU per extra device-day printed: timed, one run each, as noisy as the host. Use
+the counts to tell whether a change does less work, and the timed benches for what it is
+worth. About 4 minutes a tree under valgrind, 8 more with the baselines.
 
     .venv/bin/python bench/fleet_instructions.py [--devices 40] [--days 10 30]
         [--compare-with TREE|COMMIT] [--[no-]baselines] [--baseline-seconds 20 60]
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,6 +63,7 @@ PLACES = (
     ("zlib", re.compile(r"^libz\.so")),
     ("libc", re.compile(r"^lib(c|m)\.so")),
 )
+TIMED_SECONDS = (5, 15)  # the baselines' two native runs, for their CPU
 BASELINE_OWN = "the device's transport alone (e')"
 BASELINE_FHU = "Locust FastHttpUser"
 OTHER = "the rest (uvloop, extension modules, the loader)"
@@ -71,14 +75,34 @@ _LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$")
 
 
 def child(tree: Path, devices: int, days: int) -> int:
-    """One fleet run of ``tree``'s code, in this interpreter (counted by the parent)."""
+    """One fleet run of ``tree``'s code, in this interpreter (counted by the parent).
+    Its last line: this process's user and system CPU seconds (the server, in its own
+    process, not included)."""
     sys.path[:0] = [str(tree / "bench"), str(tree)]
     from fleet_bench import fleet_run, fleet_target, served
 
     with served() as (tmp, state, _, port):
         _, _, ok = fleet_run(fleet_target(port, state, devices), tmp / "fleet", devices, days,
                              concurrency=32, seed=10)
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"user_s": used.ru_utime, "system_s": used.ru_stime}))
     return 0 if ok else 1
+
+
+def fleet_cpu(tree: Path, devices: int, days: tuple[int, int]) -> tuple[float, float]:
+    """The fleet's user and system CPU ms per extra device-day, run natively (timed)."""
+    runs = []
+    for d in days:
+        run = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(tree),
+             "--devices", str(devices), "--child-days", str(d)],
+            cwd=tree, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise SystemExit(f"the fleet failed ({tree}, {d} days):\n{run.stderr[-1500:]}")
+        runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    extra = devices * (days[1] - days[0])
+    user, system = (1000 * (runs[1][k] - runs[0][k]) / extra for k in ("user_s", "system_s"))
+    return user, system
 
 
 def callgrind(out: Path) -> tuple[str, ...]:
@@ -133,12 +157,13 @@ def per_device_day(tree: Path, devices: int, days: tuple[int, int], work: Path
 
 
 def baselines(devices: int, days: int, seconds: tuple[int, int], work: Path
-              ) -> dict[str, dict[str, float]]:
-    """fleet_bench.py's (e') and (b) FastHttpUser under callgrind: the device's transport
-    alone and Locust, each the same device-day, run for two lengths of time;
-    instructions per extra device-day, by place. They send the payloads of a fleet of
-    ``devices`` run for ``days`` (its devices, registered), in turn: the payloads the
-    counted fleet sends, their transfer history growing day by day."""
+              ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[float, float]]]:
+    """fleet_bench.py's (e') and (b) FastHttpUser: the device's transport alone and
+    Locust, each the same device-day, run for two lengths of time. Under callgrind:
+    instructions per extra device-day, by place; natively (``time``): user and system
+    CPU ms per extra device-day. They send the payloads of a fleet of ``devices`` run for
+    ``days`` (its devices, registered), in turn: the payloads the counted fleet sends,
+    their transfer history growing day by day."""
     from fleet_bench import (
         OWN,
         bare_run,
@@ -150,30 +175,45 @@ def baselines(devices: int, days: int, seconds: tuple[int, int], work: Path
     )
 
     found: dict[str, dict[str, float]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     with served() as (tmp, state, _, port):
         fleet = tmp / "fleet"  # registers the devices the baselines use
         fleet_run(fleet_target(port, state, devices), fleet, devices, days, 32, seed=10)
         samples, _ = fleet_payloads(state, tmp / "payloads.json")
+        runs = 0
+
+        def run(name: str, s: int, wrap: tuple[str, ...]) -> int:
+            nonlocal runs
+            runs += 1
+            if name == BASELINE_OWN:
+                result = bare_run(port, state, fleet, 32, s, client=OWN, samples=samples,
+                                  wrap=wrap)
+            else:
+                result = locust_run(port, state, fleet, 32, s, f"fhu-{runs}",
+                                    user_class="FastHttpUser", samples=samples, wrap=wrap)
+            if result[2]:
+                raise SystemExit(f"{name}: {result[2]} device-days failed")
+            return result[1]
+
         for name in (BASELINE_OWN, BASELINE_FHU):
             counts, done = [], []
             for s in seconds:
                 out = work / f"baseline-{s}.out"
-                if name == BASELINE_OWN:
-                    result = bare_run(port, state, fleet, 32, s, client=OWN, samples=samples,
-                                      wrap=callgrind(out))
-                else:
-                    result = locust_run(port, state, fleet, 32, s, f"fhu-{s}",
-                                        user_class="FastHttpUser", samples=samples,
-                                        wrap=callgrind(out))
-                if result[2]:
-                    raise SystemExit(f"{name}: {result[2]} device-days failed under valgrind")
+                done.append(run(name, s, callgrind(out)))
                 counts.append(places(out))
-                done.append(result[1])
             if done[1] <= done[0]:
                 raise SystemExit(f"{name}: the longer run made no more device-days "
                                  f"({done[0]}, {done[1]}); give --baseline-seconds more")
             found[name] = difference(counts[0], counts[1], done[1] - done[0])
-    return found
+            times, done = [], []
+            for s in TIMED_SECONDS:
+                out = work / f"time-{s}.txt"
+                done.append(run(name, s, ("/usr/bin/time", "-f", "%U %S", "-o", str(out))))
+                times.append([float(x) for x in out.read_text().split()[-2:]])
+            extra = done[1] - done[0]
+            cpu[name] = (1000 * (times[1][0] - times[0][0]) / extra,
+                         1000 * (times[1][1] - times[0][1]) / extra)
+    return found, cpu
 
 
 def main() -> int:
@@ -206,6 +246,7 @@ def main() -> int:
         return 2
     with_baselines = args.compare_with is None if args.baselines is None else args.baselines
     columns: dict[str, dict[str, float]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.compare_with is not None:
@@ -219,8 +260,10 @@ def main() -> int:
             columns[f"baseline ({args.compare_with})"] = per_device_day(
                 base, args.devices, tuple(args.days), work)
         if with_baselines:
-            columns.update(baselines(args.devices, args.days[1], tuple(args.baseline_seconds),
-                                     work))
+            counts, cpu = baselines(args.devices, args.days[1], tuple(args.baseline_seconds),
+                                    work)
+            columns.update(counts)
+            cpu["the fleet"] = fleet_cpu(ROOT, args.devices, tuple(args.days))
         ours = columns["the fleet"] = per_device_day(ROOT, args.devices, tuple(args.days),
                                                      work)
     print(f"Millions of instructions per device-day (valgrind's count; the fleet: "
@@ -234,6 +277,15 @@ def main() -> int:
                                "minstr_per_device_day": round(ours["total"], 4),
                                "minstr_per_device_day_by_place": {
                                    k: round(v, 4) for k, v in ours.items() if k != "total"}}
+    if cpu:
+        print("CPU ms per device-day, timed (one native run of each length; the host's "
+              "noise moves these, not the counts above)")
+        print(f"{'':40}" + "".join(f"{n:>{width}}" for n in cpu))
+        for i, what in enumerate(("user", "system (the kernel, for the process)")):
+            print(f"{what:40}" + "".join(f"{cpu[n][i]:{width}.3f}" for n in cpu))
+        print(f"{'total':40}" + "".join(f"{sum(cpu[n]):{width}.3f}" for n in cpu))
+        figures["cpu_ms_per_device_day_user_system"] = {
+            n: [round(v, 4) for v in cpu[n]] for n in cpu}
     for name in names[:-1]:
         ratio = ours["total"] / columns[name]["total"]
         print(f"the fleet / {name}: {ratio:.3f}")
