@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TypeVar, cast
 
 from device_direct.model import (
     Alert,
@@ -42,6 +44,7 @@ from emulator.model.state import (
     DeviceState,
 )
 
+T = TypeVar("T")
 BANK_NAMES = ("A", "B")
 _FIRST = ("Anna", "Ben", "Carla", "David", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas",
           "Kemal", "Lena", "Mateo", "Nora", "Oskar", "Priya", "Quentin", "Rosa", "Sven", "Tara")
@@ -193,20 +196,48 @@ def hfsi(st: DeviceState, plan: Plan) -> tuple[HfsiItem, ...]:
     )
 
 
+def kept_view(st: DeviceState, view: str, made_from: object, make: Callable[[], T]) -> T:
+    """``make()``, or the object the last snapshot made for ``view`` if ``made_from``
+    (what the view is made of) is equal to what it was then.
+
+    The views are frozen values, so an equal one may as well be the same object: a
+    consumer comparing two snapshots (the agent's payload cache) then finds it unchanged
+    by identity, and nothing is built for it. ``made_from`` is compared with ``==`` and
+    kept as given: pass a copy of anything that changes in place."""
+    views = st.views
+    if views is None:
+        views = st.views = {}
+    last = views.get(view)
+    if last is not None and last[0] == made_from:
+        return cast(T, last[1])
+    value = make()
+    views[view] = (made_from, value)
+    return value
+
+
 def nvm(st: DeviceState, plan: Plan) -> tuple[NvmSetting, ...]:
     values = st.nvm
-    # id, name, value, default, minimum, maximum, protected
-    return tuple(
-        NvmSetting(n.id, n.name, values.get(n.id, n.default), n.default, n.minimum,
-                   n.maximum, n.protected)
-        for n in plan.profile.nvm
-    )
+
+    def make() -> tuple[NvmSetting, ...]:
+        # id, name, value, default, minimum, maximum, protected
+        return tuple(
+            NvmSetting(n.id, n.name, values.get(n.id, n.default), n.default, n.minimum,
+                       n.maximum, n.protected)
+            for n in plan.profile.nvm
+        )
+
+    return kept_view(st, "nvm", (plan, dict(values)), make)  # a copy: set_nvm changes it
 
 
 def firmware(st: DeviceState) -> FirmwareState:
-    banks = (FirmwareBank("A", st.bank_versions[0], st.bank_sha[0]),
-             FirmwareBank("B", st.bank_versions[1], st.bank_sha[1]))
-    return FirmwareState(active=BANK_NAMES[st.active_bank], banks=banks, trial=st.trial)
+    versions, sha = st.bank_versions, st.bank_sha
+
+    def make() -> FirmwareState:
+        banks = (FirmwareBank("A", versions[0], sha[0]), FirmwareBank("B", versions[1], sha[1]))
+        return FirmwareState(active=BANK_NAMES[st.active_bank], banks=banks, trial=st.trial)
+
+    return kept_view(st, "firmware",
+                     (st.active_bank, versions[0], versions[1], sha[0], sha[1], st.trial), make)
 
 
 def firmware_modules(st: DeviceState, plan: Plan) -> dict[str, str]:
@@ -264,18 +295,22 @@ def replacements(st: DeviceState, plan: Plan) -> tuple[Replacement, ...]:
 
 def properties(st: DeviceState, plan: Plan) -> tuple[Property, ...]:
     p = plan.profile
-    items = [
-        ("sys-object-id", p.identity.sys_object_id),
-        ("product-code", p.identity.product_code),
-        ("engine-speed-ppm", str(p.engine.ppm)),
-        ("color-capable", "yes" if p.engine.color else "no"),
-        ("paper-trays", str(p.engine.trays)),
-        ("features", ", ".join(p.identity.features)),
-        ("installed-options", ", ".join(p.identity.options)),
-        ("power-on-count", str(st.power_on_count)),
-        ("device-profile", p.name),
-    ]
-    return tuple(Property(n, v) for n, v in items)
+
+    def make() -> tuple[Property, ...]:
+        items = [
+            ("sys-object-id", p.identity.sys_object_id),
+            ("product-code", p.identity.product_code),
+            ("engine-speed-ppm", str(p.engine.ppm)),
+            ("color-capable", "yes" if p.engine.color else "no"),
+            ("paper-trays", str(p.engine.trays)),
+            ("features", ", ".join(p.identity.features)),
+            ("installed-options", ", ".join(p.identity.options)),
+            ("power-on-count", str(st.power_on_count)),
+            ("device-profile", p.name),
+        ]
+        return tuple(Property(n, v) for n, v in items)
+
+    return kept_view(st, "properties", (plan, st.power_on_count), make)
 
 
 def install_date(st: DeviceState) -> date:

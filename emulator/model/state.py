@@ -83,7 +83,7 @@ class DeviceState:
         "repl_log", "report_imps", "scan_images", "sheets", "sup_due", "sup_imps",
         "sup_installed", "sup_order_at", "sup_repl", "sup_spare", "sup_spare_due",
         "sup_spare_order", "sup_status", "sup_used", "supply_units", "switched_off",
-        "trial", "trial_boots", "unscheduled", "visit_day",
+        "trial", "trial_boots", "unscheduled", "views", "visit_day",
     )
 
     def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
@@ -140,6 +140,10 @@ class DeviceState:
         # epoch, the serial and install time made from them, the device serial).
         self.job_records: dict[int, JobRecord] | None = None
         self.supply_units: list[tuple[int, int, str, datetime, str] | None] | None = None
+        # Volatile, made by the first snapshot: views (the properties, the NVM settings,
+        # the firmware state) as the last snapshot made them, with what they were made
+        # from; equal inputs give the same objects again (see snapshot.kept_view).
+        self.views: dict[str, tuple[object, object]] | None = None
         # Volatile: an order may lack its delivery day (set by the upkeep, which has
         # the calendar). True after loading, to be safe.
         self.unscheduled = True

@@ -109,3 +109,50 @@ def test_the_job_log_records_are_made_once_each_and_stay_true_to_the_log() -> No
         yesterday = today
     assert reused > len(days)  # most of a day's log was logged before it
     assert dev._state.job_records is not None
+
+
+def test_unchanged_views_are_the_same_objects_and_changed_ones_are_made_anew() -> None:
+    """The properties, NVM settings and firmware state of a snapshot are the objects of
+    the last one while what they are made of is unchanged (the payload cache compares
+    them by identity first), and equal to a snapshot from scratch after every change."""
+    dev = make_device("office-color", seed=5)
+    days = days_from(EPOCH.date(), 6)
+    st = dev._state
+
+    def views() -> tuple[object, ...]:
+        snap = dev.snapshot()
+        return snap.properties[:-1], snap.nvm, snap.firmware  # the last: the console
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, tuple) and isinstance(b, tuple):  # the properties: a slice
+            return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+        return a is b
+
+    def from_scratch() -> tuple[object, ...]:
+        kept, st.views = st.views, None
+        fresh = views()
+        st.views = kept
+        return fresh
+
+    dev.run_day(days[0])
+    before = views()
+    dev.run_day(days[1])
+    again = views()
+    assert all(same(a, b) for a, b in zip(again, before, strict=True))
+    assert again == from_scratch()
+    nvm_id = dev._plan.profile.nvm[0].id
+    changes = (
+        lambda: setattr(st, "power_on_count", st.power_on_count + 1),  # a power cycle
+        lambda: st.nvm.__setitem__(nvm_id, st.nvm.get(nvm_id, 0) + 1),  # set_nvm
+        lambda: st.bank_versions.__setitem__(1, "200.000.001"),  # a download
+        lambda: setattr(st, "active_bank", 1 - st.active_bank),  # a switch
+        lambda: setattr(st, "trial", not st.trial),
+    )
+    for which, change in zip((0, 1, 2, 2, 2), changes, strict=True):
+        before = views()
+        change()
+        after = views()
+        assert after[which] != before[which]
+        assert [same(a, b) for a, b in zip(after, before, strict=True)] == [
+            i != which for i in range(3)]
+        assert after == from_scratch()
