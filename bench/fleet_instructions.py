@@ -27,7 +27,7 @@ its system calls (the fleet's files: about 60 calls a device-day). So with the b
 the same three clients are also run natively, two lengths each, and their user and
 system CPU per extra device-day printed: timed, one run each, as noisy as the host. Use
 the counts to tell whether a change does less work, and the timed benches for what it is
-worth. About 4 minutes a tree under valgrind, 8 more with the baselines.
+worth. About 4 minutes a tree under valgrind, 6 more with the baselines.
 
     .venv/bin/python bench/fleet_instructions.py [--devices 40] [--days 10 30]
         [--compare-with TREE|COMMIT] [--[no-]baselines] [--baseline-seconds 20 60]
