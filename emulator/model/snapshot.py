@@ -204,9 +204,9 @@ def kept_view(st: DeviceState, view: str, made_from: object, make: Callable[[], 
     consumer comparing two snapshots (the agent's payload cache) then finds it unchanged
     by identity, and nothing is built for it. ``made_from`` is compared with ``==`` and
     kept as given: pass a copy of anything that changes in place."""
-    views = st.views
+    views = st.kept_views
     if views is None:
-        views = st.views = {}
+        views = st.kept_views = {}
     last = views.get(view)
     if last is not None and last[0] == made_from:
         return cast(T, last[1])

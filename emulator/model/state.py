@@ -78,12 +78,12 @@ class DeviceState:
         "bank_versions", "black", "black_large", "boot_epoch", "cmd_seq", "color",
         "color_large", "copy_imps", "duplex_sheets", "eng_log", "fault_log", "fax_imps",
         "fax_sent", "hfsi_due_at", "hfsi_raw", "hfsi_repl", "hfsi_repl_at",
-        "install_epoch", "job_log", "job_records", "job_seq", "job_text", "last_day",
-        "next_alert", "nvm", "pages_unprinted", "power_on_count", "print_imps",
+        "install_epoch", "job_log", "job_records", "job_seq", "job_text", "kept_views",
+        "last_day", "next_alert", "nvm", "pages_unprinted", "power_on_count", "print_imps",
         "repl_log", "report_imps", "scan_images", "sheets", "sup_due", "sup_imps",
         "sup_installed", "sup_order_at", "sup_repl", "sup_spare", "sup_spare_due",
         "sup_spare_order", "sup_status", "sup_used", "supply_units", "switched_off",
-        "trial", "trial_boots", "unscheduled", "views", "visit_day",
+        "trial", "trial_boots", "unscheduled", "visit_day",
     )
 
     def __init__(self, plan: Plan, *, install_epoch: int, system_version: str) -> None:
@@ -143,7 +143,7 @@ class DeviceState:
         # Volatile, made by the first snapshot: views (the properties, the NVM settings,
         # the firmware state) as the last snapshot made them, with what they were made
         # from; equal inputs give the same objects again (see snapshot.kept_view).
-        self.views: dict[str, tuple[object, object]] | None = None
+        self.kept_views: dict[str, tuple[object, object]] | None = None
         # Volatile: an order may lack its delivery day (set by the upkeep, which has
         # the calendar). True after loading, to be safe.
         self.unscheduled = True

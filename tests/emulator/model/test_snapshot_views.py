@@ -129,9 +129,9 @@ def test_unchanged_views_are_the_same_objects_and_changed_ones_are_made_anew() -
         return a is b
 
     def from_scratch() -> tuple[object, ...]:
-        kept, st.views = st.views, None
+        kept, st.kept_views = st.kept_views, None
         fresh = views()
-        st.views = kept
+        st.kept_views = kept
         return fresh
 
     dev.run_day(days[0])
