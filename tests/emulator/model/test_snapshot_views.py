@@ -135,7 +135,11 @@ def test_unchanged_views_are_the_same_objects_and_changed_ones_are_made_anew() -
         return fresh
 
     dev.run_day(days[0])
+    first = views()
+    assert st.kept_views is not None  # one snapshot: made, nothing kept (a one-day fleet)
+    assert all(v[1] is None for v in st.kept_views.values())
     before = views()
+    assert not any(same(a, b) for a, b in zip(before, first, strict=True))
     dev.run_day(days[1])
     again = views()
     assert all(same(a, b) for a, b in zip(again, before, strict=True))
