@@ -334,8 +334,8 @@ def locust_run(port: int, state: Path, work: Path, users: int, seconds: int, run
                FLEET_USER=user_class, FLEET_BENCH_DIR=str(Path(__file__).parent))
     proc = subprocess.run(
         [*wrap, sys.executable, str(locust), "-f", str(tmp / "locustfile.py"), "--headless",
-         "-u", str(users),
-         "-r", str(users), "-t", f"{seconds}s", "--host", f"https://127.0.0.1:{port}",
+         "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
+         "--host", f"https://127.0.0.1:{port}",
          "--only-summary", "--loglevel", "ERROR",
          *(("--processes", str(processes)) if processes > 1 else ())],
         cwd=tmp, env=env, check=False, capture_output=True, text=True,
@@ -361,8 +361,7 @@ def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
     uvloop alone (``bare_client.py --client``), sending ``samples``; under ``wrap``."""
     proc = subprocess.run(
         [*wrap, sys.executable, str(Path(__file__).with_name("bare_client.py")),
-         "--port", str(port),
-         "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
+         "--port", str(port), "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
          "--sample", str(samples), "--seconds", str(seconds), "--concurrency", str(users),
          "--client", client],
         check=False, capture_output=True, text=True,

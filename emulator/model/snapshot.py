@@ -196,6 +196,9 @@ def hfsi(st: DeviceState, plan: Plan) -> tuple[HfsiItem, ...]:
     )
 
 
+_MADE_ONCE: tuple[object, object] = (object(), None)  # made, not kept (equal to nothing)
+
+
 def kept_view(st: DeviceState, view: str, made_from: object, make: Callable[[], T]) -> T:
     """``make()``, or the object the last snapshot made for ``view`` if ``made_from``
     (what the view is made of) is equal to what it was then.
@@ -215,9 +218,6 @@ def kept_view(st: DeviceState, view: str, made_from: object, make: Callable[[], 
     value = make()
     views[view] = (made_from, value) if last is not None else _MADE_ONCE
     return value
-
-
-_MADE_ONCE: tuple[object, object] = (object(), None)  # made, not kept (equal to nothing)
 
 
 def nvm(st: DeviceState, plan: Plan) -> tuple[NvmSetting, ...]:
