@@ -361,7 +361,8 @@ def bare_run(port: int, state: Path, work: Path, users: int, seconds: int,
     uvloop alone (``bare_client.py --client``), sending ``samples``; under ``wrap``."""
     proc = subprocess.run(
         [*wrap, sys.executable, str(Path(__file__).with_name("bare_client.py")),
-         "--port", str(port), "--devices", str(devices_file(work)), "--ca", str(state / "pki" / "bundle.pem"),
+         "--port", str(port), "--devices", str(devices_file(work)),
+         "--ca", str(state / "pki" / "bundle.pem"),
          "--sample", str(samples), "--seconds", str(seconds), "--concurrency", str(users),
          "--client", client],
         check=False, capture_output=True, text=True,
