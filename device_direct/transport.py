@@ -36,8 +36,7 @@ import re
 import socket
 import ssl
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -187,47 +186,100 @@ class UploadResult:
             raise ValueError(f"upload status must be stored or duplicate, got {self.status!r}")
 
 
-@contextmanager
-def map_exceptions(endpoint: str) -> Iterator[None]:
-    """Translate the connection's, the parser's, ssl and OS exceptions raised in the block
-    into device_direct errors. ``endpoint`` ("POST /dd/v1/register") goes into every
-    message. Errors of our own raised in the block (a body over its limit) pass as they are.
-    """
-    try:
-        yield
-    except ProxyRefused as exc:
-        raise ProxyError(f"{endpoint}: proxy refused the tunnel ({exc.status} {exc.reason})",
-                         status=exc.status) from exc
-    except ProxyUnreachable as exc:
-        raise ProxyError(f"{endpoint}: cannot reach the proxy: {exc.detail}") from exc
-    except ConnectFailed as exc:
+@functools.lru_cache(maxsize=16)
+def _api_base(base_url: str) -> tuple[URL, str, int, str]:
+    """The API's base URL for the server URL of a config, its host, port and path (requests
+    go to that path + theirs). Parsed once: a transport is made every session of a day.
+
+    The config names the server ("https://dd.example.com"); the API lives under /dd/v1
+    there. A URL that already ends in /dd/v1 is taken as it is."""
+    url = URL(base_url)
+    if url.scheme != "https" or not url.host:
+        raise ConfigError(f"server URL must be https://host[:port]/..., got {base_url!r}")
+    path = url.path.rstrip("/")
+    if not path.endswith(API_BASE):
+        path += API_BASE
+    base = url.with_path(path).with_query(None).with_fragment(None)
+    return base, url.host, url.port or 443, base.raw_path
+
+
+@functools.lru_cache(maxsize=1024)
+def _segment(text: str) -> str:
+    """``text`` quoted as one path segment (a device or action id: a few, used daily)."""
+    return quote(text, safe="")
+
+
+@functools.lru_cache(maxsize=64)
+def _query(params: tuple[tuple[str, str], ...]) -> str:
+    """``params`` as a query string (the firmware check's model and version: the same
+    every day)."""
+    return urlencode(params, quote_via=quote)
+
+
+def map_exceptions(endpoint: str) -> _MappedExceptions:
+    """A ``with`` block that translates the connection's, the parser's, ssl and OS
+    exceptions raised in it into device_direct errors. ``endpoint`` ("POST
+    /dd/v1/register") goes into every message. Errors of our own raised in the block (a
+    body over its limit) pass as they are."""
+    return _MappedExceptions(endpoint)
+
+
+class _MappedExceptions:
+    """:func:`map_exceptions`' block (a class: a few requests a day each enter one)."""
+
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> Literal[False]:
+        if exc is None:
+            return False
+        error = _translated(self.endpoint, exc)
+        if error is None:
+            return False  # not one of those: it passes as it is
+        raise error from exc
+
+
+def _translated(endpoint: str, exc: BaseException) -> Exception | None:
+    """The device_direct error for ``exc``, or None when it has none."""
+    if isinstance(exc, ProxyRefused):
+        return ProxyError(f"{endpoint}: proxy refused the tunnel ({exc.status} {exc.reason})",
+                          status=exc.status)
+    if isinstance(exc, ProxyUnreachable):
+        return ProxyError(f"{endpoint}: cannot reach the proxy: {exc.detail}")
+    if isinstance(exc, ConnectFailed):
         os_error = exc.os_error
         if isinstance(os_error, ConnectionResetError | BrokenPipeError):
             # Cut during the TLS handshake without an alert (an asyncio TLS server that
             # refuses our versions does this): say so; the caller may find out why.
-            raise HandshakeCut(
+            return HandshakeCut(
                 f"{endpoint}: the server closed the connection during the TLS handshake "
-                f"({type(os_error).__name__})") from exc
+                f"({type(os_error).__name__})")
         if isinstance(os_error, socket.gaierror):
-            raise ConnectError(
-                f"{endpoint}: cannot resolve the server name: {os_error}") from exc
-        raise ConnectError(f"{endpoint}: cannot connect: {os_error}") from exc
-    except ConnectionBroke as exc:
-        raise ConnectError(f"{endpoint}: the connection broke off: {exc.os_error}") from exc
-    except ResponseIncomplete as exc:
+            return ConnectError(f"{endpoint}: cannot resolve the server name: {os_error}")
+        return ConnectError(f"{endpoint}: cannot connect: {os_error}")
+    if isinstance(exc, ConnectionBroke):
+        return ConnectError(f"{endpoint}: the connection broke off: {exc.os_error}")
+    if isinstance(exc, ResponseIncomplete):
         if not exc.head_complete:  # "the server closed the connection before answering"
-            raise ConnectError(f"{endpoint}: {exc}") from exc
+            return ConnectError(f"{endpoint}: {exc}")
         of = f" of {exc.expected}" if exc.expected is not None else ""
-        raise ConnectError(f"{endpoint}: the response body broke off: {exc.received}{of} "
-                           "bytes arrived") from exc
-    except MalformedResponse as exc:
-        raise RemoteProtocolError(f"{endpoint}: malformed response: {exc.detail}") from exc
-    except TimeoutError as exc:
-        raise TimeoutError_(f"{endpoint}: the server did not answer in time") from exc
-    except ssl.SSLError as exc:
-        raise _from_ssl_error(endpoint, exc, exc) from exc
-    except OSError as exc:
-        raise ConnectError(f"{endpoint}: {exc}") from exc
+        return ConnectError(f"{endpoint}: the response body broke off: {exc.received}{of} "
+                            "bytes arrived")
+    if isinstance(exc, MalformedResponse):
+        return RemoteProtocolError(f"{endpoint}: malformed response: {exc.detail}")
+    if isinstance(exc, TimeoutError):
+        return TimeoutError_(f"{endpoint}: the server did not answer in time")
+    if isinstance(exc, ssl.SSLError):
+        return _from_ssl_error(endpoint, exc, exc)
+    if isinstance(exc, OSError):
+        return ConnectError(f"{endpoint}: {exc}")
+    return None
 
 
 class HandshakeCut(ConnectError):
@@ -403,22 +455,11 @@ class Transport:
         json_limit: int = JSON_LIMIT,
         tls_library: TlsLibrary = "system",
     ) -> None:
-        url = URL(base_url)
-        if url.scheme != "https" or not url.host:
-            raise ConfigError(f"server URL must be https://host[:port]/..., got {base_url!r}")
         if not server_name:
             raise ConfigError("the expected server name must not be empty")
         if json_limit <= 0:
             raise ValueError(f"json_limit must be positive, got {json_limit}")
-        # The config names the server ("https://dd.example.com"); the API lives under
-        # /dd/v1 there. A URL that already ends in /dd/v1 is taken as it is.
-        path = url.path.rstrip("/")
-        if not path.endswith(API_BASE):
-            path += API_BASE
-        self._base = url.with_path(path).with_query(None).with_fragment(None)
-        self._host: str = url.host
-        self._port: int = url.port or 443
-        self._base_path = url.with_path(path).raw_path  # requests go to base path + path
+        self._base, self._host, self._port, self._base_path = _api_base(base_url)
         # The config's Path as it is (a transport is made every session of every day).
         self._ca_bundle = (ca_bundle if isinstance(ca_bundle, Path) or ca_bundle is None
                            else Path(ca_bundle))
@@ -615,7 +656,7 @@ class Transport:
             raise LocalProtocolError("report_action: empty action id")
         body_detail = {"message": detail} if isinstance(detail, str) else dict(detail)
         endpoint = "POST /dd/v1/devices/{id}/actions/{aid}/result"
-        path = self._device_path(f"/actions/{quote(action_id, safe='')}/result")
+        path = self._device_path(f"/actions/{_segment(action_id)}/result")
         await self._json_call(
             "POST",
             path,
@@ -745,7 +786,7 @@ class Transport:
         self._check_registered(device)
         target = self._base_path + path
         if params:
-            target += "?" + urlencode(params, quote_via=quote)
+            target += "?" + _query(tuple(params.items()))
         fields = _FIXED_FIELDS
         if json_body is not None:
             data = json.dumps(json_body).encode("utf-8")
@@ -887,7 +928,7 @@ class Transport:
         device_id = self._identity.device_id
         if device_id is None:
             raise AuthError("the device is not registered yet: register before device calls")
-        return f"/devices/{quote(device_id, safe='')}{suffix}"
+        return f"/devices/{_segment(device_id)}{suffix}"
 
     def _same_origin(self, url: str) -> URL:
         target = URL(url)

@@ -91,8 +91,9 @@ class Backoff:
         return replace(self, attempt=self.attempt + 1)
 
     def reset(self) -> Backoff:
-        """Back to the first attempt (after a success)."""
-        return replace(self, attempt=0)
+        """Back to the first attempt (after a success): this one when it is the first
+        (daily, after each upload: no new one to make and check)."""
+        return self if self.attempt == 0 else replace(self, attempt=0)
 
 
 def classify_status(status: int) -> Disposition:
