@@ -449,6 +449,11 @@ def test_scrubber_shortcuts_give_the_plain_rules_answer(
     policy = PrivacyPolicy(locked_down=locked_down)
     plain = TextScrubber(policy, jobs)
     told = TextScrubber(policy, jobs, texts=[*texts[::2], "ab\0ba", "x"])
+    # The names: every user, job name and address of the log, trimmed, of 3 characters
+    # or more.
+    assert set(plain._names) == {
+        v.strip() for job in jobs for v in (job.user, job.job_name, job.email)
+        if len(v.strip()) >= 3}
     for text in [*texts, *texts]:
         expected = _scrub_reference(plain._names, locked_down, text)
         assert plain.scrub(text) == expected
