@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
 import pytest
@@ -22,6 +22,8 @@ from device_direct.model import (
     FirmwareState,
     HfsiItem,
     Identity,
+    JobKind,
+    JobRecord,
     NetworkInfo,
     PowerState,
     Supply,
@@ -62,6 +64,10 @@ class FakeModel:
         return "fuser trace 42"
 
 
+def _job(at: object) -> JobRecord:
+    return JobRecord(JobKind.PRINT, at, 1, 1)  # type: ignore[arg-type]
+
+
 def model(snap: DeviceSnapshot) -> DeviceModel:
     return cast(DeviceModel, FakeModel(snap))
 
@@ -69,6 +75,8 @@ def model(snap: DeviceSnapshot) -> DeviceModel:
 def test_collect_returns_a_valid_snapshot_unchanged() -> None:
     snap = snapshot()
     assert collect(model(snap)) == snap
+    with_jobs = snapshot(jobs=(_job(T0), _job(T0.astimezone(timezone(timedelta(hours=2))))))
+    assert collect(model(with_jobs)) == with_jobs
 
 
 @pytest.mark.parametrize(
@@ -86,6 +94,9 @@ def test_collect_returns_a_valid_snapshot_unchanged() -> None:
         ({"supplies": (Supply(1, "Toner", "toner", "impressions", 100, -7),)}, "level"),
         ({"supplies": (Supply(1, "Toner", "toner", "impressions", 100, 150),)}, "capacity"),
         ({"hfsi": (HfsiItem("950-800", "roll", 1, 0, 1, "sheets"),)}, "HFSI 950-800"),
+        # A job log's times: one naive or not a time at all among good ones.
+        ({"jobs": (_job(T0), _job(datetime(2026, 1, 1)), _job(T0))}, "job at"),
+        ({"jobs": (_job(T0), _job("2026-01-01T00:00:00Z"))}, "job at"),
     ],
 )
 def test_nonsense_from_the_model_is_named(changes: dict[str, object], field: str) -> None:
