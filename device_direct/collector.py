@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -42,17 +41,6 @@ def _aware(value: object, what: str) -> None:
         raise ModelError(f"model returned {what} = {value!r}: expected an aware datetime")
 
 
-_JOB_AT = operator.attrgetter("at")
-
-
-def _all_aware(values: list[object]) -> bool:
-    """Whether every one of ``values`` is an aware datetime (each step in C: a job log's
-    times, daily)."""
-    return (all(map(datetime.__instancecheck__, values))
-            and None not in map(_TZINFO, values))
-
-
-_TZINFO = operator.attrgetter("tzinfo")
 _COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(Counters))
 
 
@@ -111,10 +99,8 @@ def validate_snapshot(snap: DeviceSnapshot) -> DeviceSnapshot:
     for setting in snap.nvm:
         if not CHAIN_LINK.match(setting.id):
             raise ModelError(f"model returned NVM id {setting.id!r}: expected NNN-NNN")
-    jobs = snap.jobs
-    if not _all_aware(list(map(_JOB_AT, jobs))):  # the usual case in C: a log of sixty
-        for job in jobs:
-            _aware(job.at, "job at")
+    for job in snap.jobs:
+        _aware(job.at, "job at")
     if len(snap.faults) > MAX_FAULTS:
         log.warning("model returned %d faults; keeping the newest %d", len(snap.faults), MAX_FAULTS)
         newest = sorted(snap.faults, key=lambda f: f.at, reverse=True)[:MAX_FAULTS]

@@ -61,9 +61,8 @@ _NEEDED = (
     "X509_VERIFY_PARAM_set1_host", "X509_VERIFY_PARAM_set1_ip",
     "X509_VERIFY_PARAM_set_hostflags", "SSL_do_handshake", "SSL_get_error", "SSL_read",
     "SSL_write", "SSL_shutdown", "SSL_get_verify_result", "X509_verify_cert_error_string",
-    "BIO_new", "BIO_s_mem", "BIO_read", "BIO_write", "BIO_get_mem_data", "ERR_get_error",
-    "ERR_clear_error", "ERR_reason_error_string", "ERR_lib_error_string", "OpenSSL_version",
-    "SSL_get_version",
+    "BIO_new", "BIO_s_mem", "BIO_read", "BIO_write", "ERR_get_error", "ERR_clear_error",
+    "ERR_reason_error_string", "ERR_lib_error_string", "OpenSSL_version", "SSL_get_version",
 )
 
 _binding: tuple[Any, Any] | None = None  # (lib, ffi), loaded on first use
@@ -325,10 +324,7 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
     def _flush(self) -> None:
         """Send what OpenSSL wrote to the outgoing memory BIO."""
         lib, ffi = _bindings()
-        out = self._out
-        if lib.BIO_get_mem_data(out, ffi.NULL) <= 0:  # nothing to send: most calls
-            return
-        buffer, parts = self._buffer, []
+        out, buffer, parts = self._out, self._buffer, []
         while True:
             count = lib.BIO_read(out, buffer, _READ_SIZE)
             if count <= 0:
