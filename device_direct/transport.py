@@ -50,6 +50,7 @@ from device_direct import __version__
 from device_direct.clock import Clock
 from device_direct.config import TlsLibrary
 from device_direct.core.http1 import MalformedResponse, ResponseIncomplete
+from device_direct.core.payload import is_upload_id
 from device_direct.errors import (
     AuthError,
     BodyTooLong,
@@ -600,7 +601,8 @@ class Transport:
     async def upload(self, zip_bytes: bytes, upload_id: str) -> UploadResult:
         """Upload one payload zip; 201 is stored, 200 is a duplicate of an earlier one."""
         try:
-            canonical = str(uuid.UUID(upload_id))
+            # Our own ids are canonical already: only another form is parsed.
+            canonical = upload_id if is_upload_id(upload_id) else str(uuid.UUID(upload_id))
         except (ValueError, TypeError, AttributeError) as exc:
             raise LocalProtocolError(
                 f"upload: Upload-Id must be a UUID, got {upload_id!r}"

@@ -399,6 +399,22 @@ def test_new_upload_id_is_a_v4_uuid() -> None:
     PayloadMeta(value, 0, T0)
 
 
+@given(bits=st.integers(min_value=0, max_value=(1 << 130)))
+def test_new_upload_id_is_what_the_uuid_module_makes(bits: int) -> None:
+    import uuid
+
+    assert new_upload_id(bits) == str(uuid.UUID(int=bits & ((1 << 128) - 1), version=4))
+
+
+def test_an_upload_id_is_the_whole_string() -> None:
+    from device_direct.core.payload import is_upload_id
+
+    good = "12345678-1234-4234-8234-123456789abc"
+    assert is_upload_id(good)
+    for bad in (good + "\n", good + "0", " " + good, good.upper(), good[:-1]):
+        assert not is_upload_id(bad), bad
+
+
 def _is_xml_char(code: int) -> bool:
     # The XML 1.0 Char production, written out as the spec has it.
     return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
