@@ -50,7 +50,7 @@ from device_direct import __version__
 from device_direct.clock import Clock
 from device_direct.config import TlsLibrary
 from device_direct.core.http1 import MalformedResponse, ResponseIncomplete
-from device_direct.core.payload import is_upload_id
+from device_direct.core.upload_id import is_upload_id
 from device_direct.errors import (
     AuthError,
     BodyTooLong,

@@ -36,6 +36,8 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Literal, get_args
 
 from device_direct.core.privacy import PrivacyPolicy, TextScrubber
+from device_direct.core.upload_id import is_upload_id as is_upload_id
+from device_direct.core.upload_id import new_upload_id as new_upload_id
 from device_direct.core.xmlwrite import XmlWriter, attr_value, plain, text_value
 from device_direct.errors import PayloadError
 from device_direct.model import CHAIN_LINK, Counters, DeviceSnapshot
@@ -67,7 +69,6 @@ TransferResult = Literal["stored", "duplicate", "rejected", "failed", "dropped"]
 TRIGGERS: tuple[str, ...] = get_args(Trigger)
 TRANSFER_RESULTS: tuple[str, ...] = get_args(TransferResult)
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # The complement of the XML 1.0 Char production (#x9 | #xA | #xD | [#x20-#xD7FF] |
 # [#xE000-#xFFFD] | [#x10000-#x10FFFF]): anything here makes the document unreadable.
 # Written as the short complement because compiling the long negated class costs
@@ -76,11 +77,6 @@ _NOT_XML_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ZIP_MODE = 0o100644 << 16  # regular file, rw-r--r--
 _ZIP_LEVEL = 6
-
-
-def is_upload_id(value: object) -> bool:
-    """Whether ``value`` is a lower-case UUID string as the wire contract wants."""
-    return isinstance(value, str) and _UUID.fullmatch(value) is not None
 
 
 def _require_aware(value: object, what: str) -> datetime:
@@ -850,13 +846,3 @@ def payload_upload_id(xml: bytes) -> str:
         raise PayloadError(f"'{ENTRY_NAME}' has no valid uploadId attribute (got {value!r})")
     return value
 
-
-_UUID_V4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))  # the variant and version bits
-_UUID_V4_SET = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
-
-
-def new_upload_id(bits: int) -> str:
-    """A version-4 UUID string from 128 caller-supplied random bits: what
-    ``str(uuid.UUID(int=bits, version=4))`` gives, without its object (daily)."""
-    h = f"{bits & ((1 << 128) - 1) & _UUID_V4_CLEAR | _UUID_V4_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
