@@ -194,6 +194,7 @@ class BundledContext:
 
 
 _HANDSHAKE, _OPEN, _ENDED = 0, 1, 2
+_NO_APP = asyncio.Protocol()  # what a link that has ended holds instead of its application
 
 
 class _TlsLink(asyncio.Protocol, asyncio.Transport):
@@ -245,7 +246,7 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
                 "the connection was lost during the TLS handshake"))
         elif self._state == _OPEN:
             self._state = _ENDED
-            self._app.connection_lost(exc)
+            self._tell_end(exc)
 
     def _handshake(self) -> None:
         lib, _ = _bindings()
@@ -276,7 +277,16 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
         if self._raw is not None:
             self._raw.abort()
         error = self._error(err)
-        self._app.connection_lost(error if isinstance(error, Exception) else None)
+        self._tell_end(error if isinstance(error, Exception) else None)
+
+    def _tell_end(self, exc: Exception | None) -> None:
+        """The application hears of the end, once, and the link lets go of it.
+
+        The two refer to each other (the application writes to the link): without
+        this, every closed connection, with its SSL object and read buffer, would wait
+        for the garbage collector instead of going when its last user drops it."""
+        app, self._app = self._app, _NO_APP
+        app.connection_lost(exc)
 
     def _error(self, err: int) -> OSError:
         """What the stdlib's ssl would raise for OpenSSL's error ``err``."""
@@ -315,7 +325,7 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
                 self._state = _ENDED
                 if app.eof_received() is not True and self._raw is not None:
                     self._raw.close()
-                app.connection_lost(None)
+                self._tell_end(None)
                 return
             self._broken(err)
             return

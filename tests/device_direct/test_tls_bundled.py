@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ from tlsfixtures import TestCA
 from device_direct.config import ServerConfig
 from device_direct.errors import AuthError, ConfigError, TLSError
 from device_direct.identity import IdentityStore
-from device_direct.tls_bundled import BundledContext, available
+from device_direct.tls_bundled import BundledContext, _TlsLink, available
 from device_direct.transport import Timeouts, Transport, build_tls_context
 from emulator.clock import VirtualClock
 from emulator.server.app import ReferenceServer
@@ -87,6 +88,35 @@ async def test_a_registered_device_uses_the_bundled_library_for_its_own_certific
             context = transport._build_context()
             assert isinstance(context, BundledContext) and context.has_client_cert
             await transport.poll_actions()  # the server saw our certificate (401 otherwise)
+    assert server.requests[-1].endswith("/actions")
+
+
+async def test_a_closed_connection_is_freed_at_once_not_by_the_garbage_collector(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    # A link and its application refer to each other. Once the connection has ended the
+    # link lets go, so its SSL object and read buffer go with their last user: a fleet
+    # closes thousands of connections a minute, and the collector would find each of
+    # them only later, after walking everything younger.
+    def links() -> list[object]:
+        return [o for o in gc.get_objects() if isinstance(o, _TlsLink)]
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with transport_tests.fake_server(tmp_path, ca) as (server, url):
+            transport = await transport_tests.registered(url, bundle, tmp_path / "id")
+            async with transport:
+                await transport.poll_actions()
+                assert links()  # the kept connection
+            for _ in range(200):  # its end is heard a loop turn or two after the close
+                if not links():
+                    break
+                await asyncio.sleep(0.01)
+            left = links()
+    finally:
+        gc.enable()
+    assert left == []
     assert server.requests[-1].endswith("/actions")
 
 
