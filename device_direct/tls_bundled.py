@@ -251,14 +251,19 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
     def _handshake(self) -> None:
         lib, _ = _bindings()
         result = lib.SSL_do_handshake(self._ssl)
-        self._flush()
         if result == 1:
             self._state = _OPEN
             self._app.connection_made(self)
             if not self._waiter.done():
                 self._waiter.set_result(None)
-            self._read()  # what came with the handshake's last flight
+            self._read(flush=False)  # what came with the handshake's last flight
+            # Our own last flight (the Finished) waits for the first request, which
+            # the opener writes as soon as it resumes, before this runs: one segment,
+            # and one wake-up of the server instead of two. Without a request it
+            # leaves on its own, a loop turn later.
+            self._waiter.get_loop().call_soon(self._flush)
             return
+        self._flush()
         err = lib.SSL_get_error(self._ssl, result)
         if err != lib.SSL_ERROR_WANT_READ:
             self._fail(self._error(err))
@@ -309,7 +314,7 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
         error.library = library
         return error
 
-    def _read(self) -> None:
+    def _read(self, flush: bool = True) -> None:
         lib, ffi = _bindings()
         conn, buffer, app = self._ssl, self._buffer, self._app
         while self._state == _OPEN:
@@ -329,7 +334,8 @@ class _TlsLink(asyncio.Protocol, asyncio.Transport):
                 return
             self._broken(err)
             return
-        self._flush()
+        if flush:
+            self._flush()
 
     def _flush(self) -> None:
         """Send what OpenSSL wrote to the outgoing memory BIO."""

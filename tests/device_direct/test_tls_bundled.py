@@ -120,6 +120,45 @@ async def test_a_closed_connection_is_freed_at_once_not_by_the_garbage_collector
     assert server.requests[-1].endswith("/actions")
 
 
+async def test_the_handshake_s_last_flight_leaves_with_the_first_request(
+    tmp_path: Path, ca: TestCA, bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The device's Finished waits in the link for the request its opener writes next:
+    # the server reads both in one wake-up. Each connection's writes to the socket:
+    # the ClientHello, the Finished with the first request, the next requests, and the
+    # close_notify.
+    writes: list[list[bytes]] = []
+    made = _TlsLink.connection_made
+
+    def recording(link: _TlsLink, transport: asyncio.BaseTransport) -> None:
+        sent: list[bytes] = []
+        writes.append(sent)
+        real = transport.write  # type: ignore[attr-defined]
+
+        def write(data: bytes) -> None:
+            sent.append(bytes(data))
+            real(data)
+
+        transport.write = write  # type: ignore[attr-defined]
+        made(link, transport)
+
+    monkeypatch.setattr(_TlsLink, "connection_made", recording)
+    async with transport_tests.fake_server(tmp_path, ca) as (server, url):
+        transport = await transport_tests.registered(url, bundle, tmp_path / "id")
+        async with transport:
+            await transport.poll_actions()
+            await transport.poll_actions()
+    assert [len(sent) for sent in writes] == [3, 4]  # registration; two polls
+    # The device's certificate, its signature, the Finished and the request: each an
+    # encrypted TLS 1.3 record (type 23), after the compatibility ChangeCipherSpec (20).
+    together, types = writes[1][1], []
+    while together:
+        types.append(together[0])
+        together = together[5 + int.from_bytes(together[3:5], "big"):]
+    assert types == [20, 23, 23, 23, 23]
+    assert server.requests[-2:] == [server.requests[-1]] * 2
+
+
 @pytest.mark.parametrize("library", ["system", "bundled"])
 async def test_garbage_instead_of_tls_is_a_tls_error_on_either_library(
     tmp_path: Path, bundle: Path, library: str
