@@ -73,6 +73,12 @@ def child(tree: Path, devices: int, days: int, save_seconds: float) -> int:
         _, _, ok = fleet_run(fleet_target(port, state, devices), tmp / "fleet", devices, days,
                              concurrency=32, seed=10)
     gc.callbacks.remove(timed)
+    if saving and "until" not in saving:  # the run ended inside the window: close it
+        gc.collect()
+        gc.set_debug(0)
+        saving["until"] = time.perf_counter()
+        garbage.update(type(o).__qualname__ for o in gc.garbage)
+        gc.garbage.clear()
     print(json.dumps({"collections": by_generation, "garbage": garbage.most_common(12),
                       "garbage_total": sum(garbage.values()),
                       "saved_s": saving.get("until", 0.0) - saving.get("from", 0.0)}))
