@@ -25,7 +25,7 @@ from device_direct import __version__
 from device_direct.clock import Clock, SystemClock
 from device_direct.config import AgentConfig, load_config
 from device_direct.errors import ConfigError, ConnectError, DeviceDirectError
-from device_direct.logs import setup_logging
+from device_direct.logs import command_logging
 from device_direct.model import DeviceModel
 
 EXIT_OK = 0
@@ -270,9 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_format, args.log_level)
     try:
-        return int(asyncio.run(args.func(args)))
+        with command_logging(args.log_format, args.log_level):
+            return int(asyncio.run(args.func(args)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

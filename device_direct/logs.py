@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,3 +42,21 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+@contextlib.contextmanager
+def command_logging(fmt: str = "text", level: str = "info") -> Iterator[None]:
+    """:func:`setup_logging` for the length of one command, then the root logger's
+    handlers and level as they were.
+
+    ``main()`` is also called in-process (tests, tools that embed the CLI): a handler
+    left behind would keep the stream it was given (a captured stderr, later closed)
+    and log every later record there, at this command's level."""
+    root = logging.getLogger()
+    handlers, root_level = root.handlers[:], root.level
+    setup_logging(fmt, level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
