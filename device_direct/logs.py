@@ -32,29 +32,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def setup_logging(fmt: str = "text", level: str = "info") -> None:
-    """Log to stderr as ``json`` lines or ``text``."""
+@contextlib.contextmanager
+def command_logging(fmt: str = "text", level: str = "info") -> Iterator[None]:
+    """Log to stderr as ``json`` lines or ``text`` for the length of one command, then
+    leave the root logger's handlers and level as they were.
+
+    ``main()`` is also called in-process (tests, tools that embed the CLI): a handler
+    left behind would keep the stream it was given (a captured stderr, later closed)
+    and log every later record there, at this command's level."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    handlers, root_level = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-@contextlib.contextmanager
-def command_logging(fmt: str = "text", level: str = "info") -> Iterator[None]:
-    """:func:`setup_logging` for the length of one command, then the root logger's
-    handlers and level as they were.
-
-    ``main()`` is also called in-process (tests, tools that embed the CLI): a handler
-    left behind would keep the stream it was given (a captured stderr, later closed)
-    and log every later record there, at this command's level."""
-    root = logging.getLogger()
-    handlers, root_level = root.handlers[:], root.level
-    setup_logging(fmt, level)
     try:
         yield
     finally:
