@@ -268,7 +268,10 @@ async def _status(args: argparse.Namespace) -> int:
     from device_direct.manager.runner import load_status
 
     config = load_config(args.config)
-    doc = load_status(config.data_dir).to_json()
+    status = load_status(config.data_dir)
+    if not (config.data_dir / "status.json").is_file():
+        status.security_mode = config.security_mode  # never run yet: the mode it will run in
+    doc = status.to_json()
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))
         return EXIT_OK

@@ -54,6 +54,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from device_direct.core.schedule import parse_wall_time
 from device_direct.errors import ConfigError
+from device_direct.manager.errors import TargetError
+from device_direct.manager.targets import parse_targets
 from device_direct.tomlreader import Table, load_toml
 
 SECURITY_MODES = ("normal", "locked-down")
@@ -166,6 +168,12 @@ def load_config(path: Path | str) -> ManagerConfig:
     snmp_port = scan.int("snmp_port", 161)
     if not 1 <= snmp_port <= 65535:
         raise scan.error("snmp_port", "must be 1..65535")
+    for key, words in (("targets", targets), ("out_of_scope", out_of_scope)):
+        try:  # a bad target is refused now, not after registering at the first run
+            if words:
+                parse_targets(words, snmp_port)
+        except TargetError as exc:
+            raise scan.error(key, str(exc)) from None
     communities = tuple(scan.str_list("communities", ["public"]))
     resolve_names = scan.bool("resolve_names", True)
     snmp_v1 = scan.str("snmp_v1", "fallback")

@@ -211,20 +211,20 @@ def _counters(raw: Raw, hr: int, vendor: Vendor | None,
               missing: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meters = vendor.meters if vendor else {}
     markers = _mine(mib.table(raw, mib.PRT_MARKER), hr)
-    marker_rows: list[dict[str, Any]] = [{"index": i, "life_count": int_of(row.get(4)),
+    marker_rows: list[dict[str, Any]] = [{"index": i, "life_count": _count(row.get(4)),
                     "unit": _name(n.COUNTER_UNIT, row.get(3)),
                     "technology": _name(n.MARKER_TECH, row.get(2))} for i, row in markers]
     totals = _system_totals(raw)
     out: dict[str, Any] = {}
-    total: int | None = int_of(raw.get(meters["total"])) if "total" in meters else None
+    total: int | None = _count(raw.get(meters["total"])) if "total" in meters else None
     source: str | None = "vendor" if total is not None else None
     life = [m for m in marker_rows if m["life_count"] is not None]
     if total is None and len(life) == 1:
         total, source = life[0]["life_count"], "prtMarkerLifeCount"
         if life[0]["unit"] not in (None, "impressions"):
             out["unit"] = life[0]["unit"]
-    if total is None and isinstance(totals.get(4), int):
-        total, source = int_of(totals.get(4)), "icImpressionTable"
+    if total is None and _count(totals.get(4)) is not None:
+        total, source = _count(totals.get(4)), "icImpressionTable"
     if total is None:
         missing.append("counters.total_impressions" + (
             f" (several marker rows: {[m['index'] for m in life]}, no device total)"
@@ -232,12 +232,18 @@ def _counters(raw: Raw, hr: int, vendor: Vendor | None,
     out["total_impressions"] = total
     out["source"] = source
     for key, column in (("black", 5), ("color", 7)):
-        value = int_of(raw.get(meters[key])) if key in meters else None
+        value = _count(raw.get(meters[key])) if key in meters else None
         if value is None:
-            value = int_of(totals.get(column))
+            value = _count(totals.get(column))
         if value is not None:
             out[key] = value
     return out, marker_rows
+
+
+def _count(value: Value | None) -> int | None:
+    """A page counter: a whole number >= 0 (a negative one is a wrongly typed object, not
+    a reading: the counter is then missing rather than a wrong number)."""
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def _model(raw: Raw, hr: int, vendor: Vendor | None, sys_descr: str | None) -> str | None:

@@ -26,13 +26,14 @@ def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
     """One flat row per printer (every value a string; unknown is empty)."""
     read_at = str(doc.get("finished_at") or "")
     out = []
-    for p in doc.get("printers", []):
+    for p in _list(doc.get("printers")):
         if not isinstance(p, dict):
             continue
         s, c = p.get("status"), p.get("counters")
         s = s if isinstance(s, dict) else {}
         c = c if isinstance(c, dict) else {}
-        supplies = [x for x in p.get("supplies") or [] if isinstance(x, dict)]
+        supplies = [x for x in _list(p.get("supplies")) if isinstance(x, dict)]
+        alerts = [a for a in _list(s.get("alerts")) if isinstance(a, dict)]
         net, props = p.get("network"), p.get("properties")
         net = net if isinstance(net, dict) else {}
         props = props if isinstance(props, dict) else {}
@@ -49,9 +50,9 @@ def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
             "sys_name": fmt(p.get("sys_name")), "sys_location": fmt(p.get("sys_location")),
             "device_status": fmt(s.get("device_status")),
             "printer_status": fmt(s.get("printer_status")),
-            "detected_errors": " ".join(s.get("detected_errors") or []),
+            "detected_errors": " ".join(map(str, _list(s.get("detected_errors")))),
             "alerts": "; ".join(f"{a.get('severity')}: {a.get('description') or a.get('code')}"
-                                for a in s.get("alerts", [])),
+                                for a in alerts),
             "total_impressions": fmt(c.get("total_impressions")),
             "black": fmt(c.get("black")), "color": fmt(c.get("color")),
             "supplies": "; ".join(
@@ -60,9 +61,14 @@ def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
             "supplies_low_or_empty": str(sum(1 for x in supplies
                                              if x.get("state") in ("low", "empty"))),
             "read_at": read_at,
-            "missing": " ".join(p.get("missing", [])),
+            "missing": " ".join(map(str, _list(p.get("missing")))),
         })
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    """The list a scan document holds there; [] for anything else (a hand-edited file)."""
+    return value if isinstance(value, list) else []
 
 
 def _cell(value: str) -> str:
@@ -91,11 +97,12 @@ def to_html(doc: dict[str, Any]) -> str:
     head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
     body = "\n".join("<tr>" + "".join(f"<td>{e(r[c])}</td>" for c in COLUMNS) + "</tr>"
                      for r in rows(doc))
-    summary = (f"{len(doc.get('printers', []))} printers, {doc.get('not_printers', 0)} other "
+    errors_found = [x for x in _list(doc.get("errors")) if isinstance(x, dict)]
+    summary = (f"{len(_list(doc.get('printers')))} printers, {doc.get('not_printers', 0)} other "
                f"SNMP hosts, {doc.get('no_answer', 0)} without answer, "
-               f"{len(doc.get('errors', []))} errors; read {doc.get('finished_at') or '?'}")
+               f"{len(errors_found)} errors; read {doc.get('finished_at') or '?'}")
     errors = "".join(f"<li>{e(str(x.get('address')))}: {e(str(x.get('message')))}</li>"
-                     for x in doc.get("errors", []))
+                     for x in errors_found)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>Printer audit report</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}"

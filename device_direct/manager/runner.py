@@ -35,7 +35,7 @@ import platform
 import random
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,7 @@ class ManagerRunner:
                                                       key=lambda r: r.address)],
              "read_at": self.status.last_read, "not_printers": len(report.not_printers),
              "no_answer": len(report.no_answer),
-             "errors": [e.__dict__ for e in report.errors]}, indent=1).encode())
+             "errors": [asdict(e) for e in report.errors]}, indent=1).encode())
         self._save_status()
         return inside
 

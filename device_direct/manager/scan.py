@@ -282,10 +282,11 @@ class Scanner:
         vendor = self.catalog.match(sys_object_id)
         try:
             extra = (*mib.READ_SCALARS, *(vendor.private_oids() if vendor else ()))
-            got, problems, left = await walk_exact(
+            # values is filled as the walk goes: a printer that stops answering
+            # mid-walk keeps what it said before
+            _, problems, left = await walk_exact(
                 self.client, t.host, t.port, cred, mib.READ_SUBTREES, exact=extra,
-                max_rows=self.options.max_rows)
-            values.update(got)
+                max_rows=self.options.max_rows, values=values)
             if left:
                 values.update(await self.client.get(t.host, t.port, cred, left))
         except SnmpError as exc:

@@ -405,16 +405,19 @@ async def walk(client: SnmpClient, host: str, port: int, cred: Credential,
 
 async def walk_exact(client: SnmpClient, host: str, port: int, cred: Credential,
                      subtrees: tuple[Oid, ...], *, exact: tuple[Oid, ...] = (),
-                     max_rows: int = 5000, budget: int = 120
+                     max_rows: int = 5000, budget: int = 120,
+                     values: dict[Oid, Value] | None = None
                      ) -> tuple[dict[Oid, Value], list[str], list[Oid]]:
     """:func:`walk`, with ``exact`` instances riding along in the first request.
 
     Each exact instance is sent as a non-repeater (GETNEXT of its parent): one that
     comes back as itself is read; one whose parent's first instance lies beyond it
-    does not exist; the rest are returned (third item) for a GET.
+    does not exist; the rest are returned (third item) for a GET. ``values``, when
+    given, is filled as answers come: what was read before an :class:`SnmpError`
+    (the agent went silent mid-walk) stays with the caller.
     """
     where = host if port == 161 else f"{host}:{port}"
-    values: dict[Oid, Value] = {}
+    values = {} if values is None else values
     problems: list[str] = []
     unresolved: list[Oid] = []
     cursor = {p: p for p in subtrees}

@@ -3,8 +3,9 @@
 Sans-I/O except for ``@file``, which is read here (the path is the user's input). A
 CIDR block yields its host addresses (a /31 or /32 all of them); a range may be
 ``a.b.c.10-40`` (last octet) or ``a.b.c.10-a.b.d.20``. Host names are kept as given and
-resolved when scanned. A scan is capped at :data:`MAX_ADDRESSES` addresses so a typo
-such as ``10.0.0.0/8`` is refused rather than sent 16 million probes.
+resolved (to IPv4) when scanned; IPv6 targets are refused, as the SNMP edge speaks IPv4
+only. A scan is capped at :data:`MAX_ADDRESSES` addresses so a typo such as
+``10.0.0.0/8`` is refused rather than sent 16 million probes.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def expand_one(text: str, default_port: int = 161) -> list[Target]:
     word = text.strip()
     if not word:
         raise TargetError("empty target")
+    if word.count(":") > 1 or word.startswith("["):  # every IPv6 literal has two colons
+        raise TargetError(f"target {word!r}: IPv6 is not supported (the manager speaks "
+                          "SNMP over IPv4): give IPv4 addresses, blocks, ranges or host names")
     host, port = _split_port(word, default_port)
     if "/" in host:
         try:

@@ -4,8 +4,10 @@ It answers the quick probe like a printer (so the manager goes on to read it), t
 misbehaves in the read as ``behaviour`` says: ``garbage`` (bytes that are not SNMP),
 ``truncated`` (half of a valid reply), ``loop`` (a walk that does not increase),
 ``huge`` (an alert table of 100,000 rows), ``wrong-address`` (every reply sent from
-another address), ``error`` (error-status genErr). It uses pysnmp's message codec on a
-plain asyncio UDP socket, so it can break the rules the real agents follow.
+another address), ``error`` (error-status genErr), ``vanish`` (the huge table, but
+only the first read request answered: a printer switched off mid-walk). It uses
+pysnmp's message codec on a plain asyncio UDP socket, so it can break the rules the
+real agents follow.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class HostileAgent(asyncio.DatagramProtocol):
         self.host = host
         self.other_host = other_host
         self.port = 0
+        self.reads = 0  # read requests answered (not the probe)
         self._transport: asyncio.DatagramTransport | None = None
         self._other: asyncio.DatagramTransport | None = None
 
@@ -87,7 +90,7 @@ class HostileAgent(asyncio.DatagramProtocol):
         names = [tuple(o) for o, _ in _V2.apiPDU.get_varbinds(req)]
         probe = False
         out: list[tuple[Any, Any]] = []
-        huge = self.behaviour == "huge"
+        huge = self.behaviour in ("huge", "vanish")  # vanish: a walk of several requests
         if req.isSameTypeWith(_V2.GetBulkRequestPDU()):
             nr = int(_V2.apiBulkPDU.get_non_repeaters(req))
             reps = int(_V2.apiBulkPDU.get_max_repetitions(req))
@@ -105,6 +108,10 @@ class HostileAgent(asyncio.DatagramProtocol):
         else:  # GET
             table = dict(_TABLE)
             out = [(o, table.get(o, rfc1905.noSuchObject)) for o in names]
+        if not probe:
+            self.reads += 1
+            if self.behaviour == "vanish" and self.reads > 1:
+                return
         if self.behaviour == "error" and not probe:
             _V2.apiPDU.set_error_status(rsp, 5)
             _V2.apiPDU.set_error_index(rsp, 1)

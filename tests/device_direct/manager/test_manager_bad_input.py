@@ -70,6 +70,23 @@ async def test_hostile_agents_get_one_error_each_and_the_scan_goes_on() -> None:
     assert printers[loop_host]["counters"]["total_impressions"] == 777
 
 
+async def test_a_printer_that_vanishes_mid_read_keeps_what_it_said() -> None:
+    agent = HostileAgent("vanish", "127.0.3.20")
+    await agent.start()
+    scanner = Scanner(ScanOptions(timeout=0.3, retries=0, v1="off"))
+    try:
+        doc = (await scanner.scan([Target(agent.host, agent.port)])).to_json()
+    finally:
+        scanner.close()
+        await agent.stop()
+    assert agent.reads >= 2  # it answered the first read request, not the rest of the walk
+    assert [(e["kind"], e["phase"]) for e in doc["errors"]] == [("timeout", "read")]
+    [p] = doc["printers"]
+    assert p["serial"] == "HOSTILE001" and p["problems"] and "no answer" in p["problems"][0]
+    # the first rows of the long alert table came in the first read request: kept
+    assert [a["description"] for a in p["status"]["alerts"][:2]] == ["alert 1", "alert 2"]
+
+
 @pytest.mark.parametrize(("words", "expected"), [
     (["127.0.1.10-12"], ["127.0.1.10", "127.0.1.11", "127.0.1.12"]),
     (["127.0.1.0/30"], ["127.0.1.1", "127.0.1.2"]),
@@ -85,6 +102,8 @@ def test_targets(words: list[str], expected: list[str]) -> None:
     ("10.0.0.0/8", "at most 65536"), ("127.0.1.40-10", "ends before"),
     ("127.0.1.1:99999", "port"), ("not an address!", "is not an address"),
     ("127.0.1.1-300", "0..255"), ("1.2.3", "is not an address"),
+    ("::1", "IPv6 is not supported"), ("fe80::/120", "IPv6 is not supported"),
+    ("[::1]:1161", "IPv6 is not supported"),
 ])
 def test_bad_targets_say_what_is_wrong(word: str, says: str) -> None:
     with pytest.raises(TargetError, match=says):
@@ -107,3 +126,30 @@ def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (args, out.stderr)
         assert "Traceback" not in out.stderr and out.stderr.startswith("error:"), out.stderr
+
+
+def test_report_of_a_hand_edited_scan_document_skips_what_is_malformed() -> None:
+    from device_direct.manager.report import to_csv, to_html
+
+    doc = {"printers": [{"address": "127.0.1.5", "serial": "S1",
+                         "status": {"alerts": ["jam"], "detected_errors": [3]},
+                         "missing": [1], "supplies": "toner"},
+                        {"address": "127.0.1.6", "missing": None}],
+           "errors": ["timeout"]}
+    table = to_csv(doc).splitlines()
+    assert len(table) == 3 and table[1].startswith("127.0.1.5,,,S1,")
+    page = to_html(doc)
+    assert "<td>S1</td>" in page and "0 errors" in page
+
+
+def test_a_negative_page_counter_is_missing_not_a_reading() -> None:
+    from device_direct.manager import mib
+    from device_direct.manager.reading import interpret
+
+    raw: dict[mib.Oid, mib.Value] = {  # an INTEGER -42 where a Counter32 belongs
+        mib.SYS_DESCR: b"Printer", (*mib.PRT_GENERAL, 17, 1): b"NEG1",
+        (*mib.PRT_MARKER, 4, 1, 1): -42}
+    reading = interpret("127.0.1.5", raw, None, None)
+    assert reading.counters["total_impressions"] is None
+    assert "counters.total_impressions" in reading.missing
+    assert reading.properties["markers"][0]["life_count"] is None

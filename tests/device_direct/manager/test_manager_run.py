@@ -213,6 +213,13 @@ def test_config_errors_exit_2_naming_the_key(tmp_path: Path) -> None:
         ("[server]\nurl = \"https://x\"\nca_bundle = \"c\"\n[manager]\ndata_dir = \"d\"\n"
          "location = \"l\"\ncontact_email = \"a@b\"\n[scan]\ntargets = [\"127.0.0.1\"]\n"
          "[[scan.v3_users]]\nuser = \"m\"\nauth_key = \"short\"\n"): "scan.v3_users[0].auth_key",
+        # a bad target is refused with the file and key, before any registration
+        ("[server]\nurl = \"https://x\"\nca_bundle = \"c\"\n[manager]\ndata_dir = \"d\"\n"
+         "location = \"l\"\ncontact_email = \"a@b\"\n[scan]\ntargets = [\"10.0.0.0/33\"]\n"
+         ): "scan.targets",
+        ("[server]\nurl = \"https://x\"\nca_bundle = \"c\"\n[manager]\ndata_dir = \"d\"\n"
+         "location = \"l\"\ncontact_email = \"a@b\"\n[scan]\ntargets = [\"127.0.0.1\"]\n"
+         "out_of_scope = [\"fe80::/120\"]\n"): "scan.out_of_scope",
     }
     for i, (text, key) in enumerate(cases.items()):
         path = tmp_path / f"m{i}.toml"
@@ -263,3 +270,41 @@ async def test_locked_down_syncs_data_only_and_still_reports_addresses(
     assert "<IPv4>127.0.1.7</IPv4>" in text  # printers' IPs are still reported
     assert "bob@example.com" not in text  # the device privacy rules apply
     assert "<Missing>supplies</Missing>" in text and "ProductCode" not in text
+
+
+async def test_a_scan_error_is_kept_with_the_readings_not_a_crash(tmp_path: Path) -> None:
+    from device_direct.clock import SystemClock
+
+    spec = LanSpec(printers=1, non_printers=0, silent=0, subnet="127.0.4.0/30")
+    async with EmulatedLan(LanOptions(spec, snmp_port=0, jetdirect_port=0,
+                                      days_of_use=2)) as lan:
+        serial = lan.printers[0].plan.serial
+        path = tmp_path / "m.toml"
+        path.write_text('[server]\nurl = "https://127.0.0.1:1/"\nca_bundle = "ca.pem"\n'
+                        f'[manager]\ndata_dir = "{tmp_path / "d"}"\nlocation = "l"\n'
+                        'contact_email = "a@b.c"\n[scan]\n'
+                        f'targets = ["{lan.printers[0].address}", "printer.invalid"]\n'
+                        f'snmp_port = {lan.snmp_port}\nresolve_names = false\n')
+        runner = ManagerRunner(load_config(path), SystemClock())
+        inside = await runner.scan()  # printer.invalid never resolves (RFC 6761)
+        port = lan.snmp_port
+    assert [p.serial for p in inside] == [serial]
+    stored = json.loads((tmp_path / "d" / "readings.json").read_text())
+    assert [p["serial"] for p in stored["printers"]] == [serial]
+    assert [(e["address"], e["kind"]) for e in stored["errors"]] == [
+        (f"printer.invalid:{port}", "local")]
+
+
+def test_status_before_the_first_run_shows_the_configured_security_mode(
+        tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[server]\nurl = "https://127.0.0.1:1/"\nca_bundle = "ca.pem"\n'
+                    f'[manager]\ndata_dir = "{tmp_path / "d"}"\nlocation = "l"\n'
+                    'contact_email = "a@b.c"\nsecurity_mode = "locked-down"\n'
+                    '[scan]\ntargets = ["127.0.0.1"]\n')
+    out = subprocess.run([sys.executable, "-m", "device_direct", "manager", "status",
+                          "--config", str(path), "--json"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["security_mode"] == "locked-down" and doc["last_read"] is None
