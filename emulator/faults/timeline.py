@@ -117,7 +117,7 @@ def expand(scenario: Scenario, identities: Sequence[DeviceIdentity]) -> Timeline
         rng = random.Random(f"event:{spec.seed}:{n}")
         source = f"event[{n}]" + (f" ({ev.name})" if ev.name else "")
         if ev.is_server:
-            at = instant(ev.when, spec.start, None)
+            at = _instant(ev.when, spec.start, None, scenario.source, source)
             params = dict(ev.params)
             if ev.kind == "firmware_campaign":
                 params["profile"] = ev.select.profile
@@ -131,8 +131,9 @@ def expand(scenario: Scenario, identities: Sequence[DeviceIdentity]) -> Timeline
         if ev.name:
             picked[ev.name] = chosen
         for p in chosen:
-            at = instant(ev.when, spec.start, identities[p])
-            _check_inside(at, begin, end, f"{source} for {identities[p].serial}")
+            what = f"{source} for {identities[p].serial}"
+            at = _instant(ev.when, spec.start, identities[p], scenario.source, what)
+            _check_inside(at, begin, end, what)
             steps.append(Step(at, order, ev.kind, p, dict(ev.params), source))
             order += 1
     for n, ch in enumerate(scenario.chaos):
@@ -141,6 +142,17 @@ def expand(scenario: Scenario, identities: Sequence[DeviceIdentity]) -> Timeline
             order += 1
     steps.sort(key=lambda s: (s.at, s.order))
     return Timeline(steps=tuple(steps), picked=picked, end=end)
+
+
+def _instant(when: When, start: Any, ident: DeviceIdentity | None, path: str, what: str
+             ) -> datetime:
+    """:func:`instant`, or an error naming the file and the event for a day so far out
+    that it is past the last date a datetime can hold."""
+    try:
+        return instant(when, start, ident)
+    except OverflowError:
+        raise ScenarioError(f"{path}: {what}: day {when.day} is far outside the run"
+                            ) from None
 
 
 def _check_inside(at: datetime, begin: datetime, end: datetime, what: str) -> None:

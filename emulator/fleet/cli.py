@@ -6,8 +6,9 @@ a summary table, optionally writes a JSON report, and exits 1 when an expectatio
 failed. ``--shard i/K`` runs a fixed part of the fleet; ``--processes K`` runs K shards
 as local processes (see ``processes.py``) and merges their reports.
 
-Exit codes: 0 ok, 1 an expectation failed, 2 usage or configuration error, 3 runtime
-error (server unreachable for set-up, work directory unusable).
+Exit codes: 0 ok, 1 an expectation failed, 2 usage or configuration error (a
+``--work-dir`` that is not new and empty, or cannot be made, among them), 3 runtime
+error (server unreachable for set-up, a shard process failed).
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535 (0: any free "
+                                         f"port), got {value}")
     return value
 
 
@@ -214,7 +226,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                           "durable writes run on the event loop (cheaper than a thread)")
     run.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
-    run.add_argument("--metrics-port", type=int, metavar="P",
+    run.add_argument("--metrics-port", type=_port, metavar="P",
                      help="serve Prometheus metrics of the run on http://HOST:P/metrics "
                           "while it runs (0: any free port, printed on stderr)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
@@ -381,13 +393,16 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
         elif args.work_dir is None:
             print(f"work directory kept: {work_dir}", file=sys.stderr)
     bar.close()
+    # The summary and the JSON report first: a page that cannot be written must not
+    # lose what the run found.
+    status = _finish(report, args.report)
     if recorder is not None:
         try:
             write_html_report(report, args.html_report, recorder)
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_RUNTIME
-    return _finish(report, args.report)
+    return status
 
 
 def _merge_cli(args: argparse.Namespace) -> int:

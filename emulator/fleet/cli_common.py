@@ -21,10 +21,14 @@ def fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
     """(work dir, whether to remove it at the end) for ``--work-dir``/``--keep``."""
     if args.work_dir is not None:
         path: Path = args.work_dir
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FleetSpecError(f"--work-dir {path}: must be a new or empty directory "
-                                 "(device data of another run would mix with this one)")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise FleetSpecError(f"--work-dir {path}: must be a new or empty directory "
+                                     "(device data of another run would mix with this one)")
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FleetSpecError(f"--work-dir {path}: cannot use it: {exc.strerror}"
+                                 ) from exc
         return path, False
     # A run killed outright (SIGKILL, the OOM killer) could not remove its directory:
     # swept up here, by the next run on this machine (--keep ones are never owned).

@@ -43,6 +43,8 @@ def envelope(kind: Kind, *, ok: bool, fleet: Mapping[str, Any], totals: Mapping[
 
 def check_envelope(data: Mapping[str, Any], kind: Kind) -> None:
     """Raise ValueError unless ``data`` is a report of this version and ``kind``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     if data.get("schema") != REPORT_SCHEMA or data.get("version") != REPORT_VERSION:
         raise ValueError(f"not a {REPORT_SCHEMA} report of version {REPORT_VERSION} "
                          f"(schema {data.get('schema')!r}, version {data.get('version')!r})")

@@ -36,10 +36,19 @@ def _refuse_fleet_options(args: argparse.Namespace) -> None:
         ("--server", args.server is not None), ("--shard", args.shard != Shard()),
         ("--processes", args.processes != 1), ("--cluster", args.cluster is not None),
         ("--metrics-port", args.metrics_port is not None),
-        ("--stats-csv", args.stats_csv is not None)) if v]
+        ("--stats-csv", args.stats_csv is not None), ("--actions", bool(args.actions)),
+        ("--ca", args.ca is not None), ("--server-name", bool(args.server_name)),
+        ("--registration-key", bool(args.registration_key)),
+        ("--key-file", args.key_file is not None),
+        ("--admin-token-file", args.admin_token_file is not None),
+        ("--firmware-key", args.firmware_key is not None),
+        ("--shard-count", args.shard_count is not None)) if v]
     if given:
         raise FleetSpecError(f"{', '.join(given)}: the scenario file describes the fleet and "
                              "runs it against an embedded server in one process")
+    if args.html_report is not None:
+        raise FleetSpecError("--html-report: a scenario has no HTML page; --report FILE "
+                             "writes its JSON report")
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:

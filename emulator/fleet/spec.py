@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import date, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from emulator.errors import EmulatorError
@@ -233,6 +233,12 @@ class FleetSpec:
             raise FleetSpecError(f"devices: must be >= 1, got {self.devices}")
         if isinstance(self.days, bool) or not 1 <= self.days <= 3660:
             raise FleetSpecError(f"days: must be 1..3660, got {self.days}")
+        try:  # the run spans from the day before the start to the day after the end
+            self.start - timedelta(days=2)
+            self.start + timedelta(days=self.days + 2)
+        except OverflowError:
+            raise FleetSpecError(f"start: {self.start} leaves no room for a {self.days}-day "
+                                 f"run between {date.min} and {date.max}") from None
         if not self.mix or sum(w for _, w in self.mix) <= 0:
             raise FleetSpecError("mix: needs at least one profile with a positive weight")
         if any(w < 0 for _, w in self.mix):

@@ -73,6 +73,21 @@ def test_shards_run_as_ci_jobs_merge_into_one_report(tmp_path: Path) -> None:
     assert out.returncode == 1 and "[FAIL] every device of the fleet ran once" in out.stdout
 
 
+@pytest.mark.parametrize(("text", "words"), [
+    ("[1, 2]", "not a fleet report: expected a JSON object, got list"),
+    ("null", "not a fleet report: expected a JSON object, got NoneType"),
+    ("{", "not a fleet report: Expecting property name"),
+])
+def test_merge_reports_refuses_a_file_that_is_not_a_report(tmp_path: Path, text: str,
+                                                           words: str) -> None:
+    bad = tmp_path / "part.json"
+    bad.write_text(text)
+    out = subprocess.run(_fleet("merge-reports", str(bad)), cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert f"merge-reports: {bad}: {words}" in out.stderr
+
+
 def _metrics_url(run: subprocess.Popen[str]) -> str:
     """The endpoint a fleet started with ``--metrics-port 0`` names on stderr
     (``metrics: http://HOST:PORT/metrics``), before the run starts."""

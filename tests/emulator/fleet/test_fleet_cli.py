@@ -101,6 +101,55 @@ def test_used_work_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "new or empty directory" in capsys.readouterr().err
 
 
+def test_a_work_dir_that_cannot_be_made_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "work"
+    assert main(["--devices", "1", "--days", "1", "--work-dir", str(bad)]) == 2
+    assert f"--work-dir {bad}: cannot use it: Not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("port", "words"), [
+    ("70000", "must be a port number 0-65535 (0: any free port), got 70000"),
+    ("nine", "expected a port number, got 'nine'"),
+])
+def test_a_metrics_port_out_of_range_is_a_usage_error(
+        port: str, words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--devices", "1", "--days", "1", "--metrics-port", port])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--metrics-port" in err and words in err
+
+
+def test_an_unwritable_html_report_loses_neither_summary_nor_json_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    code = main(["--devices", "2", "--days", "1", "--report", str(report), "--html-report",
+                 str(tmp_path / "no-such-dir" / "page.html"),
+                 "--work-dir", str(tmp_path / "work")])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert "fleet summary" in captured.out
+    assert json.loads(report.read_text())["ok"] is True
+    assert "--html-report" in captured.err and "cannot write" in captured.err
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    (["--html-report", "page.html"], "--html-report: a scenario has no HTML page"),
+    (["--actions", "get_status:0.5"], "--actions: the scenario file describes the fleet"),
+    (["--ca", "ca.pem"], "--ca: the scenario file describes the fleet"),
+])
+def test_scenario_refuses_the_options_it_would_ignore(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str],
+        words: str) -> None:
+    code = main(["--scenario", str(ROOT / "fixtures/scenarios/server-outage.toml"),
+                 "--work-dir", str(tmp_path / "work"), *option])
+    assert code == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
 def test_two_processes_merge_into_one_report(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     out = subprocess.run(

@@ -134,6 +134,24 @@ def test_an_event_outside_the_run_is_refused() -> None:
         expand(sc, fleet_identities(sc.fleet))  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("body", [
+    '[[event]]\nkind = "kill"\nday = 99999999\n',
+    '[[event]]\nkind = "server_drop"\ndrop_next = 1\nday = 99999999\n',
+])
+def test_an_event_past_the_last_date_is_refused_naming_file_and_event(body: str) -> None:
+    sc = parse_scenario(HEAD + body + EXPECT, source="t.toml")
+    with pytest.raises(ScenarioError, match=r"t\.toml: event\[0\].*day 99999999 is far "
+                                            "outside the run"):
+        expand(sc, fleet_identities(sc.fleet))
+
+
+@pytest.mark.parametrize("start", ["9999-12-30", "0001-01-01"])
+def test_a_start_with_no_room_for_the_run_names_the_key(start: str) -> None:
+    with pytest.raises(ScenarioError, match=f"t.toml: key 'fleet': start: {start} leaves "
+                                            "no room for a 5-day run"):
+        parse_scenario(HEAD + f'start = "{start}"\n' + EXPECT, source="t.toml")
+
+
 _IDS = st.uuids().map(str)
 
 
