@@ -274,6 +274,10 @@ def _main(argv: Sequence[str] | None) -> int:
         with command_logging(args.log_format, args.log_level):
             return int(asyncio.run(args.func(args)))
     except ConfigError as exc:
+        if exc.path is None and exc.key is not None and getattr(args, "config", None):
+            # Raised past the loading (the control socket's path): add the file.
+            message = str(exc).removeprefix(f"key '{exc.key}': ")
+            exc = ConfigError(message, path=args.config, key=exc.key)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DeviceDirectError as exc:

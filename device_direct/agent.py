@@ -783,9 +783,14 @@ def load_agent_state(path: Path) -> dict[str, Any]:
 
     Raises OSError or ValueError/KeyError/TypeError for a missing or corrupt file."""
     raw = json.loads(path.read_bytes())
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
     out: dict[str, Any] = {}
     if raw.get("last_run"):
-        out["last_run"] = datetime.fromisoformat(raw["last_run"])
+        last_run = datetime.fromisoformat(raw["last_run"])
+        if last_run.tzinfo is None:  # the schedule compares it with aware times
+            raise ValueError(f"last_run has no time zone: {raw['last_run']!r}")
+        out["last_run"] = last_run
     why = raw.get("needs_registration")
     if why is not None:
         if not isinstance(why, str):

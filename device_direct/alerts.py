@@ -27,9 +27,11 @@ log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -156,16 +158,25 @@ class SmtpSender:
         return ctx
 
     async def send(self, message: EmailMessage) -> None:
-        """Send in a thread so the event loop (and the uploads) never wait on SMTP."""
-        await asyncio.to_thread(self._send_blocking, message)
+        """Send in a thread so the event loop (and the uploads) never wait on SMTP.
 
-    def _send_blocking(self, message: EmailMessage) -> None:
+        Cancelled (the agent stopping), the connection is shut down so that the thread
+        ends at once: ``asyncio.run`` waits for it, and a mail server that says nothing
+        (or a byte every few seconds) would otherwise hold the agent's exit."""
+        opened: list[smtplib.SMTP] = []
+        try:
+            await asyncio.to_thread(self._send_blocking, message, opened)
+        except asyncio.CancelledError:
+            for smtp in opened:
+                _shut_down(smtp)
+            raise
+
+    def _send_blocking(self, message: EmailMessage, opened: list[smtplib.SMTP]) -> None:
         cfg = self._config
         where = f"{self._host}:{cfg.smtp_port}"
         try:
-            with smtplib.SMTP(
-                self._host, cfg.smtp_port, self._local_hostname, timeout=self._timeout_s
-            ) as smtp:
+            with _Smtp(opened, self._host, cfg.smtp_port, self._local_hostname,
+                       timeout=self._timeout_s) as smtp:
                 smtp.ehlo()
                 encrypted = False
                 if cfg.starttls != "off":
@@ -205,6 +216,28 @@ class SmtpSender:
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise MailError(f"cannot talk to {where}: {exc}", reason="connect") from exc
+
+
+class _Smtp(smtplib.SMTP):
+    """smtplib.SMTP that is in ``opened`` before it connects, so that a cancelled send
+    can reach its socket while the greeting is still awaited."""
+
+    def __init__(self, opened: list[smtplib.SMTP], host: str, port: int, local_hostname: str,
+                 *, timeout: float) -> None:
+        opened.append(self)
+        super().__init__(host, port, local_hostname, timeout=timeout)
+
+
+def _shut_down(smtp: smtplib.SMTP) -> None:
+    """Wake the worker thread blocked on ``smtp``'s socket: its read returns, it ends."""
+    sock = smtp.sock
+    if sock is None:
+        return
+    # On a duplicate of the descriptor: the same connection, but not the (TLS) socket
+    # object the worker is using.
+    with contextlib.suppress(OSError), socket.fromfd(
+            sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as dup:
+        dup.shutdown(socket.SHUT_RDWR)
 
 
 # -- the mailer ----------------------------------------------------------------------------

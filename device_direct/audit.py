@@ -48,12 +48,15 @@ class AuditLog:
         out: list[dict[str, Any]] = []
         for p in (self.path.with_name(self.path.name + ".1"), self.path):
             try:
-                text = p.read_text(encoding="utf-8")
+                # Undecodable bytes (a power cut's garbage) spoil their own line only.
+                text = p.read_text(encoding="utf-8", errors="replace")
             except FileNotFoundError:
                 continue
             for raw in text.splitlines():
                 try:
-                    out.append(json.loads(raw))
+                    entry = json.loads(raw)
                 except json.JSONDecodeError:
                     continue  # a torn line from a power cut
+                if isinstance(entry, dict):  # every line this log writes is an object
+                    out.append(entry)
         return out

@@ -92,7 +92,8 @@ def to_html(rows: Iterable[AuditRow], *, title: str, subtitle: str = "") -> str:
         f'<td class="n">{"" if r.bytes is None else r.bytes}</td>'
         f"<td>{html.escape(r.detail)}</td></tr>" for r in rows)
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    sent = sum(r.bytes or 0 for r in rows)
+    # Uploads only: a firmware download's row carries the bytes it received.
+    sent = sum(r.bytes or 0 for r in rows if r.exchange == "upload")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"

@@ -93,6 +93,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
 _PEM_MARK = "-----BEGIN"
 DEFAULT_OUTBOX_BUDGET = 8 << 20
+MAX_ALERT_INTERVAL_S = 365 * 86400
 
 
 def _invalid(key: str, message: str) -> ConfigError:
@@ -110,8 +111,18 @@ def _port(key: str, value: int) -> None:
 
 
 def _host(key: str, value: str) -> None:
-    if not value or not _HOST.match(value):
+    if not value or not _HOST.match(value) or not _dns_labels_fit(value):
         raise _invalid(key, f"must be a host name or address, got {value!r}")
+
+
+def _dns_labels_fit(name: str) -> bool:
+    """Whether a name's dot-separated labels are 1-63 characters (253 in all), as DNS
+    wants: the resolver refuses ``a..b`` or a 64-character label with a UnicodeError
+    (not an OSError), which would otherwise surface at the first connection."""
+    if ":" in name:  # an IPv6 address: no labels
+        return True
+    labels = name.removesuffix(".").split(".")
+    return len(name) <= 253 and all(1 <= len(label) <= 63 for label in labels)
 
 
 def _check_firmware_key(pem: str) -> None:
@@ -153,6 +164,8 @@ class ServerConfig:
             raise _invalid("server.url", f"has a bad port: {self.url!r}") from None
         if not parts.hostname:
             raise _invalid("server.url", f"has no host: {self.url!r}")
+        if not _dns_labels_fit(parts.hostname):
+            raise _invalid("server.url", f"has a malformed host name: {self.url!r}")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise _invalid("server.url", "must not carry credentials, a query or a fragment")
         if port is not None:
@@ -381,8 +394,11 @@ class AlertsConfig:
         if self.username is not None and self.starttls == "off":
             raise _invalid("alerts.username", 'a password is never sent without TLS: set '
                            'alerts.starttls to "required" (or "opportunistic")')
-        if self.min_interval_s < 0:
-            raise _invalid("alerts.min_interval_s", f"must be >= 0, got {self.min_interval_s}")
+        # NaN fails both comparisons; a year bounds the rate limit's timedelta and the
+        # "now - min_interval" horizon the mailer computes after each mail.
+        if not 0 <= self.min_interval_s <= MAX_ALERT_INTERVAL_S:
+            raise _invalid("alerts.min_interval_s", f"must be between 0 and "
+                           f"{MAX_ALERT_INTERVAL_S} (a year), got {self.min_interval_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,6 +553,11 @@ def _device(t: Table, base: Path) -> DeviceConfig:
     data_dir = _path(t, "data_dir", base, must_exist=False)
     if data_dir is None:
         raise t.error("data_dir", "is required")
+    # It is created when missing; a file in its place (or in its parent's) would
+    # otherwise surface as a NotADirectoryError in whichever command touched it first.
+    existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise t.error("data_dir", f"not a directory: {existing}")
     cfg = DeviceConfig(
         data_dir=data_dir,
         time_zone=t.str("time_zone", "UTC"),

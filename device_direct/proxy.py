@@ -218,8 +218,8 @@ def env_proxy(environ: Mapping[str, str], host: str) -> EnvProxy | None:
     if parse_no_proxy(no_proxy).matches(host):
         return EnvProxy(DIRECT)
     text = value if "://" in value else f"http://{value}"
-    parts = urlsplit(text)
     try:
+        parts = urlsplit(text)  # raises on a bracket left open: "http://[::1"
         if parts.scheme.lower() != "http" or not parts.hostname:
             raise ValueError("only http:// proxies are supported")
         choice = ProxyChoice(normalise_host(parts.hostname), parts.port or 80)
@@ -233,7 +233,10 @@ def env_proxy(environ: Mapping[str, str], host: str) -> EnvProxy | None:
 
 
 def _without_password(value: str) -> str:
-    parts = urlsplit(value if "://" in value else f"http://{value}")
+    try:
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+    except ValueError:  # unparsable: whatever precedes an "@" may hold a password
+        return f"***@{value.rpartition('@')[2]}" if "@" in value else value
     if parts.password is None:
         return value
     return value.replace(f":{parts.password}@", ":***@")

@@ -174,3 +174,24 @@ async def test_the_agent_keeps_its_payloads_unchanged_parts_from_its_second_payl
         xmls = [read_payload(agent.outbox.read(e)) for e in agent.outbox.entries()]
     identities = {xml[xml.index(b"<Identity>"):xml.index(b"</Identity>")] for xml in xmls}
     assert len(xmls) == 3 and len(identities) == 1  # the same part, built or written again
+
+
+@pytest.mark.parametrize("text", ["[]", "5", '{"last_run": "2026-01-01T00:00:00"}'])
+def test_a_corrupt_agent_state_file_is_set_aside_not_fatal(tmp_path: Path, text: str) -> None:
+    # Valid JSON of the wrong shape, or a last_run without a zone (which the catch-up
+    # schedule cannot compare), must read as "no state", not end the agent or status.
+    from device_direct.agent import STATE_FILE, load_agent_state
+    from device_direct.config import AgentConfig, DeviceConfig, ScheduleConfig, ServerConfig
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / STATE_FILE).write_text(text)
+    with pytest.raises(ValueError):
+        load_agent_state(data / STATE_FILE)
+    config = AgentConfig(server=ServerConfig(url="https://dd.example.com"),
+                         device=DeviceConfig(data_dir=data),
+                         schedule=ScheduleConfig(missed="catch-up"))
+    clock = VirtualClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+    agent = Agent(config, make_device(clock, None), clock=clock)
+    assert agent.last_run is None
+    assert agent.schedule.on_boot(clock.now(), agent.last_run) > clock.now()

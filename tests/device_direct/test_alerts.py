@@ -304,6 +304,33 @@ async def test_a_stalled_mail_server_does_not_block_the_event_loop() -> None:
     await server.wait_closed()
 
 
+async def test_a_cancelled_send_ends_its_thread_at_once() -> None:
+    # The agent stopping cancels the mailer; asyncio.run then waits for the SMTP thread.
+    # A server that never says 220 must not hold it for the 30 s socket timeout.
+    accepted = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # b"" once the client shuts the connection
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    sending = asyncio.create_task(SmtpSender(config(port), timeout_s=30.0).send(EmailMessage()))
+    try:
+        await asyncio.wait_for(accepted.wait(), 10)
+        await asyncio.sleep(0.2)  # the thread is now waiting for the greeting
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_run_loop_on_the_virtual_clock() -> None:
     inbox, model, clock = Inbox(), Model(), VirtualClock(T0)
     async with smtp_server(inbox) as port:

@@ -44,6 +44,18 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     assert [x["n"] for x in log.read()] == [1]
 
 
+def test_garbage_and_lines_that_are_not_objects_are_skipped(tmp_path: Path) -> None:
+    # What a power cut or a stray write leaves: bytes that are not UTF-8, and JSON that
+    # is not one of the log's objects. `device-direct audit` must still read the rest.
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.record(T0, "upload", n=1)
+    with path.open("ab") as fh:
+        fh.write(b"\xff\xfe\x00garbage\n5\n\"text\"\n[1, 2]\nnull\n")
+    log.record(T0, "upload", n=2)
+    assert [x["n"] for x in log.read()] == [1, 2]
+
+
 def test_a_disk_problem_is_logged_not_raised(tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     log = AuditLog(tmp_path / "missing-dir" / "audit.log")

@@ -54,6 +54,17 @@ def test_html_escapes_everything_and_has_no_outside_reference(tmp_path: Path) ->
     assert "4 exchanges; 5120 bytes" in page
 
 
+def test_the_bytes_sent_count_uploads_only() -> None:
+    # A firmware download's row carries the bytes it received, not payload sent.
+    rows = rows_of([
+        {"at": "t", "event": "upload", "result": "stored", "bytes": 100},
+        {"at": "t", "event": "upload", "result": "duplicate", "bytes": 20},
+        {"at": "t", "event": "firmware-update", "step": "downloaded", "bytes": 50_000_000},
+        {"at": "t", "event": "firmware-update", "step": "interrupted", "bytes": 1_000},
+    ])
+    assert "4 exchanges; 120 bytes of payload sent." in to_html(rows, title="t")
+
+
 def test_device_direct_audit_command(tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     _log(tmp_path / "data")

@@ -163,6 +163,15 @@ BAD = [
     ("[device]\ndata_dir = 's'\n", "server"),
     ('[server]\nurl = "https://h"\n', "device"),
     ('[server]\nurl = "https://h"\n[device]\ntime_zone = "UTC"\n', "device.data_dir"),
+    # the config file itself, then a directory under it
+    ('[server]\nurl = "https://h"\n[device]\ndata_dir = "agent.toml"\n', "device.data_dir"),
+    ('[server]\nurl = "https://h"\n[device]\ndata_dir = "agent.toml/s"\n', "device.data_dir"),
+    (f'[server]\nurl = "https://{"a" * 64}.example"\n[device]\ndata_dir = "s"\n', "server.url"),
+    (
+        '[server]\nurl = "https://a..example"\nserver_name = "ok.example"\n'
+        '[device]\ndata_dir = "s"\n',
+        "server.url",
+    ),
     (
         '[server]\nurl = "https://h"\nca_bundle = "nope.pem"\n[device]\ndata_dir = "s"\n',
         "server.ca_bundle",
@@ -217,6 +226,11 @@ BAD = [
     (MINIMAL + "[alerts]\nstarttls = 'always'\n", "alerts.starttls"),
     (MINIMAL + "[alerts]\nseverities = ['fatal']\n", "alerts.severities"),
     (MINIMAL + "[alerts]\nmin_interval_s = -5\n", "alerts.min_interval_s"),
+    (MINIMAL + "[alerts]\nmin_interval_s = nan\n", "alerts.min_interval_s"),
+    (MINIMAL + "[alerts]\nmin_interval_s = inf\n", "alerts.min_interval_s"),
+    (MINIMAL + "[alerts]\nmin_interval_s = 1e12\n", "alerts.min_interval_s"),
+    (MINIMAL + "[alerts]\nsmtp_host = 'mail..example.com'\n", "alerts.smtp_host"),
+    (MINIMAL + "[proxy]\nmode = 'manual'\nhost = '.p'\nport = 3128\n", "proxy.host"),
     (MINIMAL + "[alerts]\npassword = 'pw'\n", "alerts.password"),
     (MINIMAL + "[extras]\nx = 1\n", "extras"),
     (MINIMAL.replace("[device]", "schedule = 5\n[device]"), "server.schedule"),

@@ -7,6 +7,7 @@ Debian's tinyproxy or a small man-in-the-middle written here.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -253,6 +254,16 @@ def test_env_proxy_parsing() -> None:
     assert env_proxy({"HTTPS_PROXY": "socks5://p.corp:1080"}, "h") is None
     found = env_proxy({"HTTPS_PROXY": "http://p.corp"}, "h")
     assert found is not None and found.choice.route == "PROXY p.corp:80"
+
+
+@pytest.mark.parametrize("value", ["http://[::1", "http://bob:secret@[::1:3128", "http://u@[zz]:1"])
+def test_an_unparsable_env_proxy_is_ignored_with_a_warning(
+    value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # urlsplit raises on these; the agent's sync must not end on a typo in https_proxy.
+    with caplog.at_level(logging.WARNING, logger="device_direct.proxy"):
+        assert env_proxy({"https_proxy": value}, "dd.example.com") is None
+    assert "ignored" in caplog.text and "secret" not in caplog.text
 
 
 async def test_bypass_list_goes_direct_and_cidr_uses_the_resolver() -> None:
