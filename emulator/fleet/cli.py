@@ -31,6 +31,7 @@ from emulator.fleet.cli_common import (
     EXIT_OK,
     EXIT_RUNTIME,
     EXIT_USAGE,
+    check_outputs,
     fresh_work_dir,
 )
 from emulator.fleet.html_report import RunRecorder, write_html_report
@@ -345,6 +346,7 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
             if available() is None:
                 raise FleetSpecError("--tls-library bundled: this installation's "
                                      "cryptography cannot run the devices' TLS; use system")
+        check_outputs(args)
         live = LiveSinks.from_args(args)
         work_dir, remove = fresh_work_dir(args)
     except (FleetSpecError, LoopUnavailable) as exc:
@@ -408,6 +410,7 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
 def _merge_cli(args: argparse.Namespace) -> int:
     """``fleet merge-reports REPORT...``: one summary, one report, one exit code."""
     try:
+        check_outputs(args)
         report = merge_files(args.reports)
     except FleetSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)

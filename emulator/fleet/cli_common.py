@@ -17,6 +17,21 @@ EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 WORK_PREFIX = "dd-fleet-"  # a run's scratch work directory (and a Dask shard's)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before a run, a ``--report`` or ``--html-report`` that could not be written
+    after it: a directory that does not exist, or a directory in the file's place. A run
+    can take hours; finding that out at its end would lose what it found."""
+    for option, path in (("--report", args.report),
+                         ("--html-report", getattr(args, "html_report", None))):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise FleetSpecError(f"{option} {path}: is a directory; give a file name")
+        parent = path.parent
+        if not parent.is_dir():
+            raise FleetSpecError(f"{option} {path}: no directory {parent} to write it in")
+
+
 def fresh_work_dir(args: argparse.Namespace) -> tuple[Path, bool]:
     """(work dir, whether to remove it at the end) for ``--work-dir``/``--keep``."""
     if args.work_dir is not None:

@@ -22,6 +22,7 @@ from emulator.fleet.cli_common import (
     EXIT_OK,
     EXIT_RUNTIME,
     EXIT_USAGE,
+    check_outputs,
     fresh_work_dir,
 )
 from emulator.fleet.progress import ProgressBar
@@ -66,6 +67,7 @@ def run_scenario_cli(args: argparse.Namespace) -> int:
 
     try:
         scenario = scenario_from_args(args)
+        check_outputs(args)
         work_dir, remove = fresh_work_dir(args)
     except (FleetSpecError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)

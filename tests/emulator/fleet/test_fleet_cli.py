@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.fleet import cli as fleet_cli
 from emulator.fleet.cli import main
 from emulator.fleet.cli_common import WORK_PREFIX
 from emulator.fleet.progress import ProgressBar, render
@@ -122,17 +124,39 @@ def test_a_metrics_port_out_of_range_is_a_usage_error(
     assert "--metrics-port" in err and words in err
 
 
-def test_an_unwritable_html_report_loses_neither_summary_nor_json_report(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_html_report_that_fails_to_write_loses_neither_summary_nor_json_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fleet_cli, "write_html_report", disk_full)
     report = tmp_path / "report.json"
     code = main(["--devices", "2", "--days", "1", "--report", str(report), "--html-report",
-                 str(tmp_path / "no-such-dir" / "page.html"),
-                 "--work-dir", str(tmp_path / "work")])
+                 str(tmp_path / "page.html"), "--work-dir", str(tmp_path / "work")])
     captured = capsys.readouterr()
     assert code == 3
     assert "fleet summary" in captured.out
     assert json.loads(report.read_text())["ok"] is True
-    assert "--html-report" in captured.err and "cannot write" in captured.err
+    assert "No space left on device" in captured.err
+
+
+@pytest.mark.parametrize("option", ["--report", "--html-report"])
+def test_an_output_with_no_directory_to_go_in_is_refused_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    code = main(["--devices", "2", "--days", "1", option,
+                 str(tmp_path / "no-such-dir" / "out"), "--work-dir", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{option} " in err and "no directory" in err
+    assert not (tmp_path / "work").exists()  # refused before anything ran
+
+
+def test_merge_reports_refuses_a_report_path_that_is_a_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["merge-reports", str(tmp_path / "a.json"), "--report", str(tmp_path)])
+    assert code == 2
+    assert "is a directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("option", "words"), [
