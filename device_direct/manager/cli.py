@@ -122,6 +122,9 @@ def scan_options(args: argparse.Namespace) -> Any:
     from device_direct.manager.scan import ScanOptions
     from device_direct.manager.snmp import Credential
 
+    if not args.v3_user and (args.v3_auth_key or args.v3_priv_key):
+        given = "--v3-auth-key" if args.v3_auth_key else "--v3-priv-key"
+        raise ConfigError(f"{given} goes with --v3-user (whose pass phrase it is)")
     try:
         creds = [Credential(community=c) for c in (args.community or
                                                    ([] if args.v3_user else ["public"]))]

@@ -121,7 +121,8 @@ def test_target_file_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     for args in (["127.0.1.0/8"], [f"@{tmp_path}/missing.txt"],
-                 ["127.0.1.1", "--v3-user", "u", "--v3-auth-key", "short"]):
+                 ["127.0.1.1", "--v3-user", "u", "--v3-auth-key", "short"],
+                 ["127.0.1.1", "--v3-auth-key", "a-long-pass-phrase"]):
         out = subprocess.run([sys.executable, "-m", "device_direct", "manager", "scan", *args],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (args, out.stderr)
