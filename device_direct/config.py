@@ -171,6 +171,9 @@ class ServerConfig:
         if port is not None:
             _port("server.url", port)
         if not self.server_name:
+            if ":" in parts.hostname:  # an [IPv6] literal: not checked as a name or address
+                raise _invalid("server.url", f"an IPv6 address literal is not supported; "
+                               f"give the server's host name: {self.url!r}")
             object.__setattr__(self, "server_name", parts.hostname)
         _host("server.server_name", self.server_name)
         if self.registration_key is not None and not self.registration_key.strip():

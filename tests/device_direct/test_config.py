@@ -167,6 +167,7 @@ BAD = [
     ('[server]\nurl = "https://h"\n[device]\ndata_dir = "agent.toml"\n', "device.data_dir"),
     ('[server]\nurl = "https://h"\n[device]\ndata_dir = "agent.toml/s"\n', "device.data_dir"),
     (f'[server]\nurl = "https://{"a" * 64}.example"\n[device]\ndata_dir = "s"\n', "server.url"),
+    ('[server]\nurl = "https://[::1]:8443"\n[device]\ndata_dir = "s"\n', "server.url"),
     (
         '[server]\nurl = "https://a..example"\nserver_name = "ok.example"\n'
         '[device]\ndata_dir = "s"\n',
