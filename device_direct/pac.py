@@ -132,6 +132,10 @@ class SubprocessPacEvaluator:
 
 
 def _read_reply(out: bytes, err: bytes, returncode: int | None) -> str:
+    if len(out) > _MAX_OUTPUT:
+        raise ProxyDiscoveryError(
+            f"FindProxyForURL answered with more than {_MAX_OUTPUT // 1024} KiB: not a proxy "
+            "list", reason="answer")
     try:
         reply = json.loads(out[:_MAX_OUTPUT]) if out else None
     except ValueError:

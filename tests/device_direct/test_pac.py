@@ -73,6 +73,11 @@ async def test_null_answer_is_empty() -> None:
         ("var notAPacFile = 1;", "syntax", "FindProxyForURL"),
         ("function FindProxyForURL(u, h) { return undefinedThing(); }", "syntax", "undefinedThing"),
         ("function FindProxyForURL(u, h) { return 42; }", "answer", "returned int"),
+        (
+            'function FindProxyForURL(u, h) { return new Array(70000).join("P"); }',
+            "answer",
+            "more than 64 KiB",
+        ),
     ],
 )
 async def test_broken_pac_files_are_named(pac: str, reason: str, words: str) -> None:
