@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from device_direct.clock import Clock
 from device_direct.config import AlertsConfig
@@ -218,14 +218,46 @@ class SmtpSender:
             raise MailError(f"cannot talk to {where}: {exc}", reason="connect") from exc
 
 
+MAX_REPLY_BYTES = 64 * 1024  # an EHLO reply is a few hundred bytes
+
+
 class _Smtp(smtplib.SMTP):
     """smtplib.SMTP that is in ``opened`` before it connects, so that a cancelled send
-    can reach its socket while the greeting is still awaited."""
+    can reach its socket while the greeting is still awaited, and that reads at most
+    :data:`MAX_REPLY_BYTES` of one reply: smtplib caps a line, not the number of
+    continuation lines, so a server sending ``250-`` lines for ever would fill the
+    device's memory."""
 
     def __init__(self, opened: list[smtplib.SMTP], host: str, port: int, local_hostname: str,
                  *, timeout: float) -> None:
         opened.append(self)
         super().__init__(host, port, local_hostname, timeout=timeout)
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None:  # as smtplib does, but capped
+            self.file = _CappedReader(self.sock.makefile("rb"))
+        if isinstance(self.file, _CappedReader):
+            self.file.left = MAX_REPLY_BYTES
+        return super().getreply()
+
+
+class _CappedReader:
+    """The reply stream smtplib reads lines from, with a byte budget per reply."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.left = MAX_REPLY_BYTES
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self.left <= 0:  # an OSError: smtplib closes and says the server went away
+            raise smtplib.SMTPResponseException(
+                500, f"reply longer than {MAX_REPLY_BYTES} bytes".encode())
+        line: bytes = self._raw.readline(limit)
+        self.left -= len(line)
+        return line
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 def _shut_down(smtp: smtplib.SMTP) -> None:

@@ -12,7 +12,7 @@ import random
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -326,6 +326,29 @@ async def test_a_cancelled_send_ends_its_thread_at_once() -> None:
         with pytest.raises(asyncio.CancelledError):
             await sending
         await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_server_whose_reply_never_ends_is_refused_not_read_for_ever() -> None:
+    # smtplib caps a reply's line, not its number of "250-" continuation lines.
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mail.example ESMTP\r\n")
+        await reader.readline()  # EHLO
+        with suppress(ConnectionError):
+            for _ in range(1_000_000):  # 16 MB of continuation lines if nobody stops
+                writer.write(b"250-AUTH PLAIN\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        with pytest.raises(MailError, match="longer than 65536 bytes") as info:
+            await asyncio.wait_for(SmtpSender(config(port), timeout_s=10.0).send(
+                EmailMessage()), 10)
+        assert info.value.reason == "connect"
     finally:
         server.close()
         await server.wait_closed()
