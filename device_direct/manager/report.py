@@ -24,7 +24,9 @@ COLUMNS = ("address", "vendor", "model", "serial", "mac", "subnet_mask", "gatewa
 
 def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
     """One flat row per printer (every value a string; unknown is empty)."""
-    read_at = str(doc.get("finished_at") or "")
+    # A scan's printers were all read when it finished; the manager's stored readings
+    # (readings.json) carry each printer's own time.
+    read_at = str(doc.get("finished_at") or doc.get("read_at") or "")
     out = []
     for p in _list(doc.get("printers")):
         if not isinstance(p, dict):
@@ -60,7 +62,7 @@ def rows(doc: dict[str, Any]) -> list[dict[str, str]]:
                 else f"{x.get('description')} ({x.get('state')})" for x in supplies),
             "supplies_low_or_empty": str(sum(1 for x in supplies
                                              if x.get("state") in ("low", "empty"))),
-            "read_at": read_at,
+            "read_at": str(p.get("read_at") or read_at),
             "missing": " ".join(map(str, _list(p.get("missing")))),
         })
     return out
@@ -100,7 +102,8 @@ def to_html(doc: dict[str, Any]) -> str:
     errors_found = [x for x in _list(doc.get("errors")) if isinstance(x, dict)]
     summary = (f"{len(_list(doc.get('printers')))} printers, {doc.get('not_printers', 0)} other "
                f"SNMP hosts, {doc.get('no_answer', 0)} without answer, "
-               f"{len(errors_found)} errors; read {doc.get('finished_at') or '?'}")
+               f"{len(errors_found)} errors; read "
+               f"{doc.get('finished_at') or doc.get('read_at') or '?'}")
     errors = "".join(f"<li>{e(str(x.get('address')))}: {e(str(x.get('message')))}</li>"
                      for x in errors_found)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -6,7 +6,8 @@ State lives under ``[manager] data_dir``::
 
     identity/                 the manager's key, certificate, id (IdentityStore)
     printers/<serial>/outbox/ one OutboxStore per printer (payloads waiting, history)
-    readings.json             the last scan (``manager scan --json`` shape), atomically
+    readings.json             each printer's last reading (``manager scan --json`` shape,
+                              each printer with its own ``read_at``), atomically
     status.json               last read, last exchange, last success, next run, scope
 
 A cycle is: scan the configured targets (and the out-of-scope ones, to count them), keep
@@ -115,6 +116,7 @@ class ManagerRunner:
         self.os_name = os_name or f"{platform.system()} {platform.release()}".strip()
         self.schedule = DailySchedule(at=config.scan_time, tz=config.time_zone, missed="catch-up")
         self.readings: dict[str, PrinterReading] = {}  # serial -> last reading
+        self.read_at: dict[str, str] = {}  # serial -> when that reading was taken
         self._stores: dict[Path, OutboxStore] = {}  # printer directory -> its open outbox
         self._load_readings()
 
@@ -192,9 +194,12 @@ class ManagerRunner:
         for p in inside:
             if p.serial:
                 self.readings[p.serial] = p
+                self.read_at[p.serial] = self.status.last_read
+        # Each printer with its own read time: a printer not seen this run keeps its
+        # earlier reading, and the time of that one.
         atomic_write(self.data_dir / "readings.json", json.dumps(
-            {"printers": [p.to_json() for p in sorted(self.readings.values(),
-                                                      key=lambda r: r.address)],
+            {"printers": [{**p.to_json(), "read_at": self.read_at.get(p.serial or "")}
+                          for p in sorted(self.readings.values(), key=lambda r: r.address)],
              "read_at": self.status.last_read, "not_printers": len(report.not_printers),
              "no_answer": len(report.no_answer),
              "errors": [asdict(e) for e in report.errors]}, indent=1).encode())
@@ -388,9 +393,13 @@ class ManagerRunner:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             for p in doc.get("printers", []):
+                p = dict(p)
+                at = p.pop("read_at", None)
                 reading = reading_from_json(p)
                 if reading.serial:
                     self.readings[reading.serial] = reading
+                    if isinstance(at, str):
+                        self.read_at[reading.serial] = at
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError) as exc:

@@ -129,6 +129,16 @@ def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         assert "Traceback" not in out.stderr and out.stderr.startswith("error:"), out.stderr
 
 
+def test_report_rows_carry_each_printers_own_read_time() -> None:
+    from device_direct.manager.report import rows
+
+    doc = {"read_at": "2026-12-07T10:00:00+00:00",
+           "printers": [{"address": "127.0.1.5", "read_at": "2026-12-06T09:00:00+00:00"},
+                        {"address": "127.0.1.6"}]}
+    assert [r["read_at"] for r in rows(doc)] == ["2026-12-06T09:00:00+00:00",
+                                                 "2026-12-07T10:00:00+00:00"]
+
+
 def test_report_of_a_hand_edited_scan_document_skips_what_is_malformed() -> None:
     from device_direct.manager.report import to_csv, to_html
 

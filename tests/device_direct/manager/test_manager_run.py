@@ -12,11 +12,13 @@ printer's port 9100. Then `manager status` and `manager report --config` read th
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import ssl
 import subprocess
 import sys
+from csv import DictReader
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,10 @@ async def test_combination_model_end_to_end(
                          text=True, timeout=60)
     assert csv.returncode == 0, csv.stderr
     assert all(s in csv.stdout for s in all_serials)
+    # each printer with the time it was read (the column used to be empty)
+    rows = list(DictReader(io.StringIO(csv.stdout)))
+    assert {r["serial"] for r in rows} >= set(all_serials)
+    assert all(r["read_at"].startswith("20") for r in rows), rows
 
 
 def test_config_errors_exit_2_naming_the_key(tmp_path: Path) -> None:
