@@ -123,7 +123,7 @@ def expand(scenario: Scenario, identities: Sequence[DeviceIdentity]) -> Timeline
                 params["profile"] = ev.select.profile
             steps.append(Step(at, order, ev.kind, None, params, source))
             order += 1
-            _check_inside(at, begin, end, source)
+            _check_inside(at, begin, end, f"{scenario.source}: {source}")
             continue
         chosen = select(ev.select, identities, rng)
         if not chosen:
@@ -133,7 +133,7 @@ def expand(scenario: Scenario, identities: Sequence[DeviceIdentity]) -> Timeline
         for p in chosen:
             what = f"{source} for {identities[p].serial}"
             at = _instant(ev.when, spec.start, identities[p], scenario.source, what)
-            _check_inside(at, begin, end, what)
+            _check_inside(at, begin, end, f"{scenario.source}: {what}")
             steps.append(Step(at, order, ev.kind, p, dict(ev.params), source))
             order += 1
     for n, ch in enumerate(scenario.chaos):

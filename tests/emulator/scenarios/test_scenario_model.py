@@ -128,10 +128,14 @@ def test_chaos_expansion_is_deterministic_and_inside_the_run(seed: int, count: i
             assert s.device is None and 1 <= s.params["fail_next"] <= 9
 
 
-def test_an_event_outside_the_run_is_refused() -> None:
-    sc = _parse('[[event]]\nkind = "kill"\nday = 30\n')
-    with pytest.raises(ScenarioError, match="outside the run"):
-        expand(sc, fleet_identities(sc.fleet))  # type: ignore[attr-defined]
+@pytest.mark.parametrize("body", [
+    '[[event]]\nkind = "kill"\nday = 30\n',
+    '[[event]]\nkind = "server_drop"\ndrop_next = 1\nday = 30\n',
+])
+def test_an_event_outside_the_run_is_refused_naming_the_file(body: str) -> None:
+    sc = parse_scenario(HEAD + body + EXPECT, source="t.toml")
+    with pytest.raises(ScenarioError, match=r"t\.toml: event\[0\].*outside the run"):
+        expand(sc, fleet_identities(sc.fleet))
 
 
 @pytest.mark.parametrize("body", [
