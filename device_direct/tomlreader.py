@@ -10,6 +10,7 @@ Unknown keys are errors too (a typo should not be silently ignored): call
 from __future__ import annotations
 
 import builtins
+import math
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,8 @@ class Table:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(name, f"expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # TOML has inf and nan; no setting means them
+            raise self.error(name, f"expected a finite number, got {value}")
         if min is not None and value < min:
             raise self.error(name, f"must be >= {min}, got {value}")
         if max is not None and value > max:

@@ -61,6 +61,7 @@ class ControlledDevice(Protocol):
 
 
 RUNNER: web.AppKey[ControlledDevice] = web.AppKey("runner")
+SHUTDOWN_TIMEOUT_S = 2.0  # how long a stop waits for requests still running
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -96,7 +97,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         doc = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, LookupError) as exc:  # not JSON, not UTF-8, an unknown charset
         raise web.HTTPBadRequest(text=json.dumps({"error": f"body is not JSON: {exc}"}),
                                  content_type="application/json") from exc
     if not isinstance(doc, dict):
@@ -162,7 +163,7 @@ async def _print(request: web.Request) -> web.Response:
                        color=bool(body.get("color")), job_name="qa-control")
         if job.pages < 1 or job.copies < 1 or job.pages * job.copies > 10_000:
             return _fail(400, "'pages' and 'copies' must be >= 1 (at most 10,000 in all)")
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: 1e999 is inf
         return _fail(400, f"bad print job: {exc}")
     result = await runner.device.print_job(job)
     return web.json_response(_jsonable(result))
@@ -200,10 +201,18 @@ def make_app(runner: ControlledDevice) -> web.Application:
 
 async def serve_control(runner: ControlledDevice, port: int = 0) -> tuple[web.AppRunner, int]:
     """Serve the control API on 127.0.0.1:``port``; returns the runner and the port."""
-    app_runner = web.AppRunner(make_app(runner), access_log=None)
+    # A request may be waiting on the device (a power off behind a long print job):
+    # at shutdown it is cancelled after a moment instead of aiohttp's default 60 s.
+    app_runner = web.AppRunner(make_app(runner), access_log=None,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await app_runner.setup()
     site = web.TCPSite(app_runner, "127.0.0.1", port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await app_runner.cleanup()
+        raise EmulatorError(f"cannot listen on tcp/127.0.0.1:{port} (the QA control API, "
+                            f"--control-port): {exc}") from exc
     return app_runner, int(app_runner.addresses[0][1])
 
 

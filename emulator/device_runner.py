@@ -33,7 +33,7 @@ from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
 from device_direct.errors import ConfigError
 from emulator.closed_output import run_with_closed_output_quiet
 from emulator.device_control import serve_control
-from emulator.errors import ProfileError
+from emulator.errors import EmulatorError, ProfileError, StateStorageError
 from emulator.jetdirect import JetDirectConfig, JetDirectServer
 from emulator.jetdirect.dlm_install import dlm_installer
 from emulator.jetdirect.server import FirmwareHandler, reject_firmware
@@ -47,6 +47,7 @@ log = logging.getLogger("emulator.device")
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_RUNTIME = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,11 @@ class DeviceRunner:
         """Build the device and open its ports; start the agent when configured."""
         o = self.options
         state = self.state_dir
-        state.mkdir(parents=True, exist_ok=True)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateStorageError(f"{state}: cannot use as the device's state directory "
+                                    f"(--state-dir): {exc}") from exc
         self.device = EmulatedDevice(load_profile(o.profile), serial=o.serial, clock=self.clock,
                                      rng_seed=o.seed, state_dir=state / "model",
                                      age_days=o.age_days)
@@ -378,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except EmulatorError as exc:  # a port in use, an unusable state directory
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
         except KeyboardInterrupt:
             return 130
 

@@ -44,6 +44,16 @@ def test_range_choice_and_unknown_keys() -> None:
         t.done()
 
 
+def test_a_number_must_be_finite() -> None:
+    # TOML allows inf and nan; they passed a min=0 check and crashed the emulated
+    # printer's day simulation (a profile's fault rate or pages_per_day).
+    t = parse_toml("a = inf\nb = nan\nc = -inf\nd = 1e308\n", source="p.toml")
+    for key in ("a", "b", "c"):
+        with pytest.raises(ConfigError, match=f"key '{key}': expected a finite number"):
+            t.float(key, min=0)
+    assert t.float("d") == 1e308
+
+
 def test_array_of_tables_keys_are_indexed() -> None:
     t = parse_toml('[[supply]]\nname = "k"\n[[supply]]\nname = 3\n', source="p.toml")
     rows = t.tables("supply")

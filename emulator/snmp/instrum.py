@@ -241,6 +241,11 @@ class BulkResponder(cmdrsp.BulkCommandResponder):  # type: ignore[misc]
         for _ in range(max_rep if r else 0):
             got = instrum.read_next_variables(*row, **context)
             cost = sum(_estimate(v) for v in got)
+            if len(out) == n and len(out) + r > BULK_MAX_VARBINDS:
+                # More repeaters than one answer carries: the first round, cut at its
+                # end (an empty answer would read as "nothing there").
+                out.extend(got[:max(0, BULK_MAX_VARBINDS - len(out))])
+                break
             if (cost > budget and len(out) > n) or len(out) + r > BULK_MAX_VARBINDS:
                 break
             out.extend(got)

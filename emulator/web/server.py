@@ -36,7 +36,9 @@ from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
+from emulator.errors import EmulatorError
 from emulator.web.auth import (
     SESSION_COOKIE,
     AdminPassword,
@@ -47,6 +49,8 @@ from emulator.web.auth import (
 )
 
 if TYPE_CHECKING:
+    from aiohttp.web_request import FileField
+
     from device_direct.agent import Agent
     from device_direct.clock import Clock
     from emulator.jetdirect import JetDirectServer
@@ -84,6 +88,10 @@ def environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     return env
+
+
+class PrinterWebError(EmulatorError):
+    """The printer's web pages could not start (port in use, address not here)."""
 
 
 class PrinterHost(Protocol):
@@ -167,9 +175,10 @@ class PrinterWebServer:
         site = web.TCPSite(runner, self.host, self._requested_port)
         try:
             await site.start()
-        except OSError:
+        except OSError as exc:
             await runner.cleanup()
-            raise
+            raise PrinterWebError(f"cannot listen on tcp/{self.host}:{self._requested_port} "
+                                  f"(the printer's web pages): {exc}") from exc
         self._app_runner = runner
         self.port = int(runner.addresses[0][1])
         log.info("printer web pages on %s", self.base_url)
@@ -244,7 +253,7 @@ class PrinterWebServer:
         return response
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
+        form = await posted_form(request)
         nxt = _safe_next(str(form.get("next", "/remote")))
         token = request.cookies.get(LOGIN_COOKIE, "")
         if not token or not hmac.compare_digest(token, str(form.get("login_token", ""))):
@@ -293,7 +302,7 @@ async def require_admin(request: web.Request, *, post: bool = False
         raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
     form: dict[str, str] = {}
     if post:
-        data = await request.post()
+        data = await posted_form(request)
         form = {k: str(v) for k, v in data.items()}
         if not csrf_ok(session, form.get("csrf")):
             raise web.HTTPForbidden(reason="The form's security token is missing or stale: "
@@ -301,13 +310,29 @@ async def require_admin(request: web.Request, *, post: bool = False
     return session, form
 
 
+async def posted_form(request: web.Request
+                      ) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The posted form; a body aiohttp cannot decode (not UTF-8, an unknown charset, a
+    broken multipart) is the client's mistake: 400, not a traceback."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+        log.info("unreadable form from %s: %s: %s", request.remote or "?",
+                 type(exc).__name__, exc)
+        raise web.HTTPBadRequest(reason="The form could not be read: send it as UTF-8 "
+                                        "from the page.") from None
+
+
 def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
 def _safe_next(value: str) -> str:
-    """Only a path on this server (no open redirect)."""
-    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Only a path on this server (no open redirect). Printable ASCII without spaces
+    only: a browser drops tabs and line breaks from a Location ("/<TAB>/evil.example" is
+    "//evil.example" to it), and aiohttp refuses to send control characters at all."""
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value
+            or not all("!" <= c <= "~" for c in value)):
         return "/remote"
     return value
 

@@ -68,6 +68,57 @@ async def test_print_fault_clear_power_over_the_api(tmp_path: Path) -> None:
         await runner.stop()
 
 
+async def test_bodies_the_api_cannot_read_are_400_not_500(tmp_path: Path) -> None:
+    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path), clock=VirtualClock())
+    await runner.start()
+    control, port = await serve_control(runner)
+    try:
+        assert runner.device is not None
+        before = runner.device.counters().total_impressions
+        async with aiohttp.ClientSession() as s:
+            for path, body, content_type in [
+                    ("/fault", b'{"code": "075-135"}', "application/json; charset=bogus"),
+                    ("/fault", b'{"code": "\xff"}', "application/json"),
+                    ("/print", b'{"pages": 1e999}', "application/json"),  # inf
+                    ("/print", b'{"copies": -1e999}', "application/json")]:
+                async with s.post(f"http://127.0.0.1:{port}{path}", data=body,
+                                  headers={"Content-Type": content_type}) as r:
+                    assert r.status == 400, (path, body, r.status)
+                    assert "error" in await r.json()
+        assert runner.device.counters().total_impressions == before
+        assert not runner.device.alerts()
+    finally:
+        await control.cleanup()
+        await runner.stop()
+
+
+async def test_a_request_waiting_on_a_long_job_does_not_hold_up_the_stop(
+        tmp_path: Path) -> None:
+    from device_direct.model import PrintJob
+    from emulator.device_control import SHUTDOWN_TIMEOUT_S
+
+    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path))  # the system clock
+    await runner.start()
+    control, port = await serve_control(runner)
+    try:
+        assert runner.device is not None
+        # Minutes of real printing hold the device; a power off waits behind them.
+        job = asyncio.create_task(runner.device.print_job(PrintJob(pages=2, copies=200)))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(_call(port, "POST", "/power", {"state": "off"}))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await control.cleanup()  # the CLI's SIGTERM path; aiohttp's default waits 60 s
+        assert loop.time() - started < SHUTDOWN_TIMEOUT_S + 3
+    finally:
+        await runner.stop()
+        for task in (job, waiting):
+            task.cancel()
+        await asyncio.gather(job, waiting, return_exceptions=True)
+
+
 async def test_send_now_reaches_the_server(tmp_path: Path) -> None:
     clock = VirtualClock()
     # Two participants: this test, which never parks, and the device's agent (the runner

@@ -115,3 +115,23 @@ def test_unknown_profile_is_a_usage_error_naming_the_option_and_the_profiles() -
     assert "Traceback" not in done.stderr
     assert "key '--profile'" in done.stderr and "'bogus'" in done.stderr
     assert "office-color" in done.stderr  # what the user could have meant
+
+
+@pytest.mark.parametrize("option", ["--web-port", "--control-port", "--state-dir"])
+def test_a_busy_port_or_unusable_state_dir_is_one_line_not_a_traceback(
+        tmp_path: Path, option: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        value = str(blocker) if option == "--state-dir" else str(busy.getsockname()[1])
+        done = subprocess.run([sys.executable, "-m", "emulator", "device", "--no-agent",
+                               option, value], capture_output=True, text=True, timeout=120,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and value in last, last

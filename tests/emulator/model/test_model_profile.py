@@ -51,6 +51,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         (("month_factors = [0.95, ", "month_factors = ["), "usage.month_factors",
          "12 numbers"),
         (('hfsi = "950-801"', "hfsi = 801"), "supplies[8].hfsi", "expected a string"),
+        # TOML's inf passed min=0 and crashed the day simulation at device start.
+        (("rate = 0.12", "rate = inf"), "faults[0].rate", "finite number"),
+        (("pages_per_day = ", "pages_per_day = inf\n#"), "usage.pages_per_day",
+         "finite number"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path: Path, change: tuple[str, str], key: str,

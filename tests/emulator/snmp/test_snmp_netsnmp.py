@@ -250,3 +250,17 @@ async def test_pwg_imaging_counters_follow_the_model(rig: Rig) -> None:
     assert c.print_impressions >= 3 and c.copy_impressions >= 2
     # icServiceTable, indexed by IcServiceTypeTC: print(11) -> key 2
     assert values[(*IMAGING_COUNTERS, 3, 1, 1, 3, 11, 1)] == "INTEGER: 2"
+
+
+async def test_a_getbulk_with_more_repeaters_than_an_answer_carries_is_cut_not_empty(
+        rig: Rig) -> None:
+    from emulator.snmp.instrum import BULK_MAX_VARBINDS
+
+    _, agent = rig
+    # 300 repeaters (net-snmp allows that many OIDs in one snmpbulkget): the answer is
+    # the first round cut at BULK_MAX_VARBINDS (RFC 3416 4.2.3), not an empty PDU.
+    oids = ["1.3.6.1.2.1.1.1"] * 300
+    result = await run("snmpbulkget", *v2c(agent.port), "-Cn0", "-Cr3", *oids)
+    rows = parse_walk(result.out)
+    assert len(rows) == BULK_MAX_VARBINDS
+    assert {oid for oid, _ in rows} == {(1, 3, 6, 1, 2, 1, 1, 1, 0)}

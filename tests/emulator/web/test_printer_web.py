@@ -207,3 +207,63 @@ async def test_the_admin_password_may_come_from_the_profile(tmp_path: Path) -> N
         'admin_password = "from-profile"', 'admin_pasword = "typo"'))
     with pytest.raises(Exception, match="admin_pasword"):
         load_profile(str(tmp_path / "bad.toml"))
+
+
+async def test_an_unreadable_form_is_refused_with_400_not_a_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runner = DeviceRunner(DeviceOptions(serial="BADFORM01", state_dir=tmp_path / "d",
+                                        admin_password="right-one"))
+    await runner.start()
+    try:
+        assert runner.web is not None
+        base = runner.web.base_url
+        bodies = [  # (content type, body): none of them is a form aiohttp can decode
+            ("application/x-www-form-urlencoded", b"\xff\xfe=\xff"),
+            ("application/x-www-form-urlencoded; charset=bogus", b"password=x"),
+            ("multipart/form-data", b"--XX\r\n\r\n"),
+            ("multipart/form-data; boundary=XX", b"garbage"),
+        ]
+        with caplog.at_level(logging.ERROR, logger="aiohttp"):
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                async with http.get(base + "/login") as page:
+                    found = re.search(r'name="login_token" value="([^"]+)"', await page.text())
+                    assert found is not None
+                async with http.post(base + "/login", data={
+                        "password": "right-one", "login_token": found.group(1)}) as r:
+                    assert r.url.path == "/remote"  # logged in: /qa/jam reads the form
+                for content_type, body in bodies:
+                    for path in ("/login", "/qa/jam"):
+                        async with http.post(base + path, data=body,
+                                             headers={"Content-Type": content_type}) as r:
+                            assert r.status == 400, (path, content_type, r.status)
+                            assert "The form could not be read" in await r.text()
+        assert runner.device is not None and not runner.device.alerts()
+        assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    finally:
+        await runner.stop()
+
+
+async def test_the_login_never_redirects_off_the_printer(tmp_path: Path) -> None:
+    runner = DeviceRunner(DeviceOptions(serial="NEXT01", state_dir=tmp_path / "d",
+                                        admin_password="right-one"))
+    await runner.start()
+    try:
+        assert runner.web is not None
+        base = runner.web.base_url
+        # A browser drops tabs and line breaks from a Location: "/\t/evil.example" is
+        # "//evil.example" to it. A line break or NUL cannot be sent in a header at all.
+        for nxt, expected in [("/\t/evil.example/", "/remote"), ("/\n/evil.example", "/remote"),
+                              ("/qa\x00", "/remote"), ("/ /evil.example", "/remote"),
+                              ("/audit?x=1", "/audit?x=1")]:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                async with http.get(base + "/login") as page:
+                    found = re.search(r'name="login_token" value="([^"]+)"', await page.text())
+                    assert found is not None
+                async with http.post(base + "/login", allow_redirects=False, data={
+                        "password": "right-one", "login_token": found.group(1),
+                        "next": nxt}) as r:
+                    assert r.status == 303, (nxt, r.status)
+                    assert r.headers["Location"] == expected, nxt
+    finally:
+        await runner.stop()
