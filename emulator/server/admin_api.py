@@ -15,6 +15,7 @@ from aiohttp import web
 from emulator.server.faults import TlsFault
 from emulator.server.http_common import (
     ApiError,
+    field_seconds,
     field_str,
     query_int,
     read_body,
@@ -52,11 +53,10 @@ def _device(request: web.Request) -> str:
 async def create_keys(request: web.Request) -> web.Response:
     """POST /admin/v1/registration-keys {"count", "ttl_s"} -> 201 {"keys": [...]}."""
     body = await read_json_object(request, "key request") if request.can_read_body else {}
-    count, ttl_s = body.get("count", 1), body.get("ttl_s", 86400)
+    count = body.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10000:
         raise ApiError(400, "bad_request", "field 'count' must be an integer in 1..10000")
-    if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or ttl_s < 1:
-        raise ApiError(400, "bad_request", "field 'ttl_s' must be a positive integer")
+    ttl_s = field_seconds(body, "ttl_s", 86400)
     server = server_of(request)
     keys = [server.create_registration_key(ttl_s=ttl_s) for _ in range(count)]
     return web.json_response({"keys": keys, "ttl_s": ttl_s}, status=201)
@@ -105,11 +105,9 @@ async def enqueue_action(request: web.Request) -> web.Response:
     body = await read_json_object(request, "action")
     type_ = field_str(body, "type", max_len=64)
     params = body.get("params", {})
-    expires_in_s = body.get("expires_in_s", 86400)
     if not isinstance(params, dict):
         raise ApiError(400, "bad_request", "field 'params' must be a JSON object")
-    if not isinstance(expires_in_s, int) or isinstance(expires_in_s, bool) or expires_in_s < 1:
-        raise ApiError(400, "bad_request", "field 'expires_in_s' must be a positive integer")
+    expires_in_s = field_seconds(body, "expires_in_s", 86400)
     action_id = server.enqueue_action(device_id, type_, params, expires_in_s)
     return web.json_response({"id": action_id}, status=201)
 

@@ -203,8 +203,16 @@ class ReferenceServer(ServerState):
             code = {404: "not_found", 405: "method_not_allowed",
                     413: "too_large"}.get(exc.status, "http_error")
             return error_response(exc.status, code, exc.reason)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             raise
+        except ConnectionResetError as exc:
+            # The client hung up mid-request (a device losing power mid-upload) or its
+            # body stalled (read_body cut it): nobody to answer. One line, where aiohttp
+            # would log a traceback as for a bug; cancelling is how aiohttp is told the
+            # peer is gone.
+            log.info("%s %s from %s: the client went away mid-request (%s)", request.method,
+                     request.path, request.remote, exc)
+            raise asyncio.CancelledError from exc
         except Exception as exc:
             # A bug or a broken store: one line naming the request and the exception
             # (with its traceback), and a JSON 500 the device treats as "try later".

@@ -31,6 +31,17 @@ from emulator.server.workers import adopt_listen_fd, serve_workers
 DEFAULT_STATE = Path("server-state")
 
 
+def _port(text: str) -> int:
+    """A TCP port argument, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
 def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``server`` and its sub-commands to an argparse ``subparsers`` object."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -41,7 +52,7 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="serve until interrupted")
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8443)
+    run.add_argument("--port", type=_port, default=8443, help="0: any free port")
     run.add_argument("--server-name", action="append", default=[],
                      help="extra DNS name or IP for the server certificate (repeatable)")
     run.add_argument("--cert-days", type=int, default=365,
@@ -50,7 +61,7 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--tls-cert", type=Path, help="operator server certificate chain (PEM)")
     run.add_argument("--tls-key", type=Path, help="operator server key (PEM)")
     run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
-    run.add_argument("--metrics-port", type=int, metavar="P",
+    run.add_argument("--metrics-port", type=_port, metavar="P",
                      help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
                           "(emulator/server/metrics.py); 0: any free port, named as "
                           "metrics_port in the line printed at start")
@@ -181,9 +192,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands on what a server stored: on a directory with no state (a mistyped
+# --state-dir) they would make a new one (CA, token, empty database) and answer from it.
+_NEED_STATE = ("devices", "enqueue")
+
+
 def _offline(args: argparse.Namespace) -> int:
     if args.server_command == "export":
         return _export(args)
+    if args.server_command in _NEED_STATE:
+        open_state(args.state_dir).close()  # "no server state in ..." when there is none
     server = ReferenceServer(args.state_dir)
     try:
         cmd = args.server_command
@@ -195,7 +213,10 @@ def _offline(args: argparse.Namespace) -> int:
                                                args.image.read_bytes(), args.expires_in)
             print(json.dumps(manifest, indent=2))
         elif cmd == "enqueue":
-            params = json.loads(args.params)
+            try:
+                params = json.loads(args.params)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--params is not JSON: {exc}") from None
             if not isinstance(params, dict):
                 raise ValueError("--params must be a JSON object")
             print(server.enqueue_action(args.device_id, args.type, params, args.expires_in))

@@ -9,6 +9,7 @@ aiohttp's own 404/405/413) into that shape. Handlers reach the server through
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -18,9 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from emulator.server.pki import der_serial_number, serial_hex
-from emulator.server.state import ServerState
+from emulator.server.state import MAX_VALIDITY_S, ServerState
 
 JSON_LIMIT = 64 << 10  # control messages are small; anything bigger is a mistake
+# How long a request body may pause before the server gives up on it (real seconds): a
+# client whose body stops (it lost power or its network mid-upload, or it is hostile)
+# would otherwise hold its connection and handler for good.
+BODY_IDLE_S = 30.0
 # The server a request arrived at, as its handlers see it: its state and Python API.
 # (app.py's ReferenceServer is a ServerState; this module never imports app.py.)
 SERVER_KEY: web.AppKey[ServerState] = web.AppKey("reference_server")
@@ -62,6 +67,11 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     A declared Content-Length over the limit is refused before reading; a chunked body
     is read up to one byte past the limit, so nothing large is ever buffered. Either
     way the 413 closes the connection: the rest of the body is never read.
+
+    A body that sends nothing for :data:`BODY_IDLE_S` is given up: the connection is cut
+    and ``ConnectionResetError`` raised, as when the client hangs up mid-body. No answer
+    is sent: a JSON 4xx would tell a device its payload is refused for good, and this
+    one is not (it retries a broken connection).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -70,7 +80,15 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = await request.content.read(min(65536, limit + 1 - total))
+        try:
+            async with asyncio.timeout(BODY_IDLE_S):
+                chunk = await request.content.read(min(65536, limit + 1 - total))
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(
+                f"{what} stalled: nothing for {BODY_IDLE_S:g} s after {total} bytes"
+            ) from None
         if not chunk:
             break
         chunks.append(chunk)
@@ -102,6 +120,16 @@ def field_str(body: dict[str, Any], name: str, *, max_len: int = 256,
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise ApiError(400, "bad_request",
                        f"field '{name}' must be a non-empty string of at most {max_len} chars")
+    return value
+
+
+def field_seconds(body: dict[str, Any], name: str, default: int) -> int:
+    """A validity period field in seconds, 1 s..a hundred years (400 naming it otherwise)."""
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or \
+            not 1 <= value <= MAX_VALIDITY_S:
+        raise ApiError(400, "bad_request", f"field '{name}' must be an integer of seconds "
+                                           f"in 1..{MAX_VALIDITY_S} (a hundred years)")
     return value
 
 

@@ -39,6 +39,7 @@ from emulator.server.http_common import (
     DEVICE_ID,
     SERVER_KEY,
     ApiError,
+    field_seconds,
     field_str,
     peer_serial,
     read_json_object,
@@ -277,11 +278,9 @@ async def admin_enqueue_action(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request",
                        f"field 'type' must be one of {', '.join(MANAGER_ACTIONS)}")
     params = body.get("params", {})
-    ttl_s = body.get("ttl_s", 86400)
     if not isinstance(params, dict):
         raise ApiError(400, "bad_request", "field 'params' must be a JSON object")
-    if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or ttl_s < 1:
-        raise ApiError(400, "bad_request", "field 'ttl_s' must be a positive integer")
+    ttl_s = field_seconds(body, "ttl_s", 86400)
     server = server_of(request)
     now = server.clock.now()
     action_id = str(uuid.UUID(int=server.rng.getrandbits(128), version=4))

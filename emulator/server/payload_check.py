@@ -37,6 +37,9 @@ XSD_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "payload.xsd"
 
 MAX_XML_BYTES = 8 << 20  # inflated size limit of device-data.xml
 MAX_COMPRESSION_RATIO = 100  # real payloads compress about 5-15x; bombs 1000x+
+# The biggest number the server stores (an SQLite INTEGER is 64-bit); the schema's
+# integers have no upper bound, so a bigger one is refused here, naming it.
+MAX_STORED_INT = (1 << 63) - 1
 
 
 class PayloadRejected(ValueError):
@@ -326,6 +329,7 @@ def extract_facts(root: Any) -> PayloadFacts:
         )
         for s in found.get(_FACT_KEYS["Supplies/Supply"], ())
     )
+    sequence = int(root.get("sequence"))
     faults = tuple(
         FaultFact(
             code=f.get("code"), subsystem=f.get("subsystem"), at=f.get("at"),
@@ -335,9 +339,10 @@ def extract_facts(root: Any) -> PayloadFacts:
         )
         for f in found.get(_FACT_KEYS["Status/FaultHistory/Fault"], ())
     )
+    _check_stored_ints(sequence, meters, supplies, faults)
     return PayloadFacts(
         upload_id=root.get("uploadId"),
-        sequence=int(root.get("sequence")),
+        sequence=sequence,
         serial=(serial.text or "").strip(),
         model=(model.text or "").strip(),
         generated_at=root.get("generatedAt"),
@@ -347,6 +352,27 @@ def extract_facts(root: Any) -> PayloadFacts:
         faults=faults,
         source="device" if source is None else str(source[0].get("kind")),
     )
+
+
+def _check_stored_ints(sequence: int, meters: dict[str, int],
+                       supplies: tuple[SupplyFact, ...], faults: tuple[FaultFact, ...]
+                       ) -> None:
+    """Refuse (422) a stored number past :data:`MAX_STORED_INT` (the schema's minimums
+    keep them all >= -3), naming the first one, rather than fail in the database."""
+    if max((sequence, *meters.values(), *(max(s.index, s.capacity, s.level) for s in supplies),
+            *(f.impressions for f in faults))) <= MAX_STORED_INT:  # one tuple: may be 1 long
+        return  # every upload but a hostile one: no names built
+    numbers = [("DeviceData/@sequence", sequence)]
+    numbers += [(f"Counters/Meter {name!r}", value) for name, value in meters.items()]
+    for s in supplies:
+        numbers += [(f"Supply {s.index} @{attr}", value) for attr, value in (
+            ("index", s.index), ("capacity", s.capacity), ("level", s.level))]
+    numbers += [(f"Fault {f.code} @impressions", f.impressions) for f in faults]
+    for where, value in numbers:
+        if value > MAX_STORED_INT:
+            raise PayloadRejected("schema_invalid",
+                                  f"{ENTRY_NAME}: {where} {value} is larger than the "
+                                  f"server stores ({MAX_STORED_INT})")
 
 
 def check_payload(body: bytes, *, upload_id: str, max_xml_bytes: int = MAX_XML_BYTES

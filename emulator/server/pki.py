@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from emulator.errors import ServerError
@@ -49,6 +52,7 @@ _SERVER_CERT_DAYS = 398  # the CA/Browser Forum maximum, so real TLS stacks acce
 _CA_DAYS = 3650
 # A server certificate is made again at start when it has less than this left.
 _RENEW_BEFORE = timedelta(days=30)
+_Loaded = TypeVar("_Loaded")
 
 
 class CsrError(ValueError):
@@ -107,6 +111,20 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+def _read_pem(path: Path, load: Callable[[bytes], _Loaded]) -> _Loaded:
+    """``load`` of the PEM file ``path``; ServerError naming the file if it is damaged."""
+    try:
+        return load(path.read_bytes())
+    except ValueError as exc:
+        raise ServerError(f"{path} is not a usable PEM key or certificate ({exc}); restore "
+                          f"it, or remove {path.parent} for a new one (every device must "
+                          "then register again)") from exc
+
+
+def _load_key(data: bytes) -> PrivateKeyTypes:
+    return serialization.load_pem_private_key(data, password=None)
 
 
 class Pki:
@@ -169,10 +187,10 @@ class Pki:
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key_path, cert_path = self.dir / f"{stem}.key", self.dir / f"{stem}.pem"
         if key_path.exists() and cert_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            key = _read_pem(key_path, _load_key)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise ServerError(f"{key_path} is not an EC private key")
-            return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+            return key, _read_pem(cert_path, x509.load_pem_x509_certificate)
         key = ec.generate_private_key(ec.SECP256R1())
         name = _name(common_name)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -203,7 +221,7 @@ class Pki:
     def _load_or_make_firmware_key(self) -> ed25519.Ed25519PrivateKey:
         path = self.dir / "firmware-signing.key"
         if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            key = _read_pem(path, _load_key)
             if not isinstance(key, ed25519.Ed25519PrivateKey):
                 raise ServerError(f"{path} is not an Ed25519 private key")
             return key
@@ -216,7 +234,7 @@ class Pki:
     ) -> tuple[Path, Path]:
         cert_path, key_path = self.dir / "server.pem", self.dir / "server.key"
         if cert_path.exists() and key_path.exists():
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            cert = _read_pem(cert_path, x509.load_pem_x509_certificate)
             if _covers(cert, server_names) and cert.not_valid_after_utc - now > _RENEW_BEFORE:
                 return cert_path, key_path
         cert_pem, key_pem = self.make_server_cert(server_names, now=now)

@@ -35,6 +35,22 @@ from emulator.server.storage import Storage, hash_key
 
 log = logging.getLogger("emulator.server")
 
+# The longest a registration key, an action, a firmware manifest or a client
+# certificate stays valid: a hundred years. Nobody means more, and far more is a date
+# past the year 9999, which Python cannot hold (an OverflowError was a traceback from
+# the CLI, a 500 from the admin API, and with --cert-days a 500 on every registration).
+MAX_VALIDITY_S = 100 * 365 * 86400
+MAX_CERT_DAYS = 100 * 365
+
+
+def validity(name: str, seconds: int) -> timedelta:
+    """``seconds`` as a validity period; ValueError naming ``name`` outside
+    1..:data:`MAX_VALIDITY_S`."""
+    if not 1 <= seconds <= MAX_VALIDITY_S:
+        raise ValueError(f"{name} must be 1..{MAX_VALIDITY_S} seconds (a hundred years), "
+                         f"got {seconds}")
+    return timedelta(seconds=seconds)
+
 
 class ServerState:
     """Keys, certificates, database, faults and the Python API of the reference server."""
@@ -52,8 +68,8 @@ class ServerState:
         rng: random.Random | None = None,
         shared_db: bool = False,
     ) -> None:
-        if cert_days < 1:
-            raise ValueError(f"cert_days must be >= 1, got {cert_days}")
+        if not 1 <= cert_days <= MAX_CERT_DAYS:
+            raise ValueError(f"cert_days must be 1..{MAX_CERT_DAYS}, got {cert_days}")
         if max_upload_bytes < 1024:
             raise ValueError(f"max_upload_bytes must be >= 1024, got {max_upload_bytes}")
         self.state_dir = Path(state_dir)
@@ -94,12 +110,10 @@ class ServerState:
 
     def create_registration_key(self, *, ttl_s: int = 86400) -> str:
         """A new single-use registration key valid for ``ttl_s`` seconds of server time."""
-        if ttl_s < 1:
-            raise ValueError(f"ttl_s must be >= 1, got {ttl_s}")
+        ttl = validity("ttl_s", ttl_s)
         key = secrets.token_urlsafe(18)
         now = self.clock.now()
-        self.storage.add_registration_key(hash_key(key), now=now,
-                                          expires_at=now + timedelta(seconds=ttl_s))
+        self.storage.add_registration_key(hash_key(key), now=now, expires_at=now + ttl)
         return key
 
     def enqueue_action(self, device_id: str, type: str, params: dict[str, Any] | None = None,
@@ -109,22 +123,19 @@ class ServerState:
             raise ValueError(f"unknown device {device_id!r}")
         if not type or len(type) > 64:
             raise ValueError("action type must be 1-64 characters")
-        if expires_in_s < 1:
-            raise ValueError(f"expires_in_s must be >= 1, got {expires_in_s}")
+        expires_in = validity("expires_in_s", expires_in_s)
         now = self.clock.now()
         return self.storage.add_action(device_id, type, dict(params or {}), now=now,
-                                       expires_at=now + timedelta(seconds=expires_in_s))
+                                       expires_at=now + expires_in)
 
     def publish_firmware(self, model: str, version: str, image: bytes,
                          expires_in_s: int = 30 * 86400) -> dict[str, Any]:
         """Store an image and publish its signed manifest; returns the manifest."""
         if not image:
             raise ValueError("firmware image is empty")
-        if expires_in_s < 1:
-            raise ValueError(f"expires_in_s must be >= 1, got {expires_in_s}")
+        expires_in = validity("expires_in_s", expires_in_s)
         now = self.clock.now()
-        manifest = make_manifest(model, version, image,
-                                 expires_at=now + timedelta(seconds=expires_in_s))
+        manifest = make_manifest(model, version, image, expires_at=now + expires_in)
         path = self.firmware_image_path(manifest["sha256"])
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(image)
@@ -145,7 +156,7 @@ class ServerState:
             token = secrets.token_urlsafe(32)
             _write_private(path, (token + "\n").encode())
             return token
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ServerError(f"cannot read or write admin token {path}: {exc}") from exc
 
     def firmware_image_path(self, sha256: str) -> Path:
@@ -186,7 +197,12 @@ class ServerState:
         ctx.options |= ssl.OP_NO_TICKET
         # The certificate alone, or with its CA in a directory with one CA (see
         # emulator/server/pki.py: what each handshake costs either side).
-        ctx.load_cert_chain(str(self.pki.server_chain_path), str(self.pki.server_key_path))
+        chain, key = self.pki.server_chain_path, self.pki.server_key_path
+        try:
+            ctx.load_cert_chain(str(chain), str(key))
+        except ssl.SSLError as exc:  # OpenSSL names neither file ("[SSL] PEM lib")
+            raise ServerError(f"cannot use server certificate {chain} with key {key}: {exc} "
+                              "(PEM files; the key must be the certificate's)") from exc
         return ctx
 
     def _load_server_cert(self, mode: TlsFault) -> None:

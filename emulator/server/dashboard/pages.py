@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from device_direct.core.actions import ACTION_TYPES
 from emulator.server.dashboard import combination, queries
@@ -32,6 +33,10 @@ PREFIX = "/dashboard"
 COOKIE = "dd_dashboard"
 LOGIN_COOKIE = "dd_dashboard_login"
 _STATIC = Path(__file__).resolve().parent / "static"
+# The dashboard's forms are a few hundred bytes. The application's own limit is the
+# biggest firmware image (512 MiB), which a form (the login's: no session needed) would
+# otherwise be buffered up to, in memory.
+FORM_LIMIT = 64 << 10
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -66,6 +71,11 @@ def _render(request: web.Request, template: str, *, status: int = 200,
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The posted form; 413 once it passes :data:`FORM_LIMIT`, before more is read."""
+    return await request.clone(client_max_size=FORM_LIMIT).post()
 
 
 def _see_other(location: str) -> web.Response:
@@ -105,7 +115,7 @@ def _login_form(request: web.Request, status: int, error: str | None, nxt: str
 async def login(request: web.Request) -> web.Response:
     dash = request.app[DASHBOARD]
     server = server_of(request)
-    form = await request.post()
+    form = await _form(request)
     nxt = _safe_next(str(form.get("next", PREFIX + "/")))
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie, str(form.get("login_token", ""))):
@@ -130,7 +140,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = _admin(request)
-    form = await request.post()
+    form = await _form(request)
     if not csrf_ok(session, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(reason="stale form: reload the page")
     request.app[DASHBOARD].sessions.drop(session.sid)
@@ -176,7 +186,7 @@ async def queue_action(request: web.Request) -> web.Response:
     session = _admin(request)
     server = server_of(request)
     device_id = request.match_info["id"]
-    data = await request.post()
+    data = await _form(request)
     form = {k: str(v) for k, v in data.items()}
     if not csrf_ok(session, form.get("csrf")):
         raise web.HTTPForbidden(reason="stale form: reload the page")

@@ -1,5 +1,6 @@
-"""The dashboard's managers and printers pages without a browser: login, unknown names,
-a serial reported with two models, and the bound on the refusals kept per manager.
+"""The dashboard's managers and printers pages without a browser: login, the size of a
+form, unknown names, a serial reported with two models, and the bound on the refusals
+kept per manager.
 (The pages with real data, in Chromium: test_dashboard_managers_browser.py.)"""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from emulator.server import ReferenceServer
+from emulator.server.dashboard.pages import FORM_LIMIT
 from emulator.server.sources import REJECTIONS_KEPT, Sources
 from tests.emulator.server.refserver_helpers import server_ctx
 
@@ -47,6 +49,21 @@ async def test_pages_need_the_login_and_name_what_is_unknown(server: ReferenceSe
                            ("/dashboard/printers/NOPE", "no printer NOPE")):
             async with http.get(server.base_url + path, ssl=ctx) as r:
                 assert r.status == 404 and what in await r.text()
+
+
+async def test_a_form_bigger_than_any_dashboard_form_is_refused_unread(
+        server: ReferenceServer) -> None:
+    # The login form needs no session, and was read whole into memory up to the
+    # application's limit (512 MiB, for firmware images): 300 MiB posted to it took the
+    # server from 79 to 679 MiB.
+    body = b"token=" + b"a" * (FORM_LIMIT * 4)
+    async with aiohttp.ClientSession() as http, http.post(
+            server.base_url + "/dashboard/login", ssl=server_ctx(server), data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+        assert r.status == 413, await r.text()
+        assert (await r.json())["error"] == "too_large"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await _login(http, server)  # a real form still goes through
 
 
 async def test_a_serial_reported_with_two_models_asks_which(server: ReferenceServer) -> None:

@@ -22,6 +22,7 @@ from refserver_helpers import (
 from emulator.clock import VirtualClock
 from emulator.server import ReferenceServer
 from emulator.server.pki import make_csr
+from emulator.server.sources import Sources
 
 ADMIN_GETS = ["/admin/v1/devices", "/admin/v1/firmware", "/admin/v1/faults",
               "/admin/v1/firmware/public-key", "/admin/v1/ca-certificate",
@@ -87,6 +88,32 @@ async def test_admin_workflow(server: ReferenceServer, tmp_path: Path) -> None:
     assert [f["manifest"]["version"] for f in body["firmware"]] == ["101.0.1"]
     status, body = await admin(server, "GET", f"/admin/v1/devices/{device_id}/meters")
     assert (status, body) == (200, {"meters": []})
+
+
+async def test_a_validity_past_a_century_is_a_400_naming_it(server: ReferenceServer,
+                                                           dev: Device) -> None:
+    # A date past the year 9999 was an OverflowError: a 500 "internal_error".
+    sources = Sources(server.storage.path)  # a manager to queue for
+    try:
+        sources.register_manager(manager_id="mgr-any", cert_serial="01",
+                                 now=server.clock.now(), info=dict.fromkeys((
+                                     "hostname", "ip", "os", "app_version", "location",
+                                     "contact_email"), "x"))
+    finally:
+        sources.close()
+    for path, body, field in (
+        ("/admin/v1/registration-keys", {"ttl_s": 10 ** 14}, "ttl_s"),
+        (f"/admin/v1/devices/{dev.device_id}/actions",
+         {"type": "reboot", "expires_in_s": 10 ** 14}, "expires_in_s"),
+        ("/admin/v1/managers/mgr-any/actions",
+         {"serial": "S1", "type": "get-status", "ttl_s": 10 ** 14}, "ttl_s"),
+    ):
+        status, answer = await admin(server, "POST", path, json=body)
+        assert status == 400, answer
+        assert f"field '{field}'" in answer["detail"] and "3153600000" in answer["detail"]
+    status, answer = await admin(server, "POST", "/admin/v1/registration-keys",
+                                 json={"ttl_s": 3153600000})
+    assert status == 201
 
 
 async def test_meter_history_and_uploads_via_admin(server: ReferenceServer,

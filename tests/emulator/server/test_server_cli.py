@@ -51,8 +51,12 @@ def test_cli_keys_firmware_devices_and_key_export(
 def test_cli_errors_are_one_clear_line(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     state = str(tmp_path / "state")
+    ReferenceServer(Path(state)).storage.close()
     assert main(["server", "--state-dir", state, "enqueue", "dd-nobody", "reboot"]) == 2
     assert "unknown device" in capsys.readouterr().err
+    assert main(["server", "--state-dir", state, "enqueue", "dd-nobody", "reboot",
+                 "--params", "{bad"]) == 2
+    assert "--params is not JSON" in capsys.readouterr().err
     image = tmp_path / "fw.bin"
     image.write_bytes(b"x")
     assert main(["server", "--state-dir", state, "publish-firmware", "--model", "M",
@@ -138,6 +142,78 @@ async def test_export_writes_the_zips_as_received(
     assert main(["server", "--state-dir", state, "export", "--since", since, str(late)]) == 0
     (last,) = json.loads((late / "uploads.json").read_text())
     assert (last["device_id"], last["sequence"]) == (a.device_id, 2)
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["run", "--port", "99999"], "argument --port: 99999 is not a port number"),
+    (["run", "--port", "-1"], "argument --port: -1 is not a port number"),
+    (["run", "--metrics-port", "70000"], "argument --metrics-port: 70000"),
+    (["run", "--cert-days", "99999999"], "cert_days must be 1..36500"),
+    (["make-key", "--ttl", "99999999999999"], "ttl_s must be 1..3153600000"),
+    (["enqueue", "DEVICE", "reboot", "--expires-in", "99999999999999"],
+     "expires_in_s must be 1..3153600000"),
+    (["publish-firmware", "--model", "M", "--version", "1.0", "--expires-in",
+      "99999999999999", "IMAGE"], "expires_in_s must be 1..3153600000"),
+])
+def test_numbers_out_of_range_are_usage_errors_naming_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], named: str
+) -> None:
+    # They were tracebacks: bind()'s OverflowError for a port, a date past the year 9999
+    # for a validity (and, for --cert-days, a 500 on every registration later).
+    state = tmp_path / "state"
+    image = tmp_path / "fw.bin"
+    image.write_bytes(b"x")
+    server = ReferenceServer(state)
+    server.storage.register_device(
+        device_id="dd-1", serial="S1", model="M", mac="00:00:00:00:00:01",
+        firmware={"system": "1"}, cert_serial="01", not_after=server.clock.now(),
+        now=server.clock.now())
+    server.storage.close()
+    args = [{"DEVICE": "dd-1", "IMAGE": str(image)}.get(a, a) for a in args]
+    code: int | str | None
+    try:
+        code = main(["server", "--state-dir", str(state), *args])
+    except SystemExit as exc:  # argparse's own usage error
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["devices"], ["enqueue", "dd-1", "reboot"]])
+def test_commands_on_stored_state_refuse_a_directory_without_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    # A mistyped --state-dir: "devices" printed [] (exit 0) from a whole new state it
+    # made there, CA and admin token included.
+    missing = tmp_path / "no-such-state"
+    assert main(["server", "--state-dir", str(missing), *command]) == 2
+    assert "no server state" in capsys.readouterr().err and not missing.exists()
+
+
+@pytest.mark.parametrize(("damaged", "named"), [
+    ("pki/ca.pem", "pki/ca.pem is not a usable PEM"),
+    ("pki/firmware-signing.key", "pki/firmware-signing.key is not a usable PEM"),
+    ("admin-token", "admin token"),
+    ("--tls-cert", "cannot use server certificate"),
+])
+def test_a_damaged_state_file_is_named_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], damaged: str, named: str
+) -> None:
+    # Each was an error naming no file: "Unable to load PEM file", "[SSL] PEM lib",
+    # "'ascii' codec can't decode byte 0xff".
+    state = tmp_path / "state"
+    ReferenceServer(state).storage.close()
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"\xff\xfejunk")
+    args = ["make-key"]
+    if damaged == "--tls-cert":
+        args = ["run", "--port", "0", "--tls-cert", str(junk), "--tls-key", str(junk)]
+    else:
+        (state / damaged).write_bytes(junk.read_bytes())
+    assert main(["server", "--state-dir", str(state), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and err.count("\n") == 1
+    assert str(junk if damaged == "--tls-cert" else state / damaged) in err
 
 
 def test_export_refuses_bad_input_in_one_line(tmp_path: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,7 @@ from emulator.server.firmware import (
 )
 from emulator.server.payload_check import (
     MAX_COMPRESSION_RATIO,
+    MAX_STORED_INT,
     PayloadRejected,
     check_payload,
     read_entry,
@@ -145,6 +147,33 @@ def test_sample_payload_passes_every_check() -> None:
     facts = check_payload(make_zip({"device-data.xml": xml}), upload_id=upload_id)
     assert facts.sequence == 3 and facts.serial == "EMU8055001"
     assert len(facts.meters) == 14 and len(facts.supplies) == 8 and len(facts.faults) == 4
+
+
+@pytest.mark.parametrize(("old", "where"), [
+    ('sequence="3"', "DeviceData/@sequence"),
+    ('<Meter name="black-impressions">121877<', "Meter 'black-impressions'"),
+    ('capacity="31000"', "Supply 1 @capacity"),
+    ('impressions="184210"', "Fault 071-105 @impressions"),
+])
+def test_a_number_too_big_to_store_is_refused_naming_it(old: str, where: str) -> None:
+    # The schema's integers are unbounded; SQLite's are 64-bit. One past the limit was
+    # an OverflowError in the database: a 500 the device retried forever.
+    upload_id, xml = payload_xml(sequence=3)
+    big = str(MAX_STORED_INT + 1)
+    assert old.encode() in xml
+    xml = xml.replace(old.encode(), re.sub(r"\d+", big, old).encode(), 1)
+    with pytest.raises(PayloadRejected) as info:
+        check_payload(make_zip({"device-data.xml": xml}), upload_id=upload_id)
+    assert info.value.status == 422 and info.value.error == "schema_invalid"
+    assert where in info.value.detail and big in info.value.detail
+    at_limit = xml.replace(big.encode(), str(MAX_STORED_INT).encode())
+    check_payload(make_zip({"device-data.xml": at_limit}), upload_id=upload_id)
+
+
+def test_a_payload_with_no_meters_supplies_or_faults_passes_the_number_check() -> None:
+    from emulator.server.payload_check import _check_stored_ints
+
+    _check_stored_ints(3, {}, (), ())  # max() of one number (a manager's bare reading)
 
 
 def test_a_bomb_that_lies_about_its_size_is_stopped_while_inflating() -> None:
