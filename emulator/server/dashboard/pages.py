@@ -74,8 +74,14 @@ def _render(request: web.Request, template: str, *, status: int = 200,
 
 
 async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
-    """The posted form; 413 once it passes :data:`FORM_LIMIT`, before more is read."""
-    return await request.clone(client_max_size=FORM_LIMIT).post()
+    """The posted form; 413 once it passes :data:`FORM_LIMIT`, before more is read, and
+    400 for a body aiohttp cannot decode (not UTF-8, an unknown charset, a broken
+    multipart): the client's mistake, not a 500 with a traceback."""
+    try:
+        return await request.clone(client_max_size=FORM_LIMIT).post()
+    except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError
+        raise web.HTTPBadRequest(reason="the form could not be read: send it as UTF-8 "
+                                        "from the page") from None
 
 
 def _see_other(location: str) -> web.Response:

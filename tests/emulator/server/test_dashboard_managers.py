@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from emulator.server import ReferenceServer
 from emulator.server.dashboard.pages import FORM_LIMIT
@@ -64,6 +65,19 @@ async def test_a_form_bigger_than_any_dashboard_form_is_refused_unread(
         assert (await r.json())["error"] == "too_large"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         await _login(http, server)  # a real form still goes through
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b"\xff\xfe=\xff", "application/x-www-form-urlencoded"),
+    (b"token=a", "application/x-www-form-urlencoded; charset=bogus"),
+    (b"--x\r\nnot a part", "multipart/form-data; boundary=y"),
+])
+async def test_a_form_that_cannot_be_decoded_is_a_400_not_a_500(
+        server: ReferenceServer, body: bytes, content_type: str) -> None:
+    async with aiohttp.ClientSession() as http, http.post(
+            server.base_url + "/dashboard/login", ssl=server_ctx(server), data=body,
+            headers={"Content-Type": content_type}) as r:
+        assert r.status == 400, await r.text()
 
 
 async def test_a_serial_reported_with_two_models_asks_which(server: ReferenceServer) -> None:
