@@ -44,6 +44,10 @@ ADMIN_PREFIX = "/admin/v1/"
 # How long a client refused mid-body (413) gets to read the answer and hang up before
 # the server cuts the connection (real seconds).
 CLOSE_GRACE_S = 1.0
+# How long a connection may sit with no request (before its first, or between two)
+# before the server closes it (real seconds). A device sends its requests at once;
+# aiohttp's own default, used by an AppRunner, is an hour per idle connection.
+IDLE_CONNECTION_S = 60.0
 
 
 class ReferenceServer(ServerState):
@@ -115,7 +119,8 @@ class ReferenceServer(ServerState):
             raise ServerError("the server is already running")
         app = self.make_app()
         payload_check.warm_up()  # before any worker thread compiles its own copy
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               keepalive_timeout=IDLE_CONNECTION_S)
         await runner.setup()
         site = AlertingTlsSite(runner, self.host, self._requested_port,
                                ssl_context=self.ssl_context, sock=self._sock)

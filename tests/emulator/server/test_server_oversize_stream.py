@@ -15,6 +15,7 @@ import pytest
 from refserver_helpers import Device, register
 
 from emulator.server import ReferenceServer, http_common
+from emulator.server import app as app_module
 
 STREAM_BYTES = 200 << 20
 CHUNK = b"\x00" * (64 << 10)
@@ -128,3 +129,23 @@ async def test_a_client_hanging_up_mid_body_is_one_line_not_a_traceback(
     else:
         raise AssertionError("no line for the client that hung up")
     assert not _aiohttp_tracebacks(caplog)
+
+
+async def test_a_connection_that_never_sends_a_request_is_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # aiohttp's AppRunner keeps an idle connection for an hour: a client opening many
+    # and sending nothing would hold as many descriptors.
+    monkeypatch.setattr(app_module, "IDLE_CONNECTION_S", 0.5)
+    srv = ReferenceServer(tmp_path / "state")
+    await srv.start()
+    try:
+        dev = await register(srv, tmp_path / "dev")
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=dev.ctx,
+                                                       server_hostname="localhost")
+        started = asyncio.get_running_loop().time()
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        assert asyncio.get_running_loop().time() - started < 5
+        writer.transport.abort()
+    finally:
+        await srv.stop()
