@@ -22,8 +22,9 @@ def test_model_demo_into_a_closed_pipe() -> None:
 
 def test_server_commands_into_a_closed_pipe(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
-    for argv in (["-m", "emulator", "server", "--state-dir", state, "devices"],
-                 ["-m", "emulator.server.cli", "server", "--state-dir", state, "make-key"]):
+    # make-key first: it makes the state that devices reads (and refuses to make)
+    for argv in (["-m", "emulator.server.cli", "server", "--state-dir", state, "make-key"],
+                 ["-m", "emulator", "server", "--state-dir", state, "devices"]):
         done = run_with_stdout_closed([sys.executable, *argv])
         assert (done.returncode, done.stderr) == (EXIT_OUTPUT_CLOSED, ""), argv
 

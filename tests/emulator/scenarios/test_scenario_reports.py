@@ -57,12 +57,14 @@ def test_info_shows_one_line_per_kind_and_debug_shows_each(tmp_path: Path) -> No
     assert len(each) >= agent_errors > 100
 
 
-def test_an_unwritable_report_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+def test_an_unwritable_report_is_refused_before_the_run_not_a_traceback(
+        tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "emulator", "fleet", "--scenario",
                           str(SCENARIO), "--report", str(tmp_path / "no" / "r.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 3 and "Traceback" not in out.stderr
-    assert "cannot write the report" in out.stderr and "no/r.json" in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no directory" in out.stderr and "no/r.json" in out.stderr
+    assert "scenario" not in out.stdout.lower()  # refused before it ran
 
 
 def test_fleet_report_has_the_same_envelope_and_reads_back() -> None:
