@@ -21,6 +21,7 @@ state, a day replays exactly, and the same day comes out whatever ran before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import math
@@ -87,8 +88,8 @@ class EmulatedDevice:
     """One emulated printer. Implements ``device_direct.model.DeviceModel``."""
 
     __slots__ = ("_cal", "_clock", "_gen", "_lock", "_network", "_plan", "_power",
-                 "_seed_base", "_serial", "_state", "_store", "_traits", "console",
-                 "last_report", "revision")
+                 "_printing", "_seed_base", "_serial", "_state", "_store", "_traits",
+                 "console", "last_report", "revision")
 
     def __init__(
         self,
@@ -156,6 +157,8 @@ class EmulatedDevice:
         self._power = _S.OFF
         self._gen = 0
         self._lock: asyncio.Lock | None = None
+        # A running job's engine time, which a power loss ends (see _engine_time).
+        self._printing: asyncio.Future[None] | None = None
         self.last_report = ""
         # The control panel (display text, PJL RDYMSG/OPMSG), and a number that grows
         # with every change of state or power, for readers that cache a view (SNMP).
@@ -381,6 +384,8 @@ class EmulatedDevice:
         """The power is cut: volatile state is gone; storage holds what was persisted."""
         self._to(_E.POWER_LOSS)
         self._gen += 1
+        if self._printing is not None and not self._printing.done():
+            self._printing.set_result(None)  # the engine stops with the power
         self.last_report = ""
         if self._store is not None:
             stored = self._store.read()
@@ -461,11 +466,28 @@ class EmulatedDevice:
             fault = views.faults(st, plan)[0]
         self._persist()
         gen = self._gen
-        await self._clock.sleep(done * 60.0 / plan.profile.engine.ppm)
+        await self._engine_time(done * 60.0 / plan.profile.engine.ppm)
         if gen != self._gen:
             raise DeviceStateError("power was lost while the job was printing")
         self._to(_E.FAULT if st.active_fault >= 0 else _E.END_JOB)
         return PrintResult(sheets=done, impressions=imps, completed=done == sheets, fault=fault)
+
+    async def _engine_time(self, seconds: float) -> None:
+        """The engine printing a job's sheets, on the clock; cut short by a power loss.
+        The job holds the device's lock meanwhile: without the cut, a power-on after the
+        loss would wait out every page the engine no longer prints (hours for a big job
+        on a device on real time)."""
+        cut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._printing = cut
+        engine = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((engine, cut), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._printing = None
+            if not engine.done():
+                engine.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await engine
 
     async def print_configuration_report(self) -> str:
         async with self._locked():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from device_direct.clock import Clock
 from device_direct.model import SPECIAL_LEVELS, DeviceSnapshot
 from emulator.clock import VirtualClock
 from emulator.model import EmulatedDevice, Profile, load_profile
@@ -13,7 +14,7 @@ EPOCH = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 
 
 def make_device(profile: str | Profile = "office-color", *, seed: int = 1, serial: str = "SN0001",
-                state_dir: Path | None = None, clock: VirtualClock | None = None,
+                state_dir: Path | None = None, clock: Clock | None = None,
                 powered_on: bool = True) -> EmulatedDevice:
     prof = load_profile(profile) if isinstance(profile, str) else profile
     return EmulatedDevice(prof, serial=serial, clock=clock or VirtualClock(EPOCH),

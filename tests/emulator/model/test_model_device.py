@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from datetime import date, timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from model_helpers import EPOCH, check_invariants, days_from, make_device
 
+from device_direct.clock import SystemClock
 from device_direct.errors import ModelError
 from device_direct.model import DeviceModel, JobKind, PowerState, PrintJob, Severity
 from emulator.clock import VirtualClock
@@ -194,6 +196,25 @@ async def test_state_survives_power_loss(tmp_path: Path) -> None:
     assert {n.id: n.value for n in again.snapshot().nvm}["700-010"] == 30
     with pytest.raises(StateStorageError, match="serial"):
         make_device(state_dir=tmp_path, clock=clock, serial="OTHER")
+
+
+async def test_a_power_loss_stops_a_printing_job_at_once() -> None:
+    # The job holds the device while its engine runs; a power-on after the loss used to
+    # wait out every page. On real time (a device run by QA): 2,000 pages are 44 minutes.
+    base = load_profile("office-color")
+    prof = dataclasses.replace(base, engine=dataclasses.replace(base.engine,
+                                                                boot_seconds=0.05))
+    dev = make_device(prof, clock=SystemClock(), powered_on=False)
+    await dev.power_on()
+    before = dev.counters().total_impressions
+    job = asyncio.create_task(dev.print_job(PrintJob(pages=2000)))
+    await asyncio.sleep(0.05)  # the engine is running
+    dev.power_loss()
+    await asyncio.wait_for(dev.power_on(), timeout=10)
+    with pytest.raises(DeviceStateError, match="power was lost while the job was printing"):
+        await job
+    assert dev.snapshot().power is PowerState.READY
+    assert dev.counters().total_impressions >= before  # what was marked stays counted
 
 
 async def test_corrupt_state_file_is_reported(tmp_path: Path) -> None:
