@@ -42,6 +42,17 @@ def _port(text: str) -> int:
     return port
 
 
+def _key_count(text: str) -> int:
+    """How many registration keys to make: 1..10,000 (the admin API's bounds)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= 10000:
+        raise argparse.ArgumentTypeError(f"must be 1..10000, got {count}")
+    return count
+
+
 def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``server`` and its sub-commands to an argparse ``subparsers`` object."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -79,7 +90,7 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's socket
 
     key = sub.add_parser("make-key", help="print new single-use registration keys")
-    key.add_argument("--count", type=int, default=1)
+    key.add_argument("--count", type=_key_count, default=1, help="how many (1..10000)")
     key.add_argument("--ttl", type=int, default=86400, help="seconds (default: one day)")
 
     fw = sub.add_parser("publish-firmware", help="publish a firmware image")

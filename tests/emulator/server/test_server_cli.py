@@ -150,6 +150,7 @@ async def test_export_writes_the_zips_as_received(
     (["run", "--metrics-port", "70000"], "argument --metrics-port: 70000"),
     (["run", "--cert-days", "99999999"], "cert_days must be 1..36500"),
     (["make-key", "--ttl", "99999999999999"], "ttl_s must be 1..3153600000"),
+    (["make-key", "--count", "0"], "argument --count: must be 1..10000, got 0"),
     (["enqueue", "DEVICE", "reboot", "--expires-in", "99999999999999"],
      "expires_in_s must be 1..3153600000"),
     (["publish-firmware", "--model", "M", "--version", "1.0", "--expires-in",
