@@ -37,6 +37,7 @@ from device_direct.agent import Agent
 from device_direct.errors import DeviceDirectError
 from device_direct.model import JobKind, PrintJob
 from emulator.errors import EmulatorError
+from emulator.http_log import quiet_bad_requests
 from emulator.model.device import EmulatedDevice
 
 
@@ -203,6 +204,7 @@ async def serve_control(runner: ControlledDevice, port: int = 0) -> tuple[web.Ap
     """Serve the control API on 127.0.0.1:``port``; returns the runner and the port."""
     # A request may be waiting on the device (a power off behind a long print job):
     # at shutdown it is cancelled after a moment instead of aiohttp's default 60 s.
+    quiet_bad_requests()
     app_runner = web.AppRunner(make_app(runner), access_log=None,
                                shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await app_runner.setup()

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from device_direct.clock import Clock
 from emulator.errors import ServerError
+from emulator.http_log import quiet_bad_requests
 from emulator.server import admin_api, dashboard, device_api, manager_api, payload_check
 from emulator.server.faults import decide
 from emulator.server.http_common import DEVICE_ID, SERVER_KEY, ApiError, error_response
@@ -119,6 +120,7 @@ class ReferenceServer(ServerState):
             raise ServerError("the server is already running")
         app = self.make_app()
         payload_check.warm_up()  # before any worker thread compiles its own copy
+        quiet_bad_requests()
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                keepalive_timeout=IDLE_CONNECTION_S)
         await runner.setup()

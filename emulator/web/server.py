@@ -39,6 +39,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from emulator.errors import EmulatorError
+from emulator.http_log import quiet_bad_requests
 from emulator.web.auth import (
     SESSION_COOKIE,
     AdminPassword,
@@ -170,6 +171,7 @@ class PrinterWebServer:
         return app
 
     async def start(self) -> None:
+        quiet_bad_requests()
         runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port)
