@@ -69,6 +69,12 @@ COLORANTS = ("black", "cyan", "magenta", "yellow", "")
 SUPPLY_RULES = ("coverage", "impressions", "sheets", "waste")
 HFSI_RULES = ("impressions", "sheets", "a4-units", "mm-paper")
 FAULT_RATE_UNITS = ("1000-sheets", "day")
+# Bounds far past any real printer (the fastest production engines run about 150 ppm
+# and 100,000 pages a day), which keep a typo such as 1e12 from running the model out
+# of memory or time.
+MAX_PPM = 500
+MAX_PAGES_PER_DAY = 200_000
+MAX_FAULT_RATE = 100.0
 FAULT_CLEARS = ("operator", "auto", "service")
 JOB_KINDS = ("print", "copy", "fax", "scan")
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
@@ -406,7 +412,7 @@ def _identity(t: Table) -> IdentitySpec:
 
 def _engine(t: Table) -> EngineSpec:
     return _checked(t, lambda: EngineSpec(
-        ppm=t.int("ppm", min=1),
+        ppm=t.int("ppm", min=1, max=MAX_PPM),
         color=t.bool("color"),
         trays=t.int("trays", min=1),
         boot_seconds=t.float("boot_seconds", 90.0, min=0),
@@ -453,7 +459,7 @@ def _hfsi(t: Table) -> HfsiSpec:
 def _fault(t: Table) -> FaultSpec:
     return _checked(t, lambda: FaultSpec(
         code=t.str("code"), subsystem=t.str("subsystem"), description=t.str("description"),
-        rate=t.float("rate", min=0), per=t.choice("per", FAULT_RATE_UNITS),
+        rate=t.float("rate", min=0, max=MAX_FAULT_RATE), per=t.choice("per", FAULT_RATE_UNITS),
         stops_machine=t.bool("stops_machine"), clears=t.choice("clears", FAULT_CLEARS),
         alert_code=t.int("alert_code", min=1), alert_group=t.int("alert_group"),
         parts=t.str_list("parts", ())))
@@ -506,7 +512,7 @@ def _usage(t: Table) -> UsagePattern:
                 or not all(isinstance(h, int) and not isinstance(h, bool) for h in hours)):
             raise t.error("office_hours", f"expected [start_hour, end_hour], got {hours!r}")
         return UsagePattern(
-            pages_per_day=t.float("pages_per_day", min=0),
+            pages_per_day=t.float("pages_per_day", min=0, max=MAX_PAGES_PER_DAY),
             color_share=t.float("color_share", min=0, max=1),
             duplex_share=t.float("duplex_share", min=0, max=1),
             large_share=t.float("large_share", min=0, max=1),

@@ -55,6 +55,11 @@ def _write(tmp_path: Path, text: str) -> Path:
         (("rate = 0.12", "rate = inf"), "faults[0].rate", "finite number"),
         (("pages_per_day = ", "pages_per_day = inf\n#"), "usage.pages_per_day",
          "finite number"),
+        # A typo of a huge number ran the model out of memory or time.
+        (("rate = 0.12", "rate = 1e308"), "faults[0].rate", "must be <= 100"),
+        (("pages_per_day = ", "pages_per_day = 1e12\n#"), "usage.pages_per_day",
+         "must be <= 200000"),
+        (("ppm = 45", "ppm = 45000"), "engine.ppm", "must be <= 500"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path: Path, change: tuple[str, str], key: str,
