@@ -558,6 +558,8 @@ def read_profile(path: Path | str, *, name: str | None = None) -> Profile:
         web = root.table("web", None)
         admin_password = web.str("admin_password", None) if web is not None else None
         if web is not None:
+            if admin_password is not None and not 4 <= len(admin_password) <= 128:
+                raise web.error("admin_password", "must be 4-128 characters")
             web.done()
         mib_t, history_t = root.table("mib", None), root.table("history", None)
         mib = _checked(mib_t, lambda: read_mib(mib_t)) if mib_t else MibSpec()

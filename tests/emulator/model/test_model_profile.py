@@ -60,6 +60,8 @@ def _write(tmp_path: Path, text: str) -> Path:
         (("pages_per_day = ", "pages_per_day = 1e12\n#"), "usage.pages_per_day",
          "must be <= 200000"),
         (("ppm = 45", "ppm = 45000"), "engine.ppm", "must be <= 500"),
+        (("[usage]", '[web]\nadmin_password = "abc"\n[usage]'), "web.admin_password",
+         "4-128 characters"),
     ],
 )
 def test_bad_profile_names_file_and_key(tmp_path: Path, change: tuple[str, str], key: str,
