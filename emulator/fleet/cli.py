@@ -410,12 +410,30 @@ def run_fleet_cli(args: argparse.Namespace) -> int:
 def _merge_cli(args: argparse.Namespace) -> int:
     """``fleet merge-reports REPORT...``: one summary, one report, one exit code."""
     try:
+        _refuse_run_options(args)
         check_outputs(args)
         report = merge_files(args.reports)
     except FleetSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return _finish(report, args.report)
+
+
+# What merge-reports uses of the options; any other given is a run's, and refused.
+_MERGE_OPTIONS = frozenset({"command", "reports", "report", "log_level", "progress"})
+
+
+def _refuse_run_options(args: argparse.Namespace) -> None:
+    """merge-reports runs nothing: a run's option given with it (``--devices 5``) is a
+    mistake to name, not to ignore."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_fleet_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
+                   if k in defaults and k not in _MERGE_OPTIONS and v != defaults[k])
+    if given:
+        raise FleetSpecError(f"{', '.join(given)}: merge-reports runs nothing; it takes "
+                             "report files, --report and --log-level")
 
 
 def _finish(report: FleetReport, path: Path | None) -> int:

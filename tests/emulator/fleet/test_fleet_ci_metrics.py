@@ -88,6 +88,14 @@ def test_merge_reports_refuses_a_file_that_is_not_a_report(tmp_path: Path, text:
     assert f"merge-reports: {bad}: {words}" in out.stderr
 
 
+def test_merge_reports_names_a_run_option_it_would_ignore(tmp_path: Path) -> None:
+    out = subprocess.run(_fleet("merge-reports", str(tmp_path / "part.json"), "--devices", "5",
+                                "--days", "2"), cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "--days, --devices: merge-reports runs nothing" in out.stderr
+
+
 def _metrics_url(run: subprocess.Popen[str]) -> str:
     """The endpoint a fleet started with ``--metrics-port 0`` names on stderr
     (``metrics: http://HOST:PORT/metrics``), before the run starts."""
