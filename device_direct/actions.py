@@ -155,6 +155,10 @@ class ActionRunner:
             except RemoteProtocolError as exc:
                 log.error("action ignored: %s", exc)
                 continue
+            if action.id in new:
+                # Listed twice in one answer: it is already lined up to run once.
+                log.warning("action %s listed twice in one answer: run once", action.id)
+                continue
             entry = self.journal.receive(action, now)
             if entry is not None:
                 self._store(entry)

@@ -31,7 +31,9 @@ certificate error code) or it has expired by the device's clock, the payload sta
 queued and the agent renews if the certificate is still valid, else registers again
 with the configured registration key, else enters ``needs-registration``: ``status``
 says so (also when the agent is stopped), an e-mail alert goes out when alerts are
-configured, and every payload is kept until the device is registered again.
+configured, and every payload is kept until the device is registered again. A
+certificate refused before the server took an upload with it (a server that refuses
+the certificates it issues) is settled again only after a backoff delay.
 
 The process itself runs under :mod:`device_direct.core.lifecycle`: it never returns on
 its own (a device with services switched off idles), and a step that fails is logged
@@ -227,6 +229,9 @@ class Agent:
         self._renew_not_before: datetime | None = None
         # Why the server last refused the client certificate (None: it did not).
         self._certificate_refused: str | None = None
+        # From a registration or renewal until the server takes an upload with the new
+        # certificate: a refusal then is not cured by getting another one at once.
+        self._certificate_unproven = False
         state = self._load_state()
         self.last_run: datetime | None = state.get("last_run")
         self.needs_registration: str | None = state.get("needs_registration")
@@ -562,6 +567,7 @@ class Agent:
             raise
         self.stats.registrations += 1
         self._certificate_refused = None
+        self._certificate_unproven = True
         self._set_needs_registration(None)
         self.audit.record(now, "register", ok=True, device_id=device_id)
         log.info("registered as device %s", device_id)
@@ -620,6 +626,7 @@ class Agent:
         self.stats.renewals += 1
         self._renew_not_before = None
         self._certificate_refused = None
+        self._certificate_unproven = True
         self._set_needs_registration(None)
         self.audit.record(now, "renew", ok=True,
                           not_after=reg.not_after.isoformat() if reg else None)
@@ -665,6 +672,7 @@ class Agent:
             done_at = self.clock.now()
             await off_loop(self.outbox.mark_sent, entry, result.status, done_at)
             self.backoff = self.backoff.reset()
+            self._certificate_unproven = False
             self.stats.bytes_sent += len(data)
             if result.status == "stored":
                 self.stats.uploads_stored += 1
@@ -702,6 +710,15 @@ class Agent:
             # identity is settled (renewed or registered again) at the next session.
             self._certificate_refused = exc.code
             self.stats.certificate_refusals += 1
+            if self._certificate_unproven:
+                # Refused the moment the server issued it (a server that does not take
+                # its own certificates): registering again at once would only repeat
+                # that, as fast as the server answers. The identity waits a backoff.
+                delay = self.backoff.next_delay(self.rng)
+                self.backoff = self.backoff.increment()
+                self._register_not_before = now + timedelta(seconds=delay)
+                log.error("the server refused the certificate it has just issued; the "
+                          "identity is settled again in %.0f s", delay)
             await off_loop(self.outbox.mark_failed, entry, f"{cause}: {exc}"[:200], now, 0.0)
             self.audit.record(now, "upload", upload_id=entry.upload_id, result="failed",
                               cause=cause, error=str(exc)[:300])

@@ -269,26 +269,29 @@ class FirmwareUpdater:
         try:
             if start:  # the bytes a resumed download already has go into the hash first
                 await off_loop(_hash_file, part, hasher)
-            with part.open("ab") as out:
-                synced = received
-                batch: list[bytes] = []
-                batched = 0
-                try:
-                    async with contextlib.aclosing(
-                        transport.download(manifest.url, start, manifest.size - start)
-                    ) as chunks:
-                        async for chunk in chunks:
-                            batch.append(chunk)
-                            batched += len(chunk)
-                            received += len(chunk)
-                            if batched >= _WRITE_BATCH:
-                                sync = received - synced >= _FSYNC_EVERY
-                                await off_loop(_append, out, hasher, batch, sync=sync)
-                                batch, batched = [], 0
-                                synced = received if sync else synced
-                finally:
-                    # Also when the body broke off: what arrived is kept for the resume.
-                    await off_loop(_append, out, hasher, batch, sync=True)
+            # All of it may be here already (the power went off before the record said
+            # so): then nothing is asked for (a Range from the end is answered 416).
+            if start < manifest.size:
+                with part.open("ab") as out:
+                    synced = received
+                    batch: list[bytes] = []
+                    batched = 0
+                    try:
+                        async with contextlib.aclosing(
+                            transport.download(manifest.url, start, manifest.size - start)
+                        ) as chunks:
+                            async for chunk in chunks:
+                                batch.append(chunk)
+                                batched += len(chunk)
+                                received += len(chunk)
+                                if batched >= _WRITE_BATCH:
+                                    sync = received - synced >= _FSYNC_EVERY
+                                    await off_loop(_append, out, hasher, batch, sync=sync)
+                                    batch, batched = [], 0
+                                    synced = received if sync else synced
+                    finally:
+                        # Also when the body broke off: what arrived is kept for the resume.
+                        await off_loop(_append, out, hasher, batch, sync=True)
         except OSError as exc:
             return self._abort(Result("failed", self._detail(
                 message=f"cannot store the download: {exc}", check="storage")))

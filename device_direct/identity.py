@@ -228,13 +228,15 @@ class IdentityStore:
     # -- storing results -------------------------------------------------------------------
 
     def store_registration(
-        self, device_id: str, certificate_pem: str, ca_certificate_pem: str
+        self, device_id: str, certificate_pem: str, ca_certificate_pem: str,
+        *, serial: str | None = None,
     ) -> Registration:
         """Persist what the server returned for a registration or renewal.
 
-        The certificate must be for the device key or for the pending renewal key;
-        anything else came from a confused or hostile server and raises
-        :class:`RemoteProtocolError` (nothing is written then).
+        The certificate must be for the device key or for the pending renewal key, and
+        name ``serial`` (the serial the CSR asked for) when it is given; anything else
+        came from a confused or hostile server and raises :class:`RemoteProtocolError`
+        (nothing is written then).
         """
         from device_direct import certificates
 
@@ -246,9 +248,13 @@ class IdentityStore:
         ca = _parse_cert(ca_certificate_pem.encode(), "the server's CA certificate")
         del ca  # parsed only to reject garbage before anything is written
         facts = certificates.facts(cert)
-        serial = _usable_serial(facts.subject_cn)
-        if serial is None:
+        common_name = _usable_serial(facts.subject_cn)
+        if common_name is None:
             raise RemoteProtocolError("the server's certificate has no usable subject CN")
+        if serial is not None and common_name != serial:
+            raise RemoteProtocolError(
+                f"the server's certificate is for serial {common_name!r}, not this "
+                f"device's {serial!r}")
 
         pending = (
             self._read_key_file(self.pending_key_path) if self.pending_key_path.exists() else None
@@ -264,7 +270,7 @@ class IdentityStore:
                 "the server's certificate is not for this device's key (not our CSR)"
             )
 
-        registration = _registration(facts, device_id, serial)
+        registration = _registration(facts, device_id, common_name)
         cert_pem = certificates.certificate_pem(cert)
         _atomic_write(self.ca_path, ca_certificate_pem.encode(), 0o644)
         _atomic_write(

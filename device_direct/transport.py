@@ -565,7 +565,7 @@ class Transport:
         if status not in (200, 201):
             raise RemoteProtocolError(f"{endpoint}: unexpected status {status}")
         device_id: str = _field(data, "device_id", str, endpoint)
-        self._store_certificate(data, endpoint, device_id)
+        self._store_certificate(data, endpoint, device_id, serial=serial)
         return device_id
 
     async def renew(self) -> None:
@@ -585,13 +585,17 @@ class Transport:
         )
         if status not in (200, 201):
             raise RemoteProtocolError(f"{endpoint}: unexpected status {status}")
-        self._store_certificate(data, endpoint, registration.device_id)
+        self._store_certificate(data, endpoint, registration.device_id,
+                                serial=registration.serial)
 
-    def _store_certificate(self, data: dict[str, Any], endpoint: str, device_id: str) -> None:
+    def _store_certificate(self, data: dict[str, Any], endpoint: str, device_id: str,
+                           *, serial: str | None = None) -> None:
+        """Store the answer's certificate; ``serial``: the subject the CSR asked for."""
         certificate = _field(data, "certificate", str, endpoint)
         ca_certificate = _field(data, "ca_certificate", str, endpoint)
         try:
-            self._identity.store_registration(device_id, certificate, ca_certificate)
+            self._identity.store_registration(device_id, certificate, ca_certificate,
+                                              serial=serial)
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"{endpoint}: {exc}") from exc
         self._ssl = self._build_context()

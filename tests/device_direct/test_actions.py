@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,36 @@ async def test_duplicate_delivery_never_runs_twice_and_resends_the_stored_result
     agent = rig.restart()
     assert await agent.sync("on-demand")
     assert rig.device.counters().report_impressions == impressions
+
+
+class DoubledList(Transport):
+    """A transport whose action list names its first action twice (a confused server)."""
+
+    async def poll_actions(self) -> list[dict[str, Any]]:
+        actions = await super().poll_actions()
+        return [actions[0], *actions] if actions else actions
+
+
+async def test_an_action_listed_twice_in_one_answer_runs_once_and_the_rest_runs(
+    tmp_path: Path, server: ReferenceServer, clock: VirtualClock
+) -> None:
+    # The second copy was started again after the first was reported: LocalProtocolError
+    # ("cannot take event 'start' in state 'reported'") ended the poll, and the actions
+    # listed after it did not run.
+    def doubled(agent: Agent) -> Transport:
+        cfg = agent.config.server
+        return DoubledList(cfg.url, cfg.ca_bundle, cfg.server_name, agent.identity,
+                           agent.clock)
+
+    rig = await make_rig(tmp_path, server, clock, transport_factory=doubled)
+    printing = rig.enqueue("print_test_page")
+    after = rig.enqueue("get_status")
+    impressions = rig.device.counters().report_impressions
+    assert await rig.agent.sync("on-demand")
+    results = rig.results()
+    assert results[printing]["result_status"] == "succeeded"
+    assert results[after]["result_status"] == "succeeded"
+    assert rig.device.counters().report_impressions == impressions + 1
 
 
 class FailingReports(Transport):

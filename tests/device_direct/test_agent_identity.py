@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from device_direct.__main__ import _offline_status
 from device_direct.agent import NEEDS_REGISTRATION, REGISTERED, Agent
@@ -155,3 +159,42 @@ async def test_a_certificate_expired_while_the_device_was_off_is_replaced(
         assert reborn.stats.registrations == 1 and reborn.stats.renewals == 0
         new = reborn.identity.registration
         assert new is not None and new.fingerprint_sha256 != reg.fingerprint_sha256
+
+
+async def test_a_server_refusing_the_certificate_it_just_issued_is_not_hammered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server that does not take its own certificates (its CA changed under it, a
+    # broken database): the agent registered, was refused, registered again at once,
+    # and so on as fast as the server answered, spending no virtual time at all.
+    clock = VirtualClock()
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        agent, _ = make_agent(tmp_path, server, make_device(clock, None), clock)
+        broken = [True]
+        voided = itertools.count()
+        register_device = server.storage.register_device
+
+        def issue_then_void(**kw: Any) -> None:
+            register_device(**kw)
+            if broken[0]:
+                server.storage.replace_certificate(
+                    kw["device_id"], cert_serial=f"dead{next(voided):04x}", now=kw["now"],
+                    not_after=kw["not_after"])
+
+        monkeypatch.setattr(server.storage, "register_device", issue_then_void)
+        clock.register()  # the test (never parks but below): time stands still
+        clock.register()  # the agent
+        async with running(agent):
+            agent.send_now()
+            await _until(lambda: agent.stats.certificate_refusals >= 1)
+            await asyncio.sleep(0.5)
+            assert agent.stats.registrations == 1
+            assert agent.stats.certificate_refusals == 1
+            # The server is mended; time runs: after a backoff the device registers
+            # again and delivers its payload.
+            broken[0] = False
+            clock.unregister()
+            await _until(lambda: agent.stats.uploads_stored == 1, timeout=60)
+            clock.register()
+        assert agent.stats.registrations == 2
+        assert agent.status()["identity"] == REGISTERED

@@ -242,6 +242,30 @@ async def test_power_loss_while_downloading_keeps_the_part_and_resumes(
     assert_runs(rig, NEW)
 
 
+async def test_power_loss_after_the_last_byte_is_stored_finishes_without_asking_again(
+    tmp_path: Path, server: ReferenceServer, clock: VirtualClock
+) -> None:
+    # The whole image reached image.part, then the power went off before the record
+    # said "downloaded". The resume asked for bytes=<size>- and took the server's 416
+    # as a refused download: the update failed and the image was thrown away.
+    rig = await fw_rig(tmp_path, server, clock)
+    server.publish_firmware(model_name(rig), NEW, IMAGE)
+    server.firmware_qa.set_image_fault(truncate_next=1)
+    aid = await upgrade(rig)
+    assert rig.agent.firmware.record.state.value == "downloading"
+    (tmp_path / "data" / "firmware" / "image.part").write_bytes(IMAGE)
+    rig.device.power_loss()
+    agent = await rig.power_on_and_restart()
+    due = agent.firmware.next_due(clock.now())
+    assert due is not None
+    clock.advance_to(max(due, clock.now()))
+    await agent.run_background()
+    await agent.run_background()
+    status, detail = result(rig, aid)
+    assert status == "succeeded", detail
+    assert_runs(rig, NEW)
+
+
 # -- health check --------------------------------------------------------------------------
 
 

@@ -347,6 +347,52 @@ async def test_renewal_replaces_the_certificate_and_keeps_working(
         assert len(await transport.poll_actions()) == 1
 
 
+class OtherSerialServer(FakeServer):
+    """Signs the device's key into a certificate for another serial, when told to."""
+
+    other: str | None = None
+
+    async def register(self, request: web.Request) -> web.Response:
+        if self.other is None:
+            return await super().register(request)
+        body = await request.json()
+        cert = self.ca.sign_csr(body["csr"].encode(), serial=self.other)
+        return web.json_response({"device_id": "dev-other", "certificate": cert.decode(),
+                                  "ca_certificate": self.ca.cert_pem.decode()}, status=201)
+
+    async def renew(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        cert = self.ca.sign_csr(body["csr"].encode(), serial=self.other)
+        return web.json_response({"certificate": cert.decode(),
+                                  "ca_certificate": self.ca.cert_pem.decode()})
+
+
+async def test_a_certificate_for_another_serial_is_refused_at_registration_and_renewal(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    # It was stored, and the device went on presenting itself as the other printer
+    # (the server derives the device from the certificate's serial).
+    server = OtherSerialServer(ca)
+    server.other = "OTHER-9"
+    ctx = server_context(ca, ca.issue_server_cert(tmp_path), client_certs=ssl.CERT_OPTIONAL)
+    async with (
+        serve(server.app, ctx) as running,
+        make_transport(running.url, bundle, tmp_path / "id") as transport,
+    ):
+        with pytest.raises(RemoteProtocolError, match="for serial 'OTHER-9', not this "
+                                                      f"device's '{SERIAL}'"):
+            await transport.register(SERIAL, "C8000", "00:11:22:33:44:55", {}, GOOD_KEY)
+        assert transport.device_id is None
+        server.other = None
+        await transport.register(SERIAL, "C8000", "00:11:22:33:44:55", {}, GOOD_KEY)
+        before = IdentityStore(tmp_path / "id").registration
+        server.other = "OTHER-9"
+        with pytest.raises(RemoteProtocolError, match="for serial 'OTHER-9'"):
+            await transport.renew()
+        assert IdentityStore(tmp_path / "id").registration == before
+        assert before is not None and before.serial == SERIAL
+
+
 async def test_strict_mtls_server_refuses_a_foreign_certificate_and_accepts_ours(
     tmp_path: Path, ca: TestCA, bundle: Path
 ) -> None:

@@ -172,9 +172,12 @@ class TestCA:
         return files
 
     def sign_csr(
-        self, csr_pem: bytes, *, days: int = 365, not_after: datetime | None = None
+        self, csr_pem: bytes, *, days: int = 365, not_after: datetime | None = None,
+        serial: str | None = None,
     ) -> bytes:
-        """Sign a device's CSR as a client certificate (what /dd/v1/register does)."""
+        """Sign a device's CSR as a client certificate (what /dd/v1/register does).
+
+        ``serial`` replaces the CSR's subject (a confused server's certificate)."""
         csr = x509.load_pem_x509_csr(csr_pem)
         if not csr.is_signature_valid:
             raise ValueError("CSR signature is not valid")
@@ -182,8 +185,12 @@ class TestCA:
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise ValueError("CSR key is not an EC key")
         now = _now()
+        subject = csr.subject if serial is None else x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, serial),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
+        ])
         cert = self._leaf(
-            csr.subject,
+            subject,
             public_key,
             not_before=now - timedelta(minutes=5),
             not_after=not_after or now + days * ONE_DAY,
