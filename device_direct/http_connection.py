@@ -65,7 +65,8 @@ class ConnectFailed(LinkError):
 
 
 class ProxyUnreachable(LinkError):
-    """The proxy could not be reached, or broke off before answering the CONNECT."""
+    """The proxy could not be reached, or broke off before answering the CONNECT (or did
+    not answer it within the connect timeout)."""
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -256,8 +257,12 @@ class Exchange:
 
     @property
     def content_length(self) -> int | None:
+        """The Content-Length field as a number; None when absent or not ASCII digits
+        (the parser checked it only where it frames the body: not on a 204 or 304)."""
         value = self.response.headers.get("content-length")
-        return int(value) if value is not None and value.isdigit() else None
+        if value is None or not (value.isascii() and value.isdigit()):
+            return None  # "²" is a digit to str.isdigit, not to int()
+        return int(value)
 
     async def next_chunk(self) -> bytes:
         """The next piece of the body; ``b""`` once it is complete."""
@@ -372,6 +377,7 @@ async def _open(route: Route, connect_timeout: float) -> _Wire:
     """A new connection to the server over ``route``, TLS done, within the timeout."""
     loop = asyncio.get_running_loop()
     wire = _Wire()
+    tunnel = False  # the proxy's CONNECT answered: a timeout now is the server's
     try:
         async with asyncio.timeout(connect_timeout):
             if route.proxy is None:
@@ -390,6 +396,7 @@ async def _open(route: Route, connect_timeout: float) -> _Wire:
                     raise ConnectFailed(exc) from exc
                 return wire
             await _tunnel(loop, wire, route)
+            tunnel = True
             plain = wire.transport
             assert plain is not None
             try:
@@ -407,6 +414,16 @@ async def _open(route: Route, connect_timeout: float) -> _Wire:
             except OSError as exc:
                 raise ConnectFailed(exc) from exc
             return wire
+    except TimeoutError as exc:
+        wire.abort()
+        if route.proxy is None or tunnel:
+            raise
+        # A proxy that took the connection and never answered (or a black-holed one) is
+        # the proxy's failure, not the server's: the next proxy of a PAC list is tried.
+        host, port = route.proxy
+        proxy = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        what = "no connection to" if wire.transport is None else "no answer to CONNECT from"
+        raise ProxyUnreachable(f"{what} {proxy} within {connect_timeout:g} s") from exc
     except BaseException:
         wire.abort()
         raise

@@ -973,6 +973,9 @@ def _json_object(body: bytes, endpoint: str) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RemoteProtocolError(f"{endpoint}: response is not JSON: {exc}") from exc
+    except RecursionError as exc:  # [[[... a few thousand deep: within the size limit
+        raise RemoteProtocolError(f"{endpoint}: response is not JSON: nested deeper than "
+                                  "Python's recursion limit") from exc
     if not isinstance(data, dict):
         raise RemoteProtocolError(f"{endpoint}: response is JSON but not an object")
     return data
@@ -988,7 +991,7 @@ def contract_error(content_type: str, body: bytes) -> tuple[str, str] | None:
         return None
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None

@@ -29,13 +29,14 @@ DONE raises :class:`ResponseIncomplete`. A pair missing from the table is a bug 
 not the peer's: it raises :class:`LocalProtocolError`.
 
 Refused (RFC 9112 and the device's own limits): a head over :data:`MAX_HEAD_BYTES` or
-:data:`MAX_HEAD_LINES` lines, a status line that is not ``HTTP/1.x NNN reason``,
-obs-fold (a field line starting with white space), a field name that is not a token or
-has white space before the colon, control characters (NUL, CR, ...) in a field, both
-Content-Length and Transfer-Encoding, a Content-Length that is not digits (negative,
-``+5``, ``0x10``) or a list of different values, a transfer coding other than
-``chunked``, a chunk size that is not 1-16 hex digits, chunk data not followed by CRLF,
-101 Switching Protocols (never asked for), bytes after the end of the response.
+:data:`MAX_HEAD_LINES` lines, a status line that is not ``HTTP/1.x NNN reason`` or
+whose status is under 100, obs-fold (a field line starting with white space), a field
+name that is not a token or has white space before the colon, control characters (NUL,
+CR, ...) in a field, both Content-Length and Transfer-Encoding, a Content-Length that
+is not digits (negative, ``+5``, ``0x10``) or a list of different values, a transfer
+coding other than ``chunked``, a chunk size that is not 1-16 hex digits, chunk data not
+followed by CRLF, 101 Switching Protocols (never asked for), bytes after the end of the
+response.
 
 :attr:`ResponseParser.reusable` says, once DONE, whether the connection may carry the
 next request: HTTP/1.1 without ``Connection: close``; HTTP/1.0 only with
@@ -423,6 +424,8 @@ class ResponseParser:
         major, minor, code = match.group(1), match.group(2), int(match.group(3))
         if major != "1":
             raise MalformedResponse(f"unsupported HTTP version {major}.{minor}")
+        if code < 100:  # RFC 9110 15: a status code is 100-999
+            raise MalformedResponse(f"bad status code {match.group(3)} in {lines[0][:80]!r}")
         pairs: list[tuple[str, str]] = []
         folded: dict[str, str] = {}
         field_line = _FIELD_LINE.fullmatch

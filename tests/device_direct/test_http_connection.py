@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -304,12 +305,40 @@ async def test_a_malformed_head_is_a_remote_protocol_error_naming_the_endpoint(
                 await transport.register("XRX-1", "C8000", "00:11:22:33:44:55", {}, KEY)
 
 
+@pytest.mark.parametrize(("status", "error"), [
+    (204, None),  # no update, whatever the length field says
+    (304, "unexpected status 304"),
+])
+async def test_a_length_field_of_a_response_without_a_body_is_not_read_as_a_number(
+    tmp_path: Path, ca: TestCA, bundle: Path, status: int, error: str | None
+) -> None:
+    """The parser reads no Content-Length on a 204 or 304 (they have no body); "²" (latin-1
+    0xB2) passes str.isdigit but not int()."""
+    script = device_api(ca)
+
+    def odd_length(seen: Seen) -> bytes | Cut | None:
+        if "/firmware" in seen.target:
+            return b"HTTP/1.1 %d Odd\r\nContent-Length: \xb2\r\n\r\n" % status
+        return script(seen)
+
+    async with scripted(tmp_path, ca, odd_length) as server:
+        transport = Transport(f"https://127.0.0.1:{server.port}", bundle, "localhost",
+                              IdentityStore(tmp_path / "id"), SystemClock(), timeouts=FAST)
+        async with transport:
+            await transport.register("XRX-1", "C8000", "00:11:22:33:44:55", {}, KEY)
+            if error is None:
+                assert await transport.check_firmware("C8000", "1.0") is None
+            else:
+                with pytest.raises(RemoteProtocolError, match=error):
+                    await transport.check_firmware("C8000", "1.0")
+
+
 async def test_a_download_broken_off_keeps_what_arrived(
     tmp_path: Path, ca: TestCA, bundle: Path
 ) -> None:
     script = device_api(ca)
 
-    def with_image(seen: Seen) -> bytes | Cut:
+    def with_image(seen: Seen) -> bytes | Cut | None:
         if seen.target == "/fw/image.bin":
             return Cut(b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"i" * 200_000)
         return script(seen)
@@ -386,6 +415,27 @@ async def test_a_proxy_that_does_not_open_the_tunnel_is_a_proxy_error_with_its_s
             with pytest.raises(ProxyError, match=f"POST /dd/v1/register: {error}") as info:
                 await transport.register("XRX-1", "C8000", "00:11:22:33:44:55", {}, KEY)
     assert info.value.status == status
+
+
+async def test_a_proxy_that_never_answers_the_connect_is_a_proxy_error_naming_it(
+    tmp_path: Path, bundle: Path
+) -> None:
+    """Not "the server did not answer": the server was never asked, and a ProxyError moves
+    a PAC list on to its next proxy (test_proxy.py)."""
+    with socket.socket() as silent:  # the kernel takes the connection; nobody reads it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        transport = Transport("https://127.0.0.1:9", bundle, "localhost",
+                              IdentityStore(tmp_path / "id"), SystemClock(),
+                              timeouts=Timeouts(connect=0.5, request=20, upload=20, read=20),
+                              proxy=f"http://127.0.0.1:{port}")
+        async with transport:
+            with pytest.raises(ProxyError, match=r"POST /dd/v1/register: cannot reach the "
+                               rf"proxy: no answer to CONNECT from 127.0.0.1:{port} within "
+                               r"0.5 s") as info:
+                await transport.register("XRX-1", "C8000", "00:11:22:33:44:55", {}, KEY)
+    assert info.value.status is None
 
 
 def test_on_uvloop_a_tunnel_and_a_direct_connection_are_each_kept(tmp_path: Path) -> None:

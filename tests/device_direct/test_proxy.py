@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -177,6 +178,32 @@ async def test_a_dead_proxy_hands_over_to_the_next_pac_entry_then_direct(tmp_pat
             assert result == UploadResult("stored", 201)
             assert direct_detector.last_route == ProxyRoute("DIRECT", "wpad-dhcp")
         assert any("CONNECT" in line for line in tp.log)
+
+
+async def test_a_proxy_that_never_answers_hands_over_to_the_next_pac_entry(
+    tmp_path: Path,
+) -> None:
+    # It takes the connection (the kernel does, to its backlog) and never answers the
+    # CONNECT: a proxy whose upstream hangs, or a black hole. Not a wait for ever on it.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        hung = int(silent.getsockname()[1])
+        async with (
+            ReferenceServer(tmp_path / "server") as srv,
+            tinyproxy(tmp_path / "tp") as tp,
+            WpadServer() as wpad,
+            Transport(f"https://127.0.0.1:{srv.port}", srv.ca_cert_path, "localhost",
+                      IdentityStore(tmp_path / "id"), SystemClock(),
+                      timeouts=Timeouts(connect=1, request=10, upload=10, read=10)) as t,
+        ):
+            detector, net = await _wpad_detector(
+                wpad, f"PROXY 127.0.0.1:{hung}; PROXY 127.0.0.1:{tp.port}", ProxyConfig(mode="auto")
+            )
+            await register(detector, t, f"https://127.0.0.1:{srv.port}", srv, net)
+            assert detector.last_route == ProxyRoute(f"PROXY 127.0.0.1:{tp.port}", "wpad-dhcp")
+            decision = await detector.decide(f"https://127.0.0.1:{srv.port}", net)
+            assert [c.port for c in decision.choices] == [tp.port, hung]
 
 
 async def test_credentials_go_to_a_discovered_proxy_only_when_allowed(tmp_path: Path) -> None:

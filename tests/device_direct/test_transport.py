@@ -41,6 +41,7 @@ from device_direct.errors import (
     AuthError,
     ConfigError,
     ConnectError,
+    ForeignAnswer,
     LocalProtocolError,
     ProxyError,
     RemoteProtocolError,
@@ -549,6 +550,7 @@ async def test_401_on_a_device_call_is_an_auth_error(
     ("body", "message"),
     [
         (b"<html>gateway</html>", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than Python's recursion limit"),
         (b"[1, 2]", "not an object"),
         (b'{"actions": "soon"}', "'actions' missing or not a list"),
         (b'{"actions": [{"type": "reboot"}]}', "no string 'id'"),
@@ -563,6 +565,17 @@ async def test_hostile_bodies_are_remote_protocol_errors_naming_the_endpoint(
         with pytest.raises(RemoteProtocolError, match=message) as info:
             await transport.poll_actions()
     assert "GET /dd/v1/devices/{id}/actions" in str(info.value)
+
+
+async def test_a_deeply_nested_json_error_is_not_the_servers_own(
+    tmp_path: Path, ca: TestCA, bundle: Path
+) -> None:
+    nested = b'{"error": "schema", "detail": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with device(tmp_path, ca, bundle) as (server, transport):
+        server.override = _respond(422, nested)
+        with pytest.raises(ForeignAnswer) as info:
+            await transport.poll_actions()
+    assert info.value.status == 422
 
 
 async def test_a_huge_chunked_body_is_cut_off_at_the_limit(

@@ -194,6 +194,8 @@ HOSTILE = {
     "HTTP/2 status line": b"HTTP/2 200\r\n\r\n",
     "HTTP/3.0": b"HTTP/3.0 200 OK\r\n\r\n",
     "two-digit status": b"HTTP/1.1 20 OK\r\n\r\n",
+    "status under 100": b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+    "status 000": b"HTTP/1.1 000\r\n\r\n",
     "101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
     "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  continued\r\nContent-Length: 0\r\n\r\n",
     "space before colon": b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
@@ -271,6 +273,20 @@ def test_arbitrary_bytes_are_refused_or_read_never_crash(raw: bytes, eof: bool) 
                 break
     except (MalformedResponse, ResponseIncomplete):
         pass
+
+
+@settings(max_examples=300)
+@given(st.integers(min_value=0, max_value=999))
+def test_every_three_digit_status_is_read_or_refused_never_crashes(code: int) -> None:
+    parser = ResponseParser()
+    parser.feed(b"HTTP/1.1 %03d X\r\nContent-Length: 0\r\n\r\n" % code)
+    if 100 <= code < 200 and code != 101:
+        assert parser.next_event() is NEED_DATA  # an interim head: the final one follows
+    elif code >= 200:
+        assert isinstance(head := parser.next_event(), Response) and head.status == code
+    else:
+        with pytest.raises(MalformedResponse):
+            parser.next_event()
 
 
 # -- the state table -----------------------------------------------------------------------
