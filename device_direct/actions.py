@@ -358,7 +358,11 @@ class ActionRunner:
         entries = []
         for path in sorted(self.dir.glob("*.json")):
             try:
-                entries.append(entry_from_json(json.loads(path.read_bytes())))
+                entry = entry_from_json(json.loads(path.read_bytes()))
+                canonical = self.dir / _file_name(entry.action.id)
+                if path != canonical:  # named by an earlier version (':' as '_')
+                    os.replace(path, canonical)
+                entries.append(entry)
             except (OSError, ValueError, TypeError) as exc:
                 # Moved aside, not deleted: QA can look at it; the action is not rerun
                 # only if the server does not list it again (its id is lost with it).
@@ -398,8 +402,10 @@ class ActionRunner:
 
 
 def _file_name(action_id: str) -> str:
-    # Ids are validated to [A-Za-z0-9._:-]; ':' is not welcome in every file system.
-    return action_id.replace(":", "_") + ".json"
+    # Ids are validated to [A-Za-z0-9._:-]; ':' is not welcome in every file system, so
+    # it becomes '+', which no id holds ('_' did: "act:1" and "act_1" shared one file,
+    # and after a restart one of the two could run again).
+    return action_id.replace(":", "+") + ".json"
 
 
 def _window_text(cfg: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from device_direct.actions import ActionRunner
 from device_direct.agent import Agent
+from device_direct.core.actions import Action
 from device_direct.errors import ServerUnavailable
 from device_direct.transport import Transport
 from emulator.clock import VirtualClock
@@ -203,6 +206,43 @@ async def test_an_action_listed_twice_in_one_answer_runs_once_and_the_rest_runs(
     assert results[printing]["result_status"] == "succeeded"
     assert results[after]["result_status"] == "succeeded"
     assert rig.device.counters().report_impressions == impressions + 1
+
+
+async def test_ids_that_differ_by_colon_and_underscore_keep_their_own_journal_files(
+    tmp_path: Path, server: ReferenceServer, clock: VirtualClock
+) -> None:
+    # ':' was stored as '_': "act:1" and "act_1" shared one file, and after a restart
+    # one of the two was forgotten (run again if the server listed it again).
+    rig = await make_rig(tmp_path, server, clock)
+    runner = rig.agent.actions
+    now = clock.now()
+    expires = (now + timedelta(days=1)).isoformat()
+    for action_id in ("act:1", "act_1"):
+        action = Action.from_wire({"id": action_id, "type": "get_status", "params": {},
+                                   "issued_at": now.isoformat(), "expires_at": expires})
+        entry = runner.journal.receive(action, now)
+        assert entry is not None
+        runner._store(entry)
+    again = ActionRunner(rig.agent)
+    assert {e.action.id for e in again.journal.entries()} == {"act:1", "act_1"}
+
+
+async def test_a_journal_file_named_by_an_earlier_version_is_renamed_and_kept(
+    tmp_path: Path, server: ReferenceServer, clock: VirtualClock
+) -> None:
+    rig = await make_rig(tmp_path, server, clock)
+    runner = rig.agent.actions
+    now = clock.now()
+    action = Action.from_wire({"id": "srv:42", "type": "get_status", "params": {},
+                               "issued_at": now.isoformat(),
+                               "expires_at": (now + timedelta(days=1)).isoformat()})
+    entry = runner.journal.receive(action, now)
+    assert entry is not None
+    runner._store(entry)
+    os.replace(runner.dir / "srv+42.json", runner.dir / "srv_42.json")  # the old name
+    again = ActionRunner(rig.agent)
+    assert [e.action.id for e in again.journal.entries()] == ["srv:42"]
+    assert sorted(p.name for p in runner.dir.glob("*.json")) == ["srv+42.json"]
 
 
 class FailingReports(Transport):
