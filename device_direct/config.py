@@ -76,6 +76,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from device_direct.core.privacy import PrivacyPolicy
+from device_direct.core.proxy_rules import parse_bypass
 from device_direct.core.retry import Backoff
 from device_direct.core.schedule import DailySchedule, MissedPolicy, parse_wall_time
 from device_direct.errors import ConfigError
@@ -363,6 +364,9 @@ class ProxyConfig:
             _host("proxy.host", self.host)
         if self.port is not None:
             _port("proxy.port", self.port)
+        # Refused here, not when the agent first picks a route (the web page saved a
+        # bad entry, then failed putting it in force).
+        parse_bypass(self.bypass)
         if self.password is not None and self.username is None:
             raise _invalid("proxy.password", "given without proxy.username")
 

@@ -138,11 +138,18 @@ async def connect(address: str) -> Any:
         writer.close()
     except (OSError, TimeoutError) as exc:
         raise ClusterUnreachable(address, str(exc) or type(exc).__name__) from exc
+    client: Any = Client(  # type: ignore[no-untyped-call]
+        address, asynchronous=True, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     try:
-        return await Client(  # type: ignore[no-untyped-call]
-            address, asynchronous=True, timeout=CONNECT_TIMEOUT_S,
-            set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
+        # Dask's timeout covers its connect, not the handshake after it: a listener
+        # that is not a scheduler and never answers would hold the run for ever.
+        return await asyncio.wait_for(client, 2 * CONNECT_TIMEOUT_S)
+    except TimeoutError as exc:
+        await client.close()
+        raise ClusterUnreachable(address, f"no Dask handshake in {2 * CONNECT_TIMEOUT_S:.0f} "
+                                          "s: is a Dask scheduler listening there?") from exc
+    except (OSError, ValueError) as exc:
+        await client.close()
         raise ClusterUnreachable(address, str(exc) or type(exc).__name__) from exc
 
 

@@ -5,16 +5,23 @@ The 9100 server hands a parsed :class:`~emulator.jetdirect.jobs.DlmFile` to
 (:func:`device_direct.core.firmware.verify_image`: Ed25519 signature with the pinned
 key, this model, newer than the running version, size and hash), then writes the image
 to the inactive bank, boots it on trial and commits it. A file that fails a check is
-refused with the check's name and nothing is written.
+refused with the check's name and nothing is written; so is a file the device cannot
+take now (powered off, booting, a trial bank running), with the device's reason.
+
+One file is installed at a time, as a printer's job queue takes them: a second file
+sent on another connection meanwhile waits, then is checked against the version the
+first one installed (two interleaved installs would boot one file's bank under the
+other's name).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from device_direct.clock import Clock
 from device_direct.core.firmware import DlmHeader, verify_image
-from device_direct.errors import FirmwareError
+from device_direct.errors import FirmwareError, ModelError
 from emulator.jetdirect.jobs import DlmFile
 from emulator.jetdirect.server import DlmRejected, FirmwareHandler
 from emulator.model.device import EmulatedDevice
@@ -26,7 +33,13 @@ def dlm_installer(device: EmulatedDevice, public_key: str | bytes, clock: Clock
                   ) -> FirmwareHandler:
     """An ``on_firmware`` callback that verifies, then installs, a DLM file."""
 
+    lock = asyncio.Lock()
+
     async def install(dlm: DlmFile) -> None:
+        async with lock:
+            await _install(dlm)
+
+    async def _install(dlm: DlmFile) -> None:
         header = DlmHeader(name=dlm.name, version=dlm.version, signature=dlm.signature)
         state = device.firmware()
         try:
@@ -36,9 +49,13 @@ def dlm_installer(device: EmulatedDevice, public_key: str | bytes, clock: Clock
         except FirmwareError as exc:
             log.warning("DLM %s %s refused: %s", dlm.name, dlm.version, exc)
             raise DlmRejected(f"{exc.check}: {exc}") from exc
-        await device.write_inactive_bank(dlm.version, dlm.payload)
-        await device.boot_bank(device.firmware().inactive.name, trial=True)
-        await device.commit_bank()
+        try:
+            await device.write_inactive_bank(dlm.version, dlm.payload)
+            await device.boot_bank(device.firmware().inactive.name, trial=True)
+            await device.commit_bank()
+        except ModelError as exc:
+            log.warning("DLM %s %s not installed: %s", dlm.name, dlm.version, exc)
+            raise DlmRejected(f"device: {exc}") from exc
         log.info("DLM firmware %s installed and committed", dlm.version)
 
     return install

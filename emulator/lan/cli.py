@@ -2,13 +2,14 @@
 
 Prints what it started as a table (one row per address) and then one JSON line (or
 only the JSON with ``--json``), then serves until SIGINT or SIGTERM, when it stops
-every host and exits 0.
+every host and exits 0 (130 when the signal comes before every host has started).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -17,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from device_direct.errors import ConfigError
-from emulator.lan.network import EmulatedLan, LanAgentOptions, LanOptions
+from emulator.lan.network import (
+    EmulatedLan,
+    LanAgentOptions,
+    LanOptions,
+    LanStartError,
+    check_open_files,
+)
 from emulator.lan.plan import DEFAULT_MIX, LanSpec, LanSpecError
 
 
@@ -72,9 +79,10 @@ def add_lan_parser(subparsers: Any) -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> LanOptions:
     """Parsed arguments to options; ConfigError names the bad option."""
     from emulator.fleet.spec import FleetSpecError, parse_mix
+    from emulator.model.profile import available_profiles
 
     try:
-        mix = parse_mix(args.mix)
+        mix = parse_mix(args.mix, available_profiles())
     except FleetSpecError as exc:
         raise ConfigError(str(exc), key="--mix") from None
     agents = None
@@ -96,12 +104,17 @@ def options_from_args(args: argparse.Namespace) -> LanOptions:
         spec = LanSpec(printers=args.printers, subnet=args.subnet,
                        non_printers=args.non_printers, silent=args.silent, mix=mix,
                        agents=args.agents, seed=args.seed, v1_only=args.v1_only)
-        return LanOptions(spec=spec, snmp_port=args.snmp_port,
-                          jetdirect_port=args.jetdirect_port, web_port=args.web_port,
-                          community=args.community,
-                          days_of_use=args.days_of_use, agents=agents)
+        options = LanOptions(spec=spec, snmp_port=args.snmp_port,
+                             jetdirect_port=args.jetdirect_port, web_port=args.web_port,
+                             community=args.community,
+                             days_of_use=args.days_of_use, agents=agents)
     except (LanSpecError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+    try:
+        check_open_files(options)
+    except LanStartError as exc:
+        raise ConfigError(str(exc), key="--printers") from None
+    return options
 
 
 def format_table(info: dict[str, Any]) -> str:
@@ -138,7 +151,18 @@ async def _serve(options: LanOptions, *, as_json: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     lan = EmulatedLan(options)
     try:
-        await lan.start()
+        # Thousands of printers take a while to start: Ctrl-C stops the start too.
+        starting = asyncio.create_task(lan.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            print("interrupted while starting", file=sys.stderr, flush=True)
+            return 130
+        stopping.cancel()
+        starting.result()  # LanStartError: the caller says why, exit 3
         info = lan.describe()
         if not as_json:
             print(format_table(info), flush=True)

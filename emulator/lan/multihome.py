@@ -19,6 +19,7 @@ printer whose agent speaks SNMPv1 alone: a v2c request to it is dropped unanswer
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -128,11 +129,13 @@ class MultiHomedSnmp:
         self.io = {"in_pkts": 0, "in_octets": 0, "out_pkts": 0, "out_octets": 0}
         self.bad_input = BadInputLog(log, "SNMP", time.monotonic)
         self._count = 0
+        self._sockets: list[socket.socket] = []
 
     def add(self, address: str, port: int, instrum: LiveMibInstrum, answering: Gate, *,
             v1_only: bool = False) -> int:
         """Bind ``address:port`` (0: any free port) for this host; returns the port."""
         sock = bind_udp(address, port)
+        self._sockets.append(sock)
         self._count += 1
         domain = (*udp.DOMAIN_NAME, self._count)
         snmp_config.add_transport(self._engine, domain,
@@ -143,6 +146,13 @@ class MultiHomedSnmp:
         return int(sock.getsockname()[1])
 
     def close(self) -> None:
+        """Close the engine and every host's socket, at once."""
         eng, self._engine = self._engine, None
         if eng is not None and eng.transport_dispatcher is not None:
             eng.close_dispatcher()
+        # pysnmp opens a transport's endpoint in a task of its own and, closed before
+        # that task ran (a start that failed on the next address), cancels it and leaves
+        # the socket open: a retry on the same port would find the address in use.
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()

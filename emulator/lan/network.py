@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
+import resource
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -54,6 +56,10 @@ from emulator.web import PrinterWebServer
 log = logging.getLogger("emulator.lan")
 
 _PORT_ATTEMPTS = 4
+# Descriptors the process needs besides the hosts' sockets: stdio, the event loop's,
+# the SNMP engine's, imported modules' files, an agent's connection and database.
+_OTHER_FILES = 64
+_FILES_PER_AGENT = 4
 
 
 class LanStartError(EmulatorError):
@@ -92,6 +98,38 @@ class LanOptions:
             raise ValueError(f"days_of_use must be 0..3650, got {self.days_of_use}")
         if self.spec.agents > 0 and self.agents is None:
             raise ValueError("a share of printers with agents needs the server options")
+
+
+def open_files_needed(options: LanOptions) -> int:
+    """File descriptors the LAN holds open: a UDP socket per address, a port 9100 and
+    a web listener per printer, a few per Device Direct agent, and the process's own."""
+    spec = options.spec
+    per_printer = 2 if options.web_port < 0 else 3
+    agents = round(spec.printers * spec.agents)
+    return (spec.printers * per_printer + spec.non_printers + spec.silent
+            + agents * _FILES_PER_AGENT + _OTHER_FILES)
+
+
+def check_open_files(options: LanOptions) -> None:
+    """LanStartError, at once, when the LAN needs more descriptors than the process may
+    open (``ulimit -n``): binding would otherwise run for minutes before it fails."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = open_files_needed(options)
+    if limit != resource.RLIM_INFINITY and needed > limit:
+        raise LanStartError(
+            f"{options.spec.printers} printers, {options.spec.non_printers} other hosts and "
+            f"{options.spec.silent} silent addresses need about {needed} open files; this "
+            f"process may open {limit} (ulimit -n): ask for fewer or raise the limit")
+
+
+def _port_taken(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a bind refused because the port is in use."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def gateway_of(net: ipaddress.IPv4Network) -> str:
@@ -221,8 +259,9 @@ class EmulatedLan:
 
     async def start(self) -> None:
         """Bind every address (retrying with new ports when 0 was asked and one collides)."""
-        last: Exception | None = None
-        for _ in range(_PORT_ATTEMPTS):
+        check_open_files(self.options)
+        o = self.options
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
             try:
                 await self._start_once()
                 return
@@ -230,12 +269,13 @@ class EmulatedLan:
                 await self._stop_hosts()
                 raise
             except (SnmpAgentError, LanHostError, EmulatorError, OSError) as exc:
-                last = exc
                 await self._stop_hosts()
-                if (self.options.snmp_port and self.options.jetdirect_port
-                        and self.options.web_port != 0):
-                    break  # fixed ports: trying again would fail the same way
-        raise LanStartError(f"the simulated LAN could not start: {last}")
+                # Only a free port (0) that turns out taken on another address is worth
+                # a fresh try; anything else (a fixed port in use, no descriptors left)
+                # would fail the same way again.
+                fixed = o.snmp_port and o.jetdirect_port and o.web_port != 0
+                if fixed or not _port_taken(exc) or attempt == _PORT_ATTEMPTS:
+                    raise LanStartError(f"the simulated LAN could not start: {exc}") from exc
 
     async def _start_once(self) -> None:
         o = self.options

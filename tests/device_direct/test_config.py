@@ -218,6 +218,7 @@ BAD = [
     (MINIMAL + "[proxy]\nmode = 'manual'\nhost = 'p'\nport = 0\n", "proxy.port"),
     (MINIMAL + "[proxy]\npassword = 'pw'\n", "proxy.password"),
     (MINIMAL + "[proxy]\nbypass = [1]\n", "proxy.bypass"),
+    (MINIMAL + "[proxy]\nbypass = ['10.0.0.0/33']\n", "proxy.bypass"),
     (
         MINIMAL + "[alerts]\nrecipients = ['not-an-address']\nsmtp_host = 'm'\n",
         "alerts.recipients",

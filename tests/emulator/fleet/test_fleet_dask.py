@@ -4,6 +4,7 @@ loopback (ports chosen at run time); a worker killed mid-run; an unreachable sch
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.fleet import dask_cluster
 from emulator.fleet.dask_cluster import SHARD_PREFIX
 from emulator.fleet.scratch import owned
 from emulator.server.storage import Storage
@@ -177,3 +179,25 @@ def test_an_unreachable_scheduler_is_a_usage_error_naming_it(tmp_path: Path) -> 
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"tcp://127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_a_listener_that_is_not_a_scheduler_is_refused_in_bounded_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # It accepts and never answers: Dask's own timeout does not cover the handshake,
+    # and the run waited for ever.
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(dask_cluster, "CONNECT_TIMEOUT_S", 1.0)
+    try:
+        with pytest.raises(dask_cluster.ClusterUnreachable, match="no Dask handshake"):
+            await asyncio.wait_for(dask_cluster.connect(f"tcp://127.0.0.1:{port}"), 30)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -66,5 +68,47 @@ async def test_signed_newer_dlm_is_installed_and_bad_ones_are_not(tmp_path: Path
         state = device.firmware()
         assert state.running_version == newer and not state.trial
         assert device.counters().total_impressions == 0  # firmware is never printed
+    finally:
+        await runner.stop()
+
+
+async def test_two_dlm_files_at_once_install_one_after_the_other(tmp_path: Path) -> None:
+    # Interleaved, the second file overwrote the first one's bank while it was being
+    # flashed: port 9100 reported the newer version installed, the older one ran.
+    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path, firmware_key=PEM),
+                          clock=VirtualClock())
+    await runner.start()
+    try:
+        assert runner.device is not None and runner.jetdirect is not None
+        device, server = runner.device, runner.jetdirect
+        model, before = device.identity().model, device.firmware().running_version
+        await asyncio.gather(push(server.port, dlm(model, before + ".2")),
+                             push(server.port, dlm(model, before + ".1")))
+        outcomes = {o.version: o for o in server.stats.firmware}
+        assert outcomes[before + ".2"].accepted
+        assert outcomes[before + ".1"].reason.startswith("version")  # older than .2 now
+        state = device.firmware()
+        assert state.running_version == before + ".2" and not state.trial
+    finally:
+        await runner.stop()
+
+
+async def test_a_dlm_file_the_device_cannot_take_now_is_refused_with_its_reason(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path, firmware_key=PEM),
+                          clock=VirtualClock())
+    await runner.start()
+    try:
+        assert runner.device is not None and runner.jetdirect is not None
+        device, server = runner.device, runner.jetdirect
+        before = device.firmware().running_version
+        await device.power_off()
+        with caplog.at_level(logging.WARNING):
+            await push(server.port, dlm(device.identity().model, before + ".1"))
+        outcome = server.stats.firmware[-1]
+        assert not outcome.accepted and outcome.reason.startswith("device: cannot write")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
+        await device.power_on()
+        assert device.firmware().running_version == before
     finally:
         await runner.stop()

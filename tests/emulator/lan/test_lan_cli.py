@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -11,6 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from emulator.lan.cli import _serve
+from emulator.lan.network import EmulatedLan, LanOptions
+from emulator.lan.plan import LanSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -78,3 +85,30 @@ def test_lan_cli_refuses_a_subnet_too_small() -> None:
                          text=True, timeout=60)
     assert out.returncode == 2
     assert "127.0.1.0/28" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--mix", "office-color:1,nosuch:1"], "--mix"),
+    (["--printers", "65000", "--subnet", "127.0.0.0/16"], "ulimit -n"),
+])
+def test_lan_cli_refuses_what_it_cannot_start_before_starting(
+        flags: list[str], words: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "emulator", "lan", *flags], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60,
+                         preexec_fn=lambda: resource.setrlimit(
+                             resource.RLIMIT_NOFILE,
+                             (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+    assert out.returncode == 2, out.stderr
+    assert words in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_ctrl_c_while_starting_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 5,000 printers take a minute to start: Ctrl-C must not wait for the last one.
+    async def forever(self: EmulatedLan) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(EmulatedLan, "_start_once", forever)
+    spec = LanSpec(printers=1, non_printers=0, silent=0, subnet="127.0.4.64/28")
+    options = LanOptions(spec, snmp_port=0, jetdirect_port=0)
+    asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+    assert await asyncio.wait_for(_serve(options, as_json=True), 10) == 130

@@ -17,7 +17,7 @@ from device_direct.clock import SystemClock
 from device_direct.config import AgentConfig, DeviceConfig, ServerConfig
 from device_direct.errors import ConfigError
 from device_direct.live import apply_settings
-from emulator.device_runner import DeviceOptions, DeviceRunner
+from emulator.device_runner import AgentOptions, DeviceOptions, DeviceRunner
 from emulator.model.device import EmulatedDevice
 from emulator.model.profile import load_profile
 from emulator.web.auth import LoginThrottle, Sessions
@@ -74,6 +74,38 @@ def test_a_bad_form_value_names_its_key_and_changes_nothing(tmp_path: Path) -> N
         apply_changes(cfg, parse_form({**form, "proxy.host": "bad host!"}, []))
     assert err.value.key == "proxy.host"
     assert cfg.proxy.mode == "off"
+
+
+async def test_a_bad_bypass_entry_is_shown_on_the_form_and_not_saved(tmp_path: Path) -> None:
+    # It was saved, then putting it in force (the proxy's bypass rules) failed: a 500
+    # with a traceback, and the running agent left with half the new settings.
+    runner = DeviceRunner(DeviceOptions(
+        serial="BYPASS01", state_dir=tmp_path / "d", admin_password="right-one",
+        agent=AgentOptions(server_url="https://127.0.0.1:1/", ca_bundle=tmp_path / "ca.pem")))
+    await runner.start()
+    try:
+        assert runner.web is not None and runner.agent is not None
+        base = runner.web.base_url
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(base + "/login") as page:
+                found = re.search(r'name="login_token" value="([^"]+)"', await page.text())
+                assert found is not None
+            async with http.post(base + "/login", data={
+                    "password": "right-one", "login_token": found.group(1)}) as r:
+                assert r.status == 200
+            async with http.get(base + "/remote") as page:
+                csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+                assert csrf is not None
+            form = {"csrf": csrf.group(1), "services.enabled": "on", "proxy.mode": "manual",
+                    "proxy.host": "proxy.lan", "proxy.port": "3128",
+                    "proxy.bypass": "*.lan, 10.0.0.0/33"}
+            async with http.post(base + "/remote", data=form, allow_redirects=False) as r:
+                assert r.status == 400
+                assert "proxy.bypass" in await r.text()
+        assert runner.agent.config.proxy.mode == "off"
+        assert not (runner.state_dir / SETTINGS_FILE).exists()
+    finally:
+        await runner.stop()
 
 
 def test_settings_are_persisted_and_laid_over_the_command_line(tmp_path: Path,
