@@ -82,7 +82,7 @@ async def _resolve(host: str) -> dict[str, Any]:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), STEP_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
-        return {"ok": False, "host": host, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": False, "host": host, "error": _failed(exc, "no answer from the resolver")}
     addresses = sorted({str(info[4][0]) for info in infos})
     return {"ok": True, "host": host, "addresses": addresses}
 
@@ -91,7 +91,8 @@ async def _tcp(host: str, port: int) -> dict[str, Any]:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), STEP_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
-        return {"ok": False, "target": f"{host}:{port}", "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": False, "target": f"{host}:{port}",
+                "error": _failed(exc, "no connection")}
     writer.close()
     with contextlib.suppress(OSError, ssl.SSLError):
         await writer.wait_closed()
@@ -132,9 +133,17 @@ async def _tls(config: AgentConfig, identity: IdentityStore, host: str, port: in
     except ssl.SSLError as exc:
         return {"ok": False, "reason": tls_reason(None, exc.reason), "error": str(exc)}
     except (OSError, TimeoutError) as exc:
-        return {"ok": False, "reason": "connect", "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": False, "reason": "connect",
+                "error": _failed(exc, "no TLS handshake")}
     return {"ok": True, "version": version, "server_name": config.server.server_name,
             "client_certificate": client is not None, "library": library}
+
+
+def _failed(exc: BaseException, missing: str) -> str:
+    """A step's error text; a timeout (whose own text is empty) says what it missed."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"TimeoutError: {missing} within {STEP_TIMEOUT_S:g} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _TlsEnd(asyncio.Protocol):
