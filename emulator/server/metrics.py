@@ -8,7 +8,8 @@ database from the loop's thread, as every request does.
 
 Metrics (prefix ``ddserver_``): ``requests_total{route,status}``,
 ``request_seconds{route}`` (histogram), ``uploads_total{outcome}`` (stored, duplicate,
-rejected), ``devices`` and ``uploads_stored`` (from the database).
+rejected; devices' and managers' uploads), ``devices`` and ``uploads_stored`` (from the
+database: devices' and managers' uploads, like ``uploads_total``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,18 @@ class _Stored(Collector):
         devices = GaugeMetricFamily("ddserver_devices", "Devices registered")
         devices.add_metric([], len(self.server.storage.devices()))
         yield devices
-        stored = GaugeMetricFamily("ddserver_uploads_stored", "Uploads in the database")
-        stored.add_metric([], self.server.storage.uploads_count())
+        stored = GaugeMetricFamily("ddserver_uploads_stored",
+                                   "Uploads in the database (devices' and managers')")
+        stored.add_metric([], self.server.storage.uploads_count() + self._manager_uploads())
         yield stored
+
+    def _manager_uploads(self) -> int:
+        # uploads_total counts the managers' uploads too (their route ends in /uploads);
+        # their table is made when the server starts, and a scrape may come before.
+        storage = self.server.storage
+        if not storage.query("SELECT 1 FROM sqlite_master WHERE name='manager_uploads'"):
+            return 0
+        return int(storage.query("SELECT COUNT(*) AS c FROM manager_uploads")[0]["c"])
 
 
 class ServerMetrics:

@@ -26,6 +26,7 @@ import zipfile
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -345,13 +346,38 @@ def extract_facts(root: Any) -> PayloadFacts:
         sequence=sequence,
         serial=(serial.text or "").strip(),
         model=(model.text or "").strip(),
-        generated_at=root.get("generatedAt"),
+        generated_at=_utc_time(root.get("generatedAt")),
         trigger=root.get("trigger"),
         meters=meters,
         supplies=supplies,
         faults=faults,
         source="device" if source is None else str(source[0].get("kind")),
     )
+
+
+def _utc_time(text: str) -> str:
+    """``generatedAt`` as the server stores times: UTC with a ``Z`` (microseconds only
+    when present, as devices write it), so that stored times sort in time order and
+    their first ten characters are the UTC day the combination view bills by.
+
+    ``xs:dateTime`` also allows a time with an offset (converted here), one with no zone
+    at all, ``24:00:00`` and years past 9999 or before 1: those are refused, naming
+    the value, rather than stored and failing every later comparison of readings."""
+    where = f"{ENTRY_NAME}: DeviceData/@generatedAt {text.strip()!r}"
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise PayloadRejected("schema_invalid", f"{where} is not a time the server can "
+                                                "store (years 1 to 9999, hours 00 to 23)"
+                              ) from None
+    if value.tzinfo is None:
+        raise PayloadRejected("schema_invalid", f"{where} has no time zone: end it with Z "
+                                                "(UTC) or an offset such as +01:00")
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise PayloadRejected("schema_invalid", f"{where} is out of range in UTC") from None
+    return value.isoformat()[:-6] + "Z"
 
 
 def _check_stored_ints(sequence: int, meters: dict[str, int],

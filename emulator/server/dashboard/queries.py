@@ -12,17 +12,26 @@ from emulator.server.storage import Storage
 SUPPLY_PROBLEMS = ("low", "empty", "near-full", "full")
 MAX_POINTS = 400  # uploads drawn on a device page's charts (the newest)
 
+# A gap is a problem while payloads are still missing from it: one that uploads
+# arriving late have filled (Storage.sequence_gaps' "filled") lost nothing.
+# The newest upload is the one with the highest sequence (the device numbers its
+# payloads as it builds them), as on the device page's list and charts; not the last
+# one stored: an older payload that arrives late must not bring back its supply alerts
+# and its fault history.
 _DEVICES = """
 SELECT d.device_id, d.serial, d.model, d.registered_at, d.last_contact,
   (SELECT COUNT(*) FROM uploads u WHERE u.device_id = d.device_id) AS uploads,
   (SELECT MAX(received_at) FROM uploads u WHERE u.device_id = d.device_id) AS last_upload,
-  (SELECT COUNT(*) FROM sequence_gaps g WHERE g.device_id = d.device_id) AS gaps,
+  (SELECT COUNT(*) FROM sequence_gaps g WHERE g.device_id = d.device_id
+     AND (SELECT COUNT(DISTINCT u.sequence) FROM uploads u WHERE u.device_id = g.device_id
+          AND u.sequence BETWEEN g.first_missing AND g.last_missing)
+         < g.last_missing - g.first_missing + 1) AS gaps,
   (SELECT COUNT(*) FROM actions a WHERE a.device_id = d.device_id
      AND a.result_status IN ('failed', 'rejected', 'expired')) AS failed_actions,
   (SELECT COUNT(*) FROM actions a WHERE a.device_id = d.device_id
      AND a.result_status IS NULL) AS pending_actions,
-  (SELECT COUNT(*) FROM supplies s WHERE s.upload_n =
-     (SELECT MAX(n) FROM uploads u WHERE u.device_id = d.device_id)
+  (SELECT COUNT(*) FROM supplies s WHERE s.upload_n = (SELECT n FROM uploads u
+     WHERE u.device_id = d.device_id ORDER BY sequence DESC, n DESC LIMIT 1)
      AND s.status IN ('low', 'empty', 'near-full', 'full')) AS supply_problems
 FROM devices d ORDER BY d.serial
 """
@@ -88,8 +97,8 @@ def recent_faults(storage: Storage, device_id: str) -> list[dict[str, Any]]:
     """The fault history the newest upload carried (the device keeps the last 40)."""
     return storage.query(
         "SELECT code, subsystem, at, impressions, stops_machine, description FROM faults "
-        "WHERE upload_n = (SELECT MAX(n) FROM uploads WHERE device_id = ?) ORDER BY at DESC",
-        device_id)
+        "WHERE upload_n = (SELECT n FROM uploads WHERE device_id = ? "
+        "ORDER BY sequence DESC, n DESC LIMIT 1) ORDER BY at DESC", device_id)
 
 
 def upload_list(storage: Storage, device_id: str, limit: int = 100) -> list[dict[str, Any]]:

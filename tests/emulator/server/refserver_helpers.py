@@ -10,11 +10,15 @@ import ssl
 import uuid
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from device_direct.core.payload import PayloadMeta
+from device_direct.manager.payload import ManagerIdentity, build_manager_xml
+from device_direct.manager.reading import PrinterReading
 from emulator.server import ReferenceServer
 from emulator.server.pki import make_csr
 
@@ -133,3 +137,52 @@ async def admin(server: ReferenceServer, method: str, path: str, *, token: str |
             return r.status, json.loads(raw) if raw else None
         except ValueError:
             return r.status, raw
+
+
+async def register_manager(server: ReferenceServer, tmp: Path) -> Device:
+    """A device manager registered over the API, as a client with its mTLS context
+    (``device_id`` is its manager id)."""
+    key_pem, csr = make_csr("mgr-host")
+    async with aiohttp.ClientSession() as s, s.post(
+            server.base_url + "/dd/v1/managers/register", ssl=server_ctx(server), json={
+                "registration_key": server.create_registration_key(), "csr": csr.decode(),
+                "hostname": "mgr-host", "ip": "127.0.0.1", "os": "Linux",
+                "app_version": "1.0", "location": "hall", "contact_email": "it@example.com"
+            }) as r:
+        reply = await r.json()
+        assert r.status == 201, reply
+    tmp.mkdir(parents=True)
+    (tmp / "m.crt").write_text(reply["certificate"])
+    (tmp / "m.key").write_bytes(key_pem)
+    ctx = ssl.create_default_context(cafile=str(server.ca_cert_path))
+    ctx.load_cert_chain(tmp / "m.crt", tmp / "m.key")
+    return Device(server, "mgr-host", reply["manager_id"], ctx, reply["certificate"])
+
+
+def manager_zip(serial: str, total: int, *, generated_at: str = "2026-01-12T00:00:00Z",
+                model: str = "ColorMFP C8055") -> tuple[str, bytes]:
+    """A manager's payload for ``serial`` reading ``total`` impressions (upload id, zip)."""
+    upload_id = str(uuid.uuid4())
+    now = datetime(2026, 1, 12, tzinfo=UTC)
+    reading = PrinterReading(
+        address="127.0.1.9", vendor=None, model=model, serial=serial,
+        sys_object_id=None, mac=None, firmware=None, sys_descr=None, sys_name=None,
+        sys_location=None, sys_contact=None, uptime_s=None, status={},
+        counters={"total_impressions": total}, supplies=(), trays=(), properties={},
+        console=(), missing=())
+    xml = build_manager_xml(reading, PayloadMeta(upload_id=upload_id, sequence=0,
+                                                 generated_at=now),
+                            ManagerIdentity(hostname="mgr-host", os="Linux", app_version="1"),
+                            read_at=now, method="snmpv2c")
+    xml = re.sub(rb'generatedAt="[^"]+"', f'generatedAt="{generated_at}"'.encode(), xml,
+                 count=1)
+    return upload_id, make_zip({"device-data.xml": xml})
+
+
+async def manager_upload(manager: Device, upload_id: str, body: bytes) -> tuple[int, Any]:
+    """One upload by a manager (:func:`register_manager`): (status, reply)."""
+    status, reply, _ = await manager.request(
+        "POST", f"{manager.server.base_url}/dd/v1/managers/{manager.device_id}/uploads",
+        data=body, headers={"Content-Type": "application/zip", "Upload-Id": upload_id,
+                            "Content-SHA256": hashlib.sha256(body).hexdigest()})
+    return status, reply

@@ -11,6 +11,13 @@ from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from refserver_helpers import (
+    manager_upload,
+    manager_zip,
+    payload_zip,
+    register,
+    register_manager,
+)
 
 from emulator.fleet.runner import ServerTarget, run_fleet
 from emulator.fleet.spec import FleetSpec
@@ -84,3 +91,29 @@ def test_server_run_says_when_its_metrics_port_is_in_use(tmp_path: Path) -> None
                              timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+async def test_uploads_stored_counts_the_managers_uploads_as_uploads_total_does(
+        tmp_path: Path) -> None:
+    # uploads_total{outcome="stored"} counted a manager's upload (its route ends in
+    # /uploads), uploads_stored (from the database) did not: the two never matched again.
+    server = ReferenceServer(tmp_path / "server")
+    metrics = instrument(server)
+    runner, port = await serve_metrics(metrics, 0)
+    try:
+        async with server:
+            device = await register(server, tmp_path / "dev")
+            upload_id, body = payload_zip(serial=device.serial)
+            assert (await device.upload(body, upload_id))[0] == 201
+            manager = await register_manager(server, tmp_path / "mgr")
+            upload_id, body = manager_zip(device.serial, 184390)
+            assert (await manager_upload(manager, upload_id, body))[0] == 201
+            assert (await manager_upload(manager, upload_id, body))[0] == 200
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                seen = _samples(await r.text())
+    finally:
+        await runner.cleanup()
+    assert seen["ddserver_uploads_total,outcome=stored"] == 2
+    assert seen["ddserver_uploads_total,outcome=duplicate"] == 1
+    assert seen["ddserver_uploads_stored"] == 2 and seen["ddserver_devices"] == 1

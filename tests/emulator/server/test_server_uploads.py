@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from refserver_helpers import (
 )
 
 from emulator.server import ReferenceServer
+from emulator.server.dashboard import queries
 
 
 @pytest.fixture
@@ -56,6 +58,26 @@ async def test_sequence_gaps_are_recorded(server: ReferenceServer, dev: Device) 
         upload_id, body = payload_zip(sequence=seq)
         assert (await dev.upload(body, upload_id))[0] == 201
     assert [g["filled"] for g in server.storage.sequence_gaps(dev.device_id)] == [True, False]
+
+
+async def test_the_dashboard_problems_follow_the_newest_payload_not_the_last_arrival(
+    server: ReferenceServer, dev: Device
+) -> None:
+    # 1 and 3 arrive, then 2 late: the gap it fills is no longer a problem, and the
+    # supply alerts and fault history shown are those of 3, the newest, not of 2 (the
+    # last one stored), which brought back what 3 had cleared.
+    _, xml = payload_xml()
+    cleared = (xml.replace(b'status="low"', b'status="ok"')
+               .replace(b'status="near-full"', b'status="ok"')
+               .replace(b'code="071-105"', b'code="099-999"'))
+    for seq, body in ((1, xml), (3, cleared), (2, xml)):
+        upload_id = str(uuid.uuid4())
+        entry = re.sub(rb'uploadId="[^"]+"', f'uploadId="{upload_id}"'.encode(), body, count=1)
+        entry = re.sub(rb'sequence="\d+"', f'sequence="{seq}"'.encode(), entry, count=1)
+        assert (await dev.upload(make_zip({"device-data.xml": entry}), upload_id))[0] == 201
+    [row] = queries.devices(server.storage)
+    assert row["problems"] == [], row["problems"]
+    assert queries.recent_faults(server.storage, dev.device_id)[0]["code"] == "099-999"
 
 
 def _bomb() -> bytes:
