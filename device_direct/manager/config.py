@@ -10,6 +10,7 @@ unknown keys are errors. A complete file::
     registration_key = "..."                 # used once, at the first run
     proxy = "http://proxy:3128"              # optional
     proxy_username = "u"                     # optional, with proxy_password
+    proxy_password = "p"
 
     [manager]
     data_dir = "/var/lib/dd-manager"         # required: identity, outboxes, readings
@@ -28,13 +29,13 @@ unknown keys are errors. A complete file::
     communities = ["public"]                 # v2c, tried in order; [] for v3 only
     snmp_v1 = "fallback"                     # v1 too (old printers); "off" or "only"
     resolve_names = true                     # reverse DNS lookup of each printer
-    [[scan.v3_users]]                        # optional, tried after the communities
-    user = "monitor"
-    auth_key = "........"                    # SHA, 8+ characters
-    priv_key = "........"                    # AES, optional (authNoPriv without it)
-    timeout = 1.0
+    timeout = 1.0                            # seconds to wait for each answer
     retries = 1
-    concurrency = 32
+    concurrency = 32                         # printers read at the same time
+    [[scan.v3_users]]                        # optional, tried after the communities
+    user = "monitor"                         # (after the [scan] keys: TOML puts what
+    auth_key = "........"                    # follows a [[table]] header in it)
+    priv_key = "........"                    # AES, optional (authNoPriv without it)
 
     [actions]                                # each may be disabled (default: enabled)
     send_meters_now = true
@@ -180,14 +181,14 @@ def load_config(path: Path | str) -> ManagerConfig:
     if snmp_v1 not in ("fallback", "off", "only"):
         raise scan.error("snmp_v1", "must be one of fallback, off, only")
     v3_users: list[tuple[str, str, str | None]] = []
-    for user in scan.tables("v3_users", []):
-        name, auth = _nonempty(user, "user"), user.str("auth_key")
-        priv = user.str("priv_key", None)
+    for entry in scan.tables("v3_users", []):
+        name, auth = _nonempty(entry, "user"), entry.str("auth_key")
+        priv = entry.str("priv_key", None)
         if len(auth) < 8:
-            raise user.error("auth_key", "needs 8+ characters")
+            raise entry.error("auth_key", "needs 8+ characters")
         if priv is not None and len(priv) < 8:
-            raise user.error("priv_key", "needs 8+ characters")
-        user.done()
+            raise entry.error("priv_key", "needs 8+ characters")
+        entry.done()
         v3_users.append((name, auth, priv))
     if not communities and not v3_users:
         raise scan.error("communities", "give at least one community or [[scan.v3_users]]")

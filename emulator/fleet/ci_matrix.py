@@ -72,9 +72,13 @@ def merge_files(paths: Sequence[Path]) -> FleetReport:
             if mine != theirs:
                 raise FleetSpecError(f"merge-reports: {path} is of another run than "
                                      f"{first_path}: {what} {mine!r} != {theirs!r}")
-    shards = [s for p in parts for s in p.shards]
-    if len(set(shards)) != len(shards):
-        raise FleetSpecError(f"merge-reports: a shard is given twice ({', '.join(shards)})")
+    seen: dict[str, Path] = {}
+    for part, path in zip(parts, paths, strict=True):
+        for shard in part.shards:
+            if shard in seen:
+                raise FleetSpecError(f"merge-reports: {path} and {seen[shard]} both hold "
+                                     f"shard {shard}: give each shard's report once")
+            seen[shard] = path
     counts: dict[str, int] | None = None
     if all(p.server_uploads is not None for p in parts):
         counts = {}

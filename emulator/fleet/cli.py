@@ -67,7 +67,7 @@ examples:
   python -m emulator fleet --devices 200 --days 3 --server https://dd.test:8443 \\
       --ca ca.pem --key-file keys.txt --firmware-key fw.pem
   python -m emulator fleet --devices 1000 --days 30 --shard 2/4 ...   (on machine 2 of 4)
-  python -m emulator fleet --devices 100000 --days 30 --cluster tcp://sched:8786 \
+  python -m emulator fleet --devices 100000 --days 30 --cluster tcp://sched:8786 \\
       --embedded-host client.example --metrics-port 9108 --stats-csv run.csv
   python -m emulator fleet --devices 1000 --days 30 --shard --report part.json  (CI matrix job)
   python -m emulator fleet merge-reports part-*.json --report fleet.json
@@ -217,7 +217,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--tls-library", choices=("auto", *get_args(TlsLibrary)),
                      default="auto",
                      help="whose OpenSSL the devices' TLS runs on: bundled (the one the "
-                          "cryptography package ships: about a fifth less CPU per "
+                          "cryptography package ships: about a tenth less CPU per "
                           "device-day on a system OpenSSL 3.0), system (Python's ssl), or "
                           "auto (default): bundled where it can be used")
     run.add_argument("--work-dir", type=Path, metavar="DIR",

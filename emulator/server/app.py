@@ -182,6 +182,11 @@ class ReferenceServer(ServerState):
                 getattr(response, "body", b"") or b"")
             response.headers["Date"] = self._http_date()
             return response
+        except web.HTTPException as exc:
+            # Raised past the error middleware: a redirect (the dashboard's login), which
+            # aiohttp answers with this status, not a 500.
+            status = exc.status
+            raise
         finally:
             if access_log.isEnabledFor(logging.INFO):  # else the line is not even built
                 _log_access(request, status, size, self.wall.monotonic() - started)

@@ -62,20 +62,26 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="server_command", required=True)
 
     run = sub.add_parser("run", help="serve until interrupted")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=_port, default=8443, help="0: any free port")
+    run.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default %(default)s)")
+    run.add_argument("--port", type=_port, default=8443,
+                     help="TLS port (default %(default)s; 0: any free port)")
     run.add_argument("--server-name", action="append", default=[],
                      help="extra DNS name or IP for the server certificate (repeatable)")
     run.add_argument("--cert-days", type=int, default=365,
-                     help="validity of issued client certificates")
-    run.add_argument("--max-upload-bytes", type=int, default=1 << 20)
+                     help="validity of issued client certificates, in days "
+                          "(default %(default)s)")
+    run.add_argument("--max-upload-bytes", type=int, default=1 << 20,
+                     help="largest upload body taken; a larger one is refused with 413 "
+                          "(default %(default)s)")
     run.add_argument("--tls-cert", type=Path, help="operator server certificate chain (PEM)")
     run.add_argument("--tls-key", type=Path, help="operator server key (PEM)")
     run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
     run.add_argument("--metrics-port", type=_port, metavar="P",
                      help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
                           "(emulator/server/metrics.py); 0: any free port, named as "
-                          "metrics_port in the line printed at start")
+                          "metrics_port in the line printed at start. One server "
+                          "process only (--workers 1)")
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="server processes accepting on the one port, sharing the "
                           "database (about one per core; default %(default)s). Faults "
@@ -94,25 +100,33 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     key.add_argument("--ttl", type=int, default=86400, help="seconds (default: one day)")
 
     fw = sub.add_parser("publish-firmware", help="publish a firmware image")
-    fw.add_argument("--model", required=True)
-    fw.add_argument("--version", required=True)
-    fw.add_argument("--expires-in", type=int, default=30 * 86400, help="seconds")
-    fw.add_argument("image", type=Path)
+    fw.add_argument("--model", required=True,
+                    help="the printer model it is for, as devices report it "
+                         "(e.g. 'WorkCentre 7545')")
+    fw.add_argument("--version", required=True,
+                    help="dotted version; offered to devices running an older one")
+    fw.add_argument("--expires-in", type=int, default=30 * 86400,
+                    help="seconds the offer stands (default: 30 days)")
+    fw.add_argument("image", type=Path, help="the firmware image file")
 
     enq = sub.add_parser("enqueue", help="queue an action for a device")
-    enq.add_argument("device_id")
+    enq.add_argument("device_id", help="as `devices` lists it (a device has one once it "
+                                       "registered, at its first sync)")
     enq.add_argument("type", help=(
         "send_meters_now, get_status, reboot, troubleshoot, print_test_page, "
         "upgrade_firmware, upload_logs or start_managed (a device refuses other types "
         "as unsupported)"))
     enq.add_argument("--params", default="{}", help="JSON object")
-    enq.add_argument("--expires-in", type=int, default=86400, help="seconds")
+    enq.add_argument("--expires-in", type=int, default=86400,
+                     help="seconds (default: one day)")
 
     exp = sub.add_parser(
         "export", help="write stored uploads back out as the zips devices sent",
         description="Write the stored uploads (all, one device's, or those received since "
                     "a time) to OUT_DIR/<device id>/<sequence>-<upload id>.zip, byte for "
-                    "byte as received, with an index OUT_DIR/uploads.json. Safe while the "
+                    "byte as received, with an index OUT_DIR/uploads.json; without --device "
+                    "also the device managers' uploads (OUT_DIR/managers/) and "
+                    "OUT_DIR/printers.json (each printer's sources). Safe while the "
                     "server runs.")
     exp.add_argument("--device", metavar="ID", help="only this device's uploads")
     exp.add_argument("--since", metavar="T",

@@ -238,6 +238,38 @@ def test_config_errors_exit_2_naming_the_key(tmp_path: Path) -> None:
         assert "Traceback" not in out.stderr
 
 
+def test_the_complete_file_of_the_config_docstring_loads(tmp_path: Path) -> None:
+    # docs/manager.md sends the reader to this docstring for every key; its [scan]
+    # timeout/retries/concurrency stood after [[scan.v3_users]], so TOML put them in
+    # the v3 user and the file was refused ("scan.v3_users[0].timeout: unknown key").
+    import textwrap
+
+    import device_direct.manager.config as config_module
+
+    text = textwrap.dedent((config_module.__doc__ or "").split("A complete file::", 1)[1])
+    path = tmp_path / "manager.toml"
+    path.write_text(text.replace('"........"', '"12345678"'))
+    config = load_config(path)
+    assert (config.timeout, config.retries, config.concurrency) == (1.0, 1, 32)
+    assert config.v3_users == (("monitor", "12345678", "12345678"),)
+    assert config.proxy_credentials == ("u", "p")
+
+
+def test_proxy_credentials_survive_v3_users(tmp_path: Path) -> None:
+    # The loop over [[scan.v3_users]] reused the name of the proxy user name, so a file
+    # with both handed the transport (the last v3 user's table, password) as credentials.
+    path = tmp_path / "m.toml"
+    path.write_text('[server]\nurl = "https://127.0.0.1:1/"\nca_bundle = "ca.pem"\n'
+                    'proxy = "http://proxy:3128"\nproxy_username = "u"\n'
+                    'proxy_password = "p"\n'
+                    f'[manager]\ndata_dir = "{tmp_path / "d"}"\nlocation = "l"\n'
+                    'contact_email = "a@b.c"\n[scan]\ntargets = ["127.0.0.1"]\n'
+                    '[[scan.v3_users]]\nuser = "monitor"\nauth_key = "12345678"\n')
+    config = load_config(path)
+    assert config.proxy_credentials == ("u", "p")
+    assert config.v3_users == (("monitor", "12345678", None),)
+
+
 async def test_locked_down_syncs_data_only_and_still_reports_addresses(
         tmp_path: Path) -> None:
     from datetime import UTC, datetime

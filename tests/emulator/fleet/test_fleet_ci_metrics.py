@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from emulator.fleet.ci_matrix import shard_from_env
+from emulator.fleet.ci_matrix import merge_files, shard_from_env
+from emulator.fleet.report import DeviceOutcome, FleetReport
 from emulator.fleet.spec import FleetSpecError, Shard
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -86,6 +87,28 @@ def test_merge_reports_refuses_a_file_that_is_not_a_report(tmp_path: Path, text:
                          text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert f"merge-reports: {bad}: {words}" in out.stderr
+
+
+def test_merge_reports_names_both_files_of_a_shard_given_twice(tmp_path: Path) -> None:
+    # docs/fleet.md: a shard given twice is refused, naming the file (it named only
+    # the shards, "1/2, 2/2, 2/2", leaving the user to find which files they were).
+    def part(i: int) -> FleetReport:
+        outcome = DeviceOutcome(index=i - 1, serial=f"S{i}", profile="office-mono",
+                                time_zone="UTC", device_id=None, payloads_built=1,
+                                uploads_stored=1, uploads_duplicate=0, uploads_rejected=0,
+                                send_failures=0, registrations=1, bytes_sent=1, actions_run=0,
+                                action_polls=1, firmware_checks=0, faults=0, jams=0,
+                                queued=0, finished=True)
+        return FleetReport(devices=2, days=1, seed=7, mix="office-mono:1",
+                           shards=(f"{i}/2",), outcomes=(outcome,), wall_s=1.0)
+    paths = [tmp_path / "part-1.json", tmp_path / "part-2.json", tmp_path / "copy.json"]
+    for path, i in zip(paths, (1, 2, 2), strict=True):
+        path.write_text(json.dumps(part(i).to_json()))
+    assert merge_files(paths[:2]).shards == ("1/2", "2/2")
+    with pytest.raises(FleetSpecError,
+                       match=f"{re.escape(str(paths[2]))} and {re.escape(str(paths[1]))} "
+                             "both hold shard 2/2"):
+        merge_files(paths)
 
 
 def test_merge_reports_names_a_run_option_it_would_ignore(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from refserver_helpers import (
     register,
     register_raw,
     registration,
+    server_ctx,
 )
 
 from emulator.clock import VirtualClock
@@ -190,6 +191,21 @@ async def test_every_request_is_logged_as_one_json_line(
     assert lines[-1]["endpoint"] == "/dd/v1/devices/{id}/actions"
     assert lines[-1]["status"] == 200 and lines[-1]["bytes"] > 0
     assert isinstance(lines[-1]["duration_ms"], float)
+
+
+async def test_a_redirect_is_logged_with_its_status_not_500(
+    server: ReferenceServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The dashboard sends a browser without a session to its login page (303); the
+    # access log said 500 for it, as for a server failure.
+    caplog.set_level(logging.INFO, logger="emulator.server.access")
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{server.base_url}/dashboard/", ssl=server_ctx(server),
+            allow_redirects=False) as resp:
+        assert resp.status == 303
+    lines = [json.loads(r.getMessage()) for r in caplog.records
+             if r.name == "emulator.server.access"]
+    assert [(line["endpoint"], line["status"]) for line in lines] == [("/dashboard/", 303)]
 
 
 async def test_date_header_is_server_clock_time(server: ReferenceServer, dev: Device,
