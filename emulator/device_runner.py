@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
@@ -58,7 +59,8 @@ class AgentOptions:
     ca_bundle: Path
     registration_key: str | None = None
     server_name: str = ""
-    time_zone: str = "UTC"
+    # The agent's zone (its daily upload time); None: where the printer stands.
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,9 @@ class DeviceOptions:
     # A used printer: days of its own use simulated before it starts (None: the
     # profile's [history] age_days). Only a new state is aged.
     age_days: int | None = None
+    # Where the printer stands (IANA zone): its working hours, public holidays and the
+    # history of age_days, and its agent's upload time. None: the profile's zone.
+    time_zone: str | None = None
 
     def __post_init__(self) -> None:
         if not self.serial or not self.serial.isprintable() or len(self.serial) > 32:
@@ -124,7 +129,7 @@ class DeviceRunner:
                                     f"(--state-dir): {exc}") from exc
         self.device = EmulatedDevice(load_profile(o.profile), serial=o.serial, clock=self.clock,
                                      rng_seed=o.seed, state_dir=state / "model",
-                                     age_days=o.age_days)
+                                     age_days=o.age_days, time_zone=o.time_zone)
         self.snmp = SnmpAgent(self.device, clock=self.clock, config=o.snmp,
                               settings_path=state / "snmp-settings.json")
         on_firmware = self._on_firmware
@@ -151,7 +156,8 @@ class DeviceRunner:
         if o.agent is None:
             return
         assert self.device is not None
-        config = _agent_config(o.agent, self.state_dir / "device-direct")
+        config = _agent_config(o.agent, self.state_dir / "device-direct",
+                               self.device.time_zone)
         config = with_saved_settings(config, self.state_dir)  # changed on the web pages
         self.agent = Agent(config, self.device, clock=self.clock, rng=random.Random(o.seed))
         self._agent_task = asyncio.create_task(self.agent.run())
@@ -231,11 +237,11 @@ class DeviceRunner:
         return task.exception()
 
 
-def _agent_config(a: AgentOptions, data_dir: Path) -> AgentConfig:
+def _agent_config(a: AgentOptions, data_dir: Path, printer_zone: str) -> AgentConfig:
     return AgentConfig(
         server=ServerConfig(url=a.server_url, ca_bundle=a.ca_bundle,
                             server_name=a.server_name, registration_key=a.registration_key),
-        device=DeviceConfig(data_dir=data_dir, time_zone=a.time_zone),
+        device=DeviceConfig(data_dir=data_dir, time_zone=a.time_zone or printer_zone),
         source="python -m emulator device")
 
 
@@ -276,7 +282,9 @@ def add_device_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate")
     p.add_argument("--server-name", default="", help="TLS name of the server (default: URL host)")
     p.add_argument("--registration-key", help="one-time registration key")
-    p.add_argument("--time-zone", default="UTC", help="device time zone (IANA name)")
+    p.add_argument("--time-zone", help="where the printer stands (IANA name): its working "
+                   "hours, public holidays and --age-days history, and its agent's upload "
+                   "time (default: the profile's zone)")
     p.add_argument("--age-days", type=int, default=None, metavar="DAYS",
                    help="start as a used printer with DAYS days of its own use simulated "
                         "(meters, wear counters, supplies, fault history); default: the "
@@ -293,9 +301,14 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
         return ConfigError(message, key=option)
 
     try:
-        load_profile(args.profile)  # a wrong --profile is a usage error, found before start
+        # A wrong --profile is a usage error, found before start.
+        zone = args.time_zone or load_profile(args.profile).usage.timezone
     except ProfileError as exc:
         raise bad("--profile", str(exc)) from None
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise bad("--time-zone", f"unknown IANA time zone {zone!r}") from None
     if args.no_agent and args.server:
         raise bad("--server", "give either --server (with --ca) or --no-agent, not both")
     if not args.no_agent and not args.server:
@@ -306,8 +319,8 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
             raise bad("--ca", "is required with --server")
         agent = AgentOptions(server_url=args.server, ca_bundle=args.ca,
                              registration_key=args.registration_key,
-                             server_name=args.server_name, time_zone=args.time_zone)
-        _agent_config(agent, Path("."))  # checks URL, name, time zone now, not at run time
+                             server_name=args.server_name)
+        _agent_config(agent, Path("."), zone)  # checks URL and name now, not at run time
     try:
         communities = [Community(args.community)]
         if args.write_community:
@@ -333,7 +346,7 @@ def options_from_args(args: argparse.Namespace) -> DeviceOptions:
                              control_port=args.control_port,
                              web_port=None if args.web_port < 0 else args.web_port,
                              admin_password=args.admin_password,
-                             age_days=args.age_days)
+                             age_days=args.age_days, time_zone=args.time_zone)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

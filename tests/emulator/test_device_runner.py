@@ -135,3 +135,28 @@ def test_a_busy_port_or_unusable_state_dir_is_one_line_not_a_traceback(
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and value in last, last
+
+
+async def test_the_printer_and_its_agent_stand_in_the_time_zone_given(tmp_path: Path) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_device_parser(parser.add_subparsers(dest="command"))
+    common = ["device", "--server", "https://127.0.0.1:1/", "--ca", str(tmp_path / "ca.pem"),
+              "--web-port", "-1"]
+    for extra, zone in ((["--time-zone", "Asia/Tokyo", "--age-days", "3"], "Asia/Tokyo"),
+                        (["--profile", "office-mono"], "America/Chicago")):  # the profile's
+        runner = DeviceRunner(options_from_args(parser.parse_args(
+            [*common, *extra, "--state-dir", str(tmp_path / zone)])))
+        await runner.start()
+        try:
+            assert runner.device is not None and runner.agent is not None
+            # Its working hours, holidays and history are local there, and so is its
+            # agent's daily upload (they were Europe/Berlin and UTC).
+            assert runner.device.time_zone == zone
+            assert runner.agent.config.device.time_zone == zone
+        finally:
+            await runner.stop()
+    with pytest.raises(ConfigError, match=r"--time-zone.*Mars/Olympus"):
+        options_from_args(parser.parse_args(
+            ["device", "--no-agent", "--time-zone", "Mars/Olympus"]))
