@@ -117,6 +117,9 @@ CHECKPOINTS = ("build", "write", "upload")
 # Background work that is due again this soon after a run that left it due is held
 # back this long, so a step that keeps failing cannot spin the loop.
 BACKGROUND_RETRY_S = 60.0
+# The longest two daily runs can be apart on a correct clock: a local day, its DST hour
+# and a run time in a skipped hour, with room to spare.
+MAX_RUN_GAP = timedelta(hours=27)
 # What a failed step of the agent may raise and the lifecycle catches, logs and backs
 # off from. Anything else is a bug (or a signal from a test harness) and propagates.
 STEP_FAILURES: tuple[type[Exception], ...] = (DeviceDirectError, OSError)
@@ -337,6 +340,14 @@ class Agent:
     async def step(self) -> None:
         """One pass: wait for the next thing to do, then do it."""
         assert self.next_sync is not None
+        now = self.clock.now()
+        if self.next_sync - now > MAX_RUN_GAP:
+            # Further off than two runs can be apart: the clock was stepped back (NTP
+            # correcting a clock set ahead). Waiting for the old time would skip every
+            # day in between; the schedule is read again on the corrected time.
+            log.warning("the clock went back (next sync was %s, now %s): schedule re-read",
+                        self.next_sync.isoformat(), now.isoformat())
+            self.next_sync = self.schedule.next_run(now)
         wake = self.next_sync
         due = self.outbox.next_wakeup()
         if due is not None and self._register_not_before is not None:

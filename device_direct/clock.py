@@ -18,6 +18,10 @@ from typing import Protocol, runtime_checkable
 # A sleeping SystemClock re-reads the wall clock at least this often, so an NTP step
 # or a suspend/resume does not make a daily upload fire hours late.
 _MAX_SLEEP_SLICE_S = 60.0
+# A step of the wall clock back by more than this (NTP correcting a clock that was set
+# ahead) ends a SystemClock's sleep early: its caller re-plans on the corrected time,
+# instead of sleeping until the old time comes round again (days, or years).
+_STEP_BACK_S = 300.0
 
 
 # Set in a task that sleeps on the clock but is not one of the participants a virtual
@@ -47,7 +51,8 @@ class Clock(Protocol):
         ...
 
     async def sleep_until(self, when: datetime) -> None:
-        """Return once ``now() >= when`` (at once if it already is)."""
+        """Return once ``now() >= when`` (at once if it already is), or earlier when the
+        clock was stepped back meanwhile: callers read ``now()`` again and re-plan."""
         ...
 
     async def sleep(self, seconds: float) -> None:
@@ -66,10 +71,14 @@ class SystemClock:
 
     async def sleep_until(self, when: datetime) -> None:
         _require_aware(when)
+        start = self.now().timestamp() - time.monotonic()  # the wall clock's offset
         while True:
-            remaining = (when - self.now()).total_seconds()
+            now = self.now()
+            remaining = (when - now).total_seconds()
             if remaining <= 0:
                 return
+            if now.timestamp() - time.monotonic() < start - _STEP_BACK_S:
+                return  # stepped back: ``when`` belongs to a timeline that is gone
             await asyncio.sleep(min(remaining, _MAX_SLEEP_SLICE_S))
 
     async def sleep(self, seconds: float) -> None:

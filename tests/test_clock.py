@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from device_direct import clock as clock_module
 from device_direct.clock import Clock, SystemClock
 from emulator.clock import DEFAULT_EPOCH, VirtualClock
 
@@ -26,6 +28,43 @@ async def test_system_clock_sleep_until_past_returns_at_once() -> None:
 async def test_system_clock_rejects_naive_times() -> None:
     with pytest.raises(ValueError, match="aware"):
         await SystemClock().sleep_until(datetime(2026, 1, 1))
+
+
+class _SteppedClock(SystemClock):
+    """The system's clock, its wall time shifted by ``shift`` (an NTP step)."""
+
+    shift = timedelta(0)
+
+    def now(self) -> datetime:
+        return super().now() + self.shift
+
+
+async def test_system_clock_sleep_ends_when_the_wall_clock_is_stepped_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock set days ahead and corrected by NTP: the sleep ran on to the old time,
+    # and the agent's daily upload with it (days, or years, of no upload).
+    monkeypatch.setattr(clock_module, "_MAX_SLEEP_SLICE_S", 0.05)
+    clock = _SteppedClock()
+    clock.shift = timedelta(days=3)  # set ahead
+    sleeping = asyncio.create_task(clock.sleep_until(clock.now() + timedelta(hours=1)))
+    await asyncio.sleep(0.1)
+    assert not sleeping.done()
+    clock.shift = timedelta(0)  # corrected
+    await asyncio.wait_for(sleeping, timeout=5)
+
+
+async def test_system_clock_sleep_is_not_cut_by_a_small_step_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clock_module, "_MAX_SLEEP_SLICE_S", 0.05)
+    clock = _SteppedClock()
+    sleeping = asyncio.create_task(clock.sleep_until(clock.now() + timedelta(hours=1)))
+    await asyncio.sleep(0.05)
+    clock.shift = -timedelta(seconds=30)  # NTP's everyday correction: keep sleeping
+    await asyncio.sleep(0.2)
+    assert not sleeping.done()
+    sleeping.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sleeping
 
 
 async def test_virtual_clock_jumps_only_when_everyone_is_parked() -> None:

@@ -118,3 +118,46 @@ async def test_certificate_is_renewed_before_expiry_and_uploads_go_on(tmp_path: 
         # Uploads made after the renewal went through on the new certificate.
         assert len(uploads) == agent.stats.uploads_stored >= 6
         assert len({u["upload_id"] for u in uploads}) == len(uploads)
+
+
+MARCH_5_NOON = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+
+
+class _SteppableClock(VirtualClock):
+    """A virtual clock that NTP can step back (the agent's own clock was set ahead)."""
+
+    def step_back(self, delta: timedelta) -> None:
+        self._now -= delta
+
+
+async def test_a_clock_stepped_back_days_keeps_one_upload_a_day(tmp_path: Path) -> None:
+    # The agent kept the next run of the old timeline: after a step back of 3 days it
+    # uploaded nothing until that time came round again (a clock set years ahead and
+    # corrected: years without an upload). The next wake re-reads the schedule.
+    clock = _SteppableClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    async with ReferenceServer(tmp_path / "server", clock=clock) as server:
+        model = make_device(clock, tmp_path / "model")
+        agent, _ = make_agent(tmp_path, server, model, clock)
+
+        async def agent_run() -> None:
+            try:
+                await agent.run()
+            finally:
+                clock.unregister()
+
+        clock.register()
+        clock.register()
+        task = asyncio.create_task(agent_run())
+        try:
+            await asyncio.wait_for(clock.sleep_until(MARCH_5_NOON), 60)
+            assert agent.stats.uploads_stored == 4  # 02:00 Berlin on the 2nd to the 5th
+            clock.step_back(timedelta(days=3))  # now the 2nd, 12:00 again
+            agent.send_now()  # a wake (the real clock's sleep ends at a step back)
+            await asyncio.wait_for(clock.sleep_until(MARCH_5_NOON), 60)
+            # the send-now, then the 3rd, 4th and 5th of the corrected timeline
+            assert agent.stats.uploads_stored == 8
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            clock.unregister()
