@@ -24,6 +24,7 @@ from typing import Any, cast, get_args
 
 from device_direct.config import TlsLibrary
 from device_direct.errors import DeviceDirectError
+from emulator.cli_types import port_number
 from emulator.errors import EmulatorError
 from emulator.fleet.ci_matrix import merge_files, shard_from_env
 from emulator.fleet.cli_common import (
@@ -102,17 +103,6 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535 (0: any free "
-                                         f"port), got {value}")
     return value
 
 
@@ -227,7 +217,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                           "durable writes run on the event loop (cheaper than a thread)")
     run.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
-    run.add_argument("--metrics-port", type=_port, metavar="P",
+    run.add_argument("--metrics-port", type=port_number, metavar="P",
                      help="serve Prometheus metrics of the run on http://HOST:P/metrics "
                           "while it runs (0: any free port, printed on stderr)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",

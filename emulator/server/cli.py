@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emulator.cli_types import port_number
 from emulator.closed_output import run_with_closed_output_quiet
 from emulator.errors import EmulatorError
 from emulator.loop import LOOP_NAMES, LoopUnavailable, resolve
@@ -29,17 +30,6 @@ from emulator.server.tls_listener import alerts_flushed
 from emulator.server.workers import adopt_listen_fd, serve_workers
 
 DEFAULT_STATE = Path("server-state")
-
-
-def _port(text: str) -> int:
-    """A TCP port argument, 0 (any free port) to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
-    return port
 
 
 def _key_count(text: str) -> int:
@@ -64,7 +54,7 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve until interrupted")
     run.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default %(default)s)")
-    run.add_argument("--port", type=_port, default=8443,
+    run.add_argument("--port", type=port_number, default=8443,
                      help="TLS port (default %(default)s; 0: any free port)")
     run.add_argument("--server-name", action="append", default=[],
                      help="extra DNS name or IP for the server certificate (repeatable)")
@@ -77,7 +67,7 @@ def add_server_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--tls-cert", type=Path, help="operator server certificate chain (PEM)")
     run.add_argument("--tls-key", type=Path, help="operator server key (PEM)")
     run.add_argument("--tls-ca", type=Path, help="CA of the operator certificate (PEM)")
-    run.add_argument("--metrics-port", type=_port, metavar="P",
+    run.add_argument("--metrics-port", type=port_number, metavar="P",
                      help="serve Prometheus metrics on http://127.0.0.1:P/metrics "
                           "(emulator/server/metrics.py); 0: any free port, named as "
                           "metrics_port in the line printed at start. One server "

@@ -108,10 +108,8 @@ async def test_a_request_waiting_on_a_long_job_does_not_hold_up_the_stop(
         waiting = asyncio.create_task(_call(port, "POST", "/power", {"state": "off"}))
         await asyncio.sleep(0.3)
         assert not waiting.done()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await control.cleanup()  # the CLI's SIGTERM path; aiohttp's default waits 60 s
-        assert loop.time() - started < SHUTDOWN_TIMEOUT_S + 3
+        # the CLI's SIGTERM path; aiohttp's default waited 60 s for the request
+        await asyncio.wait_for(control.cleanup(), SHUTDOWN_TIMEOUT_S + 10)
     finally:
         await runner.stop()
         for task in (job, waiting):

@@ -112,8 +112,8 @@ def test_a_work_dir_that_cannot_be_made_is_a_usage_error(
 
 
 @pytest.mark.parametrize(("port", "words"), [
-    ("70000", "must be a port number 0-65535 (0: any free port), got 70000"),
-    ("nine", "expected a port number, got 'nine'"),
+    ("70000", "70000 is not a port number (0-65535; 0: any free port)"),
+    ("nine", "'nine' is not a port number"),
 ])
 def test_a_metrics_port_out_of_range_is_a_usage_error(
         port: str, words: str, capsys: pytest.CaptureFixture[str]) -> None:

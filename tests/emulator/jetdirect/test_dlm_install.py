@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from device_direct.core.firmware import DlmHeader, dlm_signed_bytes
 from emulator.clock import VirtualClock
 from emulator.device_runner import DeviceOptions, DeviceRunner
+from emulator.jetdirect import JetDirectServer
+from emulator.model.device import EmulatedDevice
 
 UEL = b"\x1b%-12345X"
 FF = b"\x0c"
@@ -39,13 +43,22 @@ async def push(port: int, data: bytes) -> None:
     writer.close()
 
 
-async def test_signed_newer_dlm_is_installed_and_bad_ones_are_not(tmp_path: Path) -> None:
-    clock = VirtualClock()  # no participants: boots and flash writes take no real time
-    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path, firmware_key=PEM), clock=clock)
+@contextlib.asynccontextmanager
+async def printer(state_dir: Path) -> AsyncIterator[tuple[EmulatedDevice, JetDirectServer]]:
+    """A device with port 9100 and the firmware key, on a virtual clock with no
+    participants (boots and flash writes take no real time): (device, 9100 server)."""
+    runner = DeviceRunner(DeviceOptions(state_dir=state_dir, firmware_key=PEM),
+                          clock=VirtualClock())
     await runner.start()
     try:
         assert runner.device is not None and runner.jetdirect is not None
-        device, server = runner.device, runner.jetdirect
+        yield runner.device, runner.jetdirect
+    finally:
+        await runner.stop()
+
+
+async def test_signed_newer_dlm_is_installed_and_bad_ones_are_not(tmp_path: Path) -> None:
+    async with printer(tmp_path) as (device, server):
         model = device.identity().model
         before = device.firmware().running_version
         newer = before + ".1"
@@ -68,19 +81,12 @@ async def test_signed_newer_dlm_is_installed_and_bad_ones_are_not(tmp_path: Path
         state = device.firmware()
         assert state.running_version == newer and not state.trial
         assert device.counters().total_impressions == 0  # firmware is never printed
-    finally:
-        await runner.stop()
 
 
 async def test_two_dlm_files_at_once_install_one_after_the_other(tmp_path: Path) -> None:
     # Interleaved, the second file overwrote the first one's bank while it was being
     # flashed: port 9100 reported the newer version installed, the older one ran.
-    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path, firmware_key=PEM),
-                          clock=VirtualClock())
-    await runner.start()
-    try:
-        assert runner.device is not None and runner.jetdirect is not None
-        device, server = runner.device, runner.jetdirect
+    async with printer(tmp_path) as (device, server):
         model, before = device.identity().model, device.firmware().running_version
         await asyncio.gather(push(server.port, dlm(model, before + ".2")),
                              push(server.port, dlm(model, before + ".1")))
@@ -89,18 +95,11 @@ async def test_two_dlm_files_at_once_install_one_after_the_other(tmp_path: Path)
         assert outcomes[before + ".1"].reason.startswith("version")  # older than .2 now
         state = device.firmware()
         assert state.running_version == before + ".2" and not state.trial
-    finally:
-        await runner.stop()
 
 
 async def test_a_dlm_file_the_device_cannot_take_now_is_refused_with_its_reason(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    runner = DeviceRunner(DeviceOptions(state_dir=tmp_path, firmware_key=PEM),
-                          clock=VirtualClock())
-    await runner.start()
-    try:
-        assert runner.device is not None and runner.jetdirect is not None
-        device, server = runner.device, runner.jetdirect
+    async with printer(tmp_path) as (device, server):
         before = device.firmware().running_version
         await device.power_off()
         with caplog.at_level(logging.WARNING):
@@ -110,5 +109,3 @@ async def test_a_dlm_file_the_device_cannot_take_now_is_refused_with_its_reason(
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
         await device.power_on()
         assert device.firmware().running_version == before
-    finally:
-        await runner.stop()
